@@ -1,0 +1,156 @@
+"""Input validation shared by every public function of :mod:`igbook`.
+
+Each helper raises :class:`ValueError` or :class:`TypeError` with a message that names the
+argument and the constraint it broke, so that a reader sees *what* was wrong rather than a
+``nan`` three cells later.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "as_tensor",
+    "check_finite",
+    "check_positive",
+    "check_in_open_interval",
+    "check_in_interval",
+    "check_simplex",
+    "check_square",
+    "check_symmetric_positive_definite",
+    "check_shape",
+    "check_probability",
+]
+
+
+def as_tensor(value: Any, name: str, *, dtype: torch.dtype | None = None) -> Tensor:
+    """Convert ``value`` to a floating-point tensor, or raise :class:`TypeError` naming ``name``.
+
+    Python numbers, sequences and NumPy arrays become float64 tensors (igbook computes in
+    float64 unless it is handed float32 tensors). Integer and boolean tensors are promoted to
+    float64; floating tensors keep their dtype unless ``dtype`` is given.
+    """
+    if isinstance(value, Tensor):
+        t = value
+    else:
+        try:
+            t = torch.as_tensor(value, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(
+                f"{name} must be a tensor, a number or a sequence of numbers, "
+                f"got {type(value).__name__}"
+            ) from exc
+    if t.is_complex():
+        raise TypeError(f"{name} must be real, got a complex tensor")
+    if dtype is not None:
+        t = t.to(dtype)
+    elif not t.is_floating_point():
+        t = t.to(torch.float64)
+    return t
+
+
+def check_finite(t: Tensor, name: str) -> Tensor:
+    """Raise :class:`ValueError` if ``t`` holds a NaN or an infinity."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} must be finite, got a value that is NaN or infinite")
+    return t
+
+
+def check_positive(t: Tensor, name: str) -> Tensor:
+    """Raise :class:`ValueError` unless every entry of ``t`` is finite and strictly positive."""
+    check_finite(t, name)
+    if not bool((t > 0).all()):
+        raise ValueError(f"{name} must be > 0, got min {float(t.min()):.6g}")
+    return t
+
+
+def check_in_open_interval(t: Tensor, name: str, low: float, high: float) -> Tensor:
+    """Raise :class:`ValueError` unless ``low < t < high`` entrywise."""
+    check_finite(t, name)
+    if not bool(((t > low) & (t < high)).all()):
+        raise ValueError(
+            f"{name} must lie in the open interval ({low}, {high}), "
+            f"got values in [{float(t.min()):.6g}, {float(t.max()):.6g}]"
+        )
+    return t
+
+
+def check_in_interval(
+    t: Tensor, name: str, low: float, high: float, *, closed_low: bool = True, closed_high: bool = True
+) -> Tensor:
+    """Raise :class:`ValueError` unless ``t`` lies in the interval with the given closedness."""
+    check_finite(t, name)
+    ok_low = (t >= low) if closed_low else (t > low)
+    ok_high = (t <= high) if closed_high else (t < high)
+    if not bool((ok_low & ok_high).all()):
+        lb = "[" if closed_low else "("
+        rb = "]" if closed_high else ")"
+        raise ValueError(
+            f"{name} must lie in {lb}{low}, {high}{rb}, "
+            f"got values in [{float(t.min()):.6g}, {float(t.max()):.6g}]"
+        )
+    return t
+
+
+def check_probability(t: Tensor, name: str) -> Tensor:
+    """Raise :class:`ValueError` unless ``0 < t < 1`` entrywise (an interior probability)."""
+    return check_in_open_interval(t, name, 0.0, 1.0)
+
+
+def check_simplex(t: Tensor, name: str, *, atol: float = 1e-6, interior: bool = True) -> Tensor:
+    """Raise :class:`ValueError` unless the last axis of ``t`` is a probability vector.
+
+    ``interior=True`` (the default) also requires every entry to be strictly positive, which is
+    where the Fisher metric of the categorical family is defined.
+    """
+    check_finite(t, name)
+    if t.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis (a probability vector), got a scalar")
+    if t.shape[-1] < 2:
+        raise ValueError(f"{name} must have at least 2 categories, got {t.shape[-1]}")
+    if interior and not bool((t > 0).all()):
+        raise ValueError(f"{name} must have strictly positive entries, got min {float(t.min()):.6g}")
+    if not interior and not bool((t >= 0).all()):
+        raise ValueError(f"{name} must have non-negative entries, got min {float(t.min()):.6g}")
+    s = t.sum(-1)
+    if not bool(torch.allclose(s, torch.ones_like(s), atol=atol, rtol=0)):
+        raise ValueError(
+            f"{name} must sum to 1 along its last axis (a point of the simplex), "
+            f"got sums in [{float(s.min()):.6g}, {float(s.max()):.6g}]"
+        )
+    return t
+
+
+def check_shape(t: Tensor, name: str, shape: tuple[int | None, ...]) -> Tensor:
+    """Raise :class:`ValueError` unless ``t.shape`` matches ``shape`` (``None`` matches any size)."""
+    if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+    return t
+
+
+def check_square(t: Tensor, name: str) -> Tensor:
+    """Raise :class:`ValueError` unless ``t`` is a square matrix (last two axes equal)."""
+    if t.ndim < 2 or t.shape[-1] != t.shape[-2]:
+        raise ValueError(f"{name} must be a square matrix, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_symmetric_positive_definite(t: Tensor, name: str, *, rtol: float = 1e-8) -> Tensor:
+    """Raise :class:`ValueError` unless ``t`` is a symmetric positive-definite matrix.
+
+    Symmetry is checked to a relative tolerance ``rtol`` of the largest entry; positive
+    definiteness by a Cholesky factorization.
+    """
+    check_square(t, name)
+    check_finite(t, name)
+    scale = t.abs().max().clamp_min(1.0)
+    if not bool(((t - t.transpose(-1, -2)).abs() <= rtol * scale).all()):
+        raise ValueError(f"{name} must be symmetric")
+    _, info = torch.linalg.cholesky_ex(t)
+    if bool((info != 0).any()):
+        raise ValueError(f"{name} must be positive definite (its Cholesky factorization failed)")
+    return t

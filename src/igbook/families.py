@@ -1,0 +1,1002 @@
+r"""Exponential families in minimal form, with closed-form geometry.
+
+Every family here is written as
+
+.. math::
+
+    q_\eta(x) = h(x)\,\exp\big(\eta^\top T(x) - A(\eta)\big),
+
+with natural parameter :math:`\eta`, sufficient statistic :math:`T`, log-partition :math:`A`
+and mean parameter :math:`\mu = \mathbb{E}_{q_\eta}[T(x)] = \nabla A(\eta)`
+:cite:`wainwright2008graphical`. Each family has three coordinate systems, all flat 1-D
+tensors so that every Fisher matrix is an ordinary matrix:
+
+``params``
+    the usual coordinates (``p`` for a Bernoulli, ``(mu, sigma)`` for a Gaussian, ...);
+``natural``
+    :math:`\eta`;
+``mean``
+    :math:`\mu`.
+
+A distribution is a small frozen dataclass (``Gaussian(mu=0.0, sigma=1.0)``) whose
+constructor validates its arguments. Class methods give the pure, differentiable maps between
+the coordinate systems and the log-densities in each, for use with :mod:`torch.func`; they do
+*not* validate, so that they can be traced, differentiated and vectorized.
+
+Closed forms provided by every family: log-partition, sufficient statistics, log-density,
+seeded sampling, the Fisher information in natural and in usual coordinates, the KL
+divergence (a textbook formula, checked in the tests against the Bregman form
+:meth:`ExponentialFamily.kl_bregman` and against Monte Carlo), entropy, and the convex
+conjugate :math:`A^*(\mu)`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Self
+
+import torch
+from torch import Tensor
+
+from igbook._validation import (
+    as_tensor,
+    check_finite,
+    check_positive,
+    check_probability,
+    check_shape,
+    check_simplex,
+    check_symmetric_positive_definite,
+)
+
+__all__ = [
+    "ExponentialFamily",
+    "Bernoulli",
+    "Categorical",
+    "Gaussian",
+    "MultivariateGaussian",
+    "Poisson",
+    "Exponential",
+    "FAMILIES",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _vec(t: Tensor, name: str, size: int | None = None) -> Tensor:
+    """A flat parameter vector, checked for finiteness and (optionally) length."""
+    t = as_tensor(t, name)
+    if t.ndim == 0:
+        t = t.reshape(1)
+    check_shape(t, name, (size,))
+    return check_finite(t, name)
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        g = torch.Generator()
+        g.manual_seed(seed)
+        return g
+    return generator
+
+
+def _check_n(n: int) -> int:
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return n
+
+
+class ExponentialFamily(ABC):
+    """Common interface of the exponential families in :mod:`igbook.families`.
+
+    Subclasses are frozen dataclasses holding the usual parameters. The class methods whose
+    names end in ``_from_...`` or start with ``log_`` are pure tensor functions (no validation),
+    safe inside :func:`torch.func.grad`, :func:`torch.func.hessian` and :func:`torch.func.vmap`.
+    """
+
+    #: whether the sample space is finite (then :meth:`support` enumerates it)
+    discrete: ClassVar[bool] = False
+
+    # ----- pure maps between coordinate systems (no validation) -----------------------------
+    @classmethod
+    @abstractmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        """Natural parameter :math:`\\eta` from the usual coordinates."""
+
+    @classmethod
+    @abstractmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        """Usual coordinates from the natural parameter."""
+
+    @classmethod
+    @abstractmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        """Log-partition function :math:`A(\\eta)` (a scalar tensor)."""
+
+    @classmethod
+    @abstractmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        """Mean parameter :math:`\\mu = \\nabla A(\\eta)` in closed form."""
+
+    @classmethod
+    @abstractmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        """Natural parameter from the mean parameter, :math:`\\eta = \\nabla A^*(\\mu)`."""
+
+    @classmethod
+    @abstractmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        """:math:`T(x)`, with shape ``x_batch + (d,)``."""
+
+    @classmethod
+    @abstractmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        """:math:`\\log h(x)`, with shape ``x_batch``."""
+
+    @classmethod
+    def log_prob_natural(cls, eta: Tensor, x: Tensor) -> Tensor:
+        """:math:`\\log q_\\eta(x) = \\eta^\\top T(x) - A(\\eta) + \\log h(x)` (pure)."""
+        return cls.sufficient_statistic(x) @ eta - cls.log_partition(eta) + cls.log_base_measure(x)
+
+    @classmethod
+    def log_prob_params(cls, theta: Tensor, x: Tensor) -> Tensor:
+        """Log-density as a function of the usual coordinates (pure)."""
+        return cls.log_prob_natural(cls.natural_from_params(theta), x)
+
+    @classmethod
+    def log_prob_mean(cls, mu: Tensor, x: Tensor) -> Tensor:
+        """Log-density as a function of the mean parameter (pure)."""
+        return cls.log_prob_natural(cls.natural_from_mean(mu), x)
+
+    @classmethod
+    def convex_conjugate(cls, mu: Tensor) -> Tensor:
+        """:math:`A^*(\\mu) = \\sup_\\eta \\eta^\\top\\mu - A(\\eta) = \\eta(\\mu)^\\top\\mu - A(\\eta(\\mu))`."""
+        eta = cls.natural_from_mean(mu)
+        return eta @ mu - cls.log_partition(eta)
+
+    # ----- constructors ---------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def from_params(cls, theta: Tensor) -> Self:
+        """The distribution with usual coordinates ``theta`` (validated)."""
+
+    @classmethod
+    def from_natural(cls, eta: Tensor) -> Self:
+        """The distribution with natural parameter ``eta`` (validated)."""
+        eta = _vec(eta, "eta", cls._natural_dim_or_none())
+        cls._check_natural(eta)
+        return cls.from_params(cls.params_from_natural(eta))
+
+    @classmethod
+    def from_mean(cls, mu: Tensor) -> Self:
+        """The distribution with mean parameter ``mu`` (validated)."""
+        mu = _vec(mu, "mu", cls._natural_dim_or_none())
+        cls._check_mean(mu)
+        return cls.from_natural(cls.natural_from_mean(mu))
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return None
+
+    @classmethod
+    @abstractmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        """Raise ValueError unless ``eta`` lies in the natural parameter space."""
+
+    @classmethod
+    @abstractmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        """Raise ValueError unless ``mu`` lies in the interior of the mean parameter space."""
+
+    # ----- instance views -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def params(self) -> Tensor:
+        """Usual coordinates as a flat tensor."""
+
+    @property
+    def natural(self) -> Tensor:
+        """Natural parameter :math:`\\eta` as a flat tensor."""
+        return self.natural_from_params(self.params)
+
+    @property
+    def mean(self) -> Tensor:
+        """Mean parameter :math:`\\mu = \\mathbb{E}[T(x)]` as a flat tensor."""
+        return self.mean_from_natural(self.natural)
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the (minimal) parameter space."""
+        return int(self.params.numel())
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Log-density (or log-mass) at ``x``; ``x`` may carry any batch shape."""
+        x = as_tensor(x, "x", dtype=self.params.dtype)
+        self._check_x(x)
+        return self.log_prob_natural(self.natural, x)
+
+    def _check_x(self, x: Tensor) -> None:
+        check_finite(x, "x")
+
+    @abstractmethod
+    def sample(
+        self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw ``n`` samples, reproducibly from ``seed`` or ``generator``."""
+
+    def support(self) -> Tensor:
+        """Enumerate a finite sample space (only for discrete families)."""
+        raise NotImplementedError(f"{type(self).__name__} has no finite support to enumerate")
+
+    # ----- closed-form geometry -------------------------------------------------------------
+    @abstractmethod
+    def fisher_natural(self) -> Tensor:
+        """Fisher information in natural coordinates, :math:`\\nabla^2 A(\\eta) = \\mathrm{Cov}[T(x)]`."""
+
+    def fisher_mean(self) -> Tensor:
+        """Fisher information in mean coordinates, :math:`\\nabla^2 A^*(\\mu) = [\\nabla^2 A(\\eta)]^{-1}`."""
+        return torch.linalg.inv(self.fisher_natural())
+
+    @abstractmethod
+    def fisher(self) -> Tensor:
+        """Fisher information in the usual coordinates (closed form)."""
+
+    @abstractmethod
+    def kl(self, other: Self) -> Tensor:
+        """:math:`\\mathrm{KL}(\\text{self}\\,\\|\\,\\text{other})` by its textbook closed form."""
+
+    def kl_bregman(self, other: Self) -> Tensor:
+        r"""KL as the Bregman divergence of the log-partition,
+
+        .. math:: \mathrm{KL}(q_{\eta_p}\|q_{\eta_q}) = A(\eta_q) - A(\eta_p) - (\eta_q-\eta_p)^\top \nabla A(\eta_p).
+        """
+        self._check_same_family(other)
+        ep, eq = self.natural, other.natural
+        return self.log_partition(eq) - self.log_partition(ep) - (eq - ep) @ self.mean
+
+    def _check_same_family(self, other: object) -> None:
+        if type(other) is not type(self):
+            raise TypeError(
+                f"other must be a {type(self).__name__}, got {type(other).__name__}"
+            )
+        if other.params.shape != self.params.shape:  # type: ignore[attr-defined]
+            raise ValueError(
+                f"other must have parameters of shape {tuple(self.params.shape)}, "
+                f"got {tuple(other.params.shape)}"  # type: ignore[attr-defined]
+            )
+
+    def entropy(self) -> Tensor:
+        r"""Differential (or discrete) entropy, :math:`A(\eta) - \eta^\top\mu - \mathbb{E}[\log h(x)]`."""
+        return self.log_partition(self.natural) - self.natural @ self.mean - self._expected_log_h()
+
+    def _expected_log_h(self) -> Tensor:
+        return torch.zeros((), dtype=self.params.dtype)
+
+
+# =============================================================================================
+@dataclass(frozen=True)
+class Bernoulli(ExponentialFamily):
+    r"""Bernoulli distribution with success probability ``p`` in (0, 1).
+
+    :math:`\eta = \log\frac{p}{1-p}`, :math:`T(x) = x`, :math:`A(\eta) = \log(1+e^\eta)`,
+    :math:`\mu = p`; Fisher :math:`p(1-p)` in :math:`\eta` and :math:`1/(p(1-p))` in :math:`p`.
+    """
+
+    p: Tensor | float
+    discrete: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        p = as_tensor(self.p, "p")
+        check_shape(p, "p", ())
+        check_probability(p, "p")
+        object.__setattr__(self, "p", p)
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        return torch.logit(theta)
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        return torch.sigmoid(eta)
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        return torch.nn.functional.softplus(eta).sum()
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        return torch.sigmoid(eta)
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        return torch.logit(mu)
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        return x.unsqueeze(-1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return 1
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        check_finite(eta, "eta")
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        check_probability(mu, "mu")
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> Bernoulli:
+        return cls(p=_vec(theta, "theta", 1)[0])
+
+    @property
+    def params(self) -> Tensor:
+        return self.p.reshape(1)  # type: ignore[union-attr]
+
+    def _check_x(self, x: Tensor) -> None:
+        if not bool(((x == 0) | (x == 1)).all()):
+            raise ValueError("x must be 0 or 1 for a Bernoulli distribution")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        u = torch.rand(_check_n(n), generator=g, dtype=self.params.dtype)
+        return (u < self.p).to(self.params.dtype)
+
+    def support(self) -> Tensor:
+        return torch.tensor([0.0, 1.0], dtype=self.params.dtype)
+
+    def fisher_natural(self) -> Tensor:
+        p = self.params
+        return (p * (1 - p)).reshape(1, 1)
+
+    def fisher(self) -> Tensor:
+        p = self.params
+        return (1.0 / (p * (1 - p))).reshape(1, 1)
+
+    def fisher_mean(self) -> Tensor:
+        return self.fisher()
+
+    def kl(self, other: Bernoulli) -> Tensor:
+        self._check_same_family(other)
+        p, q = self.params[0], other.params[0]
+        return p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
+
+
+# =============================================================================================
+@dataclass(frozen=True)
+class Categorical(ExponentialFamily):
+    r"""Categorical distribution on :math:`\{0,\dots,K-1\}` with probabilities ``probs``.
+
+    Minimal form with the last category as reference: :math:`\eta_k = \log(p_k/p_{K-1})`,
+    :math:`T(x)_k = [x=k]` for :math:`k<K-1`, :math:`A(\eta)=\log(1+\sum_k e^{\eta_k})`. The usual
+    coordinates are the first :math:`K-1` probabilities, where the Fisher information is
+    :math:`\mathrm{diag}(1/p_k) + \mathbf{1}\mathbf{1}^\top/p_{K-1}`.
+    """
+
+    probs: Tensor
+    discrete: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        p = as_tensor(self.probs, "probs")
+        check_shape(p, "probs", (None,))
+        check_simplex(p, "probs")
+        object.__setattr__(self, "probs", p)
+
+    @property
+    def num_categories(self) -> int:
+        return int(self.probs.shape[0])
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        last = 1 - theta.sum()
+        return torch.log(theta) - torch.log(last)
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        full = torch.cat([eta, torch.zeros(1, dtype=eta.dtype)])
+        return torch.softmax(full, 0)[:-1]
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        return torch.logsumexp(torch.cat([eta, torch.zeros(1, dtype=eta.dtype)]), 0)
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        return cls.params_from_natural(eta)
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        return cls.natural_from_params(mu)
+
+    def sufficient_statistic(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        """One-hot indicators of the first ``K-1`` categories (needs ``K``, so an instance method)."""
+        k = torch.arange(self.num_categories - 1, dtype=x.dtype)
+        return (x.unsqueeze(-1) == k).to(self.probs.dtype)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    @classmethod
+    def log_prob_natural(cls, eta: Tensor, x: Tensor) -> Tensor:
+        full = torch.cat([eta, torch.zeros(1, dtype=eta.dtype)])
+        logp = full - torch.logsumexp(full, 0)
+        onehot = (x.unsqueeze(-1) == torch.arange(full.shape[0], dtype=x.dtype)).to(eta.dtype)
+        return onehot @ logp
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        check_finite(eta, "eta")
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        if not bool((mu > 0).all()) or not bool(mu.sum() < 1):
+            raise ValueError("mu must have positive entries summing to less than 1 (the free probabilities)")
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> Categorical:
+        theta = _vec(theta, "theta")
+        return cls(probs=torch.cat([theta, (1 - theta.sum()).reshape(1)]))
+
+    @property
+    def params(self) -> Tensor:
+        return self.probs[:-1]
+
+    def _check_x(self, x: Tensor) -> None:
+        if not bool(((x == x.round()) & (x >= 0) & (x < self.num_categories)).all()):
+            raise ValueError(f"x must be an integer category in [0, {self.num_categories - 1}]")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        return torch.multinomial(self.probs, _check_n(n), replacement=True, generator=g).to(
+            self.probs.dtype
+        )
+
+    def support(self) -> Tensor:
+        return torch.arange(self.num_categories, dtype=self.probs.dtype)
+
+    def fisher_natural(self) -> Tensor:
+        p = self.params
+        return torch.diag(p) - torch.outer(p, p)
+
+    def fisher(self) -> Tensor:
+        p = self.params
+        return torch.diag(1.0 / p) + 1.0 / self.probs[-1]
+
+    def kl(self, other: Categorical) -> Tensor:
+        if not isinstance(other, Categorical):
+            raise TypeError(f"other must be a Categorical, got {type(other).__name__}")
+        if other.num_categories != self.num_categories:
+            raise ValueError(
+                f"other must have {self.num_categories} categories, got {other.num_categories}"
+            )
+        return (self.probs * torch.log(self.probs / other.probs)).sum()
+
+
+# =============================================================================================
+@dataclass(frozen=True)
+class Gaussian(ExponentialFamily):
+    r"""Univariate Gaussian :math:`\mathcal N(\mu, \sigma^2)`; usual coordinates :math:`(\mu, \sigma)`.
+
+    :math:`\eta = (\mu/\sigma^2, -1/(2\sigma^2))`, :math:`T(x) = (x, x^2)`,
+    :math:`A(\eta) = -\eta_1^2/(4\eta_2) - \tfrac12\log(-2\eta_2)`,
+    :math:`\mu = (\mu, \mu^2+\sigma^2)`. The Fisher information in :math:`(\mu,\sigma)` is
+    :math:`\mathrm{diag}(1, 2)/\sigma^2`: the hyperbolic half-plane :cite:`costa2015fisher`.
+    """
+
+    mu: Tensor | float
+    sigma: Tensor | float
+
+    def __post_init__(self) -> None:
+        mu = as_tensor(self.mu, "mu")
+        sigma = as_tensor(self.sigma, "sigma")
+        check_shape(mu, "mu", ())
+        check_shape(sigma, "sigma", ())
+        check_finite(mu, "mu")
+        check_positive(sigma, "sigma")
+        dtype = torch.promote_types(mu.dtype, sigma.dtype)
+        object.__setattr__(self, "mu", mu.to(dtype))
+        object.__setattr__(self, "sigma", sigma.to(dtype))
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        mu, sigma = theta[0], theta[1]
+        s2 = sigma**2
+        return torch.stack([mu / s2, -0.5 / s2])
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        s2 = -0.5 / eta[1]
+        return torch.stack([eta[0] * s2, torch.sqrt(s2)])
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        return -eta[0] ** 2 / (4 * eta[1]) - 0.5 * torch.log(-2 * eta[1])
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        s2 = -0.5 / eta[1]
+        m = eta[0] * s2
+        return torch.stack([m, m**2 + s2])
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        m, m2 = mu[0], mu[1]
+        s2 = m2 - m**2
+        return torch.stack([m / s2, -0.5 / s2])
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        return torch.stack([x, x**2], -1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.full_like(x, -0.5 * _LOG_2PI)
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return 2
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        if not bool(eta[1] < 0):
+            raise ValueError(f"eta[1] = -1/(2 sigma^2) must be < 0, got {float(eta[1]):.6g}")
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        if not bool(mu[1] - mu[0] ** 2 > 0):
+            raise ValueError("mu must satisfy mu[1] - mu[0]**2 > 0 (a positive variance)")
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> Gaussian:
+        theta = _vec(theta, "theta", 2)
+        return cls(mu=theta[0], sigma=theta[1])
+
+    @property
+    def params(self) -> Tensor:
+        return torch.stack([self.mu, self.sigma])  # type: ignore[list-item]
+
+    @property
+    def variance(self) -> Tensor:
+        return self.sigma**2  # type: ignore[operator,return-value]
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        z = torch.randn(_check_n(n), generator=g, dtype=self.params.dtype)
+        return self.mu + self.sigma * z
+
+    def fisher_natural(self) -> Tensor:
+        m, s2 = self.params[0], self.variance
+        return torch.stack(
+            [
+                torch.stack([s2, 2 * m * s2]),
+                torch.stack([2 * m * s2, 4 * m**2 * s2 + 2 * s2**2]),
+            ]
+        )
+
+    def fisher(self) -> Tensor:
+        s2 = self.variance
+        return torch.diag(torch.stack([1.0 / s2, 2.0 / s2]))
+
+    def kl(self, other: Gaussian) -> Tensor:
+        self._check_same_family(other)
+        m1, s1 = self.params
+        m2, s2 = other.params
+        return torch.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
+
+    def _expected_log_h(self) -> Tensor:
+        return torch.tensor(-0.5 * _LOG_2PI, dtype=self.params.dtype)
+
+
+# =============================================================================================
+def _pairs(d: int) -> tuple[Tensor, Tensor]:
+    """Index pairs (i, j) of the quadratic statistics: the diagonal first, then i > j."""
+    diag = torch.arange(d)
+    low_i, low_j = torch.tril_indices(d, d, offset=-1)
+    return torch.cat([diag, low_i]), torch.cat([diag, low_j])
+
+
+@dataclass(frozen=True)
+class MultivariateGaussian(ExponentialFamily):
+    r"""Multivariate Gaussian :math:`\mathcal N(m, \Sigma)` with full covariance.
+
+    Minimal form: :math:`T(x) = (x,\; x_i^2,\; x_i x_j\ (i>j))`, natural parameter
+    :math:`\eta = (\Lambda m,\; -\tfrac12\Lambda_{ii},\; -\Lambda_{ij}\ (i>j))` with precision
+    :math:`\Lambda=\Sigma^{-1}`, :math:`A(\eta) = \tfrac12 m^\top\Lambda m - \tfrac12\log\det\Lambda`
+    and :math:`h(x) = (2\pi)^{-d/2}`. Usual coordinates: :math:`(m,\; \Sigma_{ii},\; \Sigma_{ij}\ (i>j))`,
+    where the Fisher information is :math:`\Sigma^{-1}` for the mean block and
+    :math:`\tfrac12\operatorname{tr}(\Sigma^{-1}\partial_a\Sigma\,\Sigma^{-1}\partial_b\Sigma)` for the covariance block.
+    """
+
+    mean_vector: Tensor
+    cov: Tensor
+
+    def __post_init__(self) -> None:
+        m = as_tensor(self.mean_vector, "mean_vector")
+        check_shape(m, "mean_vector", (None,))
+        check_finite(m, "mean_vector")
+        cov = as_tensor(self.cov, "cov")
+        d = m.shape[0]
+        check_shape(cov, "cov", (d, d))
+        check_symmetric_positive_definite(cov, "cov")
+        dtype = torch.promote_types(m.dtype, cov.dtype)
+        object.__setattr__(self, "mean_vector", m.to(dtype))
+        object.__setattr__(self, "cov", cov.to(dtype))
+
+    @property
+    def d(self) -> int:
+        return int(self.mean_vector.shape[0])
+
+    @staticmethod
+    def _dim_from_len(n: int) -> int:
+        # n = d + d(d+1)/2  =>  d^2 + 3d - 2n = 0
+        d = int(round((-3 + math.sqrt(9 + 8 * n)) / 2))
+        if d + d * (d + 1) // 2 != n:
+            raise ValueError(f"a parameter vector of length {n} is not d + d(d+1)/2 for any d")
+        return d
+
+    @staticmethod
+    def _sym_from_pairs(v: Tensor, d: int, offdiag_scale: float) -> Tensor:
+        i, j = _pairs(d)
+        vals = torch.cat([v[:d], offdiag_scale * v[d:]])
+        mat = torch.zeros(d, d, dtype=v.dtype)
+        mat = mat.index_put((i, j), vals)
+        upper = mat.tril(-1).transpose(0, 1)
+        return mat + upper
+
+    @classmethod
+    def precision_from_natural(cls, eta: Tensor) -> Tensor:
+        d = cls._dim_from_len(eta.shape[0])
+        return cls._sym_from_pairs(-eta[d:], d, 1.0) + torch.diag(-eta[d : 2 * d])
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        d = cls._dim_from_len(theta.shape[0])
+        m, cov = theta[:d], cls._sym_from_pairs(theta[d:], d, 1.0)
+        lam = torch.linalg.inv(cov)
+        i, j = _pairs(d)
+        coef = lam[i, j] * torch.cat([torch.full((d,), -0.5, dtype=theta.dtype), -torch.ones(len(i) - d, dtype=theta.dtype)])
+        return torch.cat([lam @ m, coef])
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        d = cls._dim_from_len(eta.shape[0])
+        cov = torch.linalg.inv(cls.precision_from_natural(eta))
+        i, j = _pairs(d)
+        return torch.cat([cov @ eta[:d], cov[i, j]])
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        d = cls._dim_from_len(eta.shape[0])
+        lam = cls.precision_from_natural(eta)
+        h = eta[:d]
+        return 0.5 * h @ torch.linalg.solve(lam, h) - 0.5 * torch.logdet(lam)
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        d = cls._dim_from_len(eta.shape[0])
+        cov = torch.linalg.inv(cls.precision_from_natural(eta))
+        m = cov @ eta[:d]
+        i, j = _pairs(d)
+        return torch.cat([m, cov[i, j] + m[i] * m[j]])
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        d = cls._dim_from_len(mu.shape[0])
+        m = mu[:d]
+        i, j = _pairs(d)
+        cov_pairs = mu[d:] - m[i] * m[j]
+        return cls.natural_from_params(torch.cat([m, cov_pairs]))
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        d = x.shape[-1]
+        i, j = _pairs(d)
+        return torch.cat([x, x[..., i] * x[..., j]], -1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.full(x.shape[:-1], -0.5 * x.shape[-1] * _LOG_2PI, dtype=x.dtype)
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        cls._dim_from_len(eta.shape[0])
+        check_symmetric_positive_definite(cls.precision_from_natural(eta), "the precision -2*eta2 implied by eta")
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        d = cls._dim_from_len(mu.shape[0])
+        i, j = _pairs(d)
+        m = mu[:d]
+        cov = cls._sym_from_pairs(mu[d:] - m[i] * m[j], d, 1.0)
+        check_symmetric_positive_definite(cov, "the covariance implied by mu")
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> MultivariateGaussian:
+        theta = _vec(theta, "theta")
+        d = cls._dim_from_len(theta.shape[0])
+        return cls(mean_vector=theta[:d], cov=cls._sym_from_pairs(theta[d:], d, 1.0))
+
+    @property
+    def params(self) -> Tensor:
+        i, j = _pairs(self.d)
+        return torch.cat([self.mean_vector, self.cov[i, j]])
+
+    def _check_x(self, x: Tensor) -> None:
+        check_finite(x, "x")
+        if x.ndim == 0 or x.shape[-1] != self.d:
+            raise ValueError(f"x must have last axis of size {self.d}, got shape {tuple(x.shape)}")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        z = torch.randn(_check_n(n), self.d, generator=g, dtype=self.cov.dtype)
+        return self.mean_vector + z @ torch.linalg.cholesky(self.cov).T
+
+    def fisher_natural(self) -> Tensor:
+        # Cov[T(x)] by Isserlis' theorem.
+        d, m, s = self.d, self.mean_vector, self.cov
+        i, j = _pairs(d)
+        lin_lin = s
+        lin_quad = m[j].unsqueeze(0) * s[:, i] + m[i].unsqueeze(0) * s[:, j]  # Cov(x_k, x_i x_j)
+        ii, kk = i.unsqueeze(1), i.unsqueeze(0)
+        jj, ll = j.unsqueeze(1), j.unsqueeze(0)
+        quad_quad = (
+            s[ii, kk] * s[jj, ll]
+            + s[ii, ll] * s[jj, kk]
+            + m[ii] * m[kk] * s[jj, ll]
+            + m[ii] * m[ll] * s[jj, kk]
+            + m[jj] * m[kk] * s[ii, ll]
+            + m[jj] * m[ll] * s[ii, kk]
+        )
+        top = torch.cat([lin_lin, lin_quad], 1)
+        bottom = torch.cat([lin_quad.T, quad_quad], 1)
+        return torch.cat([top, bottom], 0)
+
+    def fisher(self) -> Tensor:
+        d = self.d
+        lam = torch.linalg.inv(self.cov)
+        i, j = _pairs(d)
+        n = len(i)
+        dsig = torch.zeros(n, d, d, dtype=lam.dtype)
+        dsig[torch.arange(n), i, j] = 1.0
+        dsig[torch.arange(n), j, i] = 1.0
+        a = lam @ dsig  # (n, d, d): Lambda dSigma_a
+        cov_block = 0.5 * torch.einsum("aij,bji->ab", a, a)
+        f = torch.zeros(d + n, d + n, dtype=lam.dtype)
+        f[:d, :d] = lam
+        f[d:, d:] = cov_block
+        return f
+
+    def kl(self, other: MultivariateGaussian) -> Tensor:
+        self._check_same_family(other)
+        lam_q = torch.linalg.inv(other.cov)
+        dm = other.mean_vector - self.mean_vector
+        return 0.5 * (
+            torch.trace(lam_q @ self.cov)
+            + dm @ lam_q @ dm
+            - self.d
+            + torch.logdet(other.cov)
+            - torch.logdet(self.cov)
+        )
+
+    def _expected_log_h(self) -> Tensor:
+        return torch.tensor(-0.5 * self.d * _LOG_2PI, dtype=self.cov.dtype)
+
+
+# =============================================================================================
+@dataclass(frozen=True)
+class Poisson(ExponentialFamily):
+    r"""Poisson distribution with rate :math:`\lambda > 0`.
+
+    :math:`\eta = \log\lambda`, :math:`T(x) = x`, :math:`A(\eta) = e^\eta`,
+    :math:`h(x) = 1/x!`; Fisher :math:`\lambda` in :math:`\eta` and :math:`1/\lambda` in :math:`\lambda`.
+    """
+
+    rate: Tensor | float
+    discrete: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        r = as_tensor(self.rate, "rate")
+        check_shape(r, "rate", ())
+        check_positive(r, "rate")
+        object.__setattr__(self, "rate", r)
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        return torch.log(theta)
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        return torch.exp(eta)
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        return torch.exp(eta).sum()
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        return torch.exp(eta)
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        return torch.log(mu)
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        return x.unsqueeze(-1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return -torch.lgamma(x + 1)
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return 1
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        check_finite(eta, "eta")
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        check_positive(mu, "mu")
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> Poisson:
+        return cls(rate=_vec(theta, "theta", 1)[0])
+
+    @property
+    def params(self) -> Tensor:
+        return self.rate.reshape(1)  # type: ignore[union-attr]
+
+    def _check_x(self, x: Tensor) -> None:
+        if not bool(((x == x.round()) & (x >= 0)).all()):
+            raise ValueError("x must be a non-negative integer count for a Poisson distribution")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        return torch.poisson(self.rate * torch.ones(_check_n(n), dtype=self.params.dtype), generator=g)
+
+    def support(self, tail: float = 1e-15) -> Tensor:
+        """Counts ``0..k_max``, with ``k_max`` past the mode where the omitted tail is below ``tail``.
+
+        For :math:`k > \lambda` the tail beyond :math:`k` is at most
+        :math:`p(k)\,\lambda/(k+1-\lambda)`, which is what is checked.
+        """
+        if not 0 < tail < 1:
+            raise ValueError(f"tail must lie in (0, 1), got {tail}")
+        lam = float(self.rate)
+        k = int(lam + 10 * math.sqrt(lam) + 20)
+        while True:
+            log_pk = k * math.log(lam) - lam - math.lgamma(k + 1)
+            if math.exp(log_pk) * lam / (k + 1 - lam) < tail:
+                break
+            k = int(k * 1.5) + 1
+        return torch.arange(k + 1, dtype=self.params.dtype)
+
+    def fisher_natural(self) -> Tensor:
+        return self.params.reshape(1, 1)
+
+    def fisher(self) -> Tensor:
+        return (1.0 / self.params).reshape(1, 1)
+
+    def kl(self, other: Poisson) -> Tensor:
+        self._check_same_family(other)
+        p, q = self.params[0], other.params[0]
+        return p * torch.log(p / q) - p + q
+
+    def _expected_log_h(self) -> Tensor:
+        ks = self.support()
+        return (torch.exp(self.log_prob(ks)) * -torch.lgamma(ks + 1)).sum()
+
+
+# =============================================================================================
+@dataclass(frozen=True)
+class Exponential(ExponentialFamily):
+    r"""Exponential distribution with rate :math:`\lambda > 0` on :math:`x \ge 0`.
+
+    :math:`\eta = -\lambda`, :math:`T(x) = x`, :math:`A(\eta) = -\log(-\eta)`; Fisher
+    :math:`1/\eta^2 = 1/\lambda^2` in both coordinates.
+    """
+
+    rate: Tensor | float
+
+    def __post_init__(self) -> None:
+        r = as_tensor(self.rate, "rate")
+        check_shape(r, "rate", ())
+        check_positive(r, "rate")
+        object.__setattr__(self, "rate", r)
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        return -theta
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        return -eta
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        return -torch.log(-eta).sum()
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        return -1.0 / eta
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        return -1.0 / mu
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        return x.unsqueeze(-1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return 1
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        if not bool((eta < 0).all()):
+            raise ValueError(f"eta = -rate must be < 0, got {float(eta.max()):.6g}")
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        check_positive(mu, "mu")
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> Exponential:
+        return cls(rate=_vec(theta, "theta", 1)[0])
+
+    @property
+    def params(self) -> Tensor:
+        return self.rate.reshape(1)  # type: ignore[union-attr]
+
+    def _check_x(self, x: Tensor) -> None:
+        check_finite(x, "x")
+        if not bool((x >= 0).all()):
+            raise ValueError("x must be >= 0 for an Exponential distribution")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        u = torch.rand(_check_n(n), generator=g, dtype=self.params.dtype)
+        return -torch.log1p(-u) / self.rate
+
+    def fisher_natural(self) -> Tensor:
+        return (1.0 / self.params**2).reshape(1, 1)
+
+    def fisher(self) -> Tensor:
+        return (1.0 / self.params**2).reshape(1, 1)
+
+    def kl(self, other: Exponential) -> Tensor:
+        self._check_same_family(other)
+        p, q = self.params[0], other.params[0]
+        return torch.log(p / q) + q / p - 1
+
+
+#: Every family of this module, for tests and tables.
+FAMILIES: tuple[type[ExponentialFamily], ...] = (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    MultivariateGaussian,
+    Poisson,
+    Exponential,
+)

@@ -1,0 +1,117 @@
+"""Structural tests of the book: the table of contents, the notebooks, citations, exercises."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+TOC = ROOT / "_toc.yml"
+
+
+def toc_files() -> list[str]:
+    import yaml
+
+    toc = yaml.safe_load(TOC.read_text())
+    out = [toc["root"]]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "file" in node:
+                out.append(node["file"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(toc.get("parts", toc.get("chapters", [])))
+    return out
+
+
+NOTEBOOKS = sorted(p for p in BOOK.glob("*.ipynb"))
+PAGES = sorted(BOOK.glob("*.md"))
+
+
+def _cells(nb: Path) -> list[dict]:
+    return json.loads(nb.read_text())["cells"]
+
+
+def _source(cell: dict) -> str:
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def test_every_toc_entry_exists() -> None:
+    for f in toc_files():
+        assert (ROOT / f).with_suffix(".ipynb").exists() or (ROOT / f).with_suffix(".md").exists(), f
+
+
+def test_every_book_file_is_in_the_toc() -> None:
+    listed = {str(Path(f)) for f in toc_files()}
+    for p in NOTEBOOKS + PAGES:
+        stem = str(p.relative_to(ROOT).with_suffix(""))
+        assert stem in listed, f"{stem} is not in _toc.yml"
+
+
+def test_there_are_chapters() -> None:
+    assert len(NOTEBOOKS) >= 1
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_stripped(nb: Path) -> None:
+    data = json.loads(nb.read_text())
+    for cell in data["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs", []) == [], f"{nb.name}: a code cell has outputs committed"
+            assert cell.get("execution_count") is None, f"{nb.name}: execution_count committed"
+    assert data["metadata"].get("kernelspec", {}).get("name") == "python3", f"{nb.name}: kernelspec must be python3"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_contract(nb: Path) -> None:
+    cells = _cells(nb)
+    code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
+    text = "\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
+    assert re.search(r"^\s*(import igbook|from igbook)", code, re.M), f"{nb.name} must import igbook"
+    n_checks = len(re.findall(r"\bassert\b|assert_close|assert_allclose", code))
+    assert n_checks >= 5, f"{nb.name} verifies too little ({n_checks} checks)"
+    assert re.search(r"^# ", text, re.M), f"{nb.name} needs a title"
+    assert re.search(r"\{prf:(theorem|proposition|lemma|definition)\}", text), f"{nb.name} has no prf directive"
+    assert "{cite" in text, f"{nb.name} cites nothing"
+    n_ex = len(re.findall(r"```\{exercise\}|:::\{exercise\}", text))
+    n_sol = len(re.findall(r"```\{solution\}|:::\{solution\}", text))
+    assert n_ex >= 3, f"{nb.name} has {n_ex} exercises, needs at least 3"
+    assert n_sol >= n_ex, f"{nb.name} has {n_ex} exercises but {n_sol} solutions"
+    assert "np.random.seed(" not in code or "default_rng" in code, "use seeded generators"
+    # figures: at least one matplotlib figure
+    assert "plt." in code or "fig" in code, f"{nb.name} draws nothing"
+
+
+def _bib_keys() -> set[str]:
+    bib = (BOOK / "references.bib").read_text()
+    return set(re.findall(r"^@\w+\{([^,]+),", bib, re.M))
+
+
+def test_bib_keys_unique() -> None:
+    bib = (BOOK / "references.bib").read_text()
+    keys = re.findall(r"^@\w+\{([^,]+),", bib, re.M)
+    dupes = {k for k in keys if keys.count(k) > 1}
+    assert not dupes, f"duplicate bibliography keys: {dupes}"
+
+
+def test_every_citation_resolves() -> None:
+    keys = _bib_keys()
+    texts = [p.read_text() for p in PAGES]
+    texts += ["\n".join(_source(c) for c in _cells(nb)) for nb in NOTEBOOKS]
+    texts += [p.read_text() for p in (ROOT / "src" / "igbook").rglob("*.py")]
+    cited: set[str] = set()
+    for t in texts:
+        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", t) + re.findall(r":cite(?::\w+)?:`([^`]+)`", t):
+            cited.update(k.strip() for k in group.split(","))
+    missing = cited - keys
+    assert not missing, f"cited but not in book/references.bib: {sorted(missing)}"
