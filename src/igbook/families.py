@@ -650,12 +650,19 @@ class MultivariateGaussian(ExponentialFamily):
 
     @staticmethod
     def _sym_from_pairs(v: Tensor, d: int, offdiag_scale: float) -> Tensor:
+        """Symmetric matrix from (diagonal, strictly-lower) values, by a constant linear map.
+
+        Written as a matrix product rather than an indexed assignment so that it stays correct
+        under :func:`torch.func.vmap` of higher-order derivatives.
+        """
         i, j = _pairs(d)
-        vals = torch.cat([v[:d], offdiag_scale * v[d:]])
-        mat = torch.zeros(d, d, dtype=v.dtype)
-        mat = mat.index_put((i, j), vals)
-        upper = mat.tril(-1).transpose(0, 1)
-        return mat + upper
+        n = len(i)
+        place = torch.zeros(d * d, n, dtype=v.dtype)
+        k = torch.arange(n)
+        place[i * d + j, k] = 1.0
+        place[j * d + i, k] = 1.0
+        scale = torch.cat([torch.ones(d, dtype=v.dtype), torch.full((n - d,), offdiag_scale, dtype=v.dtype)])
+        return (place @ (scale * v)).reshape(d, d)
 
     @classmethod
     def precision_from_natural(cls, eta: Tensor) -> Tensor:
@@ -681,9 +688,11 @@ class MultivariateGaussian(ExponentialFamily):
     @classmethod
     def log_partition(cls, eta: Tensor) -> Tensor:
         d = cls._dim_from_len(eta.shape[0])
-        lam = cls.precision_from_natural(eta)
-        h = eta[:d]
-        return 0.5 * h @ torch.linalg.solve(lam, h) - 0.5 * torch.logdet(lam)
+        # Through the Cholesky factor: torch 2.13's batched second derivatives of
+        # logdet/slogdet under torch.func.vmap are wrong (regression test in tests/test_families.py).
+        chol = torch.linalg.cholesky(cls.precision_from_natural(eta))
+        z = torch.linalg.solve_triangular(chol, eta[:d].unsqueeze(-1), upper=False).squeeze(-1)
+        return 0.5 * (z @ z) - torch.log(torch.diagonal(chol)).sum()
 
     @classmethod
     def mean_from_natural(cls, eta: Tensor) -> Tensor:
@@ -871,7 +880,7 @@ class Poisson(ExponentialFamily):
         return torch.poisson(self.rate * torch.ones(_check_n(n), dtype=self.params.dtype), generator=g)
 
     def support(self, tail: float = 1e-15) -> Tensor:
-        """Counts ``0..k_max``, with ``k_max`` past the mode where the omitted tail is below ``tail``.
+        r"""Counts ``0..k_max``, with ``k_max`` past the mode where the omitted tail is below ``tail``.
 
         For :math:`k > \lambda` the tail beyond :math:`k` is at most
         :math:`p(k)\,\lambda/(k+1-\lambda)`, which is what is checked.
