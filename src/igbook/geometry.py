@@ -2,15 +2,12 @@ r"""Fisher-Rao geometry where it has closed forms, and Fisher ellipses.
 
 Closed-form Fisher-Rao distances :cite:`atkinson1981rao,costa2015fisher,miyamoto2024closed`:
 
-=========================  =====================================  ==============================================================
-family                     metric                                 distance
-=========================  =====================================  ==============================================================
-Gaussian :math:`(\mu,\sigma)`   :math:`(d\mu^2 + 2d\sigma^2)/\sigma^2`  :math:`\sqrt2\,\operatorname{arccosh}\!\big(1+\frac{\Delta\mu^2/2+\Delta\sigma^2}{2\sigma_1\sigma_2}\big)`
-Categorical :math:`p`      :math:`\sum_k dp_k^2/p_k`              :math:`2\arccos\sum_k\sqrt{p_k q_k}`
-Binomial(n) :math:`p`      :math:`n/(p(1-p))`                     :math:`2\sqrt n\,|\arcsin\sqrt{p}-\arcsin\sqrt{q}|`
-Poisson :math:`\lambda`    :math:`1/\lambda`                      :math:`2|\sqrt{\lambda_1}-\sqrt{\lambda_2}|`
-Exponential :math:`\lambda` :math:`1/\lambda^2`                   :math:`|\log(\lambda_1/\lambda_2)|`
-=========================  =====================================  ==============================================================
+- Gaussian in :math:`(\mu,\sigma)`: metric :math:`(d\mu^2 + 2d\sigma^2)/\sigma^2`, distance
+  :math:`\sqrt2\,\operatorname{arccosh}\big(1+\frac{\Delta\mu^2/2+\Delta\sigma^2}{2\sigma_1\sigma_2}\big)`;
+- Categorical :math:`p`: metric :math:`\sum_k dp_k^2/p_k`, distance :math:`2\arccos\sum_k\sqrt{p_k q_k}`;
+- Binomial(n) :math:`p`: metric :math:`n/(p(1-p))`, distance :math:`2\sqrt n\,|\arcsin\sqrt{p}-\arcsin\sqrt{q}|`;
+- Poisson :math:`\lambda`: metric :math:`1/\lambda`, distance :math:`2|\sqrt{\lambda_1}-\sqrt{\lambda_2}|`;
+- Exponential :math:`\lambda`: metric :math:`1/\lambda^2`, distance :math:`|\log(\lambda_1/\lambda_2)|`.
 
 All distance functions broadcast over their arguments, so a whole grid is one call.
 """

@@ -7,7 +7,7 @@ data points, never a sum):
     Fisher information of a differentiable log-density :math:`\log p(x\mid\theta)`: the
     covariance of the score and the expected negative Hessian, exactly on a finite support or
     by Monte Carlo; the pull-back of a metric under a change of coordinates.
-:mod:`igbook.fisher.models`
+``igbook.fisher.models``
     Fisher information of conditional models :math:`p(y\mid f(x;\theta))` (networks with a
     likelihood): exact, Monte Carlo and empirical Fisher, generalized Gauss-Newton, Hessian;
     dense, diagonal, per-layer blocks, and matrix-vector products.
@@ -23,6 +23,31 @@ from igbook.fisher.density import (
     score_covariance,
     kl_quadratic_form,
 )
+from igbook.fisher.likelihoods import (
+    BernoulliLikelihood,
+    CategoricalLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    get_likelihood,
+)
+from igbook.fisher.models import (
+    CurvatureOperator,
+    FisherType,
+    curvature_matrix,
+    fisher_diagonal,
+    fisher_matrix,
+    fisher_vector_product,
+    flatten_params,
+    ggn_matrix,
+    ggn_vector_product,
+    hessian_matrix,
+    hessian_vector_product,
+    model_params,
+    output_curvature,
+    param_slices,
+    per_example_gradients,
+    unflatten_params,
+)
 
 __all__ = [
     "score",
@@ -33,4 +58,26 @@ __all__ = [
     "pullback_metric",
     "reparameterized_fisher",
     "kl_quadratic_form",
+    # likelihoods and curvature of conditional models (igbook.fisher.likelihoods, .models)
+    "Likelihood",
+    "GaussianLikelihood",
+    "CategoricalLikelihood",
+    "BernoulliLikelihood",
+    "get_likelihood",
+    "FisherType",
+    "model_params",
+    "flatten_params",
+    "unflatten_params",
+    "param_slices",
+    "per_example_gradients",
+    "output_curvature",
+    "curvature_matrix",
+    "fisher_matrix",
+    "fisher_diagonal",
+    "ggn_matrix",
+    "hessian_matrix",
+    "CurvatureOperator",
+    "fisher_vector_product",
+    "ggn_vector_product",
+    "hessian_vector_product",
 ]

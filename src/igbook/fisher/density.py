@@ -10,7 +10,7 @@ For a family :math:`p(x\mid\theta)` the Fisher information is
     :cite:`amari1998natural`.
 
 The functions below take ``log_prob(theta, x) -> scalar`` for a *single* ``x`` (a pure
-function, e.g. :meth:`igbook.families.Gaussian.log_prob_params`) and evaluate the expectation
+function, e.g. :meth:`igbook.families.ExponentialFamily.log_prob_params`) and evaluate the expectation
 either exactly, as a weighted sum over a finite support (pass the support as ``x`` and the
 probabilities as ``weights``), or as a Monte Carlo average over samples (``weights=None``).
 Per-sample derivatives are vectorized with :func:`torch.func.vmap`; there are no Python loops

@@ -2,10 +2,10 @@ r"""Natural-gradient directions and steps.
 
 :mod:`igbook.natgrad.core`
     dense damped solve, conjugate gradient on Fisher-vector products, KL trust-region step size.
-:mod:`igbook.natgrad.families`
+``igbook.natgrad.families``
     natural-gradient descent on the exponential families of :mod:`igbook.families`, in any
     coordinate system.
-:mod:`igbook.natgrad.networks`
+``igbook.natgrad.networks``
     natural-gradient steps for networks: damped conjugate gradient on Fisher/GGN-vector products.
 """
 

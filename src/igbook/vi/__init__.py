@@ -1,8 +1,8 @@
 r"""Natural-gradient variational inference and the Bayesian learning rule.
 
-:mod:`igbook.vi.conjugate`, :mod:`igbook.vi.vmp`, :mod:`igbook.vi.svi`, :mod:`igbook.vi.cvi`
+``igbook.vi.conjugate``, ``igbook.vi.vmp``, ``igbook.vi.svi``, ``igbook.vi.cvi``
     NGVI on exponential-family posteriors: Bayes as addition of natural parameters, VMP, SVI, CVI.
-:mod:`igbook.vi.blr`
+``igbook.vi.blr``
     The Bayesian learning rule for Gaussian posteriors (full and diagonal).
 
 Import what you need from the submodules, e.g. ``from igbook.vi.blr import ...``.
