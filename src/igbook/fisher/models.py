@@ -1,0 +1,771 @@
+r"""Fisher information and curvature of conditional models :math:`p(y\mid f(x;\theta))`.
+
+A network :math:`f(x;\theta)` (any :class:`torch.nn.Module`, called functionally through
+:func:`torch.func.functional_call`) and a likelihood :math:`p(y\mid f)` from
+:mod:`igbook.fisher.likelihoods` define the per-example loss
+:math:`\ell_n(\theta) = -\log p(y_n\mid f(x_n;\theta))` and the training loss
+
+.. math::
+    :label: eq-mean-loss
+
+    L(\theta) = \frac1N\sum_{n=1}^N \ell_n(\theta).
+
+**Reduction convention.** Every matrix in this module is a *mean* over the :math:`N` data
+points, consistent with :eq:`eq-mean-loss`: the Hessian returned is :math:`\nabla^2 L`, not
+:math:`\nabla^2 \sum_n\ell_n`. A loss summed over the data has curvature :math:`N` times
+larger; duplicating every data point leaves every matrix here unchanged.
+
+**The curvature matrices** (:class:`FisherType`). With the per-example Jacobian
+:math:`J_n = \partial f(x_n;\theta)/\partial\theta\in\mathbb R^{C\times P}`, four of the five
+matrices are pull-backs of an output-space matrix :math:`M_n\in\mathbb R^{C\times C}`,
+
+.. math::
+
+    G = \frac1N\sum_{n=1}^N J_n^\top M_n J_n,
+
+and differ only in :math:`M_n`:
+
+========================  ======================================================================
+``FisherType``            output-space matrix :math:`M_n`
+========================  ======================================================================
+``EXACT``                 :math:`\Lambda(f_n) = \mathbb E_{y\sim p(\cdot\mid f_n)}[\nabla_f\ell\nabla_f\ell^\top]`, in closed form
+``MC``                    :math:`\frac1k\sum_{s=1}^k \nabla_f\ell(f_n,\tilde y_{ns})\nabla_f\ell(f_n,\tilde y_{ns})^\top`, :math:`\tilde y_{ns}\sim p(\cdot\mid f_n)`
+``EMPIRICAL``             :math:`\nabla_f\ell(f_n,y_n)\,\nabla_f\ell(f_n,y_n)^\top` with the observed labels
+``GGN``                   :math:`\nabla^2_f\ell(f_n, y_n)` (generalized Gauss-Newton)
+``HESSIAN``               not a pull-back: :math:`\nabla^2_\theta L = G_{\mathrm{GGN}} + \frac1N\sum_{n,c}\partial_{f_c}\ell_n\,\nabla^2_\theta f_{nc}`
+========================  ======================================================================
+
+``EXACT`` is the Fisher information of the conditional model :math:`p(y\mid x,\theta)` with
+inputs fixed at the data :cite:`amari1998natural,martens2020new`; ``MC`` is its unbiased
+Monte Carlo estimate with labels sampled from the model; ``EMPIRICAL`` is the empirical Fisher,
+which is *not* a Fisher in general :cite:`kunstner2019limitations`; ``GGN`` equals ``EXACT``
+whenever the likelihood has a canonical link :cite:`schraudolph2002fast,martens2020new`.
+
+**Representations.** Each matrix can be returned dense (``structure="dense"``, :math:`P\times P`),
+as its diagonal (``"diagonal"``, :math:`P`), as the diagonal blocks of each parameter tensor
+(``"blocks"``, a dict name :math:`\to` matrix) or of each module, weight and bias together
+(``"layers"``), or applied to vectors without ever being formed
+(:class:`CurvatureOperator`, :func:`fisher_vector_product`): a forward-mode Jacobian-vector
+product, a multiplication by :math:`M_n`, and a reverse-mode vector-Jacobian product, about
+twice the cost of one gradient.
+
+**Parameters and ordering.** ``params`` is a dict name :math:`\to` tensor (a subset of
+``model.named_parameters()``; the other parameters and buffers are held fixed) or ``None`` for
+all trainable parameters. Flat vectors and matrix rows follow the dict order, each tensor
+flattened row-major (:meth:`torch.Tensor.flatten`), as in :func:`flatten_params`.
+
+**Per-example derivatives** use :func:`torch.func.vmap` over data points (never a Python loop),
+which requires the model to treat data points independently (no batch statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import Enum
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, hessian, jacrev, jvp, vjp, vmap
+
+from igbook.fisher.likelihoods import Likelihood, get_likelihood
+
+__all__ = [
+    "FisherType",
+    "Structure",
+    "model_params",
+    "flatten_params",
+    "unflatten_params",
+    "param_slices",
+    "per_example_gradients",
+    "output_curvature",
+    "curvature_matrix",
+    "fisher_matrix",
+    "fisher_diagonal",
+    "ggn_matrix",
+    "hessian_matrix",
+    "CurvatureOperator",
+    "fisher_vector_product",
+    "ggn_vector_product",
+    "hessian_vector_product",
+]
+
+Params = Mapping[str, Tensor]
+Structure = Literal["dense", "diagonal", "blocks", "layers"]
+_STRUCTURES = ("dense", "diagonal", "blocks", "layers")
+
+
+class FisherType(str, Enum):
+    """Which curvature matrix to compute (see the table in :mod:`igbook.fisher.models`).
+
+    Members compare equal to their string values, so ``fisher_type="mc"`` works too.
+    """
+
+    #: Fisher information :math:`\frac1N\sum_n J_n^\top\Lambda(f_n)J_n`, output Fisher in closed form
+    EXACT = "exact"
+    #: Monte Carlo Fisher: labels sampled from the model (``mc_samples`` per point, seeded)
+    MC = "mc"
+    #: empirical Fisher :math:`\frac1N\sum_n g_n g_n^\top` with observed labels
+    EMPIRICAL = "empirical"
+    #: generalized Gauss-Newton :math:`\frac1N\sum_n J_n^\top\nabla^2_f\ell_n J_n`
+    GGN = "ggn"
+    #: Hessian :math:`\nabla^2_\theta L` of the mean loss
+    HESSIAN = "hessian"
+
+
+def _fisher_type(fisher_type: FisherType | str) -> FisherType:
+    if isinstance(fisher_type, FisherType):
+        return fisher_type
+    if isinstance(fisher_type, str):
+        try:
+            return FisherType(fisher_type.lower())
+        except ValueError:
+            pass
+        raise ValueError(
+            f"fisher_type must be one of {[t.value for t in FisherType]}, got {fisher_type!r}"
+        )
+    raise TypeError(f"fisher_type must be a FisherType or a string, got {type(fisher_type).__name__}")
+
+
+# ------------------------------------------------------------------------- parameters
+def model_params(model: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of the trainable parameters of ``model``, in registration order."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def flatten_params(params: Params) -> Tensor:
+    """Concatenate the tensors of ``params`` (each flattened row-major) into one flat vector."""
+    if not isinstance(params, Mapping) or not params:
+        raise ValueError("params must be a non-empty dict of name -> tensor")
+    return torch.cat([t.reshape(-1) for t in params.values()])
+
+
+def param_slices(params: Params) -> dict[str, slice]:
+    """Where each tensor of ``params`` lives in the flat vector of :func:`flatten_params`."""
+    out, i = {}, 0
+    for name, t in params.items():
+        out[name] = slice(i, i + t.numel())
+        i += t.numel()
+    return out
+
+
+def unflatten_params(vec: Tensor, like: Params) -> dict[str, Tensor]:
+    """Split a flat vector into tensors shaped like ``like`` (inverse of :func:`flatten_params`)."""
+    total = sum(t.numel() for t in like.values())
+    if not isinstance(vec, Tensor) or vec.shape[-1:] != (total,):
+        shape = tuple(vec.shape) if isinstance(vec, Tensor) else type(vec).__name__
+        raise ValueError(f"vector must have last axis of size {total} (the number of parameters), got {shape}")
+    lead = vec.shape[:-1]
+    return {n: vec[..., s].reshape(*lead, *like[n].shape) for n, s in param_slices(like).items()}
+
+
+# ------------------------------------------------------------------------- validation
+class _Problem:
+    """Validated model, parameters, data and likelihood, with the functional forward pass."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Params | None,
+        x: Tensor,
+        y: Tensor | None,
+        likelihood: Likelihood | str,
+        *,
+        need_y: bool,
+        what: str,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.lik = get_likelihood(likelihood)
+        named = dict(model.named_parameters())
+        if params is None:
+            params = {n: p.detach() for n, p in named.items() if p.requires_grad}
+        if not isinstance(params, Mapping) or not params:
+            raise ValueError("params must be a non-empty dict name -> tensor (or None for all parameters)")
+        checked: dict[str, Tensor] = {}
+        for name, t in params.items():
+            if name not in named:
+                raise ValueError(f"params[{name!r}] is not a parameter of the model; its parameters are {list(named)}")
+            if not isinstance(t, Tensor) or not t.is_floating_point():
+                raise TypeError(f"params[{name!r}] must be a floating-point tensor")
+            if t.shape != named[name].shape:
+                raise ValueError(
+                    f"params[{name!r}] must have the parameter's shape {tuple(named[name].shape)}, got {tuple(t.shape)}"
+                )
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"params[{name!r}] must be finite, got a value that is NaN or infinite")
+            checked[name] = t.detach()
+        self.params = checked
+        self.frozen = {
+            **{n: p.detach() for n, p in named.items() if n not in checked},
+            **{n: b for n, b in model.named_buffers()},
+        }
+        self.num_params = sum(t.numel() for t in checked.values())
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor of inputs (data points first), got {type(x).__name__}")
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"x must hold at least one data point along its first axis, got shape {tuple(x.shape)}")
+        if x.is_floating_point():
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError("x must be finite, got a value that is NaN or infinite")
+            x = x.to(next(iter(checked.values())).dtype)
+        self.x = x
+        self.n = x.shape[0]
+        with torch.no_grad():
+            out = self._call(self.params, x)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
+        if out.ndim == 0 or out.shape[0] != self.n:
+            raise ValueError(
+                f"the model output must have the data points on its first axis ({self.n}), got shape {tuple(out.shape)}"
+            )
+        f = self.lik.flatten_output(out)
+        if not bool(torch.isfinite(f).all()):
+            raise ValueError("the model output is not finite at these parameters")
+        self.out_shape = tuple(out.shape)
+        self.f = f
+        self.c = f.shape[1]
+        if y is None:
+            if need_y:
+                raise ValueError(f"y (the observed targets) is required for {what}")
+            self.y = None
+        else:
+            self.y = self.lik.check_targets(y, out)
+
+    def _call(self, p: Params, x: Tensor) -> Tensor:
+        return functional_call(self.model, (dict(p), self.frozen), (x,))
+
+    def f_batch(self, p: Params) -> Tensor:
+        """All outputs, ``(N, C)``."""
+        return self.lik.flatten_output(self._call(p, self.x))
+
+    def f_single(self, p: Params, xn: Tensor) -> Tensor:
+        """One data point's output, ``(C,)``."""
+        return self.lik.flatten_output(self._call(p, xn.unsqueeze(0))).squeeze(0)
+
+    def loss(self, p: Params) -> Tensor:
+        assert self.y is not None
+        return self.lik.nll(self.f_batch(p), self.y).mean()
+
+    def check_vector(self, v: Tensor | Params, name: str = "v") -> tuple[Tensor, bool]:
+        if isinstance(v, Mapping):
+            if list(v) != list(self.params):
+                raise ValueError(f"{name} must have the keys of params {list(self.params)}, got {list(v)}")
+            for k, t in v.items():
+                if t.shape != self.params[k].shape:
+                    raise ValueError(f"{name}[{k!r}] must have shape {tuple(self.params[k].shape)}, got {tuple(t.shape)}")
+            flat, as_dict = flatten_params(v), True
+        elif isinstance(v, Tensor):
+            if v.shape != (self.num_params,):
+                raise ValueError(
+                    f"{name} must be a flat vector of shape ({self.num_params},) (the number of parameters), "
+                    f"got {tuple(v.shape)}"
+                )
+            flat, as_dict = v, False
+        else:
+            raise TypeError(f"{name} must be a tensor or a dict of tensors, got {type(v).__name__}")
+        dtype = next(iter(self.params.values())).dtype
+        flat = flat.to(dtype)
+        if not bool(torch.isfinite(flat).all()):
+            raise ValueError(f"{name} must be finite, got a value that is NaN or infinite")
+        return flat, as_dict
+
+
+def _num_samples(mc_samples: int) -> int:
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
+        raise ValueError(f"mc_samples must be an int >= 1, got {mc_samples!r}")
+    return mc_samples
+
+
+def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int (or pass a torch.Generator), got {type(seed).__name__}")
+    return torch.Generator().manual_seed(seed)
+
+
+def _output_matrices(
+    prob: _Problem,
+    ftype: FisherType,
+    mc_samples: int,
+    seed: int | None,
+    generator: torch.Generator | None,
+    f: Tensor | None = None,
+) -> Tensor:
+    """The output-space matrices :math:`M_n`, shape ``(N, C, C)``."""
+    lik = prob.lik
+    f = prob.f if f is None else f
+    if ftype is FisherType.EXACT:
+        return lik.output_fisher(f)
+    if ftype is FisherType.MC:
+        k = _num_samples(mc_samples)
+        gen = _generator(seed, generator)
+        ys = lik.sample(f.detach(), k, gen)  # (k, N, ...)
+        r = vmap(lik.output_grad, in_dims=(None, 0))(f, ys)  # (k, N, C)
+        return torch.einsum("knc,knd->ncd", r, r) / k
+    assert prob.y is not None
+    if ftype is FisherType.EMPIRICAL:
+        r = lik.output_grad(f, prob.y)
+        return r.unsqueeze(-1) * r.unsqueeze(-2)
+    if ftype is FisherType.GGN:
+        return lik.output_hessian(f, prob.y)
+    raise ValueError(f"{ftype} has no output-space matrix")  # pragma: no cover
+
+
+def _needs_y(ftype: FisherType) -> bool:
+    return ftype in (FisherType.EMPIRICAL, FisherType.GGN, FisherType.HESSIAN)
+
+
+def _structure(structure: str) -> str:
+    if structure not in _STRUCTURES:
+        raise ValueError(f"structure must be one of {_STRUCTURES}, got {structure!r}")
+    return structure
+
+
+def _layer_groups(params: Params) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for name in params:
+        groups.setdefault(name.rpartition(".")[0], []).append(name)
+    return groups
+
+
+def _chunk(chunk_size: int | None, n: int) -> int:
+    if chunk_size is None:
+        return n
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be None or an int >= 1, got {chunk_size!r}")
+    return min(chunk_size, n)
+
+
+# ------------------------------------------------------------------------- public API
+def per_example_gradients(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor,
+    likelihood: Likelihood | str,
+    *,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Per-example gradients :math:`g_n = \nabla_\theta\,\ell(f(x_n;\theta), y_n)`, shape ``(N, P)``.
+
+    Computed with :func:`torch.func.vmap` over :func:`torch.func.grad` (one vectorized pass,
+    no Python loop over data points). The rows follow :func:`flatten_params` order; their mean
+    is the gradient of :eq:`eq-mean-loss` and :math:`\frac1N G^\top G` is the empirical Fisher.
+    ``chunk_size`` bounds the number of data points vmapped at once (memory).
+    """
+    prob = _Problem(model, params, x, y, likelihood, need_y=True, what="per-example gradients")
+    lik = prob.lik
+
+    def loss_single(p: Params, xn: Tensor, yn: Tensor) -> Tensor:
+        return lik._nll_single(prob.f_single(p, xn), yn)
+
+    g = vmap(grad(loss_single), in_dims=(None, 0, 0), chunk_size=_chunk(chunk_size, prob.n))(
+        prob.params, prob.x, prob.y
+    )
+    return torch.cat([g[name].reshape(prob.n, -1) for name in prob.params], dim=1)
+
+
+def output_curvature(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor | None,
+    likelihood: Likelihood | str,
+    fisher_type: FisherType | str = FisherType.EXACT,
+    *,
+    mc_samples: int = 1,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The outputs :math:`f_n` (``(N, C)``) and output-space matrices :math:`M_n` (``(N, C, C)``).
+
+    :math:`M_n` is the matrix pulled back by the Jacobian for ``fisher_type`` (see the table in
+    :mod:`igbook.fisher.models`); the Hessian has none and raises :class:`ValueError`.
+    """
+    ftype = _fisher_type(fisher_type)
+    if ftype is FisherType.HESSIAN:
+        raise ValueError("the Hessian is not a pull-back J^T M J and has no output-space matrix")
+    prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
+    return prob.f, _output_matrices(prob, ftype, mc_samples, seed, generator)
+
+
+def curvature_matrix(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor | None,
+    likelihood: Likelihood | str,
+    fisher_type: FisherType | str = FisherType.EXACT,
+    *,
+    structure: Structure = "dense",
+    mc_samples: int = 1,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> Tensor | dict[str, Tensor]:
+    r"""A curvature matrix of the mean loss :eq:`eq-mean-loss` in the requested structure.
+
+    For the pull-back types the per-example Jacobians :math:`J_n` come from
+    :func:`torch.func.vmap` over :func:`torch.func.jacrev`, and
+
+    .. math::
+
+        G = \frac1N\sum_n J_n^\top M_n J_n,\qquad
+        \operatorname{diag} G = \frac1N\sum_n \sum_{c}\big(J_n\big)_{c\,\cdot}\odot\big(M_n J_n\big)_{c\,\cdot}.
+
+    The Hessian uses :func:`torch.func.hessian` (of the whole flat parameter vector for
+    ``"dense"``/``"diagonal"``, of one tensor or module at a time for ``"blocks"``/``"layers"``).
+
+    Parameters
+    ----------
+    model
+        Any :class:`torch.nn.Module` whose output has the data points on its first axis.
+    params
+        Parameters to differentiate (dict name -> tensor); ``None`` for all trainable ones.
+    x
+        Inputs, data points first.
+    y
+        Observed targets; required for ``EMPIRICAL``, ``GGN`` and ``HESSIAN``, ignored otherwise.
+    likelihood
+        A :class:`~igbook.fisher.likelihoods.Likelihood` or its name.
+    fisher_type
+        A :class:`FisherType` (or its string value).
+    structure
+        ``"dense"`` (:math:`P\times P`), ``"diagonal"`` (:math:`P`), ``"blocks"`` (dict
+        parameter name -> block) or ``"layers"`` (dict module name -> joint block of its
+        parameters, in ``params`` order).
+    mc_samples, seed, generator
+        Number of sampled labels per data point and the randomness for ``MC``.
+    chunk_size
+        Number of data points whose Jacobians are held in memory at once (``None``: all).
+
+    Returns
+    -------
+    Tensor or dict
+        The matrix, its diagonal, or its diagonal blocks.
+    """
+    ftype = _fisher_type(fisher_type)
+    structure = _structure(structure)  # type: ignore[assignment]
+    prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
+    chunk = _chunk(chunk_size, prob.n)
+    if ftype is FisherType.HESSIAN:
+        return _hessian(prob, structure)
+    m = _output_matrices(prob, ftype, mc_samples, seed, generator)
+    names = list(prob.params)
+    slices = param_slices(prob.params)
+    groups: dict[str, list[str]] = (
+        {n: [n] for n in names} if structure == "blocks" else _layer_groups(prob.params)
+    )
+    jac_fn = vmap(jacrev(prob.f_single), in_dims=(None, 0))
+    dtype = prob.f.dtype
+    p = prob.num_params
+    if structure == "dense":
+        acc: Tensor | dict[str, Tensor] = torch.zeros(p, p, dtype=dtype)
+    elif structure == "diagonal":
+        acc = torch.zeros(p, dtype=dtype)
+    else:
+        acc = {}
+    for start in range(0, prob.n, chunk):
+        stop = min(start + chunk, prob.n)
+        jd = jac_fn(prob.params, prob.x[start:stop])
+        j = torch.cat([jd[n].reshape(stop - start, prob.c, -1) for n in names], dim=2)  # (b, C, P)
+        mj = m[start:stop] @ j  # (b, C, P)
+        if structure == "dense":
+            acc += j.reshape(-1, p).T @ mj.reshape(-1, p)  # type: ignore[operator]
+        elif structure == "diagonal":
+            acc += (j * mj).sum((0, 1))  # type: ignore[operator]
+        else:
+            for g, members in groups.items():
+                idx = torch.cat([torch.arange(p)[slices[n]] for n in members])
+                a, b = j[:, :, idx].reshape(-1, idx.numel()), mj[:, :, idx].reshape(-1, idx.numel())
+                block = a.T @ b
+                acc[g] = acc[g] + block if g in acc else block  # type: ignore[index,operator]
+    if isinstance(acc, dict):
+        return {g: 0.5 * (b + b.T) / prob.n for g, b in acc.items()}
+    if structure == "dense":
+        return 0.5 * (acc + acc.T) / prob.n
+    return acc / prob.n
+
+
+def _hessian(prob: _Problem, structure: str) -> Tensor | dict[str, Tensor]:
+    params = prob.params
+    if structure in ("dense", "diagonal"):
+        theta = flatten_params(params)
+
+        def loss_flat(t: Tensor) -> Tensor:
+            return prob.loss(unflatten_params(t, params))
+
+        h = hessian(loss_flat)(theta)
+        h = 0.5 * (h + h.T)
+        return h if structure == "dense" else torch.diagonal(h).clone()
+    groups = {n: [n] for n in params} if structure == "blocks" else _layer_groups(params)
+    out = {}
+    for g, members in groups.items():
+        sub = {n: params[n] for n in members}
+        rest = {n: t for n, t in params.items() if n not in sub}
+
+        def loss_sub(t: Tensor, sub: Params = sub, rest: Params = rest) -> Tensor:
+            return prob.loss({**rest, **unflatten_params(t, sub)})
+
+        h = hessian(loss_sub)(flatten_params(sub))
+        out[g] = 0.5 * (h + h.T)
+    return out
+
+
+def fisher_matrix(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor | None,
+    likelihood: Likelihood | str,
+    fisher_type: FisherType | str = FisherType.EXACT,
+    *,
+    structure: Structure = "dense",
+    mc_samples: int = 1,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> Tensor | dict[str, Tensor]:
+    r"""Fisher information of :math:`p(y\mid f(x;\theta))` at the inputs ``x`` (mean over points).
+
+    .. math::
+
+        F(\theta) = \frac1N\sum_{n=1}^N
+        \mathbb E_{y\sim p(\cdot\mid f(x_n;\theta))}\big[\nabla_\theta\log p(y\mid x_n,\theta)\,
+        \nabla_\theta\log p(y\mid x_n,\theta)^\top\big]
+        = \frac1N\sum_n J_n^\top\Lambda(f_n)J_n
+
+    :cite:`amari1998natural,martens2020new`. ``fisher_type`` chooses the exact Fisher (default),
+    its Monte Carlo estimate (``"mc"``) or the empirical Fisher (``"empirical"``, which needs
+    ``y``); ``"ggn"`` and ``"hessian"`` are accepted too. Same arguments and return values as
+    :func:`curvature_matrix`.
+    """
+    return curvature_matrix(
+        model, params, x, y, likelihood, fisher_type, structure=structure, mc_samples=mc_samples,
+        seed=seed, generator=generator, chunk_size=chunk_size,
+    )
+
+
+def fisher_diagonal(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor | None,
+    likelihood: Likelihood | str,
+    fisher_type: FisherType | str = FisherType.EXACT,
+    *,
+    mc_samples: int = 1,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Diagonal of a curvature matrix, shape ``(P,)``, without forming the matrix.
+
+    :math:`\operatorname{diag}F = \frac1N\sum_n\sum_c (J_n)_{c\cdot}\odot(\Lambda_n J_n)_{c\cdot}`;
+    for ``"empirical"`` this is the mean squared per-example gradient. This is the object that
+    elastic weight consolidation uses :cite:`kirkpatrick2017overcoming`, and the one that
+    Adam's second moment is often, wrongly, said to estimate (see the chapter).
+    """
+    out = curvature_matrix(
+        model, params, x, y, likelihood, fisher_type, structure="diagonal", mc_samples=mc_samples,
+        seed=seed, generator=generator, chunk_size=chunk_size,
+    )
+    assert isinstance(out, Tensor)
+    return out
+
+
+def ggn_matrix(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor,
+    likelihood: Likelihood | str,
+    *,
+    structure: Structure = "dense",
+    chunk_size: int | None = None,
+) -> Tensor | dict[str, Tensor]:
+    r"""Generalized Gauss-Newton matrix :math:`\frac1N\sum_n J_n^\top\nabla^2_f\ell(f_n,y_n)J_n`.
+
+    The Hessian with the second derivatives of the network dropped
+    :cite:`schraudolph2002fast,martens2020new`; equal to the Fisher for canonical links and to
+    the Hessian for models linear in :math:`\theta`.
+    """
+    return curvature_matrix(model, params, x, y, likelihood, FisherType.GGN, structure=structure, chunk_size=chunk_size)
+
+
+def hessian_matrix(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor,
+    likelihood: Likelihood | str,
+    *,
+    structure: Structure = "dense",
+) -> Tensor | dict[str, Tensor]:
+    r"""Hessian :math:`\nabla^2_\theta L` of the mean loss :eq:`eq-mean-loss` (via :func:`torch.func.hessian`)."""
+    return curvature_matrix(model, params, x, y, likelihood, FisherType.HESSIAN, structure=structure)
+
+
+# ------------------------------------------------------------------------- operators
+class CurvatureOperator:
+    r"""Matrix-free curvature matrix: ``op @ v`` without forming the :math:`P\times P` matrix.
+
+    At construction it runs one forward pass, keeps the reverse-mode pull-back
+    (:func:`torch.func.vjp`) and the output-space matrices :math:`M_n`; each product is then
+
+    .. math::
+
+        G v = \frac1N\sum_n J_n^\top\big(M_n\,(J_n v)\big):
+
+    one forward-mode product :math:`u = Jv` for the whole batch (:func:`torch.func.jvp`), a
+    batched :math:`C\times C` multiplication, and one vector-Jacobian product. For
+    ``FisherType.HESSIAN`` it is a forward-over-reverse Hessian-vector product
+    :cite:`pascanu2014revisiting`. The Monte Carlo labels are drawn once, at construction, so
+    the operator is a fixed symmetric matrix (as conjugate gradient requires).
+
+    Vectors may be flat tensors of shape ``(P,)`` (returned flat) or dicts shaped like
+    ``params`` (returned as dicts).
+
+    Attributes
+    ----------
+    dim : int
+        Number of parameters :math:`P`.
+    params : dict
+        The parameters the curvature is taken at.
+    fisher_type : FisherType
+        Which matrix this is.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        params: Params | None,
+        x: Tensor,
+        y: Tensor | None,
+        likelihood: Likelihood | str,
+        fisher_type: FisherType | str = FisherType.EXACT,
+        *,
+        mc_samples: int = 1,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.fisher_type = _fisher_type(fisher_type)
+        self._prob = prob = _Problem(
+            model, params, x, y, likelihood, need_y=_needs_y(self.fisher_type),
+            what=f"fisher_type={self.fisher_type.value!r}",
+        )
+        self.params = prob.params
+        self.dim = prob.num_params
+        self._vjp_fn: Callable[[Tensor], tuple[dict[str, Tensor]]] | None = None
+        if self.fisher_type is FisherType.HESSIAN:
+            self._grad_fn = grad(prob.loss)
+        else:
+            f, self._vjp_fn = vjp(prob.f_batch, prob.params)
+            self.outputs = f.detach()
+            self.output_matrices = _output_matrices(prob, self.fisher_type, mc_samples, seed, generator, f=self.outputs)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    def _matvec_flat(self, v: Tensor) -> Tensor:
+        prob = self._prob
+        vd = unflatten_params(v, prob.params)
+        if self.fisher_type is FisherType.HESSIAN:
+            _, hv = jvp(self._grad_fn, (prob.params,), (vd,))
+            return flatten_params(hv)
+        _, jv = jvp(prob.f_batch, (prob.params,), (vd,))  # (N, C)
+        w = (self.output_matrices @ jv.unsqueeze(-1)).squeeze(-1) / prob.n
+        assert self._vjp_fn is not None
+        (g,) = self._vjp_fn(w)
+        return flatten_params(g)
+
+    def matvec(self, v: Tensor | Params) -> Tensor | dict[str, Tensor]:
+        """The product with a flat vector ``(P,)`` or a dict shaped like ``params``."""
+        flat, as_dict = self._prob.check_vector(v)
+        out = self._matvec_flat(flat)
+        return unflatten_params(out, self.params) if as_dict else out
+
+    __call__ = matvec
+
+    def __matmul__(self, v: Tensor | Params) -> Tensor | dict[str, Tensor]:
+        return self.matvec(v)
+
+    def gradient(self) -> Tensor:
+        r"""Gradient :math:`\nabla_\theta L` of the mean loss (flat), from the cached forward pass."""
+        prob = self._prob
+        if prob.y is None:
+            raise ValueError("the gradient needs the targets y; pass y when building the operator")
+        if self.fisher_type is FisherType.HESSIAN:
+            return flatten_params(self._grad_fn(prob.params))
+        f = self.outputs.requires_grad_(False)
+        r = prob.lik.output_grad(f, prob.y) / prob.n
+        assert self._vjp_fn is not None
+        (g,) = self._vjp_fn(r)
+        return flatten_params(g)
+
+    def loss(self) -> float:
+        """Value of the mean loss :eq:`eq-mean-loss` at ``params`` (needs ``y``)."""
+        prob = self._prob
+        if prob.y is None:
+            raise ValueError("the loss needs the targets y; pass y when building the operator")
+        return float(prob.lik.nll(prob.f, prob.y).mean())
+
+    def to_dense(self) -> Tensor:
+        """The :math:`P\\times P` matrix, one product per column (for checks on small models)."""
+        eye = torch.eye(self.dim, dtype=next(iter(self.params.values())).dtype)
+        cols = torch.stack([self._matvec_flat(e) for e in eye], dim=1)
+        return 0.5 * (cols + cols.T)
+
+
+def fisher_vector_product(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor | None,
+    likelihood: Likelihood | str,
+    v: Tensor | Params,
+    fisher_type: FisherType | str = FisherType.EXACT,
+    *,
+    mc_samples: int = 1,
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor | dict[str, Tensor]:
+    r"""One product :math:`F v` (or ``G v``/``H v`` for ``fisher_type="ggn"``/``"hessian"``).
+
+    Builds a :class:`CurvatureOperator` and applies it once; for many products at the same
+    parameters (conjugate gradient) build the operator once instead.
+    """
+    op = CurvatureOperator(model, params, x, y, likelihood, fisher_type, mc_samples=mc_samples, seed=seed, generator=generator)
+    return op.matvec(v)
+
+
+def ggn_vector_product(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor,
+    likelihood: Likelihood | str,
+    v: Tensor | Params,
+) -> Tensor | dict[str, Tensor]:
+    r"""One generalized Gauss-Newton-vector product :math:`\frac1N\sum_n J_n^\top\nabla^2_f\ell_n J_n v`."""
+    return fisher_vector_product(model, params, x, y, likelihood, v, FisherType.GGN)
+
+
+def hessian_vector_product(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor,
+    likelihood: Likelihood | str,
+    v: Tensor | Params,
+) -> Tensor | dict[str, Tensor]:
+    r"""One Hessian-vector product :math:`\nabla^2_\theta L\,v` (forward-over-reverse)."""
+    return fisher_vector_product(model, params, x, y, likelihood, v, FisherType.HESSIAN)
