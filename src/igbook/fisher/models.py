@@ -175,6 +175,7 @@ class _Problem:
         *,
         need_y: bool,
         what: str,
+        keep_vjp: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -214,15 +215,19 @@ class _Problem:
             x = x.to(next(iter(checked.values())).dtype)
         self.x = x
         self.n = x.shape[0]
-        with torch.no_grad():
-            out = self._call(self.params, x)
+        self.vjp_fn: Callable[[Tensor], tuple[dict[str, Tensor]]] | None = None
+        if keep_vjp:  # one forward pass that also records the reverse-mode pull-back
+            out, self.vjp_fn = vjp(lambda p: self._call(p, x), self.params)
+        else:
+            with torch.no_grad():
+                out = self._call(self.params, x)
         if not isinstance(out, Tensor):
             raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
         if out.ndim == 0 or out.shape[0] != self.n:
             raise ValueError(
                 f"the model output must have the data points on its first axis ({self.n}), got shape {tuple(out.shape)}"
             )
-        f = self.lik.flatten_output(out)
+        f = self.lik.flatten_output(out.detach())
         if not bool(torch.isfinite(f).all()):
             raise ValueError("the model output is not finite at these parameters")
         self.out_shape = tuple(out.shape)
@@ -659,17 +664,17 @@ class CurvatureOperator:
         self.fisher_type = _fisher_type(fisher_type)
         self._prob = prob = _Problem(
             model, params, x, y, likelihood, need_y=_needs_y(self.fisher_type),
-            what=f"fisher_type={self.fisher_type.value!r}",
+            what=f"fisher_type={self.fisher_type.value!r}", keep_vjp=self.fisher_type is not FisherType.HESSIAN,
         )
         self.params = prob.params
         self.dim = prob.num_params
-        self._vjp_fn: Callable[[Tensor], tuple[dict[str, Tensor]]] | None = None
+        #: model outputs :math:`f_n` at ``params``, shape ``(N, C)``
+        self.outputs = prob.f
         if self.fisher_type is FisherType.HESSIAN:
             self._grad_fn = grad(prob.loss)
         else:
-            f, self._vjp_fn = vjp(prob.f_batch, prob.params)
-            self.outputs = f.detach()
-            self.output_matrices = _output_matrices(prob, self.fisher_type, mc_samples, seed, generator, f=self.outputs)
+            #: output-space matrices :math:`M_n`, shape ``(N, C, C)``
+            self.output_matrices = _output_matrices(prob, self.fisher_type, mc_samples, seed, generator)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -683,8 +688,12 @@ class CurvatureOperator:
             return flatten_params(hv)
         _, jv = jvp(prob.f_batch, (prob.params,), (vd,))  # (N, C)
         w = (self.output_matrices @ jv.unsqueeze(-1)).squeeze(-1) / prob.n
-        assert self._vjp_fn is not None
-        (g,) = self._vjp_fn(w)
+        return self._pullback(w)
+
+    def _pullback(self, w: Tensor) -> Tensor:
+        r""":math:`\sum_n J_n^\top w_n` for ``w`` of shape ``(N, C)``, flat."""
+        assert self._prob.vjp_fn is not None
+        (g,) = self._prob.vjp_fn(w.reshape(self._prob.out_shape))
         return flatten_params(g)
 
     def matvec(self, v: Tensor | Params) -> Tensor | dict[str, Tensor]:
@@ -705,11 +714,8 @@ class CurvatureOperator:
             raise ValueError("the gradient needs the targets y; pass y when building the operator")
         if self.fisher_type is FisherType.HESSIAN:
             return flatten_params(self._grad_fn(prob.params))
-        f = self.outputs.requires_grad_(False)
-        r = prob.lik.output_grad(f, prob.y) / prob.n
-        assert self._vjp_fn is not None
-        (g,) = self._vjp_fn(r)
-        return flatten_params(g)
+        r = prob.lik.output_grad(self.outputs, prob.y) / prob.n
+        return self._pullback(r)
 
     def loss(self) -> float:
         """Value of the mean loss :eq:`eq-mean-loss` at ``params`` (needs ``y``)."""

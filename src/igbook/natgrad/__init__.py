@@ -18,7 +18,12 @@ from igbook.natgrad.core import (
 )
 
 # [exports:natgrad.families]
-# [exports:natgrad.networks]
+from igbook.natgrad.networks import (
+    NaturalGradientDescent,
+    NaturalGradientResult,
+    natural_gradient_direction,
+    ngd_step,
+)
 
 __all__ = [
     "natural_gradient",
@@ -26,4 +31,8 @@ __all__ = [
     "conjugate_gradient",
     "natural_gradient_cg",
     "trust_region_step_size",
+    "NaturalGradientResult",
+    "natural_gradient_direction",
+    "ngd_step",
+    "NaturalGradientDescent",
 ]
