@@ -1,0 +1,340 @@
+r"""Dense references for K-FAC: the true Fisher of a small network, its layer blocks, exact NGD, costs.
+
+Everything here materializes :math:`d\times d` matrices, so it is for networks with a few
+thousand parameters at most: it is what K-FAC is compared *against*. The Fisher of a network
+:math:`f(x;\theta)` with likelihood :math:`p(y\mid f)` is the pull-back of the output Fisher
+:math:`H_n` (see :func:`igbook.kfac.output_gradient_samples`) through the Jacobian
+:math:`J_n = \partial f(x_n)/\partial\theta`,
+
+.. math::
+
+    F = \frac1N\sum_n J_n^\top H_n J_n
+
+(the generalized Gauss-Newton matrix, :cite:`martens2020new`), computed with
+:func:`torch.func.jacrev` and :func:`torch.func.vmap` over :func:`torch.func.functional_call`.
+Parameters of ``nn.Linear``/``nn.Conv2d`` layers are ordered as in
+:func:`igbook.kfac.layer_vector` (``[vec(W), b]``, column-major), so the layer blocks of
+:func:`network_fisher` line up with :meth:`igbook.kfac.KFACPreconditioner.dense_block`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, vmap
+
+from igbook.kfac.core import (
+    LIKELIHOODS,
+    _check_choice,
+    _check_fisher_type,
+    _check_positive_real,
+    _flat_outputs,
+    output_gradient_samples,
+)
+from igbook.natgrad.core import natural_gradient
+
+__all__ = [
+    "ParameterLayout",
+    "network_fisher",
+    "layer_fisher_blocks",
+    "DenseNaturalGradient",
+    "CurvatureCosts",
+    "curvature_costs",
+]
+
+
+@dataclass(frozen=True)
+class ParameterLayout:
+    """How a network's trainable parameters are stacked into one vector.
+
+    ``entries`` lists ``(parameter name, module name, slice, column_major)``; ``layers`` maps a
+    ``Linear``/``Conv2d`` module name to the slice of its ``[vec(W), b]`` block.
+    """
+
+    entries: tuple[tuple[str, str, slice, bool], ...]
+    layers: dict[str, slice]
+    size: int
+
+    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
+        """Stack per-parameter tensors (e.g. gradients) into one vector in this layout."""
+        out = []
+        for pname, _, _, colmajor in self.entries:
+            t = tensors[pname]
+            out.append(t.reshape(t.shape[0], -1).T.reshape(-1) if colmajor else t.reshape(-1))
+        return torch.cat(out)
+
+    def unflatten(self, vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Inverse of :meth:`flatten`: cut ``vector`` into tensors shaped like ``like``."""
+        out = {}
+        for pname, _, sl, colmajor in self.entries:
+            ref = like[pname]
+            v = vector[sl]
+            if colmajor:
+                k = ref[0].numel()
+                v = v.reshape(k, ref.shape[0]).T
+            out[pname] = v.reshape(ref.shape)
+        return out
+
+
+def _layout(model: nn.Module) -> tuple[ParameterLayout, dict[str, Tensor]]:
+    entries: list[tuple[str, str, slice, bool]] = []
+    layers: dict[str, slice] = {}
+    params: dict[str, Tensor] = {}
+    pos = 0
+    for mname, m in model.named_modules():
+        own = [(n, p) for n, p in m.named_parameters(recurse=False) if p.requires_grad]
+        if not own:
+            continue
+        is_layer = isinstance(m, (nn.Linear, nn.Conv2d))
+        start = pos
+        # weight first, then bias, for layers; others in registration order
+        if is_layer:
+            own.sort(key=lambda np_: 0 if np_[0] == "weight" else 1)
+        for n, p in own:
+            full = f"{mname}.{n}" if mname else n
+            colmajor = is_layer and n == "weight"
+            entries.append((full, mname, slice(pos, pos + p.numel()), colmajor))
+            params[full] = p
+            pos += p.numel()
+        if is_layer:
+            layers[mname or "<model>"] = slice(start, pos)
+    if pos == 0:
+        raise ValueError("model has no trainable parameters")
+    return ParameterLayout(tuple(entries), layers, pos), params
+
+
+def network_fisher(
+    model: nn.Module,
+    inputs: Tensor,
+    *,
+    likelihood: str,
+    fisher_type: str = "type2",
+    targets: Tensor | None = None,
+    mc_samples: int = 1,
+    seed: int = 0,
+    reduction: str = "mean",
+) -> tuple[Tensor, ParameterLayout]:
+    r"""The dense Fisher (type-2 = GGN, Monte Carlo or empirical) of a network on a batch.
+
+    .. math::
+
+        F = \frac{1}{N}\sum_{n=1}^N\sum_k J_n^\top v_{kn} v_{kn}^\top J_n
+
+    with :math:`v_{kn}` from :func:`igbook.kfac.output_gradient_samples` (``reduction="sum"``
+    drops the :math:`1/N`). Returns ``(F, layout)``; ``F`` has the dtype of the parameters.
+
+    Parameters
+    ----------
+    model
+        The network; it is called on one example at a time (shape ``(1, ...)``).
+    inputs
+        A batch, shape ``(N, ...)``.
+    likelihood, fisher_type, targets, mc_samples
+        As in :class:`igbook.kfac.KFACPreconditioner`; ``seed`` seeds the sampled labels.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
+    fisher_type = _check_fisher_type(fisher_type)
+    reduction = _check_choice(reduction, "reduction", ("mean", "sum"))
+    if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[0] < 1:
+        raise ValueError("inputs must be a tensor with a non-empty batch axis")
+    layout, params = _layout(model)
+    detached = {k: v.detach() for k, v in params.items()}
+
+    def f(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(model, p, (x.unsqueeze(0),)).reshape(-1)
+
+    jac = vmap(jacrev(f), in_dims=(None, 0))(detached, inputs)
+    n = inputs.shape[0]
+    cols = []
+    for pname, _, _, colmajor in layout.entries:
+        jp = jac[pname]
+        c = jp.shape[1]
+        if colmajor:
+            out = jp.shape[2]
+            jp = jp.reshape(n, c, out, -1).transpose(2, 3)
+        cols.append(jp.reshape(n, c, -1))
+    J = torch.cat(cols, dim=2)  # (N, C, d)
+    with torch.no_grad():
+        outputs = model(inputs)
+    outputs = _flat_outputs(outputs, likelihood)
+    gen = torch.Generator().manual_seed(seed)
+    V = output_gradient_samples(
+        outputs, likelihood=likelihood, fisher_type=fisher_type, targets=targets,
+        mc_samples=mc_samples, generator=gen,
+    ).to(J.dtype)
+    U = torch.einsum("ncd,knc->knd", J, V).reshape(-1, layout.size)
+    Fm = U.T @ U
+    if reduction == "mean":
+        Fm = Fm / n
+    return Fm, layout
+
+
+def layer_fisher_blocks(
+    model: nn.Module, inputs: Tensor, **kwargs: Any
+) -> dict[str, Tensor]:
+    r"""The diagonal blocks of :func:`network_fisher` for each ``Linear``/``Conv2d`` layer.
+
+    Keys are module names; each block is in the ``[vec(W), b]`` ordering of
+    :meth:`igbook.kfac.KFACPreconditioner.dense_block`, so the two can be compared entrywise.
+    Keyword arguments go to :func:`network_fisher`.
+    """
+    Fm, layout = network_fisher(model, inputs, **kwargs)
+    return {name: Fm[sl, sl].clone() for name, sl in layout.layers.items()}
+
+
+class DenseNaturalGradient(torch.optim.Optimizer):
+    r"""Exact (dense, damped) natural-gradient descent for *small* networks.
+
+    .. math:: \theta \leftarrow \theta - \eta\,(F + \lambda I)^{-1}\nabla L,
+
+    with :math:`F` from :func:`network_fisher` on the current batch (refreshed by
+    :meth:`update_curvature`) and the solve by :func:`igbook.natgrad.natural_gradient`
+    :cite:`amari1998natural`. Costs :math:`O(NCd^2 + d^3)` per step: the reference against
+    which K-FAC is judged, not a practical optimizer.
+
+    Usage::
+
+        opt = DenseNaturalGradient(model, likelihood="bernoulli", lr=1.0, damping=1e-3)
+        opt.zero_grad(); opt.update_curvature(x); loss.backward(); opt.step()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        likelihood: str,
+        lr: float = 1.0,
+        damping: float = 1e-3,
+        momentum: float = 0.0,
+        fisher_type: str = "type2",
+        mc_samples: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        lr = _check_positive_real(lr, "lr")
+        damping = _check_positive_real(damping, "damping")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        params = [p for p in model.parameters() if p.requires_grad]
+        super().__init__(params, {"lr": lr, "damping": damping, "momentum": float(momentum)})
+        self.model = model
+        self.likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
+        self.fisher_type = _check_fisher_type(fisher_type)
+        self.mc_samples = mc_samples
+        self._seed = seed
+        self._calls = 0
+        self.fisher: Tensor | None = None
+        self.layout, self._named = _layout(model)
+
+    def update_curvature(self, inputs: Tensor, targets: Tensor | None = None) -> Tensor:
+        """Recompute the dense Fisher at the current parameters on ``inputs``; returns it."""
+        self.fisher, _ = network_fisher(
+            self.model, inputs, likelihood=self.likelihood, fisher_type=self.fisher_type,
+            targets=targets, mc_samples=self.mc_samples, seed=self._seed + self._calls,
+        )
+        self._calls += 1
+        return self.fisher
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
+        """One damped natural-gradient step on the current ``.grad``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.fisher is None:
+            raise RuntimeError("call update_curvature(inputs) before step()")
+        grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in self._named.items()}
+        g = self.layout.flatten(grads)
+        group = self.param_groups[0]
+        v = natural_gradient(self.fisher.to(torch.float64), g.to(torch.float64), damping=group["damping"])
+        upd = self.layout.unflatten(v.to(g.dtype), grads)
+        mu = group["momentum"]
+        for k, p in self._named.items():
+            d = upd[k]
+            if mu:
+                st = self.state[p]
+                buf = st.get("momentum_buffer")
+                if buf is None:
+                    buf = st["momentum_buffer"] = d.clone()
+                else:
+                    buf.mul_(mu).add_(d)
+                d = buf
+            p.add_(d, alpha=-group["lr"])
+        return loss
+
+
+@dataclass(frozen=True)
+class CurvatureCosts:
+    """Storage and arithmetic of the exact Fisher block of one layer against K-FAC's two factors."""
+
+    n_in: int
+    n_out: int
+    parameters: int
+    dense_entries: int
+    dense_bytes: int
+    dense_inverse_flops: float
+    kfac_entries: int
+    kfac_bytes: int
+    kfac_inverse_flops: float
+    dense_solve_flops: float
+    kfac_solve_flops: float
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """Table rows ``(quantity, exact block, K-FAC)`` with human-readable numbers."""
+
+        def b(x: float) -> str:
+            for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+                if x < 1000:
+                    return f"{x:.3g} {unit}"
+                x /= 1000
+            return f"{x:.3g} EB"
+
+        return [
+            ("parameters", f"{self.parameters:,}", f"{self.parameters:,}"),
+            ("matrix entries", f"{self.dense_entries:.3g}", f"{self.kfac_entries:.3g}"),
+            ("memory (float64)", b(self.dense_bytes), b(self.kfac_bytes)),
+            ("inverse (flops)", f"{self.dense_inverse_flops:.3g}", f"{self.kfac_inverse_flops:.3g}"),
+            ("preconditioning a gradient (flops)", f"{self.dense_solve_flops:.3g}", f"{self.kfac_solve_flops:.3g}"),
+        ]
+
+
+def curvature_costs(n_in: int, n_out: int, *, bias: bool = True, bytes_per_entry: int = 8) -> CurvatureCosts:
+    r"""Costs of the exact Fisher block of an ``n_in -> n_out`` layer against its K-FAC factors.
+
+    With :math:`d = (n_\text{in}+1)\,n_\text{out}` parameters (bias as a ones column), the exact
+    block has :math:`d^2` entries and a Cholesky-based inverse costs about :math:`d^3` flops
+    (:math:`d^3/3` for the factorization, :math:`2d^3/3` to invert); K-FAC stores
+    :math:`(n_\text{in}+1)^2 + n_\text{out}^2` entries and inverts them in
+    :math:`(n_\text{in}+1)^3 + n_\text{out}^3` flops. Preconditioning one gradient costs
+    :math:`2d^2` flops densely and :math:`2 n_\text{out} (n_\text{in}+1)(n_\text{in}+1+n_\text{out})`
+    flops as :math:`G^{-1} V A^{-1}`.
+    """
+    for v, name in ((n_in, "n_in"), (n_out, "n_out"), (bytes_per_entry, "bytes_per_entry")):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    a = n_in + (1 if bias else 0)
+    d = a * n_out
+    dense_entries = d * d
+    kfac_entries = a * a + n_out * n_out
+    return CurvatureCosts(
+        n_in=n_in,
+        n_out=n_out,
+        parameters=d,
+        dense_entries=dense_entries,
+        dense_bytes=dense_entries * bytes_per_entry,
+        dense_inverse_flops=float(d) ** 3,
+        kfac_entries=kfac_entries,
+        kfac_bytes=kfac_entries * bytes_per_entry,
+        kfac_inverse_flops=float(a) ** 3 + float(n_out) ** 3,
+        dense_solve_flops=2.0 * float(d) ** 2,
+        kfac_solve_flops=2.0 * n_out * a * (a + n_out),
+    )
+
