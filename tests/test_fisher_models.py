@@ -656,3 +656,31 @@ def test_bad_likelihood_inputs_raise_clear_errors() -> None:
 
     with pytest.raises(ValueError, match="first axis"):
         fisher_matrix(Scalar(), None, x, None, "gaussian")
+
+
+# --------------------------------------------------------------------------- Adam's second moment
+@pytest.mark.parametrize("replacement", [True, False])
+def test_minibatch_second_moment_by_enumeration(replacement: bool) -> None:
+    import itertools
+
+    from igbook.fisher import minibatch_gradient_second_moment
+
+    model, x, y, lik = problem("categorical", n=5)
+    g = per_example_gradients(model, None, x, y, lik)
+    b = 2
+    if replacement:
+        batches = list(itertools.product(range(5), repeat=b))
+    else:
+        batches = list(itertools.combinations(range(5), b))
+    brute = torch.stack([g[list(idx)].mean(0) ** 2 for idx in batches]).mean(0)
+    got = minibatch_gradient_second_moment(model, None, x, y, lik, b, replacement=replacement)
+    torch.testing.assert_close(got, brute, rtol=1e-12, atol=1e-15)
+    # B = 1 with replacement is the diagonal of the empirical Fisher; B = N without is the squared gradient
+    torch.testing.assert_close(
+        minibatch_gradient_second_moment(model, None, x, y, lik, 1), fisher_diagonal(model, None, x, y, lik, "empirical")
+    )
+    torch.testing.assert_close(minibatch_gradient_second_moment(model, None, x, y, lik, 5, replacement=False), g.mean(0) ** 2)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        minibatch_gradient_second_moment(model, None, x, y, lik, 0)
+    with pytest.raises(ValueError, match="without replacement"):
+        minibatch_gradient_second_moment(model, None, x, y, lik, 6, replacement=False)

@@ -78,6 +78,7 @@ __all__ = [
     "unflatten_params",
     "param_slices",
     "per_example_gradients",
+    "minibatch_gradient_second_moment",
     "output_curvature",
     "curvature_matrix",
     "fisher_matrix",
@@ -375,6 +376,45 @@ def per_example_gradients(
         prob.params, prob.x, prob.y
     )
     return torch.cat([g[name].reshape(prob.n, -1) for name in prob.params], dim=1)
+
+
+def minibatch_gradient_second_moment(
+    model: nn.Module,
+    params: Params | None,
+    x: Tensor,
+    y: Tensor,
+    likelihood: Likelihood | str,
+    batch_size: int,
+    *,
+    replacement: bool = True,
+) -> Tensor:
+    r"""Entrywise :math:`\mathbb E_B[\hat g_B^2]` of a minibatch-mean gradient: what Adam's :math:`v` tracks.
+
+    With :math:`B` points drawn uniformly from the :math:`N` data points,
+    :math:`\hat g_B = \frac1B\sum_{n\in B} g_n` has
+
+    .. math::
+
+        \mathbb E_B\big[\hat g_B^{\,2}\big] = \bar g^{\,2} + \kappa\,\big(\operatorname{diag}\widetilde F - \bar g^{\,2}\big),
+        \qquad \kappa = \begin{cases} 1/B & \text{with replacement}\\
+        \frac{N-B}{B(N-1)} & \text{without replacement,}\end{cases}
+
+    where :math:`\bar g = \frac1N\sum_n g_n` is the full gradient and
+    :math:`\operatorname{diag}\widetilde F = \frac1N\sum_n g_n^2` the diagonal of the empirical
+    Fisher. The exponential moving average :math:`v` of Adam :cite:`kingma2015adam` estimates
+    this quantity when the parameters move slowly: a diagonal of the *empirical* Fisher, scaled
+    by :math:`1/B`, plus the squared mean gradient, and not the diagonal of the Fisher.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    g = per_example_gradients(model, params, x, y, likelihood)
+    n = g.shape[0]
+    if not replacement and batch_size > n:
+        raise ValueError(f"batch_size must be <= N = {n} without replacement, got {batch_size}")
+    gbar2 = g.mean(0) ** 2
+    var = (g**2).mean(0) - gbar2
+    kappa = 1.0 / batch_size if replacement else (0.0 if n == 1 else (n - batch_size) / (batch_size * (n - 1)))
+    return gbar2 + kappa * var
 
 
 def output_curvature(
