@@ -28,12 +28,22 @@ seeded sampling, the Fisher information in natural and in usual coordinates, the
 divergence (a textbook formula, checked in the tests against the Bregman form
 :meth:`ExponentialFamily.kl_bregman` and against Monte Carlo), entropy, and the convex
 conjugate :math:`A^*(\mu)`.
+
+Legendre duality: :math:`\nabla A(\eta) = \mu` (:meth:`~ExponentialFamily.mean_from_natural`),
+:math:`\nabla A^*(\mu) = \eta` (:meth:`~ExponentialFamily.natural_from_mean`), and the two
+Bregman divergences :meth:`~ExponentialFamily.bregman_natural` (of :math:`A`) and
+:meth:`~ExponentialFamily.bregman_mean` (of :math:`A^*`), both equal to a KL divergence.
+
+:class:`Beta`, :class:`Gamma` and :class:`NormalGamma` (collected in ``CONJUGATE_FAMILIES``)
+are the conjugate priors used by :mod:`igbook.vi`; their inverse mean maps have no closed form
+and are computed by a damped Newton solve that is exact to rounding and differentiable.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Self
 
@@ -58,7 +68,11 @@ __all__ = [
     "MultivariateGaussian",
     "Poisson",
     "Exponential",
+    "Beta",
+    "Gamma",
+    "NormalGamma",
     "FAMILIES",
+    "CONJUGATE_FAMILIES",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -161,6 +175,45 @@ class ExponentialFamily(ABC):
         eta = cls.natural_from_mean(mu)
         return eta @ mu - cls.log_partition(eta)
 
+    @classmethod
+    def bregman_natural(cls, eta_p: Tensor, eta_q: Tensor) -> Tensor:
+        r"""Bregman divergence of the log-partition :math:`A` (pure).
+
+        .. math::
+
+            D_A(\eta_p\,\|\,\eta_q) = A(\eta_p) - A(\eta_q) - (\eta_p-\eta_q)^\top\nabla A(\eta_q)
+            = \mathrm{KL}(q_{\eta_q}\,\|\,q_{\eta_p}).
+
+        Note the swap: the Bregman divergence of :math:`A` from :math:`\eta_q` to
+        :math:`\eta_p` is the KL divergence *from* :math:`q_{\eta_q}` *to*
+        :math:`q_{\eta_p}` :cite:`amari2016information,nielsen2020elementary`.
+        """
+        return (
+            cls.log_partition(eta_p)
+            - cls.log_partition(eta_q)
+            - (eta_p - eta_q) @ cls.mean_from_natural(eta_q)
+        )
+
+    @classmethod
+    def bregman_mean(cls, mu_p: Tensor, mu_q: Tensor) -> Tensor:
+        r"""Bregman divergence of the convex conjugate :math:`A^*` (pure).
+
+        .. math::
+
+            D_{A^*}(\mu_p\,\|\,\mu_q) = A^*(\mu_p) - A^*(\mu_q) - (\mu_p-\mu_q)^\top\nabla A^*(\mu_q)
+            = \mathrm{KL}(q_{\mu_p}\,\|\,q_{\mu_q}),
+
+        with :math:`\nabla A^*(\mu_q) = \eta(\mu_q)` (:meth:`natural_from_mean`). In mean
+        coordinates the order of the arguments is the order of the KL divergence
+        :cite:`amari2016information`; this is the proximity term of mirror descent in
+        :mod:`igbook.mirror`.
+        """
+        return (
+            cls.convex_conjugate(mu_p)
+            - cls.convex_conjugate(mu_q)
+            - (mu_p - mu_q) @ cls.natural_from_mean(mu_q)
+        )
+
     # ----- constructors ---------------------------------------------------------------------
     @classmethod
     @abstractmethod
@@ -260,6 +313,16 @@ class ExponentialFamily(ABC):
         self._check_same_family(other)
         ep, eq = self.natural, other.natural
         return self.log_partition(eq) - self.log_partition(ep) - (eq - ep) @ self.mean
+
+    def kl_bregman_mean(self, other: Self) -> Tensor:
+        r"""KL as the Bregman divergence of the convex conjugate :math:`A^*` in mean coordinates,
+
+        .. math:: \mathrm{KL}(q_{\mu_p}\|q_{\mu_q}) = D_{A^*}(\mu_p\|\mu_q),
+
+        the dual form of :meth:`kl_bregman` (see :meth:`bregman_mean`).
+        """
+        self._check_same_family(other)
+        return self.bregman_mean(self.mean, other.mean)
 
     def _check_same_family(self, other: object) -> None:
         if type(other) is not type(self):
@@ -670,6 +733,23 @@ class MultivariateGaussian(ExponentialFamily):
         return cls._sym_from_pairs(-eta[d:], d, 1.0) + torch.diag(-eta[d : 2 * d])
 
     @classmethod
+    def natural_from_precision(cls, shift: Tensor, precision: Tensor) -> Tensor:
+        r"""Minimal natural parameter from the information form :math:`(h, \Lambda)` (pure).
+
+        A log-density :math:`h^\top x - \tfrac12 x^\top\Lambda x + \text{const}` has natural
+        parameter :math:`(h,\; -\tfrac12\Lambda_{ii},\; -\Lambda_{ij}\ (i>j))`, the inverse of
+        :meth:`precision_from_natural` (with ``shift = eta[:d]``). ``precision`` only has to be
+        symmetric, so that Gaussian *likelihood* terms (a rank-one
+        :math:`\Lambda = x x^\top/\sigma^2`) can be written as natural parameters and added.
+        """
+        d = shift.shape[-1]
+        i, j = _pairs(d)
+        coef = torch.cat(
+            [torch.full((d,), -0.5, dtype=precision.dtype), -torch.ones(len(i) - d, dtype=precision.dtype)]
+        )
+        return torch.cat([shift, precision[..., i, j] * coef], -1)
+
+    @classmethod
     def natural_from_params(cls, theta: Tensor) -> Tensor:
         d = cls._dim_from_len(theta.shape[0])
         m, cov = theta[:d], cls._sym_from_pairs(theta[d:], d, 1.0)
@@ -998,6 +1078,534 @@ class Exponential(ExponentialFamily):
         self._check_same_family(other)
         p, q = self.params[0], other.params[0]
         return torch.log(p / q) + q / p - 1
+
+
+# =============================================================================================
+# Families used as conjugate priors and variational posteriors (Beta, Gamma, Normal-Gamma).
+# Their inverse mean maps have no closed form: they are computed by a damped Newton solve.
+
+
+def _sample_standard_gamma(alpha: Tensor, n: int, g: torch.Generator | None) -> Tensor:
+    r"""``n`` draws of :math:`\mathrm{Gamma}(\alpha, 1)` by Marsaglia and Tsang's squeeze method.
+
+    Vectorized rejection sampling (acceptance above 95 %) that takes a generator, so that draws
+    are reproducible; for :math:`\alpha < 1` it samples :math:`\alpha + 1` and multiplies by
+    :math:`U^{1/\alpha}`.
+    """
+    dtype = alpha.dtype
+    a = alpha + 1.0 if bool(alpha < 1) else alpha
+    d = a - 1.0 / 3.0
+    c = 1.0 / torch.sqrt(9.0 * d)
+    out = torch.empty(n, dtype=dtype)
+    filled = 0
+    while filled < n:
+        m = 2 * (n - filled) + 16
+        z = torch.randn(m, generator=g, dtype=dtype)
+        u = torch.rand(m, generator=g, dtype=dtype)
+        v = (1.0 + c * z) ** 3
+        ok = v > 0
+        logv = torch.log(torch.where(ok, v, torch.ones_like(v)))
+        ok = ok & (torch.log(u) < 0.5 * z**2 + d - d * v + d * logv)
+        acc = (d * v)[ok][: n - filled]
+        out[filled : filled + acc.shape[0]] = acc
+        filled += acc.shape[0]
+    if bool(alpha < 1):
+        u = torch.rand(n, generator=g, dtype=dtype)
+        out = out * u ** (1.0 / alpha)
+    return out
+
+
+def _newton_natural_from_mean(
+    family: type[ExponentialFamily],
+    mu: Tensor,
+    eta0: Tensor,
+    fisher_natural: Callable[[Tensor], Tensor],
+    in_domain: Callable[[Tensor], bool],
+    max_iter: int = 100,
+) -> Tensor:
+    r"""Solve :math:`\nabla A(\eta) = \mu` by damped Newton from ``eta0``.
+
+    It minimizes the strictly convex :math:`\Phi(\eta) = A(\eta) - \eta^\top\mu`, whose gradient
+    is :math:`\nabla A(\eta) - \mu` and whose Hessian is the Fisher matrix, with a backtracking
+    line search that keeps :math:`\eta` in the natural parameter space; the minimizer is
+    :math:`\eta = \nabla A^*(\mu)`. The loop runs without autograd; one last Newton step is
+    taken *with* autograd from the detached solution, so that derivatives through the solve
+    are exact at convergence (:math:`\partial\eta/\partial\mu = F(\eta)^{-1}`).
+    """
+    mu_d = mu.detach()
+    with torch.no_grad():
+        eta = eta0.detach().clone()
+        for _ in range(max_iter):
+            g = family.mean_from_natural(eta) - mu_d
+            step = torch.linalg.solve(fisher_natural(eta), g)
+            dec = float(g @ step)  # squared Newton decrement
+            if not math.isfinite(dec):
+                raise ValueError("the Newton solve for the natural parameter diverged")
+            tiny_residual = float(g.abs().max()) <= 8 * torch.finfo(g.dtype).eps * (1.0 + float(mu_d.abs().max()))
+            tiny_step = float(step.abs().max()) <= 1e-14 * (1.0 + float(eta.abs().max()))
+            if dec < 1e-28 or tiny_residual or tiny_step:
+                break
+            t = 1.0
+            phi = family.log_partition(eta) - eta @ mu_d
+            while True:
+                new = eta - t * step
+                if in_domain(new):
+                    if dec < 1e-12:  # quadratic convergence region: take the full step
+                        break
+                    if float(family.log_partition(new) - new @ mu_d) <= float(phi) - 0.25 * t * dec:
+                        break
+                t *= 0.5
+                if t < 1e-30:
+                    raise ValueError("the Newton solve for the natural parameter failed to make progress")
+            eta = new
+        else:
+            raise ValueError(f"the Newton solve for the natural parameter did not converge in {max_iter} steps")
+    eta = eta.detach()
+    return eta - torch.linalg.solve(fisher_natural(eta), family.mean_from_natural(eta) - mu)
+
+
+@dataclass(frozen=True)
+class Beta(ExponentialFamily):
+    r"""Beta distribution on :math:`(0, 1)` with shapes :math:`\alpha, \beta > 0`.
+
+    :math:`T(x) = (\log x, \log(1-x))`, :math:`\eta = (\alpha - 1, \beta - 1)`,
+    :math:`A(\eta) = \log\Gamma(\alpha) + \log\Gamma(\beta) - \log\Gamma(\alpha+\beta)`,
+    :math:`\mu = (\psi(\alpha) - \psi(\alpha+\beta),\; \psi(\beta) - \psi(\alpha+\beta))`. The
+    Fisher information is the same in :math:`\eta` and in :math:`(\alpha,\beta)`:
+    :math:`\mathrm{diag}(\psi'(\alpha), \psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`.
+    It is the conjugate prior of the Bernoulli success probability: a Bernoulli observation
+    :math:`y` adds :math:`(y, 1-y)` to :math:`\eta`. The inverse mean map is a Newton solve.
+    """
+
+    alpha: Tensor | float
+    beta: Tensor | float
+
+    def __post_init__(self) -> None:
+        a, b = as_tensor(self.alpha, "alpha"), as_tensor(self.beta, "beta")
+        check_shape(a, "alpha", ())
+        check_shape(b, "beta", ())
+        check_positive(a, "alpha")
+        check_positive(b, "beta")
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        object.__setattr__(self, "alpha", a.to(dtype))
+        object.__setattr__(self, "beta", b.to(dtype))
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        return theta - 1.0
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        return eta + 1.0
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        a, b = eta[0] + 1.0, eta[1] + 1.0
+        return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        ab = eta + 1.0
+        return torch.digamma(ab) - torch.digamma(ab.sum())
+
+    @classmethod
+    def _fisher_from_natural(cls, eta: Tensor) -> Tensor:
+        ab = eta + 1.0
+        return torch.diag(torch.polygamma(1, ab)) - torch.polygamma(1, ab.sum())
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        # start from psi(a) ~ log(a - 1/2): e^{mu_k} ~ (a_k - 1/2)/(a + b - 1/2)
+        e = torch.exp(mu.detach())
+        s = 0.5 / (1.0 - e.sum()).clamp_min(1e-12)
+        eta0 = 0.5 + s * e - 1.0
+        return _newton_natural_from_mean(
+            cls, mu, eta0, cls._fisher_from_natural, lambda eta: bool((eta > -1).all())
+        )
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        return torch.stack([torch.log(x), torch.log1p(-x)], -1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return 2
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        if not bool((eta > -1).all()):
+            raise ValueError(f"eta = (alpha - 1, beta - 1) must be > -1, got {eta.tolist()}")
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        check_finite(mu, "mu")
+        if not bool((mu < 0).all()) or not bool(torch.exp(mu).sum() < 1):
+            raise ValueError(
+                "mu = (E[log x], E[log(1-x)]) must satisfy exp(mu[0]) + exp(mu[1]) < 1 (Jensen's inequality)"
+            )
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> Beta:
+        theta = _vec(theta, "theta", 2)
+        return cls(alpha=theta[0], beta=theta[1])
+
+    @property
+    def params(self) -> Tensor:
+        return torch.stack([self.alpha, self.beta])  # type: ignore[list-item]
+
+    def _check_x(self, x: Tensor) -> None:
+        check_finite(x, "x")
+        if not bool(((x > 0) & (x < 1)).all()):
+            raise ValueError("x must lie in (0, 1) for a Beta distribution")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        n = _check_n(n)
+        x = _sample_standard_gamma(self.params[0], n, g)
+        y = _sample_standard_gamma(self.params[1], n, g)
+        return x / (x + y)
+
+    def fisher_natural(self) -> Tensor:
+        return self._fisher_from_natural(self.natural)
+
+    def fisher(self) -> Tensor:
+        return self.fisher_natural()
+
+    def kl(self, other: Beta) -> Tensor:
+        self._check_same_family(other)
+        a1, b1 = self.params
+        a2, b2 = other.params
+        return (
+            self.log_partition(other.natural)
+            - self.log_partition(self.natural)
+            + (a1 - a2) * torch.digamma(a1)
+            + (b1 - b2) * torch.digamma(b1)
+            + (a2 - a1 + b2 - b1) * torch.digamma(a1 + b1)
+        )
+
+
+@dataclass(frozen=True)
+class Gamma(ExponentialFamily):
+    r"""Gamma distribution on :math:`x > 0` with shape :math:`\alpha > 0` and *rate* :math:`\beta > 0`.
+
+    Density :math:`\beta^\alpha x^{\alpha-1}e^{-\beta x}/\Gamma(\alpha)`;
+    :math:`T(x) = (\log x, x)`, :math:`\eta = (\alpha - 1, -\beta)`,
+    :math:`A(\eta) = \log\Gamma(\alpha) - \alpha\log\beta`,
+    :math:`\mu = (\psi(\alpha) - \log\beta,\; \alpha/\beta)`. Fisher information
+    :math:`\begin{pmatrix}\psi'(\alpha) & 1/\beta\\ 1/\beta & \alpha/\beta^2\end{pmatrix}` in
+    :math:`\eta` and :math:`\begin{pmatrix}\psi'(\alpha) & -1/\beta\\ -1/\beta & \alpha/\beta^2\end{pmatrix}`
+    in :math:`(\alpha, \beta)`. It is the conjugate prior of a Poisson rate (an observed count
+    :math:`y` adds :math:`(y, -1)` to :math:`\eta`) and of a Gaussian precision. The inverse
+    mean map is a Newton solve started from Minka's approximation.
+    """
+
+    alpha: Tensor | float
+    beta: Tensor | float
+
+    def __post_init__(self) -> None:
+        a, b = as_tensor(self.alpha, "alpha"), as_tensor(self.beta, "beta")
+        check_shape(a, "alpha", ())
+        check_shape(b, "beta", ())
+        check_positive(a, "alpha")
+        check_positive(b, "beta")
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        object.__setattr__(self, "alpha", a.to(dtype))
+        object.__setattr__(self, "beta", b.to(dtype))
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        return torch.stack([theta[0] - 1.0, -theta[1]])
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        return torch.stack([eta[0] + 1.0, -eta[1]])
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        a = eta[0] + 1.0
+        return torch.lgamma(a) - a * torch.log(-eta[1])
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        a, b = eta[0] + 1.0, -eta[1]
+        return torch.stack([torch.digamma(a) - torch.log(b), a / b])
+
+    @classmethod
+    def _fisher_from_natural(cls, eta: Tensor) -> Tensor:
+        a, b = eta[0] + 1.0, -eta[1]
+        return torch.stack(
+            [torch.stack([torch.polygamma(1, a), 1.0 / b]), torch.stack([1.0 / b, a / b**2])]
+        )
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        # Minka (2002): psi(a) - log(a) = mu0 - log(mu1) = -s, a ~ (3 - s + sqrt((s-3)^2 + 24 s)) / (12 s)
+        m = mu.detach()
+        s = (torch.log(m[1]) - m[0]).clamp_min(1e-12)
+        a = (3.0 - s + torch.sqrt((s - 3.0) ** 2 + 24.0 * s)) / (12.0 * s)
+        eta0 = torch.stack([a - 1.0, -a / m[1]])
+        return _newton_natural_from_mean(
+            cls, mu, eta0, cls._fisher_from_natural, lambda eta: bool(eta[0] > -1) and bool(eta[1] < 0)
+        )
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        return torch.stack([torch.log(x), x], -1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return 2
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        if not (bool(eta[0] > -1) and bool(eta[1] < 0)):
+            raise ValueError(
+                f"eta = (alpha - 1, -beta) must have eta[0] > -1 and eta[1] < 0, got {eta.tolist()}"
+            )
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        check_finite(mu, "mu")
+        if not (bool(mu[1] > 0) and bool(mu[0] < torch.log(mu[1]))):
+            raise ValueError(
+                "mu = (E[log x], E[x]) must satisfy mu[1] > 0 and mu[0] < log(mu[1]) (Jensen's inequality)"
+            )
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> Gamma:
+        theta = _vec(theta, "theta", 2)
+        return cls(alpha=theta[0], beta=theta[1])
+
+    @property
+    def params(self) -> Tensor:
+        return torch.stack([self.alpha, self.beta])  # type: ignore[list-item]
+
+    def _check_x(self, x: Tensor) -> None:
+        check_positive(x, "x")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        return _sample_standard_gamma(self.params[0], _check_n(n), g) / self.params[1]
+
+    def fisher_natural(self) -> Tensor:
+        return self._fisher_from_natural(self.natural)
+
+    def fisher(self) -> Tensor:
+        a, b = self.params
+        return torch.stack(
+            [torch.stack([torch.polygamma(1, a), -1.0 / b]), torch.stack([-1.0 / b, a / b**2])]
+        )
+
+    def kl(self, other: Gamma) -> Tensor:
+        self._check_same_family(other)
+        a1, b1 = self.params
+        a2, b2 = other.params
+        return (
+            (a1 - a2) * torch.digamma(a1)
+            - torch.lgamma(a1)
+            + torch.lgamma(a2)
+            + a2 * (torch.log(b1) - torch.log(b2))
+            + a1 * (b2 - b1) / b1
+        )
+
+
+@dataclass(frozen=True)
+class NormalGamma(ExponentialFamily):
+    r"""Normal-Gamma distribution of a Gaussian's mean and precision :math:`(m, \tau)`.
+
+    :math:`\tau \sim \mathrm{Gamma}(\alpha, \beta)` (rate :math:`\beta`) and
+    :math:`m \mid \tau \sim \mathcal N(\text{loc}, 1/(\kappa\tau))` :cite:`bishop2006pattern`.
+    A sample is a pair ``x = (m, tau)``. Minimal form:
+    :math:`T(m,\tau) = (\tau m,\; \tau m^2,\; \tau,\; \log\tau)`,
+    :math:`\eta = (\kappa\,\text{loc},\; -\kappa/2,\; -\beta - \kappa\,\text{loc}^2/2,\; \alpha - \tfrac12)`,
+    :math:`A(\eta) = \log\Gamma(\alpha) - \alpha\log\beta - \tfrac12\log\kappa` and
+    :math:`h = (2\pi)^{-1/2}`. It is the conjugate prior of a Gaussian with unknown mean and
+    precision: an observation :math:`y` adds :math:`(y, -\tfrac12, -\tfrac12 y^2, \tfrac12)` to
+    :math:`\eta`. Usual coordinates :math:`(\text{loc}, \kappa, \alpha, \beta)`.
+    """
+
+    loc: Tensor | float
+    kappa: Tensor | float
+    alpha: Tensor | float
+    beta: Tensor | float
+
+    def __post_init__(self) -> None:
+        vals = {k: as_tensor(getattr(self, k), k) for k in ("loc", "kappa", "alpha", "beta")}
+        for k, v in vals.items():
+            check_shape(v, k, ())
+            if k == "loc":
+                check_finite(v, k)
+            else:
+                check_positive(v, k)
+        dtype = vals["loc"].dtype
+        for v in vals.values():
+            dtype = torch.promote_types(dtype, v.dtype)
+        for k, v in vals.items():
+            object.__setattr__(self, k, v.to(dtype))
+
+    @classmethod
+    def natural_from_params(cls, theta: Tensor) -> Tensor:
+        m, k, a, b = theta[0], theta[1], theta[2], theta[3]
+        return torch.stack([k * m, -0.5 * k, -b - 0.5 * k * m**2, a - 0.5])
+
+    @classmethod
+    def params_from_natural(cls, eta: Tensor) -> Tensor:
+        k = -2.0 * eta[1]
+        m = eta[0] / k
+        return torch.stack([m, k, eta[3] + 0.5, -eta[2] - 0.5 * k * m**2])
+
+    @classmethod
+    def log_partition(cls, eta: Tensor) -> Tensor:
+        _, k, a, b = cls.params_from_natural(eta)
+        return torch.lgamma(a) - a * torch.log(b) - 0.5 * torch.log(k)
+
+    @classmethod
+    def mean_from_natural(cls, eta: Tensor) -> Tensor:
+        m, k, a, b = cls.params_from_natural(eta)
+        et = a / b
+        return torch.stack([m * et, m**2 * et + 1.0 / k, et, torch.digamma(a) - torch.log(b)])
+
+    @classmethod
+    def natural_from_mean(cls, mu: Tensor) -> Tensor:
+        # the marginal of tau is Gamma(alpha, beta) with mean parameter (E[log tau], E[tau])
+        gam = Gamma.natural_from_mean(torch.stack([mu[3], mu[2]]))
+        a, b = gam[0] + 1.0, -gam[1]
+        m = mu[0] / mu[2]
+        k = 1.0 / (mu[1] - mu[0] ** 2 / mu[2])
+        return cls.natural_from_params(torch.stack([m, k, a, b]))
+
+    @classmethod
+    def sufficient_statistic(cls, x: Tensor) -> Tensor:
+        m, t = x[..., 0], x[..., 1]
+        return torch.stack([t * m, t * m**2, t, torch.log(t)], -1)
+
+    @classmethod
+    def log_base_measure(cls, x: Tensor) -> Tensor:
+        return torch.full(x.shape[:-1], -0.5 * _LOG_2PI, dtype=x.dtype)
+
+    @classmethod
+    def _natural_dim_or_none(cls) -> int | None:
+        return 4
+
+    @classmethod
+    def _check_natural(cls, eta: Tensor) -> None:
+        if not bool(eta[1] < 0):
+            raise ValueError(f"eta[1] = -kappa/2 must be < 0, got {float(eta[1]):.6g}")
+        _, _, a, b = cls.params_from_natural(eta)
+        if not (bool(a > 0) and bool(b > 0)):
+            raise ValueError(
+                "eta must give alpha = eta[3] + 1/2 > 0 and beta = -eta[2] + eta[0]**2/(4 eta[1]) > 0, "
+                f"got alpha = {float(a):.6g}, beta = {float(b):.6g}"
+            )
+
+    @classmethod
+    def _check_mean(cls, mu: Tensor) -> None:
+        check_finite(mu, "mu")
+        if not bool(mu[2] > 0):
+            raise ValueError(f"mu[2] = E[tau] must be > 0, got {float(mu[2]):.6g}")
+        if not bool(mu[1] - mu[0] ** 2 / mu[2] > 0):
+            raise ValueError("mu must satisfy mu[1] > mu[0]**2 / mu[2] (a positive 1/kappa)")
+        if not bool(mu[3] < torch.log(mu[2])):
+            raise ValueError("mu must satisfy mu[3] = E[log tau] < log E[tau] (Jensen's inequality)")
+
+    @classmethod
+    def from_params(cls, theta: Tensor) -> NormalGamma:
+        theta = _vec(theta, "theta", 4)
+        return cls(loc=theta[0], kappa=theta[1], alpha=theta[2], beta=theta[3])
+
+    @property
+    def params(self) -> Tensor:
+        return torch.stack([self.loc, self.kappa, self.alpha, self.beta])  # type: ignore[list-item]
+
+    def _check_x(self, x: Tensor) -> None:
+        check_finite(x, "x")
+        if x.ndim == 0 or x.shape[-1] != 2:
+            raise ValueError(f"x must have a last axis of size 2 (mean, precision), got shape {tuple(x.shape)}")
+        if not bool((x[..., 1] > 0).all()):
+            raise ValueError("x[..., 1] (a precision) must be > 0 for a NormalGamma distribution")
+
+    def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
+        g = _generator(seed, generator)
+        n = _check_n(n)
+        m, k, a, b = self.params
+        tau = _sample_standard_gamma(a, n, g) / b
+        z = torch.randn(n, generator=g, dtype=tau.dtype)
+        return torch.stack([m + z / torch.sqrt(k * tau), tau], -1)
+
+    def marginal_tau(self) -> Gamma:
+        """The marginal of the precision, :math:`\\mathrm{Gamma}(\\alpha, \\beta)`."""
+        return Gamma(self.alpha, self.beta)
+
+    def fisher_natural(self) -> Tensor:
+        r""":math:`\mathrm{Cov}[T]` in closed form, by the law of total covariance given :math:`\tau`.
+
+        With :math:`c = (m, m^2, 1)`, :math:`\bar\tau = \alpha/\beta`:
+        :math:`\mathrm{Cov}(\mathbb E[T\mid\tau])` has blocks :math:`cc^\top\alpha/\beta^2`,
+        :math:`c/\beta` and :math:`\psi'(\alpha)`, and :math:`\mathbb E[\mathrm{Cov}(T\mid\tau)]`
+        adds :math:`\begin{pmatrix}\bar\tau/\kappa & 2m\bar\tau/\kappa\\ 2m\bar\tau/\kappa & 4m^2\bar\tau/\kappa + 2/\kappa^2\end{pmatrix}`
+        to the :math:`(\tau m, \tau m^2)` block.
+        """
+        m, k, a, b = self.params
+        one = torch.ones((), dtype=m.dtype)
+        c = torch.stack([m, m**2, one])
+        f = torch.zeros(4, 4, dtype=m.dtype)
+        f[:3, :3] = torch.outer(c, c) * a / b**2
+        f[:3, 3] = c / b
+        f[3, :3] = c / b
+        f[3, 3] = torch.polygamma(1, a)
+        et = a / b
+        f[0, 0] = f[0, 0] + et / k
+        f[0, 1] = f[0, 1] + 2 * m * et / k
+        f[1, 0] = f[1, 0] + 2 * m * et / k
+        f[1, 1] = f[1, 1] + 4 * m**2 * et / k + 2 / k**2
+        return f
+
+    def _jacobian_natural_params(self) -> Tensor:
+        m, k, _, _ = self.params
+        zero, one = torch.zeros((), dtype=m.dtype), torch.ones((), dtype=m.dtype)
+        # columns: d eta / d(loc, kappa, alpha, beta)
+        return torch.stack(
+            [
+                torch.stack([k, m, zero, zero]),
+                torch.stack([zero, -0.5 * one, zero, zero]),
+                torch.stack([-k * m, -0.5 * m**2, zero, -one]),
+                torch.stack([zero, zero, one, zero]),
+            ]
+        )
+
+    def fisher(self) -> Tensor:
+        """Fisher information in :math:`(\\text{loc}, \\kappa, \\alpha, \\beta)`, the pull-back :math:`J^\\top F_\\eta J`."""
+        j = self._jacobian_natural_params()
+        return j.T @ self.fisher_natural() @ j
+
+    def kl(self, other: NormalGamma) -> Tensor:
+        r"""KL of the precision marginals plus the expected KL of the conditionals of the mean:
+
+        .. math:: \mathrm{KL}(\mathrm{Ga}_1\|\mathrm{Ga}_2) + \tfrac12\Big(\frac{\kappa_2}{\kappa_1}
+            - 1 - \log\frac{\kappa_2}{\kappa_1} + \kappa_2\frac{\alpha_1}{\beta_1}(\text{loc}_1-\text{loc}_2)^2\Big).
+        """
+        self._check_same_family(other)
+        m1, k1, a1, b1 = self.params
+        m2, k2, a2, b2 = other.params
+        r = k2 / k1
+        return self.marginal_tau().kl(other.marginal_tau()) + 0.5 * (
+            r - 1.0 - torch.log(r) + k2 * a1 / b1 * (m1 - m2) ** 2
+        )
+
+    def _expected_log_h(self) -> Tensor:
+        return torch.tensor(-0.5 * _LOG_2PI, dtype=self.params.dtype)
+
+
+#: Families added for conjugate Bayesian inference (priors and variational posteriors).
+CONJUGATE_FAMILIES: tuple[type[ExponentialFamily], ...] = (Beta, Gamma, NormalGamma)
 
 
 #: Every family of this module, for tests and tables.
