@@ -80,6 +80,14 @@ class Likelihood(ABC):
     def output_fisher(self, f: Tensor) -> Tensor:
         r"""Output-space Fisher :math:`\Lambda(f_n)`, shape ``(N, C, C)``, in closed form."""
 
+    def output_fisher_factor(self, f: Tensor) -> Tensor:
+        r"""A factor :math:`S_n` with :math:`S_nS_n^\top = \Lambda(f_n)`, shape ``(N, C, C)``.
+
+        The default is the symmetric square root by eigendecomposition; subclasses give closed forms.
+        """
+        w, v = torch.linalg.eigh(self.output_fisher(f))
+        return v * w.clamp_min(0).sqrt().unsqueeze(-2)
+
     @abstractmethod
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
         """``num_samples`` targets per data point drawn from :math:`p(\\cdot\\mid f_n)`, shape ``(k, N, ...)``."""
@@ -170,6 +178,9 @@ class GaussianLikelihood(Likelihood):
         eye = torch.eye(c, dtype=f.dtype, device=f.device) / self.variance
         return eye.expand(n, c, c).clone()
 
+    def output_fisher_factor(self, f: Tensor) -> Tensor:
+        return self.output_fisher(f) * math.sqrt(self.variance)
+
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
         eps = torch.randn((num_samples, *f.shape), generator=generator, dtype=f.dtype, device=f.device)
         return f.unsqueeze(0) + math.sqrt(self.variance) * eps
@@ -227,6 +238,12 @@ class CategoricalLikelihood(Likelihood):
     def output_fisher(self, f: Tensor) -> Tensor:
         p = torch.softmax(f, dim=-1)
         return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
+
+    def output_fisher_factor(self, f: Tensor) -> Tensor:
+        r""":math:`S = \operatorname{diag}(\sqrt p) - p\sqrt p^{\top}`, for which :math:`SS^\top = \operatorname{diag}(p) - pp^\top`."""
+        p = torch.softmax(f, dim=-1)
+        sq = p.sqrt()
+        return torch.diag_embed(sq) - p.unsqueeze(-1) * sq.unsqueeze(-2)
 
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
         p = torch.softmax(f, dim=-1)
@@ -332,6 +349,9 @@ class BernoulliLikelihood(Likelihood):
         log_phi = -0.5 * f**2 - 0.5 * math.log(2 * math.pi)
         lp, lq = self._log_psi(f)
         return torch.exp(2 * log_phi - lp - lq).unsqueeze(-1)
+
+    def output_fisher_factor(self, f: Tensor) -> Tensor:
+        return self.output_fisher(f).sqrt()
 
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
         lp, _ = self._log_psi(f)

@@ -324,6 +324,45 @@ def _output_matrices(
     raise ValueError(f"{ftype} has no output-space matrix")  # pragma: no cover
 
 
+def _psd_factor(m: Tensor) -> Tensor | None:
+    r""":math:`S` with :math:`SS^\top = M` for a batch of symmetric PSD matrices (eigh), or ``None`` if indefinite."""
+    w, v = torch.linalg.eigh(0.5 * (m + m.transpose(-1, -2)))
+    scale = w.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
+    if bool((w < -1e-10 * scale).any()):
+        return None
+    return v * w.clamp_min(0).sqrt().unsqueeze(-2)
+
+
+def _output_factors(
+    prob: _Problem,
+    ftype: FisherType,
+    mc_samples: int,
+    seed: int | None,
+    generator: torch.Generator | None,
+) -> Tensor | tuple[Tensor]:
+    r"""Square-root factors ``(N, C, K)`` of the output matrices, or ``(M,)`` if they are indefinite.
+
+    ``K`` is ``C`` (exact Fisher, GGN), ``k`` for ``k <= C`` Monte Carlo samples (the sampled
+    output gradients themselves, scaled by :math:`1/\sqrt k`) and 1 for the empirical Fisher, so
+    the rows cost ``K`` vector-Jacobian products per data point.
+    """
+    lik, f = prob.lik, prob.f
+    if ftype is FisherType.EXACT or (ftype is FisherType.GGN and lik.canonical):
+        return lik.output_fisher_factor(f)
+    if ftype is FisherType.MC:
+        k = _num_samples(mc_samples)
+        if k <= prob.c:
+            ys = lik.sample(f, k, _generator(seed, generator))
+            r = vmap(lik.output_grad, in_dims=(None, 0))(f, ys)  # (k, N, C)
+            return r.permute(1, 2, 0) / k**0.5
+    if ftype is FisherType.EMPIRICAL:
+        assert prob.y is not None
+        return lik.output_grad(f, prob.y).unsqueeze(-1)
+    m = _output_matrices(prob, ftype, mc_samples, seed, generator)
+    fac = _psd_factor(m)
+    return (m,) if fac is None else fac
+
+
 def _needs_y(ftype: FisherType) -> bool:
     return ftype in (FisherType.EMPIRICAL, FisherType.GGN, FisherType.HESSIAN)
 
@@ -489,7 +528,8 @@ def curvature_matrix(
     mc_samples, seed, generator
         Number of sampled labels per data point and the randomness for ``MC``.
     chunk_size
-        Number of data points whose Jacobians are held in memory at once (``None``: all).
+        Number of data points whose Jacobian rows are held in memory at once (``None``: chosen
+        so that about :math:`2^{21}` numbers are).
 
     Returns
     -------
@@ -499,38 +539,63 @@ def curvature_matrix(
     ftype = _fisher_type(fisher_type)
     structure = _structure(structure)  # type: ignore[assignment]
     prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
-    chunk = _chunk(chunk_size, prob.n)
+    _chunk(chunk_size, prob.n)
     if ftype is FisherType.HESSIAN:
         return _hessian(prob, structure)
-    m = _output_matrices(prob, ftype, mc_samples, seed, generator)
     names = list(prob.params)
     slices = param_slices(prob.params)
     groups: dict[str, list[str]] = (
         {n: [n] for n in names} if structure == "blocks" else _layer_groups(prob.params)
     )
-    jac_fn = vmap(jacrev(prob.f_single), in_dims=(None, 0))
     dtype = prob.f.dtype
     p = prob.num_params
+    factors = _output_factors(prob, ftype, mc_samples, seed, generator)
+    if isinstance(factors, tuple):  # indefinite output matrices: rows J_n and M_n J_n
+        m = factors[0]
+        jac_fn = vmap(jacrev(prob.f_single), in_dims=(None, 0))
+
+        def rows(lo: int, hi: int) -> tuple[Tensor, Tensor]:
+            jd = jac_fn(prob.params, prob.x[lo:hi])
+            j = torch.cat([jd[n].reshape(hi - lo, prob.c, -1) for n in names], dim=2)  # (b, C, P)
+            return j, m[lo:hi] @ j
+    else:
+        # square-root rows S_n^T J_n with S_n S_n^T = M_n: the k-th row is the vector-Jacobian
+        # product of the output with the k-th column of S_n (reverse mode, vmapped over points)
+        fac = factors
+
+        def rows_single(q: Params, xn: Tensor, sn: Tensor) -> dict[str, Tensor]:
+            return jacrev(lambda r: prob.f_single(r, xn) @ sn)(q)
+
+        row_fn = vmap(rows_single, in_dims=(None, 0, 0))
+
+        def rows(lo: int, hi: int) -> tuple[Tensor, Tensor]:
+            rd = row_fn(prob.params, prob.x[lo:hi], fac[lo:hi])
+            r = torch.cat([rd[n].reshape(hi - lo, fac.shape[2], -1) for n in names], dim=2)  # (b, K, P)
+            return r, r
+
+    rows_per_point = factors[0].shape[1] if isinstance(factors, tuple) else factors.shape[2]
+    if chunk_size is None:  # about 2**21 numbers of Jacobian rows in memory at once
+        chunk = max(1, min(prob.n, 2**21 // max(1, rows_per_point * p)))
+    else:
+        chunk = _chunk(chunk_size, prob.n)
     if structure == "dense":
         acc: Tensor | dict[str, Tensor] = torch.zeros(p, p, dtype=dtype)
     elif structure == "diagonal":
         acc = torch.zeros(p, dtype=dtype)
     else:
         acc = {}
-    for start in range(0, prob.n, chunk):
-        stop = min(start + chunk, prob.n)
-        jd = jac_fn(prob.params, prob.x[start:stop])
-        j = torch.cat([jd[n].reshape(stop - start, prob.c, -1) for n in names], dim=2)  # (b, C, P)
-        mj = m[start:stop] @ j  # (b, C, P)
+    for lo in range(0, prob.n, chunk):
+        hi = min(lo + chunk, prob.n)
+        a, b = rows(lo, hi)
         if structure == "dense":
-            acc += j.reshape(-1, p).T @ mj.reshape(-1, p)  # type: ignore[operator]
+            acc += a.reshape(-1, p).T @ b.reshape(-1, p)  # type: ignore[operator]
         elif structure == "diagonal":
-            acc += (j * mj).sum((0, 1))  # type: ignore[operator]
+            acc += (a * b).sum((0, 1))  # type: ignore[operator]
         else:
             for g, members in groups.items():
                 idx = torch.cat([torch.arange(p)[slices[n]] for n in members])
-                a, b = j[:, :, idx].reshape(-1, idx.numel()), mj[:, :, idx].reshape(-1, idx.numel())
-                block = a.T @ b
+                ai, bi = a[:, :, idx].reshape(-1, idx.numel()), b[:, :, idx].reshape(-1, idx.numel())
+                block = ai.T @ bi
                 acc[g] = acc[g] + block if g in acc else block  # type: ignore[index,operator]
     if isinstance(acc, dict):
         return {g: 0.5 * (b + b.T) / prob.n for g, b in acc.items()}
