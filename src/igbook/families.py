@@ -1300,7 +1300,7 @@ class Gamma(ExponentialFamily):
     :math:`\eta` and :math:`\begin{pmatrix}\psi'(\alpha) & -1/\beta\\ -1/\beta & \alpha/\beta^2\end{pmatrix}`
     in :math:`(\alpha, \beta)`. It is the conjugate prior of a Poisson rate (an observed count
     :math:`y` adds :math:`(y, -1)` to :math:`\eta`) and of a Gaussian precision. The inverse
-    mean map is a Newton solve started from Minka's approximation.
+    mean map is a Newton solve started from the approximation of :cite:t:`minka2002estimating`.
     """
 
     alpha: Tensor | float
