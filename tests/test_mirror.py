@@ -243,3 +243,31 @@ def test_learning_rate_schedules() -> None:
 def test_bad_input_raises_naming_the_argument(call, name: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+def test_exponential_family_exercise_self_checks() -> None:
+    from igbook.exercises import exponential_families as ex
+
+    assert ex.check_bernoulli_natural_gradient_step(lambda p, g, rho: 1 / (1 + math.exp(-(math.log(p / (1 - p)) - rho * g))))
+    fb = ex.check_bernoulli_natural_gradient_step(lambda p, g, rho: p - rho * p * (1 - p) * g)
+    assert not fb and "coordinate p" in fb.message
+    fb = ex.check_bernoulli_natural_gradient_step(lambda p, g, rho: 1 / (1 + math.exp(-(math.log(p / (1 - p)) - rho * p * (1 - p) * g))))
+    assert not fb and "Euclidean gradient" in fb.message
+
+    def hess(e1: float, e2: float) -> torch.Tensor:
+        s2, m = -0.5 / e2, -e1 / (2 * e2)
+        return torch.tensor([[s2, 2 * m * s2], [2 * m * s2, 4 * m**2 * s2 + 2 * s2**2]], dtype=D)
+
+    assert ex.check_gaussian_hessian_of_log_partition(hess)
+    assert not ex.check_gaussian_hessian_of_log_partition(lambda e1, e2: torch.eye(2))
+    fisher_gamma = lambda a, b: [[float(torch.polygamma(1, torch.tensor(a))), 1 / b], [1 / b, a / b**2]]  # noqa: E731
+    assert ex.check_gamma_fisher_natural(fisher_gamma)
+    fb = ex.check_gamma_fisher_natural(lambda a, b: [[float(torch.polygamma(1, torch.tensor(a))), -1 / b], [-1 / b, a / b**2]])
+    assert "sign" in fb.message
+    assert ex.check_poisson_bregman(lambda p, q: p * math.log(p / q) - p + q)
+    assert "KL(q || p)" in ex.check_poisson_bregman(lambda p, q: q * math.log(q / p) - q + p).message
+    stable = lambda x, g, lr: torch.softmax(torch.log(x) - lr * g, -1)  # noqa: E731
+    assert ex.check_exponentiated_gradient_step(stable)
+    fb = ex.check_exponentiated_gradient_step(lambda x, g, lr: x * torch.exp(-lr * g))
+    assert not fb and "sum to 1" in fb.message
+    assert not ex.check_exponentiated_gradient_step("not a function")  # type: ignore[arg-type]

@@ -588,3 +588,26 @@ def test_mc_estimator_is_antithetic_and_seeded() -> None:
 def test_cvi_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+# ----- self-checks of the chapter's exercises --------------------------------------------------------
+def test_ngvi_exercise_self_checks_accept_right_and_explain_wrong_answers() -> None:
+    from igbook.exercises import ngvi as ex
+
+    data = [1, 0, 0, 1, 1, 0, 1, 1]
+    assert ex.check_beta_bernoulli_posterior((7.0, 4.0), 2.0, 1.0, data)
+    fb = ex.check_beta_bernoulli_posterior((6.0, 3.0), 2.0, 1.0, data)
+    assert not fb and "natural parameter" in fb.message
+    assert "Swapped" in ex.check_beta_bernoulli_posterior((4.0, 7.0), 2.0, 1.0, data).message
+    assert ex.check_ngvi_steps_needed(13, 0.3, 1e-2)
+    assert "One short" in ex.check_ngvi_steps_needed(12, 0.3, 1e-2).message
+    assert not ex.check_ngvi_steps_needed(2.5, 0.3, 1e-2)
+    assert ex.check_poisson_message(lambda y: (y, -1.0))
+    assert "-1" in ex.check_poisson_message(lambda y: (y, 1.0)).message
+    assert not ex.check_poisson_message(lambda y: 1 / 0)
+    assert ex.check_vmp_precision_shape(1.0 + 11 / 2, 1.0, 10)
+    assert "exact" in ex.check_vmp_precision_shape(1.0 + 10 / 2, 1.0, 10).message
+    right = lambda a, b, g, h, nu, rho: ((1 - rho) * a + rho * (g - h * nu), (1 - rho) * b - rho * h)  # noqa: E731
+    assert ex.check_cvi_site_update(right)
+    wrong = lambda a, b, g, h, nu, rho: ((1 - rho) * a + rho * g, (1 - rho) * b - rho * h)  # noqa: E731
+    assert "-h nu" in ex.check_cvi_site_update(wrong).message
