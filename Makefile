@@ -12,7 +12,7 @@ export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: book test test-package test-notebooks test-book venv lab serve clean strip bench help
+.PHONY: book test test-package test-notebooks test-book test-site venv lab serve clean strip bench chapter-times help
 
 help:
 	@echo "make book   build the website into _build/html (executes every chapter)"
@@ -31,10 +31,10 @@ book: $(STAMP)
 	$(JB) build . --keep-going
 	@echo "The site is in $(CURDIR)/_build/html/index.html"
 
-test: test-package test-notebooks test-book
+test: test-package test-notebooks test-book test-site
 
 test-package: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile tests
+	$(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile -m "not browser" tests
 
 test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:randomly -n $(NPROC) --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 book
@@ -43,11 +43,19 @@ test-book: $(STAMP)
 	rm -rf _build/html _build/.doctrees
 	$(JB) build . -W -n --keep-going
 
+# The built site in headless Chromium (every page: JS errors, MathJax, images, widgets, links,
+# download and launch buttons, light/dark screenshots in _build/screenshots). Needs test-book first.
+test-site: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:randomly -p no:xdist -m browser tests/test_site.py
+
 strip: $(STAMP)
 	$(BIN)/nbstripout --drop-empty-cells --extra-keys "metadata.kernelspec.display_name metadata.language_info.version metadata.widgets" book/*.ipynb
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+chapter-times: $(STAMP)
+	$(BIN)/python tools/time_chapters.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab book
