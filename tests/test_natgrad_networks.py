@@ -281,3 +281,39 @@ def test_bad_inputs_raise_clear_errors() -> None:
     model[0].weight.grad.zero_()
     with pytest.raises(ValueError, match="y .* is required"):
         NaturalGradientDescent(model.parameters(), model, lik, fisher_type="empirical").step(inputs=x)
+
+
+# --------------------------------------------------------------------------- chapter self-checks
+def test_exercise_self_checks() -> None:
+    import math
+
+    from igbook.exercises import natural_gradient_networks as ex
+
+    def probit(f):
+        phi = torch.exp(-0.5 * f**2) / math.sqrt(2 * math.pi)
+        cdf = 0.5 * torch.erfc(-f / math.sqrt(2))
+        return phi**2 / (cdf * (1 - cdf))
+
+    assert ex.check_probit_output_fisher(probit)
+    fb = ex.check_probit_output_fisher(lambda f: torch.sigmoid(f) * (1 - torch.sigmoid(f)))
+    assert not fb and "canonical" in fb.message
+    assert not ex.check_probit_output_fisher(lambda f: 1 / 0)
+    assert not ex.check_probit_output_fisher(3.0)  # type: ignore[arg-type]
+
+    assert ex.check_linear_regression_ggn(lambda x, v: x.T @ x / (x.shape[0] * v))
+    fb = ex.check_linear_regression_ggn(lambda x, v: x.T @ x / v)
+    assert not fb and "N times" in fb.message
+    assert not ex.check_linear_regression_ggn(lambda x, v: x.T @ x / x.shape[0] * 0 + 1)
+
+    assert ex.check_softmax_fisher_rank(18, 2, 10)
+    assert "annihilates" in ex.check_softmax_fisher_rank(20, 2, 10).message
+    assert "empirical" in ex.check_softmax_fisher_rank(2, 2, 10).message
+    assert not ex.check_softmax_fisher_rank("many", 2, 10)
+
+    assert ex.check_minibatch_second_moment(lambda gb, ef, b: gb**2 + (ef - gb**2) / b)
+    fb = ex.check_minibatch_second_moment(lambda gb, ef, b: ef / b)
+    assert not fb and "squared mean" in fb.message
+
+    assert ex.check_gd_limit_learning_rate(lambda eta, lam: eta * lam)
+    fb = ex.check_gd_limit_learning_rate(lambda eta, lam: eta / lam)
+    assert not fb and "multiply" in fb.message

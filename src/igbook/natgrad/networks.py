@@ -55,22 +55,18 @@ __all__ = [
 class NaturalGradientResult:
     r"""A damped natural-gradient direction and how it was obtained.
 
-    Attributes
-    ----------
-    direction
-        :math:`d \approx (F+\lambda I)^{-1} g`, flat (order of
-        :func:`~igbook.fisher.models.flatten_params`). Step with :math:`\theta - \alpha d`.
-    gradient
-        :math:`g = \nabla L(\theta)`, flat.
-    loss
-        :math:`L(\theta)` (mean negative log-likelihood), or ``nan`` if a custom gradient was
-        passed without targets.
-    cg_iterations, cg_residual, converged
-        Conjugate-gradient iterations, final residual norm :math:`\|(F+\lambda I)d - g\|`, and
-        whether the relative tolerance was met.
-    predicted_decrease
-        :math:`g^\top d - \tfrac12 d^\top(F+\lambda I)d`, the decrease of the damped quadratic
-        model for a unit step (:math:`\tfrac12 g^\top(F+\lambda I)^{-1}g` at convergence).
+    Fields:
+
+    - ``direction``: :math:`d \approx (F+\lambda I)^{-1} g`, flat (order of
+      :func:`~igbook.fisher.models.flatten_params`); step with :math:`\theta - \alpha d`.
+    - ``gradient``: :math:`g = \nabla L(\theta)`, flat.
+    - ``loss``: :math:`L(\theta)` (mean negative log-likelihood), or ``nan`` if a custom
+      gradient was passed without targets.
+    - ``cg_iterations``, ``cg_residual``, ``converged``: conjugate-gradient iterations, final
+      residual norm :math:`\|(F+\lambda I)d - g\|`, and whether the relative tolerance was met.
+    - ``predicted_decrease``: :math:`g^\top d - \tfrac12 d^\top(F+\lambda I)d`, the decrease
+      of the damped quadratic model for a unit step (:math:`\tfrac12 g^\top(F+\lambda I)^{-1}g`
+      at convergence).
     """
 
     direction: Tensor
@@ -228,8 +224,9 @@ class NaturalGradientDescent(torch.optim.Optimizer):
 
     Notes
     -----
-    After each step, :attr:`last_result` holds the :class:`NaturalGradientResult`-like
-    diagnostics (CG iterations, residual, predicted decrease, step size used).
+    After each step, the dict ``last_result`` holds diagnostics like those of
+    :class:`NaturalGradientResult` (CG iterations, residual, predicted decrease, and the step
+    scale applied by ``kl_clip``).
     """
 
     def __init__(
