@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -34,6 +35,7 @@ from igbook.fisher import (
     ggn_vector_product,
     hessian_matrix,
     hessian_vector_product,
+    Likelihood,
     model_params,
     output_curvature,
     param_slices,
@@ -684,3 +686,82 @@ def test_minibatch_second_moment_by_enumeration(replacement: bool) -> None:
         minibatch_gradient_second_moment(model, None, x, y, lik, 0)
     with pytest.raises(ValueError, match="without replacement"):
         minibatch_gradient_second_moment(model, None, x, y, lik, 6, replacement=False)
+
+
+# --------------------------------------------------------------------------- extensibility
+class HeteroscedasticGaussian(Likelihood):
+    """y ~ N(mu, exp(s)) with output f = (mu, s): not canonical, loss Hessian indefinite for large residuals."""
+
+    name = "heteroscedastic"
+    canonical = False
+
+    def flatten_output(self, output):
+        assert output.ndim == 2 and output.shape[1] == 2
+        return output
+
+    def check_targets(self, y, output):
+        return y.to(output.dtype).reshape(-1, 1)
+
+    def nll(self, f, y):
+        mu, s = f[..., 0], f[..., 1]
+        return 0.5 * s + 0.5 * (y[..., 0] - mu) ** 2 * torch.exp(-s) + 0.5 * math.log(2 * math.pi)
+
+    def output_fisher(self, f):
+        s = f[..., 1]
+        return torch.diag_embed(torch.stack([torch.exp(-s), torch.full_like(s, 0.5)], -1))
+
+    def sample(self, f, num_samples, generator):
+        eps = torch.randn((num_samples, f.shape[0], 1), generator=generator, dtype=f.dtype)
+        return f[:, :1] + torch.exp(0.5 * f[:, 1:]) * eps
+
+
+def test_user_defined_likelihood_and_indefinite_ggn() -> None:
+    """A non-canonical likelihood with an indefinite loss Hessian uses the J^T M J fallback."""
+    lik = HeteroscedasticGaussian()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(D)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=D)
+    y = 4 * torch.randn(6, generator=g, dtype=D)  # large residuals make the output Hessian indefinite
+    f = model(x).detach()
+    h_out = lik.output_hessian(f, lik.check_targets(y, f))
+    assert float(torch.linalg.eigvalsh(h_out).min()) < -1e-3
+    # output Fisher = E[Hessian] (Gauss-Hermite quadrature over y) and the default eigh factor
+    nodes, weights = np.polynomial.hermite_e.hermegauss(20)
+    ys = f[:, :1].T + torch.exp(0.5 * f[:, 1:]).T * torch.as_tensor(nodes, dtype=D)[:, None]  # (20, N)
+    exp_h = sum(w * lik.output_hessian(f, yk[:, None]) for w, yk in zip(weights, ys)) / math.sqrt(2 * math.pi)
+    torch.testing.assert_close(exp_h, lik.output_fisher(f), rtol=1e-10, atol=1e-12)
+    fac = lik.output_fisher_factor(f)
+    torch.testing.assert_close(fac @ fac.transpose(-1, -2), lik.output_fisher(f), rtol=1e-12, atol=1e-14)
+    # dense / diagonal / blocks / products of the (indefinite) GGN and of the Fisher vs jacrev references
+    fn, theta = flat_fn(model)
+    j = jacrev(fn)(theta, x)
+    ref_ggn = torch.einsum("ncp,ncd,ndq->pq", j, h_out, j) / 6
+    ref_f = torch.einsum("ncp,ncd,ndq->pq", j, lik.output_fisher(f), j) / 6
+    ggn = ggn_matrix(model, None, x, y, lik)
+    torch.testing.assert_close(ggn, ref_ggn, rtol=1e-10, atol=1e-12)
+    assert float(torch.linalg.eigvalsh(ggn).min()) < 0  # not a metric
+    torch.testing.assert_close(fisher_matrix(model, None, x, None, lik), ref_f, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(curvature_matrix(model, None, x, y, lik, "ggn", structure="diagonal"), torch.diagonal(ref_ggn), rtol=1e-10, atol=1e-12)
+    blocks = curvature_matrix(model, None, x, y, lik, "ggn", structure="blocks")
+    sl = param_slices(model_params(model))
+    for name, s in sl.items():
+        torch.testing.assert_close(blocks[name], ref_ggn[s, s], rtol=1e-10, atol=1e-12)
+    v = torch.randn(theta.numel(), generator=g, dtype=D)
+    torch.testing.assert_close(ggn_vector_product(model, None, x, y, lik, v), ref_ggn @ v, rtol=1e-10, atol=1e-12)
+    # MC Fisher with many samples approaches the exact Fisher for this likelihood too
+    mc = fisher_matrix(model, None, x, None, lik, "mc", mc_samples=20000, seed=0)
+    assert rel_err(mc, ref_f) < 0.03
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_output_fisher_factors(kind: str) -> None:
+    _, _, _, lik = problem(kind)
+    c = {"categorical": 4, "gaussian": 2}.get(kind, 1)
+    f = 3 * torch.randn(7, c, generator=torch.Generator().manual_seed(0), dtype=D)
+    s = lik.output_fisher_factor(f)
+    torch.testing.assert_close(s @ s.transpose(-1, -2), lik.output_fisher(f), rtol=1e-12, atol=1e-14)
