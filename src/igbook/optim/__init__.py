@@ -5,6 +5,20 @@ does, supports param groups, closures and ``state_dict``.
 """
 
 # One line per optimizer module: keep the lines below in place and add yours.
-# [exports:optim.blr]    VON, VOGN, Vadam, IVON, sampled_params, predictive
+from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam  # [exports:optim.blr]
+from igbook.optim.predictive import (  # [exports:optim.blr]
+    classification_metrics,
+    expected_calibration_error,
+    predictive,
+    reliability_curve,
+    sampled_params,
+)
 # [exports:optim.mesu]   MESU
 # [exports:optim.bgd]    BGD
+
+# Every public name imported above (one import line per module keeps this file mergeable).
+import types as _types  # noqa: E402
+
+__all__ = sorted(
+    _n for _n, _v in dict(globals()).items() if not _n.startswith("_") and not isinstance(_v, _types.ModuleType)
+)
