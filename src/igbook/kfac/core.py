@@ -42,8 +42,8 @@ Conventions (all of them explicit arguments):
   :math:`\bar a\bar a^\top` over data points *and* positions, :math:`G` sums
   :math:`gg^\top` over positions and averages over data points.
 
-Numerical safety: factors are accumulated in float64; inverses are computed in float64 by
-Cholesky (factored damping) with a fallback to a symmetric eigendecomposition whose negative
+Numerical safety: the moving averages of the factors are kept in the parameters' dtype (float64
+for every verified result); inverses are always computed in float64, by Cholesky (factored damping) with a fallback to a symmetric eigendecomposition whose negative
 eigenvalues (rounding noise of a positive semi-definite factor) are clipped to zero, or by the
 eigendecomposition directly (exact damping). Damping must be strictly positive, so every damped
 matrix is positive definite and no step is ever ``inf`` or ``nan``.
@@ -354,7 +354,7 @@ class KroneckerFactors:
     r"""The two Kronecker factors of one block: the block is :math:`A\otimes G`.
 
     ``A`` is the second moment of the layer inputs (with a trailing ones coordinate when the bias
-    is in the block), ``G`` that of the output gradients; both float64.
+    is in the block), ``G`` that of the output gradients; both in the parameters' dtype.
     """
 
     A: Tensor
@@ -379,7 +379,7 @@ class _Block:
         )
         self.out = w.shape[0]
         self.din = 1 if kind == "bias" else (w[0].numel() + (1 if self.has_bias else 0))
-        self.A: Tensor | None = None  # float64 EMA statistics
+        self.A: Tensor | None = None  # moving averages, in the parameters' dtype
         self.G: Tensor | None = None
         # inverse data
         self.inv_A: Tensor | None = None
@@ -387,6 +387,8 @@ class _Block:
         self.eig_A: tuple[Tensor, Tensor] | None = None
         self.eig_G: tuple[Tensor, Tensor] | None = None
         self.pi = 1.0
+        self.denom: Tensor | None = None
+        self.denom_damping: float | None = None
 
     def grad_matrix(self) -> Tensor | None:
         if self.kind == "bias":
@@ -687,47 +689,42 @@ class KFACPreconditioner:
             for m, o, g in zip(layers, outs, grads):
                 rows[m].append(torch.zeros_like(o) if g is None else g)
         scale_g = 1.0 if self.reduction == "sum" else 1.0 / n
-        stats: dict[nn.Module, tuple[Tensor, Tensor, Tensor, float]] = {}
+        self.factor_updates += 1
+        eps = min(1.0 - 1.0 / self.factor_updates, self.factor_decay)
+        by_module: dict[nn.Module, list[_Block]] = {}
+        for blk in self.blocks:
+            by_module.setdefault(blk.module, []).append(blk)
         for m in layers:
-            x = self._records[m][0]
-            a = _layer_inputs(m, x)
+            a = _layer_inputs(m, self._records[m][0])
             if a.shape[0] % n != 0:
                 raise RuntimeError(
                     f"layer {self._layers[m]} saw {a.shape[0]} input rows, not a multiple of the batch size {n} "
                     "of outputs: pass the outputs of the same forward pass"
                 )
-            g = torch.cat([_layer_output_grads(m, t) for t in rows[m]], dim=0)
-            ga = (g.T @ g).double() * scale_g
-            aa = (a.T @ a).double() / a.shape[0]
-            asum = a.sum(0).double() / a.shape[0]
-            stats[m] = (aa, asum, ga, 1.0)
-        self.factor_updates += 1
-        k = self.factor_updates
-        eps = min(1.0 - 1.0 / k, self.factor_decay)
-        for blk in self.blocks:
-            aa, asum, ga, _ = stats[blk.module]
-            if blk.kind == "bias":
-                a_hat = torch.ones(1, 1, dtype=torch.float64)
-            elif blk.has_bias:
-                d = aa.shape[0]
-                a_hat = torch.empty(d + 1, d + 1, dtype=torch.float64)
-                a_hat[:d, :d] = aa
-                a_hat[:d, d] = asum
-                a_hat[d, :d] = asum
-                a_hat[d, d] = 1.0
-            else:
-                a_hat = aa
-            for name, hat in (("A", a_hat), ("G", ga)):
-                if not bool(torch.isfinite(hat).all()):
-                    raise ValueError(
-                        f"the Kronecker factor {name} of layer {blk.name} is not finite: the activations "
-                        "or the outputs overflowed (lower the learning rate or raise the damping)"
-                    )
-            if blk.A is None or eps == 0.0:
-                blk.A, blk.G = a_hat.clone(), ga.clone()
-            else:
-                blk.A.mul_(eps).add_(a_hat, alpha=1 - eps)
-                blk.G.mul_(eps).add_(ga, alpha=1 - eps)
+            g = rows[m][0] if len(rows[m]) == 1 else torch.cat(rows[m], dim=0)
+            g = _layer_output_grads(m, g)
+            wa = (1.0 - eps) / a.shape[0]
+            first = by_module[m][0]
+            if first.A is None:  # eps == 0 here: addmm_ with beta=0 ignores the zeros
+                for blk in by_module[m]:
+                    blk.A = torch.zeros(blk.din, blk.din, dtype=a.dtype)
+                    blk.G = torch.zeros(blk.out, blk.out, dtype=a.dtype)
+            for blk in by_module[m]:
+                if blk.kind == "bias":
+                    blk.A.fill_(1.0)  # type: ignore[union-attr]
+                    blk.G = first.G  # one G per layer, shared by its weight and bias blocks
+                    continue
+                # G <- eps G + (1 - eps) scale * g^T g ;  A <- eps A + (1 - eps) a^T a / rows (fused)
+                blk.G.addmm_(g.T, g, beta=eps, alpha=(1.0 - eps) * scale_g)  # type: ignore[union-attr]
+                if blk.has_bias:
+                    d = blk.din - 1
+                    blk.A[:d, :d].addmm_(a.T, a, beta=eps, alpha=wa)  # type: ignore[index]
+                    mean = a.sum(0) * wa
+                    blk.A[:d, d].mul_(eps).add_(mean)  # type: ignore[index]
+                    blk.A[d, :d].mul_(eps).add_(mean)  # type: ignore[index]
+                    blk.A[d, d] = 1.0  # type: ignore[index]
+                else:
+                    blk.A.addmm_(a.T, a, beta=eps, alpha=wa)  # type: ignore[union-attr]
         self._records.clear()
         self._factors_dirty = True
         self._updated_this_step = True
@@ -748,7 +745,7 @@ class KFACPreconditioner:
         return out[0] if len(out) == 1 else (out[0], out[1])
 
     def dense_block(self, module: nn.Module) -> Tensor:
-        r"""The dense K-FAC block of a layer, float64, in the ordering of :func:`layer_vector`.
+        r"""The dense K-FAC block of a layer in the ordering of :func:`layer_vector`.
 
         :math:`A\otimes G` for ``bias="joint"``; the block diagonal of :math:`A\otimes G`
         (weight) and :math:`1\otimes G` (bias) for ``bias="separate"``. Meant for tests and
@@ -764,37 +761,51 @@ class KFACPreconditioner:
     # -- inverses and the step ------------------------------------------------------------
 
     def update_inverses(self) -> None:
-        """Recompute the inverses (or eigendecompositions) of the damped factors now, in float64."""
+        """Recompute the inverses (or eigendecompositions) of the damped factors now, in float64.
+
+        The results are stored in the parameters' dtype for the preconditioning products.
+        Raises :class:`ValueError` if a factor is not finite (the activations or the sampled
+        output gradients overflowed).
+        """
         lam = self.damping
         for blk in self.blocks:
-            if blk.A is None:
+            if blk.A is None or blk.G is None:
                 raise RuntimeError("no factors yet: call update_factors(outputs) before the first step")
-            A, G = blk.A, blk.G
+            for name, f in (("A", blk.A), ("G", blk.G)):
+                if not math.isfinite(float(f.sum())):  # a NaN or an infinity anywhere makes the sum non-finite
+                    raise ValueError(
+                        f"the Kronecker factor {name} of layer {blk.name} is not finite: the activations "
+                        "or the outputs overflowed (lower the learning rate or raise the damping)"
+                    )
+            dt = blk.A.dtype
+            A, G = blk.A.double(), blk.G.double()
             if self.damping_mode == "exact":
-                blk.eig_A = _sym_eig(A, "A")
-                blk.eig_G = _sym_eig(G, "G")
+                da, qa = _sym_eig(A, "A")
+                dg, qg = _sym_eig(G, "G")
+                blk.eig_A, blk.eig_G = (da.to(dt), qa.to(dt)), (dg.to(dt), qg.to(dt))
                 blk.inv_A = blk.inv_G = None
+                blk.denom = None
             else:
                 ta = float(A.diagonal().mean())
-                tg = float(G.diagonal().mean())  # type: ignore[union-attr]
+                tg = float(G.diagonal().mean())
                 blk.pi = math.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
                 gamma = math.sqrt(lam)
-                blk.inv_A = _damped_inverse(A, blk.pi * gamma)
-                blk.inv_G = _damped_inverse(G, gamma / blk.pi)  # type: ignore[arg-type]
+                blk.inv_A = _damped_inverse(A, blk.pi * gamma).to(dt)
+                blk.inv_G = _damped_inverse(G, gamma / blk.pi).to(dt)
                 blk.eig_A = blk.eig_G = None
         self._inverse_damping = lam
         self._factors_dirty = False
 
     def _precondition(self, blk: _Block, v: Tensor) -> Tensor:
-        dt = v.dtype
         if self.damping_mode == "exact":
             da, qa = blk.eig_A  # type: ignore[misc]
             dg, qg = blk.eig_G  # type: ignore[misc]
-            qa_, qg_ = qa.to(dt), qg.to(dt)
-            inner = qg_.T @ v @ qa_
-            inner = inner / (torch.outer(dg, da) + self.damping).to(dt)
-            return qg_ @ inner @ qa_.T
-        return blk.inv_G.to(dt) @ v @ blk.inv_A.to(dt)  # type: ignore[union-attr]
+            if blk.denom is None or blk.denom_damping != self.damping:
+                blk.denom = 1.0 / (torch.outer(dg.double(), da.double()) + self.damping)
+                blk.denom_damping = self.damping
+            inner = (qg.T @ v @ qa) * blk.denom.to(v.dtype)
+            return qg @ inner @ qa.T
+        return blk.inv_G @ v @ blk.inv_A  # type: ignore[operator]
 
     @torch.no_grad()
     def step(self, lr: float | None = None) -> None:
@@ -921,6 +932,7 @@ class KFACPreconditioner:
             blk.inv_A, blk.inv_G = cl(s["inv_A"]), cl(s["inv_G"])
             blk.eig_A, blk.eig_G = cl(s["eig_A"]), cl(s["eig_G"])
             blk.pi = float(s["pi"])
+            blk.denom = None
 
 
 # ----------------------------------------------------------------------------- optimizer
@@ -1000,19 +1012,21 @@ class KFAC(torch.optim.Optimizer):
         self.preconditioner.step(lr=self.param_groups[0]["lr"])
         for group in self.param_groups:
             lr, mu = group["lr"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d = p.grad
-                if mu:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if mu:
+                bufs = []
+                for p, d in zip(params, grads):
                     st = self.state[p]
-                    buf = st.get("momentum_buffer")
-                    if buf is None:
-                        buf = st["momentum_buffer"] = d.clone()
-                    else:
-                        buf.mul_(mu).add_(d)
-                    d = buf
-                p.add_(d, alpha=-lr)
+                    if "momentum_buffer" not in st:
+                        st["momentum_buffer"] = torch.zeros_like(p)
+                    bufs.append(st["momentum_buffer"])
+                torch._foreach_mul_(bufs, mu)  # m <- mu m + v (the first step starts from m = 0)
+                torch._foreach_add_(bufs, grads)
+                grads = bufs
+            torch._foreach_add_(params, grads, alpha=-lr)
         return loss
 
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]

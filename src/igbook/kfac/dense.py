@@ -30,6 +30,7 @@ from torch.func import functional_call, jacrev, vmap
 from igbook.kfac.core import (
     LIKELIHOODS,
     _check_choice,
+    _check_decay,
     _check_fisher_type,
     _check_positive_real,
     _flat_outputs,
@@ -144,22 +145,12 @@ def network_fisher(
     if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[0] < 1:
         raise ValueError("inputs must be a tensor with a non-empty batch axis")
     layout, params = _layout(model)
-    detached = {k: v.detach() for k, v in params.items()}
+    detached = {name: v.detach() for name, v in params.items()}
 
     def f(p: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(model, p, (x.unsqueeze(0),)).reshape(-1)
 
-    jac = vmap(jacrev(f), in_dims=(None, 0))(detached, inputs)
     n = inputs.shape[0]
-    cols = []
-    for pname, _, _, colmajor in layout.entries:
-        jp = jac[pname]
-        c = jp.shape[1]
-        if colmajor:
-            out = jp.shape[2]
-            jp = jp.reshape(n, c, out, -1).transpose(2, 3)
-        cols.append(jp.reshape(n, c, -1))
-    J = torch.cat(cols, dim=2)  # (N, C, d)
     with torch.no_grad():
         outputs = model(inputs)
     outputs = _flat_outputs(outputs, likelihood)
@@ -167,8 +158,28 @@ def network_fisher(
     V = output_gradient_samples(
         outputs, likelihood=likelihood, fisher_type=fisher_type, targets=targets,
         mc_samples=mc_samples, generator=gen,
-    ).to(J.dtype)
-    U = torch.einsum("ncd,knc->knd", J, V).reshape(-1, layout.size)
+    ).to(outputs.dtype)  # (K, N, C)
+    k, c = V.shape[0], V.shape[2]
+
+    def flat(d: dict[str, Tensor], lead: int) -> Tensor:
+        cols = []
+        for pname, _, _, colmajor in layout.entries:
+            t = d[pname]
+            if colmajor:
+                t = t.reshape(*t.shape[:lead], t.shape[lead], -1).transpose(-1, -2)
+            cols.append(t.reshape(*t.shape[:lead], -1))
+        return torch.cat(cols, dim=-1)
+
+    if k < c:  # few vectors per point (Monte Carlo, empirical): one vector-Jacobian product each
+        def vjp_row(xi: Tensor, vi: Tensor) -> dict[str, Tensor]:
+            return torch.func.grad(lambda p: (f(p, xi) * vi).sum())(detached)
+
+        rows = vmap(vmap(vjp_row, in_dims=(0, 0)), in_dims=(None, 0))(inputs, V.reshape(k, n, *outputs.shape[1:]))
+        U = flat(rows, 2).reshape(-1, layout.size)
+    else:  # as many vectors as outputs (type-2): the full Jacobian, then J^T v
+        jac = vmap(jacrev(f), in_dims=(None, 0))(detached, inputs)
+        J = flat(jac, 2)  # (N, C, d)
+        U = torch.einsum("ncd,knc->knd", J, V.to(J.dtype)).reshape(-1, layout.size)
     Fm = U.T @ U
     if reduction == "mean":
         Fm = Fm / n
@@ -194,7 +205,11 @@ class DenseNaturalGradient(torch.optim.Optimizer):
     .. math:: \theta \leftarrow \theta - \eta\,(F + \lambda I)^{-1}\nabla L,
 
     with :math:`F` from :func:`network_fisher` on the current batch (refreshed by
-    :meth:`update_curvature`) and the solve by :func:`igbook.natgrad.natural_gradient`
+    :meth:`update_curvature`), averaged over batches like K-FAC's factors
+    (:math:`F_k = \varepsilon_k F_{k-1} + (1-\varepsilon_k)\hat F_k`,
+    :math:`\varepsilon_k = \min(1 - 1/k, \varepsilon)`, ``curvature_decay`` :math:`=\varepsilon`; 1e-9 keeps only
+    the current batch), and the solve by :func:`igbook.natgrad.natural_gradient`; ``kl_clip``
+    scales the step as in :class:`igbook.kfac.KFACPreconditioner`
     :cite:`amari1998natural`. Costs :math:`O(NCd^2 + d^3)` per step: the reference against
     which K-FAC is judged, not a practical optimizer.
 
@@ -214,11 +229,15 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         momentum: float = 0.0,
         fisher_type: str = "type2",
         mc_samples: int = 1,
+        curvature_decay: float = 0.95,
+        kl_clip: float | None = None,
         seed: int = 0,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         lr = _check_positive_real(lr, "lr")
+        self.curvature_decay = _check_decay(curvature_decay)
+        self.kl_clip = None if kl_clip is None else _check_positive_real(kl_clip, "kl_clip")
         damping = _check_positive_real(damping, "damping")
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
@@ -234,12 +253,14 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         self.layout, self._named = _layout(model)
 
     def update_curvature(self, inputs: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Recompute the dense Fisher at the current parameters on ``inputs``; returns it."""
-        self.fisher, _ = network_fisher(
+        """Fold the dense Fisher at the current parameters on ``inputs`` into the running average; returns the average."""
+        fhat, _ = network_fisher(
             self.model, inputs, likelihood=self.likelihood, fisher_type=self.fisher_type,
             targets=targets, mc_samples=self.mc_samples, seed=self._seed + self._calls,
         )
         self._calls += 1
+        eps = min(1.0 - 1.0 / self._calls, self.curvature_decay)
+        self.fisher = fhat if self.fisher is None else eps * self.fisher + (1.0 - eps) * fhat
         return self.fisher
 
     @torch.no_grad()
@@ -254,7 +275,12 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in self._named.items()}
         g = self.layout.flatten(grads)
         group = self.param_groups[0]
-        v = natural_gradient(self.fisher.to(torch.float64), g.to(torch.float64), damping=group["damping"])
+        g64 = g.to(torch.float64)
+        v = natural_gradient(self.fisher.to(torch.float64), g64, damping=group["damping"])
+        if self.kl_clip is not None:  # the same rule as KFACPreconditioner's kl_clip
+            kl = 0.5 * group["lr"] ** 2 * max(float(v @ g64), 0.0)
+            if kl > self.kl_clip:
+                v = v * (self.kl_clip / kl) ** 0.5
         upd = self.layout.unflatten(v.to(g.dtype), grads)
         mu = group["momentum"]
         for k, p in self._named.items():
