@@ -806,3 +806,26 @@ def test_network_fisher_vector_jacobian_path_is_the_empirical_fisher() -> None:
     Ft, _ = network_fisher(model, x, likelihood="categorical", fisher_type="type2")
     Fmc, _ = network_fisher(model, x, likelihood="categorical", fisher_type="mc", mc_samples=400, seed=1)
     assert rel(Fmc, Ft) < 0.15
+
+
+def test_exercise_self_checks_accept_right_and_reject_wrong_answers() -> None:
+    from igbook.exercises import kfac as ex
+
+    d = 785 * 1000
+    assert ex.check_block_memory(d**2 * 4, (785**2 + 1000**2) * 4, n_in=784, n_out=1000)
+    assert not ex.check_block_memory((784 * 1000) ** 2 * 4, 0, n_in=784, n_out=1000)
+    assert ex.check_kronecker_solve(lambda A, G, V: torch.linalg.solve(G, V) @ torch.linalg.inv(A))
+    assert not ex.check_kronecker_solve(lambda A, G, V: torch.linalg.solve(G, V) @ A)
+    assert not ex.check_kronecker_solve(lambda A, G, V: V.T)
+
+    def g_first(later):
+        b = later[0]
+        for w in later[1:]:
+            b = w @ b
+        return b.T @ b
+
+    assert ex.check_deep_linear_G(g_first)
+    assert not ex.check_deep_linear_G(lambda ws: ws[-1].T @ ws[-1])
+    assert ex.check_sum_reduction(0.128, 1.0, n=128, mean_damping=1e-3)
+    assert not ex.check_sum_reduction(1e-3 / 128, 1.0, n=128, mean_damping=1e-3)
+    assert not ex.check_sum_reduction(0.128, 128.0, n=128, mean_damping=1e-3)

@@ -25,13 +25,13 @@ def check_block_memory(dense_bytes: float, kfac_bytes: float, *, n_in: int, n_ou
     entries times ``bytes_per_entry``.
     """
     c = curvature_costs(n_in, n_out, bytes_per_entry=bytes_per_entry)
-    fb = compare(dense_bytes, torch.tensor(float(c.dense_bytes)), what="the dense block's memory", rtol=1e-6)
+    fb = compare(dense_bytes, torch.tensor(float(c.dense_bytes), dtype=torch.float64), what="the dense block's memory", rtol=1e-6)
     if not fb:
         no_bias = (n_in * n_out) ** 2 * bytes_per_entry
         if abs(float(dense_bytes) - no_bias) <= 1e-6 * no_bias:
             return Feedback(False, "The dense block's memory leaves out the bias: the layer has (n_in + 1) * n_out parameters.")
         return fb
-    fk = compare(kfac_bytes, torch.tensor(float(c.kfac_bytes)), what="the K-FAC factors' memory", rtol=1e-6)
+    fk = compare(kfac_bytes, torch.tensor(float(c.kfac_bytes), dtype=torch.float64), what="the K-FAC factors' memory", rtol=1e-6)
     if not fk:
         return fk
     return Feedback(True, f"Dense block {c.dense_bytes:.3g} B against K-FAC {c.kfac_bytes:.3g} B: "
@@ -107,12 +107,12 @@ def check_sum_reduction(damping: float, lr_factor: float, *, n: int, mean_dampin
     With exact damping, :math:`(NF + \lambda' I)^{-1} N g = (F + \lambda I)^{-1} g` iff
     :math:`\lambda' = N\lambda`, and then the same learning rate works (factor 1).
     """
-    fb = compare(damping, torch.tensor(float(n * mean_damping)), what="the damping for the summed loss", rtol=1e-9)
+    fb = compare(damping, torch.tensor(float(n * mean_damping), dtype=torch.float64), what="the damping for the summed loss", rtol=1e-9)
     if not fb:
         if abs(float(damping) - mean_damping / n) <= 1e-9 * abs(mean_damping / n):
             return Feedback(False, "The curvature of a sum is N times larger, so the damping must grow, not shrink.")
         return fb
-    fl = compare(lr_factor, torch.tensor(1.0), what="the learning-rate factor", rtol=1e-9)
+    fl = compare(lr_factor, torch.tensor(1.0, dtype=torch.float64), what="the learning-rate factor", rtol=1e-9)
     if not fl:
         return Feedback(False, "The gradient and the damped curvature are both N times larger: the step is unchanged, so the factor is 1.")
     return Feedback(True, "Scale the damping with the reduction; the natural-gradient step itself is invariant.")

@@ -3,7 +3,7 @@ r"""Dense references for K-FAC: the true Fisher of a small network, its layer bl
 Everything here materializes :math:`d\times d` matrices, so it is for networks with a few
 thousand parameters at most: it is what K-FAC is compared *against*. The Fisher of a network
 :math:`f(x;\theta)` with likelihood :math:`p(y\mid f)` is the pull-back of the output Fisher
-:math:`H_n` (see :func:`igbook.kfac.output_gradient_samples`) through the Jacobian
+:math:`H_n` (see :func:`igbook.kfac.core.output_gradient_samples`) through the Jacobian
 :math:`J_n = \partial f(x_n)/\partial\theta`,
 
 .. math::
@@ -13,8 +13,8 @@ thousand parameters at most: it is what K-FAC is compared *against*. The Fisher 
 (the generalized Gauss-Newton matrix, :cite:`martens2020new`), computed with
 :func:`torch.func.jacrev` and :func:`torch.func.vmap` over :func:`torch.func.functional_call`.
 Parameters of ``nn.Linear``/``nn.Conv2d`` layers are ordered as in
-:func:`igbook.kfac.layer_vector` (``[vec(W), b]``, column-major), so the layer blocks of
-:func:`network_fisher` line up with :meth:`igbook.kfac.KFACPreconditioner.dense_block`.
+:func:`igbook.kfac.core.layer_vector` (``[vec(W), b]``, column-major), so the layer blocks of
+:func:`network_fisher` line up with :meth:`igbook.kfac.core.KFACPreconditioner.dense_block`.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def network_fisher(
 
         F = \frac{1}{N}\sum_{n=1}^N\sum_k J_n^\top v_{kn} v_{kn}^\top J_n
 
-    with :math:`v_{kn}` from :func:`igbook.kfac.output_gradient_samples` (``reduction="sum"``
+    with :math:`v_{kn}` from :func:`igbook.kfac.core.output_gradient_samples` (``reduction="sum"``
     drops the :math:`1/N`). Returns ``(F, layout)``; ``F`` has the dtype of the parameters.
 
     Parameters
@@ -192,7 +192,7 @@ def layer_fisher_blocks(
     r"""The diagonal blocks of :func:`network_fisher` for each ``Linear``/``Conv2d`` layer.
 
     Keys are module names; each block is in the ``[vec(W), b]`` ordering of
-    :meth:`igbook.kfac.KFACPreconditioner.dense_block`, so the two can be compared entrywise.
+    :meth:`igbook.kfac.core.KFACPreconditioner.dense_block`, so the two can be compared entrywise.
     Keyword arguments go to :func:`network_fisher`.
     """
     Fm, layout = network_fisher(model, inputs, **kwargs)
@@ -208,7 +208,7 @@ class DenseNaturalGradient(torch.optim.Optimizer):
     :meth:`update_curvature`), averaged over batches like K-FAC's factors
     (:math:`F_k = \varepsilon_k F_{k-1} + (1-\varepsilon_k)\hat F_k`,
     :math:`\varepsilon_k = \min(1 - 1/k, \varepsilon)`, ``curvature_decay`` :math:`=\varepsilon`; 1e-9 keeps only
-    the current batch), and the solve by :func:`igbook.natgrad.natural_gradient`; ``kl_clip``
+    the current batch), and the solve by :func:`igbook.natgrad.core.natural_gradient`; ``kl_clip``
     scales the step as in :class:`igbook.kfac.KFACPreconditioner`
     :cite:`amari1998natural`. Costs :math:`O(NCd^2 + d^3)` per step: the reference against
     which K-FAC is judged, not a practical optimizer.
