@@ -271,3 +271,16 @@ def test_exponential_family_exercise_self_checks() -> None:
     fb = ex.check_exponentiated_gradient_step(lambda x, g, lr: x * torch.exp(-lr * g))
     assert not fb and "sum to 1" in fb.message
     assert not ex.check_exponentiated_gradient_step("not a function")  # type: ignore[arg-type]
+
+
+def test_a_step_that_leaves_the_domain_raises() -> None:
+    start = Gaussian(0.5, 1.5)
+    g = torch.tensor([0.0, -2.5], dtype=D)  # pushes eta_2 = -1/(2 sigma^2) above zero for lr = 0.2
+    with pytest.raises(ValueError, match="reduce lr"):
+        mirror_step(ExponentialFamilyMap(Gaussian), start.mean, g, 0.2)
+    with pytest.raises(ValueError, match="reduce lr"):
+        mirror_descent(ExponentialFamilyMap(Gaussian), lambda mu: g, start.mean, 0.2, 3)
+    with pytest.raises(ValueError, match="reduce lr"):
+        natural_gradient_descent_natural(Gaussian, lambda mu: g @ mu, start.natural, 0.2, 3)
+    # a small enough step is fine
+    assert Gaussian.from_mean(mirror_step(ExponentialFamilyMap(Gaussian), start.mean, g, 0.05)).sigma > 0

@@ -611,3 +611,13 @@ def test_ngvi_exercise_self_checks_accept_right_and_explain_wrong_answers() -> N
     assert ex.check_cvi_site_update(right)
     wrong = lambda a, b, g, h, nu, rho: ((1 - rho) * a + rho * g, (1 - rho) * b - rho * h)  # noqa: E731
     assert "-h nu" in ex.check_cvi_site_update(wrong).message
+
+
+def test_steps_to_reach_and_to_settle() -> None:
+    from igbook.vi.cvi import steps_to_settle
+
+    elbo = torch.tensor([-10.0, -1.0, -0.0005, -2.0, -0.0002, -0.0001], dtype=D)
+    assert steps_to_reach(elbo, 0.0, 1e-3) == 2
+    assert steps_to_settle(elbo, 0.0, 1e-3) == 4
+    assert steps_to_reach(elbo, 0.0, 1e-6) is None and steps_to_settle(elbo, 0.0, 1e-6) is None
+    assert steps_to_settle(torch.zeros(3, dtype=D), 0.0, 1e-3) == 0

@@ -125,6 +125,10 @@ class MirrorMap(ABC):
     def check_primal(self, x: Tensor, name: str = "x") -> Tensor:
         """Convert and validate a primal point (raise :class:`ValueError` naming ``name``)."""
 
+    def check_dual(self, y: Tensor, name: str = "y") -> Tensor:
+        """Raise :class:`ValueError` unless ``y`` is a valid dual point (the image of the domain under :meth:`to_dual`)."""
+        return check_finite(y, name)
+
     def conjugate(self, y: Tensor) -> Tensor:
         r"""Convex conjugate :math:`\phi^*(y) = y^\top x - \phi(x)` at :math:`x = \nabla\phi^*(y)`."""
         x = self.to_primal(y)
@@ -273,6 +277,18 @@ class ExponentialFamilyMap(MirrorMap):
             return self.family.bregman_mean(x, y)
         return self.family.bregman_natural(x, y)
 
+    def check_dual(self, y: Tensor, name: str = "y") -> Tensor:
+        check_finite(y, name)
+        try:
+            if self.coordinates == "mean":
+                self.family._check_natural(y)
+            else:
+                self.family._check_mean(y)
+        except ValueError as exc:
+            other = "natural" if self.coordinates == "mean" else "mean"
+            raise ValueError(f"{name} is not a valid {other} parameter of {self.family.__name__}: {exc}") from exc
+        return y
+
     def check_primal(self, x: Tensor, name: str = "x") -> Tensor:
         x = check_finite(as_tensor(x, name), name)
         if x.ndim != 1:
@@ -327,7 +343,12 @@ def mirror_step(mirror_map: MirrorMap, x: Tensor, grad: Tensor, lr: float) -> Te
     if grad.shape != x.shape:
         raise ValueError(f"grad must have the shape of x {tuple(x.shape)}, got {tuple(grad.shape)}")
     rho = _lr_at(lr, 0)
-    return mirror_map.to_primal(mirror_map.to_dual(x) - rho * grad)
+    y = mirror_map.to_dual(x) - rho * grad
+    try:
+        mirror_map.check_dual(y, "the dual point after the step")
+    except ValueError as exc:
+        raise ValueError(f"the step left the domain of the mirror map ({exc}); reduce lr") from exc
+    return mirror_map.to_primal(y)
 
 
 def proximal_objective(mirror_map: MirrorMap, x: Tensor, grad: Tensor, lr: float) -> Callable[[Tensor], Tensor]:
@@ -369,7 +390,12 @@ def mirror_descent(
         g = check_finite(as_tensor(grad_fn(x), "grad_fn(x)", dtype=x.dtype), "grad_fn(x)")
         if g.shape != x.shape:
             raise ValueError(f"grad_fn(x) must have shape {tuple(x.shape)}, got {tuple(g.shape)}")
-        x = mirror_map.to_primal(mirror_map.to_dual(x) - _lr_at(lr, t) * g)
+        y = mirror_map.to_dual(x) - _lr_at(lr, t) * g
+        try:
+            mirror_map.check_dual(y, "the dual point")
+        except ValueError as exc:
+            raise ValueError(f"mirror descent left the domain at step {t + 1} ({exc}): reduce lr") from exc
+        x = mirror_map.to_primal(y)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"mirror descent left the domain at step {t + 1}: reduce lr")
         out.append(x)
@@ -475,5 +501,9 @@ def natural_gradient_descent_natural(
     out = [eta]
     for t in range(steps):
         eta = eta - _lr_at(lr, t) * natural_gradient(fisher(eta), objective(eta))
+        try:
+            fam._check_natural(eta)
+        except ValueError as exc:
+            raise ValueError(f"natural-gradient descent left the natural parameter space at step {t + 1} ({exc}): reduce lr") from exc
         out.append(eta)
     return torch.stack(out)

@@ -124,9 +124,9 @@ def gaussian_information_posterior(
 class ConjugateModel(ABC):
     r"""A prior in an exponential family and a likelihood conjugate to it.
 
-    Subclasses define :attr:`family`, :attr:`prior`, :meth:`_check_data`, :meth:`_messages`
+    Subclasses define ``family``, ``prior``, ``_check_data``, ``_messages``
     (the natural parameters :math:`\lambda_i` of each likelihood term, shape ``(N, d)``) and
-    :meth:`_constants` (the :math:`c_i`, shape ``(N,)``), so that
+    ``_constants`` (the :math:`c_i`, shape ``(N,)``), so that
     :math:`\log p(y_i\mid\theta) = \lambda_i^\top T(\theta) + c_i`. Everything else follows:
     the exact posterior, the evidence, the ELBO, its natural gradient and NGVI.
 

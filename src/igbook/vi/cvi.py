@@ -57,6 +57,7 @@ __all__ = [
     "cvi",
     "euclidean_vi",
     "steps_to_reach",
+    "steps_to_settle",
 ]
 
 
@@ -372,3 +373,15 @@ def steps_to_reach(elbo: Tensor, target: float, tol: float) -> int | None:
     """First iteration ``t`` with ``elbo[t] >= target - tol``, or ``None`` if never."""
     hit = torch.nonzero(as_tensor(elbo, "elbo") >= target - tol)
     return int(hit[0]) if hit.numel() else None
+
+
+def steps_to_settle(elbo: Tensor, target: float, tol: float) -> int | None:
+    """First iteration ``t`` from which ``elbo[s] >= target - tol`` for every ``s >= t``, or ``None``.
+
+    Stricter than :func:`steps_to_reach` for methods whose ELBO is not monotone (Adam).
+    """
+    ok = as_tensor(elbo, "elbo") >= target - tol
+    if not bool(ok[-1]):
+        return None
+    bad = torch.nonzero(~ok)
+    return int(bad[-1]) + 1 if bad.numel() else 0
