@@ -217,6 +217,10 @@ def test_gamma_poisson_property(a: float, b: float, rho: float) -> None:
         (lambda: ngvi_step(torch.zeros(2), torch.zeros(3), torch.zeros(2), 0.5), "prior_natural"),
         (lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.zeros(4, 3), 0.5), "messages"),
         (lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.tensor([float("nan"), 0.0]), 0.5), "messages"),
+        (lambda: ngvi_step(Beta(1.0, 1.0).natural, torch.tensor([-2.0, 0.0]), torch.zeros(2), 0.5, family=Beta), "prior_natural"),
+        (lambda: ngvi_step(torch.tensor([0.0, 1.0]), Gamma(1.0, 1.0).natural, torch.zeros(2), 0.5, family=Gamma), "lam"),
+        (lambda: ngvi_step(Gamma(1.0, 1.0).natural, Gamma(1.0, 1.0).natural, torch.tensor([0.0, 5.0]), 1.0, family=Gamma), "updated"),
+        (lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.5, family=int), "family"),
     ],
 )
 def test_conjugate_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]

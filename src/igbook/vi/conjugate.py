@@ -57,7 +57,13 @@ def check_step_size(rho: float, name: str = "rho") -> float:
     return float(rho)
 
 
-def ngvi_step(lam: Tensor, prior_natural: Tensor, messages: Tensor, rho: float) -> Tensor:
+def ngvi_step(
+    lam: Tensor,
+    prior_natural: Tensor,
+    messages: Tensor,
+    rho: float,
+    family: type[ExponentialFamily] | None = None,
+) -> Tensor:
     r"""One natural-gradient VI step :math:`\lambda \leftarrow (1-\rho)\lambda + \rho(\eta_0 + \sum_i g_i)`.
 
     Parameters
@@ -71,11 +77,15 @@ def ngvi_step(lam: Tensor, prior_natural: Tensor, messages: Tensor, rho: float) 
         summed over the first axis).
     rho
         Step size in :math:`(0, 1]`; :math:`\rho = 1` jumps to :math:`\eta_0 + \sum_i g_i`.
+    family
+        Optional exponential family of :mod:`igbook.families`; when given, ``lam``,
+        ``prior_natural`` and the result must be valid natural parameters of it.
 
     Raises
     ------
     ValueError
-        If ``rho`` is outside :math:`(0, 1]`, shapes do not match or an input is not finite.
+        If ``rho`` is outside :math:`(0, 1]`, shapes do not match, an input is not finite, or
+        (with ``family``) a natural parameter is outside the family's natural parameter space.
     """
     rho = check_step_size(rho)
     lam = check_finite(as_tensor(lam, "lam"), "lam")
@@ -91,7 +101,16 @@ def ngvi_step(lam: Tensor, prior_natural: Tensor, messages: Tensor, rho: float) 
         raise ValueError(
             f"messages must have shape {tuple(lam.shape)} or (N, *{tuple(lam.shape)}), got {tuple(g.shape)}"
         )
-    return (1.0 - rho) * lam + rho * (eta0 + total)
+    out = (1.0 - rho) * lam + rho * (eta0 + total)
+    if family is not None:
+        if not (isinstance(family, type) and issubclass(family, ExponentialFamily)):
+            raise TypeError(f"family must be an ExponentialFamily class, got {family!r}")
+        for name, value in (("lam", lam), ("prior_natural", eta0), ("the updated natural parameter", out)):
+            try:
+                family._check_natural(value)
+            except ValueError as exc:
+                raise ValueError(f"{name} is not a valid natural parameter of {family.__name__}: {exc}") from exc
+    return out
 
 
 def gaussian_information_posterior(
@@ -359,7 +378,7 @@ class NormalGammaGaussian(ConjugateModel):
     the textbook update :math:`\kappa_N = \kappa_0 + N`,
     :math:`\text{loc}_N = (\kappa_0\text{loc}_0 + N\bar y)/\kappa_N`, :math:`\alpha_N = \alpha_0 + N/2`,
     :math:`\beta_N = \beta_0 + \tfrac12\sum(y_i-\bar y)^2 + \kappa_0N(\bar y-\text{loc}_0)^2/(2\kappa_N)`
-    :cite:`bishop2006pattern`.
+    :cite:`bishop2006pattern,murphy2007conjugate`.
     """
 
     family = NormalGamma
