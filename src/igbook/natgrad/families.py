@@ -375,7 +375,8 @@ def trust_region_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = 
     capped by ``lr`` if given. With ``line_search`` it is multiplied by ``shrink`` until the
     step stays in the parameter space, the exact KL is at most :math:`\epsilon` and the loss
     decreases :cite:`schulman2015trust`. Without it, the quadratic step is taken as is, which
-    is what fails for large :math:`\epsilon`.
+    is what fails for large :math:`\epsilon`; if that step leaves the parameter space the result
+    has ``accepted=False`` and ``exact_kl = inf``.
     """
     radius = _pos(radius, "radius")
     if not 0 < shrink < 1:
@@ -395,7 +396,10 @@ def trust_region_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = 
     for k in range(max_backtracks + 1):
         theta = ch.to_params(phi - s * d)
         if not line_search:
-            new = _validated(cls, theta, "the quadratic trust-region step")
+            try:
+                new = _validated(cls, theta, "the quadratic trust-region step")
+            except ValueError:  # outside the parameter space: the exact KL is infinite
+                return TrustRegionStep(dist, s, quad * s * s, math.inf, f0, math.inf, 0, False)
             ekl = float(kl_between(cls, theta0, theta))
             return TrustRegionStep(new, s, quad * s * s, ekl, f0, float(loss(theta)), 0, True)
         ok_domain = bool(torch.isfinite(theta).all())

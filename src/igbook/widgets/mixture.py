@@ -46,6 +46,7 @@ __all__ = [
     "MixtureFigure",
     "draw_mixture",
     "MixtureExplorer",
+    "MixtureAnimation",
     "animate_states",
     "animate_singularity",
     "animate_sigma",
@@ -319,18 +320,20 @@ class MixtureFigure:
         ad, ap, asp = self.ax_data, self.ax_par, self.ax_spec
 
         # data space
-        (self.l_dens,) = ad.plot([], [], color="#222222", lw=2, label=r"$p(x\mid\theta^*)$")
+        (self.l_dens,) = ad.plot([], [], color="#222222", lw=2, label="p(x | θ*)")
         (self.l_c1,) = ad.plot([], [], color=PALETTE[0], lw=1, ls="--", label="components")
         (self.l_c2,) = ad.plot([], [], color=PALETTE[0], lw=1, ls="--")
         self.h_lines = [ad.axvline(0, color=HANDLE_COLOR, lw=1.5, alpha=0.6) for _ in range(2)]
         (self.h_pts,) = ad.plot([], [], "o", ms=11, color=HANDLE_COLOR, mec="white", mew=1.5, zorder=5,
-                                clip_on=False, label=r"handles $\mu_1^*, \mu_2^*$")
+                                clip_on=False, label="handles μ1*, μ2*")
+        # plain (unicode) text for everything that changes per frame: mathtext parsing is cached
+        # for 50 strings only, and re-parsing dominated the redraw time
         self.h_text = [ad.text(0, 0, t, ha="center", va="bottom", fontsize=10, color=HANDLE_COLOR)
-                       for t in (r"$\mu_1^*$", r"$\mu_2^*$")]
+                       for t in ("μ1*", "μ2*")]
         from matplotlib.ticker import FormatStrFormatter
 
         ad.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))  # fixed width: the layout is frozen
-        ad.set_xlabel("$x$")
+        ad.set_xlabel("x")
         ad.set_ylabel("density")
         ad.set_title("data space")
         ad.legend(loc="upper right", fontsize=8)
@@ -340,11 +343,11 @@ class MixtureFigure:
         self.ellipses_clipped = LineCollection([], colors=CLIPPED_COLOR, linewidths=0.7, linestyles="--", alpha=0.6)
         ap.add_collection(self.ellipses)
         ap.add_collection(self.ellipses_clipped)
-        (self.diag,) = ap.plot([], [], color=CLIPPED_COLOR, lw=1.2, ls=":", label=r"singular line $\mu_1=\mu_2$")
+        (self.diag,) = ap.plot([], [], color=CLIPPED_COLOR, lw=1.2, ls=":", label="singular line μ1 = μ2")
         (self.h_ell,) = ap.plot([], [], color=HANDLE_COLOR, lw=2.2)
         (self.target_pt,) = ap.plot([], [], "*", ms=16, color=HANDLE_COLOR, mec="white", zorder=6,
-                                    label=r"$\theta^*=(\mu_1^*,\mu_2^*)$")
-        (self.mirror_pt,) = ap.plot([], [], "*", ms=14, mfc="none", mec=HANDLE_COLOR, zorder=6, label="mirror (same $p$)")
+                                    label="θ* = (μ1*, μ2*)")
+        (self.mirror_pt,) = ap.plot([], [], "*", ms=14, mfc="none", mec=HANDLE_COLOR, zorder=6, label="mirror (same p)")
         self.flow_nat = LineCollection([], colors=NATURAL_FLOW_COLOR, linewidths=1.1, alpha=0.85)
         self.flow_euc = LineCollection([], colors=EUCLID_COLOR, linewidths=1.1, alpha=0.85)
         ap.add_collection(self.flow_nat)
@@ -356,29 +359,36 @@ class MixtureFigure:
         (self.probe_pt,) = ap.plot([], [], "o", ms=7, color="#222222", zorder=8)
         self.angle_text = ap.text(0, 0, "", fontsize=10, ha="center", va="bottom", zorder=9,
                                   bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
-        ap.set_xlabel(r"$\mu_1$")
-        ap.set_ylabel(r"$\mu_2$")
+        ap.set_xlabel("μ1")
+        ap.set_ylabel("μ2")
         ap.set_aspect("equal", adjustable="box")
         ap.set_title("parameter plane: Fisher ellipses")
         from matplotlib.lines import Line2D
 
-        extra = [Line2D([], [], color=EUCLID_COLOR, lw=2, label=r"$-\nabla L$"),
-                 Line2D([], [], color=NATURAL_COLOR, lw=2, label=r"$-F^{-1}\nabla L$")]
+        extra = [Line2D([], [], color=EUCLID_COLOR, lw=2, label="−∇L (Euclidean)"),
+                 Line2D([], [], color=NATURAL_COLOR, lw=2, label="−F⁻¹∇L (natural)")]
         ap.legend(handles=[self.diag, self.target_pt, self.mirror_pt, *extra], loc="lower right", fontsize=7,
                   framealpha=0.85, frameon=True)
 
         # spectrum
         delta, lmin, lmax = spectrum_curve()
-        asp.loglog(delta, lmin, color=PALETTE[0], lw=1.8, label=r"$2\sigma^2\lambda_{\min}$")
-        asp.loglog(delta, lmax, color=PALETTE[4], lw=1.8, label=r"$2\sigma^2\lambda_{\max}$")
-        asp.loglog(delta, lmax / lmin, color=PALETTE[3], lw=1.8, label=r"$\kappa=\lambda_{\max}/\lambda_{\min}$")
-        asp.loglog(delta, 4 / delta**2, color=PALETTE[3], lw=0.8, ls=":", label=r"$2\sigma^2/\Delta^2$")
+        asp.loglog(delta, lmin, color=PALETTE[0], lw=1.8, label="2σ²λmin")
+        asp.loglog(delta, lmax, color=PALETTE[4], lw=1.8, label="2σ²λmax")
+        asp.loglog(delta, lmax / lmin, color=PALETTE[3], lw=1.8, label="κ = λmax/λmin")
+        asp.loglog(delta, 2 / delta**2, color=PALETTE[3], lw=0.8, ls=":", label="κ ≈ 2σ²/Δ²")
         self.spec_line = asp.axvline(1, color=HANDLE_COLOR, lw=1.2)
         (self.spec_pts,) = asp.plot([], [], "o", color=HANDLE_COLOR, ms=6, zorder=5)
         self.spec_text = asp.text(0.03, 0.03, "", transform=asp.transAxes, fontsize=9, va="bottom",
                                   bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="#999999", alpha=0.9))
-        asp.set_xlabel(r"$|\mu_1^*-\mu_2^*|/\sigma$")
+        asp.set_xlabel("|μ1* − μ2*| / σ")
         asp.set_ylim(1e-4, 1e5)
+        from matplotlib.ticker import FuncFormatter, LogLocator
+
+        plain_log = FuncFormatter(lambda v, _: f"1e{round(math.log10(v))}" if v > 0 else "")
+        asp.xaxis.set_major_locator(LogLocator(numticks=6))
+        asp.yaxis.set_major_locator(LogLocator(numticks=6))
+        asp.xaxis.set_major_formatter(plain_log)
+        asp.yaxis.set_major_formatter(plain_log)
         asp.set_title("spectrum at the handles")
         asp.legend(loc="upper right", fontsize=7)
         asp.minorticks_off()
@@ -488,7 +498,7 @@ class MixtureFigure:
             self.arrows.set_offsets(np.array([[px, py], [px, py]]))
             self.arrows.set_UVC(u, w)
             self.probe_pt.set_data([px], [py])
-            txt = "" if state.probe_angle is None else rf"$\Delta\theta = {state.probe_angle:.1f}^\circ$"
+            txt = "" if state.probe_angle is None else f"Δθ = {state.probe_angle:.1f}°"
             if state.probe_angle is None and state.messages:
                 txt = "undefined"
             self.angle_text.set_text(txt)
@@ -503,39 +513,58 @@ class MixtureFigure:
         lam = state.handle_eigenvalues * 2 * c.sigma**2
         self.spec_line.set_xdata([d, d])
         self.spec_pts.set_data([d, d], [max(lam[0], 1e-4), lam[1]])
-        kappa = r"\infty" if math.isinf(state.handle_condition) else f"{state.handle_condition:.3g}"
+        kappa = "∞" if math.isinf(state.handle_condition) else f"{state.handle_condition:.3g}"
         self.spec_text.set_text(
-            rf"$\sigma={c.sigma:.2g}$, $|\mu_1^*-\mu_2^*|/\sigma={state.separation:.2f}$" "\n"
-            rf"$2\sigma^2\lambda = ({lam[0]:.2e},\ {lam[1]:.3f})$" "\n"
-            rf"$\kappa = {kappa}$"
+            f"σ = {c.sigma:.2g},  |μ1* − μ2*|/σ = {state.separation:.2f}\n"
+            f"2σ²λ = ({lam[0]:.2e}, {lam[1]:.3f})\n"
+            f"κ = {kappa}"
         )
         return full
 
 
+def _new_figure(figsize: tuple[float, float], dpi: float | None, *, pyplot: bool = True) -> Any:
+    """A figure *without* a layout engine: a layout engine makes every ``savefig`` draw twice."""
+    import matplotlib as mpl
+
+    with book_style(), mpl.rc_context({"figure.constrained_layout.use": False, "figure.autolayout": False}):
+        if pyplot:
+            import matplotlib.pyplot as plt
+
+            return plt.figure(figsize=figsize, dpi=dpi)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize, dpi=dpi)
+        FigureCanvasAgg(fig)
+        return fig
+
+
 def draw_mixture(state: MixtureState, fig: Any = None, *, figsize: tuple[float, float] = (13.0, 4.4),
-                 dpi: float | None = None) -> MixtureFigure:
+                 dpi: float | None = None, title: str | None = None) -> MixtureFigure:
     """Draw ``state`` into a new (or the given, empty) figure; returns a :class:`MixtureFigure`.
 
     Without ``fig`` a :func:`matplotlib.pyplot.figure` is created (so that ``plt.show()`` shows it
-    in a notebook).
+    in a notebook) with a fixed layout; ``title`` adds a title above the three panels.
     """
     if not isinstance(state, MixtureState):
         raise TypeError(f"state must be a MixtureState, got {type(state).__name__}")
-    import matplotlib.pyplot as plt
-
+    if fig is None:
+        fig = _new_figure(figsize, dpi)
+    if fig.axes:
+        raise ValueError("fig must be empty (draw_mixture adds its own three axes)")
     with book_style():
-        if fig is None:
-            fig = plt.figure(figsize=figsize, dpi=dpi)
-        if fig.axes:
-            raise ValueError("fig must be empty (draw_mixture adds its own three axes)")
         fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.0, 1.05, 0.95]})
         mf = MixtureFigure(fig, state)
-        # Lay out once, then freeze: re-running constrained layout on every redraw costs
-        # more than everything else in an update.
-        if fig.get_layout_engine() is not None:
-            fig.canvas.draw()  # runs the layout with real text extents
-            fig.set_layout_engine("none")
-        return mf
+    top = 0.84 if title else 0.92
+    if title:
+        fig.suptitle(title, fontsize=11)
+    if fig.get_layout_engine() is None:
+        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=top, wspace=0.24)
+    else:
+        # a caller's figure with a layout engine: lay out once, then freeze the positions
+        fig.canvas.draw()
+        fig.set_layout_engine("none")
+    return mf
 
 
 # ------------------------------------------------------------------------------------------
@@ -580,13 +609,7 @@ class MixtureExplorer:
             # the ipympl canvas is itself a widget; any other canvas (tests, Agg) gets a placeholder
             self._view: Any = canvas if isinstance(canvas, w.DOMWidget) else w.Output()
         else:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-
-            with book_style():
-                fig = Figure(figsize=(13.0, 4.4), dpi=80)
-                FigureCanvasAgg(fig)
-            self.figure = draw_mixture(self.state, fig)
+            self.figure = draw_mixture(self.state, _new_figure((13.0, 4.4), 80, pyplot=False))
             self._view = w.Image(format="png", layout=w.Layout(width="100%"))
         self.figure.enable_blit()
 
@@ -719,22 +742,56 @@ class MixtureExplorer:
 
 # ------------------------------------------------------------------------------------------
 # animations for the website
+class MixtureAnimation:
+    """Pre-rendered frames of the explorer as a scrubbable JavaScript player (``to_jshtml``).
+
+    Each frame is drawn exactly once (``FuncAnimation`` would draw every frame twice with a
+    non-blitting canvas), which halves the cost of building the website.
+    """
+
+    def __init__(self, figure: MixtureFigure, states: list[MixtureState], *, dpi: float, interval: int) -> None:
+        self.figure, self.states, self.dpi, self.interval = figure, states, dpi, interval
+        self._html: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def to_jshtml(self, default_mode: str = "once") -> str:
+        """The HTML/JavaScript player with every frame embedded as a PNG (cached)."""
+        if self._html is None:
+            import tempfile
+            from pathlib import Path
+
+            from matplotlib.animation import HTMLWriter
+
+            writer = HTMLWriter(fps=1000.0 / self.interval, embed_frames=True, default_mode=default_mode)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp, "animation.html")
+                with writer.saving(self.figure.fig, str(path), self.dpi):
+                    for st in self.states:
+                        self.figure.update(st)
+                        writer.grab_frame()
+                self._html = path.read_text()
+        return self._html
+
+    def _repr_html_(self) -> str:
+        return self.to_jshtml()
+
+
 def animate_states(states: list[MixtureState], *, dpi: float = 55, interval: int = 250,
-                   figsize: tuple[float, float] = (13.0, 4.4)) -> Any:
-    """A :class:`matplotlib.animation.FuncAnimation` stepping through ``states`` (use ``.to_jshtml()``)."""
+                   figsize: tuple[float, float] = (13.0, 4.4)) -> MixtureAnimation:
+    """A :class:`MixtureAnimation` stepping through ``states`` (display it, or call ``.to_jshtml()``)."""
     if not states or not all(isinstance(s, MixtureState) for s in states):
         raise ValueError("states must be a non-empty list of MixtureState")
     if len(states) > 60:
         raise ValueError(f"at most 60 frames keep the page small, got {len(states)}")
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval < 10:
+        raise ValueError(f"interval must be an int >= 10 (milliseconds), got {interval!r}")
     import matplotlib.pyplot as plt
-    from matplotlib.animation import FuncAnimation
 
-    with book_style():
-        fig = plt.figure(figsize=figsize, dpi=dpi)
-        mf = draw_mixture(states[0], fig)
-    anim = FuncAnimation(fig, lambda i: mf.update(states[i]), frames=len(states), interval=interval, blit=False)
-    plt.close(fig)
-    return anim
+    mf = draw_mixture(states[0], figsize=figsize, dpi=dpi)
+    plt.close(mf.fig)
+    return MixtureAnimation(mf, states, dpi=dpi, interval=interval)
 
 
 def animate_singularity(controls: MixtureControls | None = None, *, frames: int = 24, **kw: Any) -> Any:
