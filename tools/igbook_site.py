@@ -301,8 +301,11 @@ def _chapter_times() -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _table(header: list[str], rows: list[list[Any]], classes: tuple[str, ...] = ()) -> nodes.table:
+def _table(header: list[str], rows: list[list[Any]], classes: tuple[str, ...] = ()) -> nodes.container:
+    """A docutils table in a horizontally scrollable box."""
+    wrap = nodes.container(classes=["igbook-table-wrap"])
     table = nodes.table(classes=["igbook-table", *classes])
+    wrap += table
     group = nodes.tgroup(cols=len(header))
     table += group
     for _ in header:
@@ -325,7 +328,7 @@ def _table(header: list[str], rows: list[list[Any]], classes: tuple[str, ...] = 
                 entry += nodes.paragraph(text=str(cell))
             row += entry
         tbody += row
-    return table
+    return wrap
 
 
 def _doc_ref(env: Any, target: str, text: str) -> addnodes.pending_xref:
@@ -357,8 +360,11 @@ def fmt(value: Any) -> str:
             return f"{value:.3e}"
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
-        if all(not isinstance(v, (dict, list)) for v in value) and len(value) <= 8:
+        scalars = all(not isinstance(v, (dict, list, tuple)) for v in value)
+        if scalars and (len(value) <= 4 or (len(value) <= 12 and all(isinstance(v, int) for v in value))):
             return ", ".join(fmt(v) for v in value)
+        if scalars and value:  # a series (losses, times): its ends and its length
+            return f"{fmt(value[0])} → {fmt(value[-1])} ({len(value)} values)"
         s = json.dumps(value)
         return s if len(s) <= 80 else s[:77] + "..."
     if isinstance(value, dict):
@@ -371,7 +377,7 @@ def _flatten(d: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, A
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and depth > 0 and all(not isinstance(x, (dict, list)) for x in v.values()):
+        if isinstance(v, dict) and depth > 0 and v:
             out.update(_flatten(v, key + ".", depth - 1))
         else:
             out[key] = v
@@ -383,7 +389,7 @@ _SETTINGS_KEYS = ("settings", "config", "configuration", "params", "parameters",
 _TEXT_KEYS = ("title", "name", "benchmark", "description", "summary", "note", "notes", "command", "script", "date", "timestamp")
 
 
-def _records_table(records: list[dict[str, Any]]) -> nodes.table:
+def _records_table(records: list[dict[str, Any]]) -> nodes.container:
     flat = [_flatten(r) for r in records]
     cols: list[str] = []
     for r in flat:
@@ -407,11 +413,14 @@ def render_result(data: Any, *, depth: int = 0) -> list[nodes.Node]:
     scalars: dict[str, Any] = {}
     for key, value in data.items():
         lk = str(key).lower()
+        if depth == 0 and lk in ("title", "name", "benchmark") and isinstance(value, str):
+            continue  # the page's heading names the benchmark
         if depth == 0 and lk in _TEXT_KEYS and isinstance(value, str):
             out.append(nodes.paragraph("", "", nodes.strong(text=f"{key}: "), nodes.Text(value)))
         elif depth == 0 and lk in _META_KEYS + _SETTINGS_KEYS and isinstance(value, dict):
             label = "Measured on" if lk in _META_KEYS else "Settings"
-            out.append(nodes.paragraph("", "", nodes.strong(text=f"{label}: "), nodes.Text(fmt(_flatten(value)).replace("...", " ..."))))
+            line = ", ".join(f"{k}={fmt(v)}" for k, v in _flatten(value).items())
+            out.append(nodes.paragraph("", "", nodes.strong(text=f"{label}: "), nodes.Text(line)))
         elif isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
             out.append(nodes.rubric(text=str(key)))
             out.append(_records_table(value))

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.notebooks and OUT.exists():
         old = {r["chapter"]: r for r in json.loads(OUT.read_text()).get("chapters", [])}
     rows = dict(old)
+    load_start = round(os.getloadavg()[0], 2)
     print(f"{'chapter':32s} {'seconds':>8s} {'cells':>6s} {'slowest cell':>13s}")
     for p in paths:
         r = time_notebook(p)
@@ -88,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "torch": torch.__version__,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         },
-        "settings": {"kernel": "python3 (this environment)", "working_directory": "book/", "repeats": 1},
+        "settings": {"kernel": "python3 (this environment)", "working_directory": "book/", "repeats": 1, "load_average_1min_at_start": load_start},
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "chapters": ordered,
     }
