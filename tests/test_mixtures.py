@@ -304,3 +304,23 @@ def test_flows_reach_the_target_or_its_mirror() -> None:
 def test_bad_inputs(call, exc, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(exc, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- exercise self-checks
+def test_exercise_checks_accept_right_and_reject_wrong_answers() -> None:
+    from igbook.exercises import gaussian_mixture as ex
+
+    def score(x: float, m1: float, m2: float, s: float) -> list[float]:
+        r1 = 1 / (1 + math.exp(0.5 * ((x - m1) / s) ** 2 - 0.5 * ((x - m2) / s) ** 2))
+        return [r1 * (x - m1) / s**2, (1 - r1) * (x - m2) / s**2]
+
+    assert ex.check_mixture_score(score)
+    no_r = ex.check_mixture_score(lambda x, m1, m2, s: [(x - m1) / s**2, (x - m2) / s**2])
+    assert not no_r and "responsibility" in no_r.message
+    assert ex.check_exchange_score(lambda x, m, e, s: ((x - m) / s * math.tanh(e * (x - m) / s**2) - e / s) / s)
+    assert not ex.check_exchange_score(lambda x, m, e, s: e * ((x - m) ** 2 / s**2 - 1) / s**2 + 0.1)
+    assert ex.check_singularity_constants(0.25, 2.0)
+    assert not ex.check_singularity_constants(0.5, 2.0) and not ex.check_singularity_constants(0.25, 4.0)
+    assert ex.check_isotropic_separation(1.6363) and not ex.check_isotropic_separation(1.5)
+    assert not ex.check_isotropic_separation("1.6")  # type: ignore[arg-type]
+    assert ex.check_singular_speed_exponent(1) and not ex.check_singular_speed_exponent(2)

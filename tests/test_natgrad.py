@@ -298,3 +298,31 @@ def test_leaving_the_parameter_space_is_reported() -> None:
 def test_bad_inputs(call, exc, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(exc, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------- exercise self-checks
+def test_exercise_checks_accept_right_and_reject_wrong_answers() -> None:
+    from igbook.exercises import natural_gradient as ex
+
+    def step_logit(p: float, q: float, rho: float) -> float:
+        eta = math.log(p / (1 - p)) - rho * (p - q) / (p * (1 - p))
+        return 1 / (1 + math.exp(-eta))
+
+    assert ex.check_bernoulli_fit_steps(lambda p, q, r: p - r * (p - q), step_logit)
+    wrong = ex.check_bernoulli_fit_steps(lambda p, q, r: p - r * (p - q) / (p * (1 - p)), step_logit)
+    assert not wrong and "Precondition" in wrong.message
+    assert not ex.check_bernoulli_fit_steps(lambda p, q, r: p - r * (p - q), lambda p, q, r: 1 / 0)
+    right = ex.check_log_sigma_natural_gradient(lambda mu, s, m, t: [mu - m, 0.5 * (1 - (t**2 + (mu - m) ** 2) / s**2)])
+    assert right
+    eucl = ex.check_log_sigma_natural_gradient(lambda mu, s, m, t: [(mu - m) / s**2, 1 - (t**2 + (mu - m) ** 2) / s**2])
+    assert not eucl and "Euclidean" in eucl.message
+
+    def trust(F: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
+        v = torch.linalg.solve(F, g)
+        return -math.sqrt(2 * eps / float(g @ v)) * v
+
+    assert ex.check_trust_region_step(trust)
+    sign = ex.check_trust_region_step(lambda F, g, e: -trust(F, g, e))
+    assert not sign and "sign" in sign.message
+    assert ex.check_euclidean_discrepancy(4.0) and not ex.check_euclidean_discrepancy(0.25)
+    assert not ex.check_euclidean_discrepancy("four")

@@ -207,7 +207,17 @@ def test_explorer_controls_and_events(interactive: bool) -> None:
 
 def test_animations_are_scrubbable_html() -> None:
     anim = animate_singularity(frames=3, dpi=20)
+    assert len(anim) == 3
+    assert math.isinf(anim.states[-1].handle_condition)  # the last frame is the singularity itself
+    frames = anim.frames()
+    assert len(frames) == 3 and all(f.startswith("data:image/png;base64,") for f in frames)
+    assert len(set(frames)) == 3  # every frame differs
     html = anim.to_jshtml()
-    assert "<script" in html and html.count("data:image/png;base64") >= 3
+    assert "<script" in html and 'type="range"' in html and 'max="2"' in html
+    assert html.count("data:image/png;base64") == 4  # the first frame twice (img src) + three in the player
+    assert anim._repr_html_().count("<script") == 1
     anim2 = animate_sigma(frames=2, dpi=20)
+    assert [s.controls.sigma for s in anim2.states] == pytest.approx([0.4, 1.6])
     assert "<script" in anim2.to_jshtml()
+    with pytest.raises(ValueError, match="interval"):
+        animate_states(anim.states, interval=0)

@@ -332,7 +332,7 @@ def quadrature_nodes(theta: object, sigma: object = 1.0, rule: QuadratureRule | 
 
     The nodes are :math:`\mu_k + \sigma z_j` for both components; the weights
     :math:`\tfrac12 w_j` do not depend on :math:`\theta`. They sum to one, so they can be passed
-    as ``weights`` to :func:`igbook.fisher.score_covariance`.
+    as ``weights`` to :func:`igbook.fisher.density.score_covariance`.
     """
     theta = _theta(theta)
     s = _sigma(sigma, theta)

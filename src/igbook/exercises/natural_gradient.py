@@ -80,7 +80,7 @@ def check_log_sigma_natural_gradient(natgrad: Callable[[float, float, float, flo
     r"""Check ``natgrad(mu, sigma, m, s)``: the natural gradient in :math:`(\mu,\log\sigma)` of :math:`\mathrm{KL}(\mathcal N(m,s^2)\|\mathcal N(\mu,\sigma^2))`.
 
     Expected :math:`\big(\mu-m,\ \tfrac12\,(1-(s^2+(\mu-m)^2)/\sigma^2)\big)`, computed here with
-    :func:`igbook.natgrad.natural_gradient_at`.
+    :func:`igbook.natgrad.families.natural_gradient_at`.
     """
     if not callable(natgrad):
         return Feedback(False, "Pass a function (mu, sigma, m, s) -> 2-vector.")

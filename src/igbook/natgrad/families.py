@@ -3,7 +3,7 @@ r"""Natural-gradient descent on the exponential families of :mod:`igbook.familie
 A *chart* is a coordinate system :math:`\phi` on a family together with the map
 :math:`\theta = g(\phi)` to the family's usual coordinates. The Fisher information in the chart
 is the pull-back :math:`F_\phi = J^\top F_\theta J` with :math:`J = \partial\theta/\partial\phi`
-(:func:`igbook.fisher.reparameterized_fisher`), and a natural-gradient step
+(:func:`igbook.fisher.density.reparameterized_fisher`), and a natural-gradient step
 
 .. math:: \phi_{t+1} = \phi_t - \rho\,F_\phi(\phi_t)^{-1}\nabla_\phi L(\phi_t)
 
@@ -228,7 +228,7 @@ def _local(cls: type[ExponentialFamily], ch: Chart, phi: Tensor, loss: Loss, *, 
 
     One small autograd graph gives :math:`\nabla_\phi L` and the rows of
     :math:`J=\partial\theta/\partial\phi`; the Fisher is :math:`J^\top F_\theta J` with the
-    family's closed-form :math:`F_\theta` (:func:`igbook.fisher.pullback_metric`).
+    family's closed-form :math:`F_\theta` (:func:`igbook.fisher.density.pullback_metric`).
     """
     with torch.enable_grad():
         p = phi.detach().clone().requires_grad_(True)
@@ -275,7 +275,7 @@ def fisher_in_chart(dist: ExponentialFamily, which: str | Chart = "params") -> T
 def fisher_vector_product(dist: ExponentialFamily, which: str | Chart = "params") -> Callable[[Tensor], Tensor]:
     r"""Matrix-free :math:`v\mapsto J^\top F_\theta (J v)` in the chart, by one ``jvp`` and one ``vjp``.
 
-    For :func:`igbook.natgrad.natural_gradient_cg`; the Fisher in the chart is never formed.
+    For :func:`igbook.natgrad.core.natural_gradient_cg`; the Fisher in the chart is never formed.
     """
     cls, ch, phi = _start(dist, which)
     f_theta = cls.from_params(ch.to_params(phi)).fisher()
@@ -371,7 +371,7 @@ def trust_region_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = 
     r"""A natural-gradient step held inside the KL ball :math:`\mathrm{KL}(q_{\text{old}}\|q_{\text{new}})\le\epsilon` (TRPO).
 
     The step length starts at :math:`s_0=\sqrt{2\epsilon/(g^\top F^{-1}g)}` (where the quadratic
-    model of the KL equals :math:`\epsilon`, :func:`igbook.natgrad.trust_region_step_size`),
+    model of the KL equals :math:`\epsilon`, :func:`igbook.natgrad.core.trust_region_step_size`),
     capped by ``lr`` if given. With ``line_search`` it is multiplied by ``shrink`` until the
     step stays in the parameter space, the exact KL is at most :math:`\epsilon` and the loss
     decreases :cite:`schulman2015trust`. Without it, the quadratic step is taken as is, which

@@ -407,7 +407,7 @@ class MixtureFigure:
 
     # -- blitting ---------------------------------------------------------------------------
     def enable_blit(self) -> None:
-        """Redraw only :attr:`dynamic` artists over a cached background (matplotlib's blitting recipe).
+        """Redraw only the ``dynamic`` artists over a cached background (matplotlib's blitting recipe).
 
         Used by the explorer; static figures do not need it (``savefig`` draws everything).
         """
@@ -467,8 +467,8 @@ class MixtureFigure:
         for ln, m in zip(self.h_lines, (c.mu1, c.mu2)):
             ln.set_xdata([m, m])
         self.h_pts.set_data([c.mu1, c.mu2], [0.0, 0.0])
-        for t, m in zip(self.h_text, (c.mu1, c.mu2)):
-            t.set_position((m, 0.04 * ymax))
+        for t, m, h in zip(self.h_text, (c.mu1, c.mu2), (0.04, 0.11)):  # staggered: readable when close
+            t.set_position((m, h * ymax))
         # parameter plane
         self.h_ell.set_data(state.handle_outline[:, 0], state.handle_outline[:, 1])
         self.target_pt.set_data([c.mu1], [c.mu2])
@@ -543,7 +543,7 @@ def draw_mixture(state: MixtureState, fig: Any = None, *, figsize: tuple[float, 
                  dpi: float | None = None, title: str | None = None) -> MixtureFigure:
     """Draw ``state`` into a new (or the given, empty) figure; returns a :class:`MixtureFigure`.
 
-    Without ``fig`` a :func:`matplotlib.pyplot.figure` is created (so that ``plt.show()`` shows it
+    Without ``fig`` a pyplot figure is created (so that ``plt.show()`` shows it
     in a notebook) with a fixed layout; ``title`` adds a title above the three panels.
     """
     if not isinstance(state, MixtureState):
@@ -559,7 +559,7 @@ def draw_mixture(state: MixtureState, fig: Any = None, *, figsize: tuple[float, 
     if title:
         fig.suptitle(title, fontsize=11)
     if fig.get_layout_engine() is None:
-        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=top, wspace=0.24)
+        fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=top, wspace=0.24)
     else:
         # a caller's figure with a layout engine: lay out once, then freeze the positions
         fig.canvas.draw()
@@ -583,7 +583,7 @@ class MixtureExplorer:
     sliders), a click on the parameter plane to place the probe (probe sliders otherwise),
     sliders for :math:`\sigma`, grid density and ellipse scale, and a *flow* toggle. Every
     change calls :func:`mixture_state` and :meth:`MixtureFigure.update`; the current state is
-    :attr:`state`. ``interactive=None`` picks the mode from the matplotlib backend.
+    ``state``. ``interactive=None`` picks the mode from the matplotlib backend.
     """
 
     def __init__(self, controls: MixtureControls | None = None, *, interactive: bool | None = None) -> None:
@@ -743,36 +743,79 @@ class MixtureExplorer:
 # ------------------------------------------------------------------------------------------
 # animations for the website
 class MixtureAnimation:
-    """Pre-rendered frames of the explorer as a scrubbable JavaScript player (``to_jshtml``).
+    """Pre-rendered frames of the explorer with a small scrubbable JavaScript player.
 
-    Each frame is drawn exactly once (``FuncAnimation`` would draw every frame twice with a
-    non-blitting canvas), which halves the cost of building the website.
+    Every frame is rendered once into the figure's pixel buffer by the same blitting path as
+    the explorer (static background drawn once, dynamic artists redrawn per frame), encoded as
+    PNG and embedded in a self-contained HTML snippet: an image, a slider to scrub, and
+    play/pause buttons. No kernel is needed to use it, so it works on the static website.
     """
 
-    def __init__(self, figure: MixtureFigure, states: list[MixtureState], *, dpi: float, interval: int) -> None:
-        self.figure, self.states, self.dpi, self.interval = figure, states, dpi, interval
-        self._html: str | None = None
+    def __init__(self, figure: MixtureFigure, states: list[MixtureState], *, interval: int) -> None:
+        self.figure, self.states, self.interval = figure, states, interval
+        self._frames: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.states)
 
-    def to_jshtml(self, default_mode: str = "once") -> str:
-        """The HTML/JavaScript player with every frame embedded as a PNG (cached)."""
-        if self._html is None:
-            import tempfile
-            from pathlib import Path
+    def frames(self) -> list[str]:
+        """The frames as ``data:image/png;base64,...`` URIs (rendered on first use, then cached)."""
+        if self._frames is None:
+            import base64
 
-            from matplotlib.animation import HTMLWriter
+            from PIL import Image  # a dependency of matplotlib
 
-            writer = HTMLWriter(fps=1000.0 / self.interval, embed_frames=True, default_mode=default_mode)
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp, "animation.html")
-                with writer.saving(self.figure.fig, str(path), self.dpi):
-                    for st in self.states:
-                        self.figure.update(st)
-                        writer.grab_frame()
-                self._html = path.read_text()
-        return self._html
+            mf = self.figure
+            if not mf._blit:
+                mf.enable_blit()
+            out = []
+            for st in self.states:
+                mf.refresh(mf.update(st))
+                buf = io.BytesIO()
+                # a 64-colour palette PNG is ~4x smaller than RGBA and looks the same for line art
+                rgb = Image.fromarray(np.asarray(mf.fig.canvas.buffer_rgba())).convert("RGB")
+                rgb.quantize(colors=64, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", optimize=True)
+                out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
+            self._frames = out
+        return self._frames
+
+    def to_jshtml(self) -> str:
+        """A self-contained HTML/JavaScript player (image, slider, play/pause)."""
+        import json
+        import uuid
+
+        frames = self.frames()
+        uid = "igbook-anim-" + uuid.uuid4().hex[:10]
+        n = len(frames)
+        return f"""<div id="{uid}" class="igbook-animation" style="max-width:100%">
+<img id="{uid}-img" src="{frames[0]}" style="max-width:100%;height:auto" alt="animation frame">
+<div style="display:flex;align-items:center;gap:0.5em;margin-top:0.3em">
+<button id="{uid}-play" type="button" title="play / pause">&#9654;</button>
+<input id="{uid}-slider" type="range" min="0" max="{n - 1}" value="0" step="1" style="flex:1" aria-label="frame">
+<span id="{uid}-label" style="font-family:monospace">1/{n}</span>
+</div>
+<script>
+(function() {{
+  var frames = {json.dumps(frames)};
+  var img = document.getElementById("{uid}-img"), slider = document.getElementById("{uid}-slider");
+  var label = document.getElementById("{uid}-label"), play = document.getElementById("{uid}-play");
+  var timer = null;
+  function show(i) {{ img.src = frames[i]; slider.value = i; label.textContent = (i + 1) + "/" + frames.length; }}
+  function stop() {{ if (timer) {{ clearInterval(timer); timer = null; play.innerHTML = "&#9654;"; }} }}
+  slider.addEventListener("input", function() {{ stop(); show(parseInt(slider.value, 10)); }});
+  play.addEventListener("click", function() {{
+    if (timer) {{ stop(); return; }}
+    play.innerHTML = "&#10074;&#10074;";
+    if (parseInt(slider.value, 10) === frames.length - 1) show(0);
+    timer = setInterval(function() {{
+      var i = parseInt(slider.value, 10) + 1;
+      if (i >= frames.length) {{ stop(); return; }}
+      show(i);
+    }}, {self.interval});
+  }});
+}})();
+</script>
+</div>"""
 
     def _repr_html_(self) -> str:
         return self.to_jshtml()
@@ -780,18 +823,19 @@ class MixtureAnimation:
 
 def animate_states(states: list[MixtureState], *, dpi: float = 55, interval: int = 250,
                    figsize: tuple[float, float] = (13.0, 4.4)) -> MixtureAnimation:
-    """A :class:`MixtureAnimation` stepping through ``states`` (display it, or call ``.to_jshtml()``)."""
+    """A :class:`MixtureAnimation` stepping through ``states`` (display it, or call ``.to_jshtml()``).
+
+    ``dpi`` sets the pixel size of the frames (keep it low: every frame is embedded in the page).
+    """
     if not states or not all(isinstance(s, MixtureState) for s in states):
         raise ValueError("states must be a non-empty list of MixtureState")
     if len(states) > 60:
         raise ValueError(f"at most 60 frames keep the page small, got {len(states)}")
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 10:
         raise ValueError(f"interval must be an int >= 10 (milliseconds), got {interval!r}")
-    import matplotlib.pyplot as plt
 
-    mf = draw_mixture(states[0], figsize=figsize, dpi=dpi)
-    plt.close(mf.fig)
-    return MixtureAnimation(mf, states, dpi=dpi, interval=interval)
+    mf = draw_mixture(states[0], _new_figure(figsize, dpi, pyplot=False))  # an Agg figure outside pyplot
+    return MixtureAnimation(mf, states, interval=interval)
 
 
 def animate_singularity(controls: MixtureControls | None = None, *, frames: int = 24, **kw: Any) -> Any:
