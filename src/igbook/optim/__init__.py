@@ -13,8 +13,8 @@ from igbook.optim.predictive import (  # [exports:optim.blr]
     reliability_curve,
     sampled_params,
 )
-# [exports:optim.mesu]   MESU
-# [exports:optim.bgd]    BGD
+from igbook.optim.mesu import MESU, mesu_delta, mesu_stationary_variance  # [exports:optim.mesu]
+from igbook.optim.bgd import BGD, GaussianMeanFieldOptimizer, bgd_update  # [exports:optim.bgd]
 
 # Every public name imported above (one import line per module keeps this file mergeable).
 import types as _types  # noqa: E402
