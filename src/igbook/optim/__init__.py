@@ -5,8 +5,8 @@ does, supports param groups, closures and ``state_dict``.
 """
 
 # One line per optimizer module: keep the lines below in place and add yours.
-from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam  # [exports:optim.blr]
-from igbook.optim.predictive import (  # [exports:optim.blr]
+from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam, VariationalOptimizer  # [exports:optim.blr]
+from igbook.optim.sampling import (  # [exports:optim.blr]
     classification_metrics,
     expected_calibration_error,
     predictive,

@@ -14,18 +14,14 @@ with :math:`\hat f` the *average* negative log-likelihood of a minibatch (what t
 returns), :math:`N` the training-set size and :math:`\lambda` the prior precision. They differ
 in how they estimate the expected Hessian and in what extra approximations they make:
 
-========  ==========================================================  ==========================
-class     curvature estimate :math:`\hat h` at :math:`\theta\sim q`     reference
-========  ==========================================================  ==========================
-``VON``   diagonal of :math:`\nabla^2\hat f(\theta)` (exact or          :cite:`khan2018fast`
-          Hutchinson)
-``VOGN``  :math:`\frac1M\sum_i g_i(\theta)^2`, per-example gradients    :cite:`khan2018fast,osawa2019practical`
-          via :mod:`torch.func` (empirical or sampled-target Fisher)
-``Vadam`` :math:`\hat g(\theta)^2` of the minibatch gradient, with      :cite:`khan2018fast`
-          Adam's square root and momentum
-``IVON``  :math:`\hat g\,(\theta - m)/\sigma^2` (reparameterization /  :cite:`shen2024variational`
-          Price), with momentum and a positivity correction
-========  ==========================================================  ==========================
+- :class:`VON` :cite:`khan2018fast`: the diagonal of :math:`\nabla^2\hat f(\theta)` at the sampled
+  weights (exact or Hutchinson);
+- :class:`VOGN` :cite:`khan2018fast,osawa2019practical`: :math:`\frac1M\sum_i g_i(\theta)^2`, per-example
+  gradients through :mod:`torch.func` (empirical or sampled-target Fisher);
+- :class:`Vadam` :cite:`khan2018fast`: :math:`\hat g(\theta)^2` of the minibatch gradient, with Adam's
+  square root and momentum;
+- :class:`IVON` :cite:`shen2024variational`: :math:`\hat g\odot(\theta - m)/\sigma^2` (the
+  reparameterization/Price estimator), with momentum and a positivity correction.
 
 Parameterizations follow the papers. VON, VOGN and Vadam take ``data_size`` :math:`N` and
 ``prior_precision`` :math:`\lambda` and keep :math:`s` (the curvature of the *average* loss):
@@ -38,14 +34,14 @@ How to train
 *IVON and Vadam* accept either a closure (``optimizer.step(closure)``, where the closure zeroes
 nothing special, evaluates the loss, calls ``backward()`` and returns the loss; the optimizer
 samples the weights before each of its ``mc_samples`` calls) or gradients collected by hand
-inside :meth:`sampled_params` (``train=True``), one block per Monte Carlo sample, followed by
+inside :meth:`VariationalOptimizer.sampled_params` (``train=True``), one block per Monte Carlo sample, followed by
 ``optimizer.step()``. *VON* needs second derivatives: its closure returns the loss **without**
 calling ``backward()``. *VOGN* needs per-example gradients: its closure is a
 :class:`PerExampleClosure`.
 
 Sampling
 --------
-:meth:`sampled_params` (also :func:`igbook.optim.predictive.sampled_params`) replaces every
+:meth:`VariationalOptimizer.sampled_params` (also :func:`igbook.optim.sampling.sampled_params`) replaces every
 parameter by a posterior sample for the duration of a ``with`` block and **always** restores
 the means on exit, also when the block raises (the reference IVON code leaves the sampled
 weights in the model in that case). Every optimizer takes ``seed`` or ``generator`` and saves
@@ -65,7 +61,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.optim import Optimizer
 
-__all__ = ["VON", "VOGN", "Vadam", "IVON", "PerExampleClosure", "LIKELIHOODS"]
+__all__ = ["VariationalOptimizer", "VON", "VOGN", "Vadam", "IVON", "PerExampleClosure", "LIKELIHOODS"]
 
 #: likelihoods understood by :class:`PerExampleClosure`
 LIKELIHOODS = ("categorical", "gaussian")
@@ -137,15 +133,21 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
 # --------------------------------------------------------------------------------------------
 
 
-class _GaussianOptimizer(Optimizer):
-    """Base class: sampling, restoring, Monte Carlo accumulation, state_dict with RNG state.
+class VariationalOptimizer(Optimizer):
+    r"""Base class of the optimizers here: a diagonal Gaussian posterior over the parameters.
 
-    Subclasses implement ``_validate_group``, ``_init_state``, ``_precision`` (the posterior
-    precision of one parameter) and the update.
+    The means are the parameters; the posterior precision of each parameter is
+    :meth:`posterior_precision`. The class provides the sampling context
+    :meth:`sampled_params`, the Monte Carlo averaging of gradient statistics over samples, and a
+    ``state_dict`` that also holds the state of the private random generator (``seed`` or
+    ``generator``), so that a resumed run repeats an uninterrupted one exactly. Subclasses
+    implement the curvature estimate and the update.
     """
 
     #: whether gradients collected inside ``sampled_params(train=True)`` can drive ``step()``
     _manual_sampling = True
+    #: the group hyperparameters the posterior precision depends on
+    _precision_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -161,6 +163,8 @@ class _GaussianOptimizer(Optimizer):
         self._sampling = False
         self._acc: dict[str, list[Tensor]] | None = None  # Monte Carlo averages, per group order
         self._count = 0
+        self._std_cache: dict[Tensor, tuple[tuple, Tensor]] = {}
+        self._mean_buf: dict[Tensor, Tensor] = {}
         super().__init__(params, defaults)
 
     # ----- groups and state -------------------------------------------------------------------
@@ -209,14 +213,39 @@ class _GaussianOptimizer(Optimizer):
         return [self._precision(g, p).rsqrt() for g in self.param_groups for p in g["params"]]
 
     # ----- sampling -------------------------------------------------------------------------
+    def _std(self, group: dict[str, Any], p: Tensor) -> Tensor:
+        """Posterior standard deviation of ``p``, cached until the next update.
+
+        The cache key holds the state tensors' identities, the step count and the group's
+        hyperparameters, so a changed hyperparameter or a loaded state dict recomputes it.
+        """
+        st = self.state[p]
+        key = (st.get("step"), tuple(id(v) for v in st.values() if isinstance(v, Tensor)), self._hyper_key(group))
+        hit = self._std_cache.get(p)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        std = self._precision(group, p).rsqrt()
+        self._std_cache[p] = (key, std)
+        return std
+
+    def _set_std(self, group: dict[str, Any], p: Tensor, std: Tensor) -> None:
+        """Store a standard deviation computed during the update (saves recomputing it)."""
+        st = self.state[p]
+        key = (st.get("step"), tuple(id(v) for v in st.values() if isinstance(v, Tensor)), self._hyper_key(group))
+        self._std_cache[p] = (key, std)
+
+    def _hyper_key(self, group: dict[str, Any]) -> tuple:
+        return tuple(group[k] for k in self._precision_keys)
+
     @torch.no_grad()
-    def _draw(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """Draw one posterior sample into the parameters; returns (params, means, noises).
+    def _draw(self) -> tuple[list[Tensor], list[Tensor]]:
+        r"""Draw one posterior sample into the parameters; returns (params, standard normals).
 
         One flat standard-normal vector per param group (in group order) is split across the
-        group's parameters and divided by :math:`\\sqrt{\\text{precision}}`.
+        group's parameters; :math:`\theta = m + \sigma\odot z`. The means are kept in
+        persistent buffers (restored by :meth:`_restore`).
         """
-        params, means, noises = [], [], []
+        params, zs, stds, bufs = [], [], [], []
         for group in self.param_groups:
             ps = group["params"]
             if not ps:
@@ -226,13 +255,21 @@ class _GaussianOptimizer(Optimizer):
             offset = 0
             for p in ps:
                 n = p.numel()
-                noise = z[offset : offset + n].view_as(p) / self._precision(group, p).sqrt()
+                zs.append(z[offset : offset + n].view_as(p))
                 offset += n
                 params.append(p)
-                means.append(p.detach().clone())
-                noises.append(noise)
-        torch._foreach_add_(params, noises)
-        return params, means, noises
+                stds.append(self._std(group, p))
+                buf = self._mean_buf.get(p)
+                if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+                    buf = self._mean_buf[p] = torch.empty_like(p)
+                bufs.append(buf)
+        torch._foreach_copy_(bufs, params)
+        torch._foreach_addcmul_(params, zs, stds)
+        return params, zs
+
+    @torch.no_grad()
+    def _restore(self, params: list[Tensor]) -> None:
+        torch._foreach_copy_(params, [self._mean_buf[p] for p in params])
 
     @contextmanager
     def sampled_params(self, train: bool = False) -> Iterator[None]:
@@ -241,7 +278,7 @@ class _GaussianOptimizer(Optimizer):
         On exit the means are restored, **also when the block raises** (then no gradient is
         recorded and the exception propagates). With ``train=True`` the gradients are reset on
         entry, and on a normal exit the gradient of the sample (``p.grad``; ``None`` counts as
-        zero) is recorded for the next :meth:`step`; use one block per Monte Carlo sample.
+        zero) is recorded for the next ``step()``; use one block per Monte Carlo sample.
 
         Blocks cannot be nested.
         """
@@ -252,7 +289,7 @@ class _GaussianOptimizer(Optimizer):
                 f"{type(self).__name__} computes its own curvature and cannot learn from gradients "
                 "collected in sampled_params(train=True); call step(closure) instead"
             )
-        params, means, noises = self._draw()
+        params, zs = self._draw()
         self._sampling = True
         if train:
             for p in params:
@@ -260,24 +297,23 @@ class _GaussianOptimizer(Optimizer):
         try:
             yield
         except BaseException:
-            with torch.no_grad():
-                torch._foreach_copy_(params, means)
+            self._restore(params)
             raise
         else:
-            with torch.no_grad():
-                torch._foreach_copy_(params, means)
+            self._restore(params)
             if train:
                 grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
-                self._record(grads, noises)
+                self._record(grads, zs)
         finally:
             self._sampling = False
 
-    def _record(self, grads: list[Tensor], noises: list[Tensor]) -> None:
+    @torch.no_grad()
+    def _record(self, grads: list[Tensor], zs: list[Tensor]) -> None:
         """Running (Welford) means of the per-sample statistics of :meth:`_statistics`."""
-        stats = self._statistics(grads, noises)
+        stats = self._statistics(grads, zs)
         self._count += 1
         if self._acc is None:
-            self._acc = {k: [t.clone() for t in v] for k, v in stats.items()}
+            self._acc = {k: [t if t is not g else t.clone() for t, g in zip(v, grads)] for k, v in stats.items()}
             return
         for k, v in stats.items():
             avg = self._acc[k]
@@ -285,7 +321,7 @@ class _GaussianOptimizer(Optimizer):
             torch._foreach_div_(delta, float(self._count))
             torch._foreach_add_(avg, delta)
 
-    def _statistics(self, grads: list[Tensor], noises: list[Tensor]) -> dict[str, list[Tensor]]:
+    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
         raise NotImplementedError  # pragma: no cover
 
     def _run_closure(self, closure: Closure) -> Tensor | None:
@@ -339,6 +375,7 @@ class _GaussianOptimizer(Optimizer):
         if rng is not None and self._generator is not None:
             self._generator.set_state(rng)
         self._acc, self._count = None, 0
+        self._std_cache.clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,7 +383,7 @@ class _GaussianOptimizer(Optimizer):
 # --------------------------------------------------------------------------------------------
 
 
-class IVON(_GaussianOptimizer):
+class IVON(VariationalOptimizer):
     r"""Improved Variational Online Newton :cite:`shen2024variational`.
 
     One step with gradients :math:`\hat g_k` of the average minibatch loss at
@@ -442,6 +479,8 @@ class IVON(_GaussianOptimizer):
         self.rescale_lr = rescale_lr
         super().__init__(params, defaults, mc_samples=mc_samples, seed=seed, generator=generator)
 
+    _precision_keys = ("ess", "weight_decay")
+
     def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = _check_nonneg(group["lr"], "lr")
         group["ess"] = _check_pos(group["ess"], "ess")
@@ -460,8 +499,8 @@ class IVON(_GaussianOptimizer):
     def _precision(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return group["ess"] * (self.state[p]["hess"] + group["weight_decay"])
 
-    def _statistics(self, grads: list[Tensor], noises: list[Tensor]) -> dict[str, list[Tensor]]:
-        return {"grad": grads, "nxg": torch._foreach_mul(noises, grads)}
+    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
+        return {"grad": grads, "zg": torch._foreach_mul(zs, grads)}
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:  # type: ignore[override]
@@ -475,39 +514,46 @@ class IVON(_GaussianOptimizer):
             params = group["params"]
             if not params:
                 continue
-            g, nxg = acc["grad"][sl], acc["nxg"][sl]
+            g, zg = acc["grad"][sl], acc["zg"][sl]
             b1, b2, wd, ess = group["beta1"], group["beta2"], group["weight_decay"], group["ess"]
             states = [self.state[p] for p in params]
+            stds = [self._std(group, p) for p in params]  # sigma at the sampled (old) h
             moms = [s["momentum"] for s in states]
             hess = [s["hess"] for s in states]
+            # momentum: g <- b1 g + (1 - b1) ghat
+            torch._foreach_lerp_(moms, g, 1.0 - b1)
+            # Hessian: hhat = mean(noise * ghat) / sigma^2 = mean(z * ghat) / sigma, then the
+            # corrected average h <- b2 h + (1 - b2) hhat + (1 - b2)^2 / 2 (h - hhat)^2 / (h + wd)
+            hhat = torch._foreach_div(zg, stds)
+            corr = torch._foreach_sub(hess, hhat)
+            torch._foreach_mul_(corr, corr)
+            hw = torch._foreach_add(hess, wd)
+            torch._foreach_lerp_(hess, hhat, 1.0 - b2)
+            torch._foreach_addcdiv_(hess, corr, hw, value=0.5 * (1.0 - b2) ** 2)
+            # mean: m <- m - alpha (g / (1 - b1^t) + wd m) / (h + wd), computed as
+            # m - (alpha / (1 - b1^t)) (g + (1 - b1^t) wd m) / (h + wd)
             for s in states:
                 s["step"] += 1
             t = states[0]["step"]
-            # momentum
-            torch._foreach_mul_(moms, b1)
-            torch._foreach_add_(moms, g, alpha=1.0 - b1)
-            # Hessian: reparameterization estimate and corrected average
-            hw = torch._foreach_add(hess, wd)  # h + delta (old h)
-            hhat = torch._foreach_mul(nxg, hw)
-            torch._foreach_mul_(hhat, ess)  # = nxg / sigma^2
-            corr = torch._foreach_sub(hess, hhat)
-            torch._foreach_mul_(corr, corr)
-            torch._foreach_div_(corr, hw)
-            torch._foreach_mul_(hess, b2)
-            torch._foreach_add_(hess, hhat, alpha=1.0 - b2)
-            torch._foreach_add_(hess, corr, alpha=0.5 * (1.0 - b2) ** 2)
-            # mean
             debias = 1.0 - b1**t if self.debias else 1.0
             lr = group["lr"] * (group["hess_init"] + wd) if self.rescale_lr else group["lr"]
-            num = torch._foreach_div(moms, debias)
-            if wd != 0.0:
-                torch._foreach_add_(num, params, alpha=wd)
-            den = torch._foreach_add(hess, wd)
-            torch._foreach_div_(num, den)
+            num = torch._foreach_add(moms, params, alpha=wd * debias) if wd != 0.0 else list(moms)
+            den = hw  # reuse the buffer: h_new + wd
+            torch._foreach_copy_(den, hess)
+            torch._foreach_add_(den, wd)
             if group["clip_radius"] != math.inf:
+                num = torch._foreach_div(num, den)
+                torch._foreach_div_(num, debias)
                 torch._foreach_clamp_min_(num, -group["clip_radius"])
                 torch._foreach_clamp_max_(num, group["clip_radius"])
-            torch._foreach_add_(params, num, alpha=-lr)
+                torch._foreach_add_(params, num, alpha=-lr)
+            else:
+                torch._foreach_addcdiv_(params, num, den, value=-lr / debias)
+            # the next samples' sigma = 1 / sqrt(ess (h + wd)), from the denominator above
+            torch._foreach_mul_(den, ess)
+            torch._foreach_rsqrt_(den)
+            for p, sd in zip(params, den):
+                self._set_std(group, p, sd)
         return loss
 
 
@@ -516,7 +562,7 @@ class IVON(_GaussianOptimizer):
 # --------------------------------------------------------------------------------------------
 
 
-class Vadam(_GaussianOptimizer):
+class Vadam(VariationalOptimizer):
     r"""Variational Adam :cite:`khan2018fast`: Adam with weight perturbation.
 
     At :math:`\theta = m + \varepsilon/\sqrt{N s + \lambda}` (:math:`\tilde\lambda = \lambda/N`):
@@ -572,6 +618,8 @@ class Vadam(_GaussianOptimizer):
         self._validate_group(defaults)
         super().__init__(params, defaults, mc_samples=mc_samples, seed=seed, generator=generator)
 
+    _precision_keys = ("data_size", "prior_precision")
+
     def _validate_group(self, group: dict[str, Any]) -> None:
         group["lr"] = _check_nonneg(group["lr"], "lr")
         group["data_size"] = _check_count(group["data_size"], "data_size")
@@ -591,7 +639,7 @@ class Vadam(_GaussianOptimizer):
     def _precision(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return group["data_size"] * self.state[p]["exp_avg_sq"] + group["prior_precision"]
 
-    def _statistics(self, grads: list[Tensor], noises: list[Tensor]) -> dict[str, list[Tensor]]:
+    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
         return {"grad": grads, "gsq": torch._foreach_mul(grads, grads)}
 
     @torch.no_grad()
@@ -631,10 +679,11 @@ class Vadam(_GaussianOptimizer):
 # --------------------------------------------------------------------------------------------
 
 
-class _NewtonBase(_GaussianOptimizer):
+class _NewtonBase(VariationalOptimizer):
     """VON/VOGN: s <- beta s + (1-beta) hhat; m <- m - lr (g + lt m)/(s + lt)."""
 
     _manual_sampling = False
+    _precision_keys = ("data_size", "prior_precision")
 
     def _validate_common(self, group: dict[str, Any]) -> None:
         group["lr"] = _check_nonneg(group["lr"], "lr")
@@ -651,7 +700,7 @@ class _NewtonBase(_GaussianOptimizer):
     def _precision(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return group["data_size"] * self.state[p]["hess"] + group["prior_precision"]
 
-    def _statistics(self, grads: list[Tensor], noises: list[Tensor]) -> dict[str, list[Tensor]]:
+    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
         raise RuntimeError("unreachable")  # pragma: no cover
 
     def _accumulate(self, stats: dict[str, list[Tensor]]) -> None:

@@ -1,4 +1,4 @@
-r"""Posterior predictives of the Bayesian-learning-rule optimizers, and calibration metrics.
+r"""Posterior sampling and predictives of the Bayesian-learning-rule optimizers, and calibration metrics.
 
 A variational optimizer (:class:`~igbook.optim.blr.IVON`, :class:`~igbook.optim.blr.VOGN`, ...)
 defines a posterior :math:`q(\theta)`; its posterior predictive is
@@ -55,19 +55,20 @@ def predictive(
 ) -> Tensor:
     r"""Monte Carlo posterior predictive :math:`\frac1S\sum_k f(\theta_k)`, :math:`\theta_k \sim q`.
 
+    Runs under :func:`torch.no_grad`; the weights are the posterior means again afterwards.
+
     Parameters
     ----------
     optimizer
         Any object with a ``sampled_params()`` context manager.
     fn
-        Evaluates the quantity to average with the current weights, e.g.
-        ``lambda: model(x).softmax(-1)`` (average *probabilities*, not logits).
+        Evaluates the quantity to average with the current weights; for a classifier pass a
+        function returning class probabilities such as ``lambda: model(x).softmax(-1)``
+        (average probabilities, not logits).
     num_samples
         :math:`S \ge 1`.
     return_samples
         Return the stacked ``(S, ...)`` evaluations instead of their mean.
-
-    Runs under :func:`torch.no_grad`; the weights are the posterior means again afterwards.
     """
     if not hasattr(optimizer, "sampled_params"):
         raise TypeError(
