@@ -687,10 +687,11 @@ class MixtureExplorer:
         self.status.value = f"<code>{self.state.summary()}</code>"
         self.figure.refresh(full)
         if not self.interactive:
-            from matplotlib.image import imsave
+            from PIL import Image  # a dependency of matplotlib
 
             buf = io.BytesIO()
-            imsave(buf, np.asarray(self.figure.fig.canvas.buffer_rgba()), format="png")
+            # fast, light compression: this runs on every slider move
+            Image.fromarray(np.asarray(self.figure.fig.canvas.buffer_rgba())).save(buf, format="PNG", compress_level=1)
             self._view.value = buf.getvalue()
 
     # -- mouse (ipympl) -----------------------------------------------------------------------
