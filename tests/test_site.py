@@ -626,8 +626,11 @@ SHOT_SPOTS = {
 
 
 def _shot_pages() -> list[str]:
-    wanted = ["book/intro.html", "book/performance.html", "book/instructors.html", *NOTEBOOK_PAGES[:2]]
-    return [p for p in wanted if p in PAGES]
+    """Intro, the two generated appendices, the first chapter, the first with a widget, the last."""
+    chapters = [f"{f}.html" for f in _toc_files() if f"{f}.html" in NOTEBOOK_PAGES]
+    widget = [p for p in chapters if "igbook-widget-fallback" in (SITE / p).read_text(errors="replace")]
+    wanted = ["book/intro.html", "book/performance.html", "book/instructors.html", *chapters[:1], *widget[:1], *chapters[-1:]]
+    return [p for p in dict.fromkeys(wanted) if p in PAGES]
 
 
 @pytest.mark.browser

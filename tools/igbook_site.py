@@ -613,27 +613,28 @@ def dependency_svg(chs: list[Chapter]) -> str:
 
     level = _layers(chs)
     n_layers = max(level.values()) + 1
-    columns: dict[int, list[Chapter]] = {}
+    rows: dict[int, list[Chapter]] = {}
     for ch in chs:
-        columns.setdefault(level[ch.name], []).append(ch)
-    height = max(len(v) for v in columns.values())
-    w, h = 3.0, 1.0  # box size in data units
-    fig = Figure(figsize=(max(4.0, 2.6 * n_layers), max(1.6, 1.05 * height + 0.4)))
+        rows.setdefault(level[ch.name], []).append(ch)
+    width = max(len(v) for v in rows.values())
+    w, h, dx, dy = 3.0, 0.9, 3.4, 1.6  # box size and spacing in data units (one row per level)
+    fig = Figure(figsize=(max(3.2, 2.25 * width), 0.95 * n_layers + 0.2))
     ax = fig.add_axes((0, 0, 1, 1))
     pos: dict[str, tuple[float, float]] = {}
-    for lev, col in columns.items():
-        for k, ch in enumerate(col):
-            pos[ch.name] = (lev * (w + 1.2), ((len(col) - 1) / 2 - k) * 1.4)
+    for lev, row in rows.items():
+        for k, ch in enumerate(row):
+            pos[ch.name] = ((k - (len(row) - 1) / 2) * dx, -lev * dy)
     palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
     for p, c in _reduced_edges(chs):
         (x0, y0), (x1, y1) = pos[p], pos[c]
-        ax.add_patch(FancyArrowPatch((x0 + w / 2, y0), (x1 - w / 2, y1), arrowstyle="-|>", mutation_scale=12, color="#444444", lw=1.2, shrinkA=2, shrinkB=2, connectionstyle="arc3,rad=0.0"))
+        ax.add_patch(FancyArrowPatch((x0, y0 - h / 2), (x1, y1 + h / 2), arrowstyle="-|>", mutation_scale=12, color="#444444", lw=1.1, shrinkA=1, shrinkB=1))
     for ch in chs:
         x, y = pos[ch.name]
         color = palette[level[ch.name] % len(palette)]
         ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.15", fc="white", ec=color, lw=1.8))
-        label = "\n".join(textwrap.wrap(f"{ch.number}. {ch.title}", 26)[:2])
-        ax.text(x, y, label, ha="center", va="center", fontsize=8.5, color="#222222")
+        lines = textwrap.wrap(f"{ch.number}. {ch.title}", 26)
+        label = "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
+        ax.text(x, y, label, ha="center", va="center", fontsize=10, color="#222222")
     xs = [p[0] for p in pos.values()]
     ys = [p[1] for p in pos.values()]
     ax.set_xlim(min(xs) - w / 2 - 0.2, max(xs) + w / 2 + 0.2)
