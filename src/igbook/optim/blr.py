@@ -164,7 +164,7 @@ class VariationalOptimizer(Optimizer):
         self._acc: dict[str, list[Tensor]] | None = None  # Monte Carlo averages, per group order
         self._count = 0
         self._std_cache: dict[Tensor, tuple[tuple, Tensor]] = {}
-        self._mean_buf: dict[Tensor, Tensor] = {}
+        self._bufs: dict[tuple[str, Tensor], Tensor] = {}  # persistent work buffers
         super().__init__(params, defaults)
 
     # ----- groups and state -------------------------------------------------------------------
@@ -259,17 +259,14 @@ class VariationalOptimizer(Optimizer):
                 offset += n
                 params.append(p)
                 stds.append(self._std(group, p))
-                buf = self._mean_buf.get(p)
-                if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
-                    buf = self._mean_buf[p] = torch.empty_like(p)
-                bufs.append(buf)
+                bufs.append(self._buf("mean", p))
         torch._foreach_copy_(bufs, params)
         torch._foreach_addcmul_(params, zs, stds)
         return params, zs
 
     @torch.no_grad()
     def _restore(self, params: list[Tensor]) -> None:
-        torch._foreach_copy_(params, [self._mean_buf[p] for p in params])
+        torch._foreach_copy_(params, [self._bufs[("mean", p)] for p in params])
 
     @contextmanager
     def sampled_params(self, train: bool = False) -> Iterator[None]:
@@ -303,26 +300,40 @@ class VariationalOptimizer(Optimizer):
             self._restore(params)
             if train:
                 grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
-                self._record(grads, zs)
+                self._record(params, grads, zs)
         finally:
             self._sampling = False
 
-    @torch.no_grad()
-    def _record(self, grads: list[Tensor], zs: list[Tensor]) -> None:
-        """Running (Welford) means of the per-sample statistics of :meth:`_statistics`."""
-        stats = self._statistics(grads, zs)
-        self._count += 1
-        if self._acc is None:
-            self._acc = {k: [t if t is not g else t.clone() for t, g in zip(v, grads)] for k, v in stats.items()}
-            return
-        for k, v in stats.items():
-            avg = self._acc[k]
-            delta = torch._foreach_sub(v, avg)
-            torch._foreach_div_(delta, float(self._count))
-            torch._foreach_add_(avg, delta)
+    def _buf(self, name: str, p: Tensor) -> Tensor:
+        """A persistent work buffer shaped like ``p`` (on the CPU, fresh allocations of large
+        tensors cost page faults: reusing buffers keeps the step allocation-free)."""
+        key = (name, p)
+        buf = self._bufs.get(key)
+        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype or buf.device != p.device:
+            buf = self._bufs[key] = torch.empty_like(p, memory_format=torch.contiguous_format)
+        return buf
 
-    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
+    #: names of the per-sample statistics that :meth:`_fill_statistics` writes
+    _stat_names: tuple[str, ...] = ()
+
+    def _fill_statistics(self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]) -> None:
         raise NotImplementedError  # pragma: no cover
+
+    @torch.no_grad()
+    def _record(self, params: list[Tensor], grads: list[Tensor], zs: list[Tensor]) -> None:
+        """Running (Welford) means of the per-sample statistics, in persistent buffers."""
+        if self._acc is None:
+            self._acc = {k: [self._buf("acc_" + k, p) for p in params] for k in self._stat_names}
+            self._fill_statistics(self._acc, grads, zs)
+            self._count = 1
+            return
+        self._count += 1
+        tmp = {k: [self._buf("tmp_" + k, p) for p in params] for k in self._stat_names}
+        self._fill_statistics(tmp, grads, zs)
+        for k in self._stat_names:
+            torch._foreach_sub_(tmp[k], self._acc[k])
+            torch._foreach_div_(tmp[k], float(self._count))
+            torch._foreach_add_(self._acc[k], tmp[k])
 
     def _run_closure(self, closure: Closure) -> Tensor | None:
         """Call the closure once per Monte Carlo sample inside ``sampled_params(train=True)``."""
@@ -499,8 +510,12 @@ class IVON(VariationalOptimizer):
     def _precision(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return group["ess"] * (self.state[p]["hess"] + group["weight_decay"])
 
-    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
-        return {"grad": grads, "zg": torch._foreach_mul(zs, grads)}
+    _stat_names = ("grad", "zg")
+
+    def _fill_statistics(self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]) -> None:
+        torch._foreach_copy_(out["grad"], grads)
+        torch._foreach_copy_(out["zg"], zs)
+        torch._foreach_mul_(out["zg"], grads)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:  # type: ignore[override]
@@ -520,16 +535,21 @@ class IVON(VariationalOptimizer):
             stds = [self._std(group, p) for p in params]  # sigma at the sampled (old) h
             moms = [s["momentum"] for s in states]
             hess = [s["hess"] for s in states]
+            w1 = [self._buf("w1", p) for p in params]
+            w2 = [self._buf("w2", p) for p in params]
             # momentum: g <- b1 g + (1 - b1) ghat
             torch._foreach_lerp_(moms, g, 1.0 - b1)
-            # Hessian: hhat = mean(noise * ghat) / sigma^2 = mean(z * ghat) / sigma, then the
-            # corrected average h <- b2 h + (1 - b2) hhat + (1 - b2)^2 / 2 (h - hhat)^2 / (h + wd)
-            hhat = torch._foreach_div(zg, stds)
-            corr = torch._foreach_sub(hess, hhat)
-            torch._foreach_mul_(corr, corr)
-            hw = torch._foreach_add(hess, wd)
+            # Hessian: hhat = mean(noise * ghat) / sigma^2 = mean(z * ghat) / sigma (in place), then
+            # h <- b2 h + (1 - b2) hhat + (1 - b2)^2 / 2 (h - hhat)^2 / (h + wd)
+            hhat = zg
+            torch._foreach_div_(hhat, stds)
+            torch._foreach_copy_(w1, hess)
+            torch._foreach_sub_(w1, hhat)
+            torch._foreach_mul_(w1, w1)  # (h - hhat)^2
+            torch._foreach_copy_(w2, hess)
+            torch._foreach_add_(w2, wd)  # h + wd (old h)
             torch._foreach_lerp_(hess, hhat, 1.0 - b2)
-            torch._foreach_addcdiv_(hess, corr, hw, value=0.5 * (1.0 - b2) ** 2)
+            torch._foreach_addcdiv_(hess, w1, w2, value=0.5 * (1.0 - b2) ** 2)
             # mean: m <- m - alpha (g / (1 - b1^t) + wd m) / (h + wd), computed as
             # m - (alpha / (1 - b1^t)) (g + (1 - b1^t) wd m) / (h + wd)
             for s in states:
@@ -537,23 +557,27 @@ class IVON(VariationalOptimizer):
             t = states[0]["step"]
             debias = 1.0 - b1**t if self.debias else 1.0
             lr = group["lr"] * (group["hess_init"] + wd) if self.rescale_lr else group["lr"]
-            num = torch._foreach_add(moms, params, alpha=wd * debias) if wd != 0.0 else list(moms)
-            den = hw  # reuse the buffer: h_new + wd
+            num, den = w1, w2
+            torch._foreach_copy_(num, moms)
+            if wd != 0.0:
+                torch._foreach_add_(num, params, alpha=wd * debias)
             torch._foreach_copy_(den, hess)
             torch._foreach_add_(den, wd)
             if group["clip_radius"] != math.inf:
-                num = torch._foreach_div(num, den)
+                torch._foreach_div_(num, den)
                 torch._foreach_div_(num, debias)
                 torch._foreach_clamp_min_(num, -group["clip_radius"])
                 torch._foreach_clamp_max_(num, group["clip_radius"])
                 torch._foreach_add_(params, num, alpha=-lr)
             else:
                 torch._foreach_addcdiv_(params, num, den, value=-lr / debias)
-            # the next samples' sigma = 1 / sqrt(ess (h + wd)), from the denominator above
+            # the next samples' sigma = 1 / sqrt(ess (h + wd)): computed in the buffer `den`,
+            # which becomes the sigma; the old sigma's memory becomes the next work buffer
             torch._foreach_mul_(den, ess)
             torch._foreach_rsqrt_(den)
-            for p, sd in zip(params, den):
+            for p, sd, old in zip(params, den, stds):
                 self._set_std(group, p, sd)
+                self._bufs[("w2", p)] = old
         return loss
 
 
@@ -639,8 +663,12 @@ class Vadam(VariationalOptimizer):
     def _precision(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return group["data_size"] * self.state[p]["exp_avg_sq"] + group["prior_precision"]
 
-    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
-        return {"grad": grads, "gsq": torch._foreach_mul(grads, grads)}
+    _stat_names = ("grad", "gsq")
+
+    def _fill_statistics(self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]) -> None:
+        torch._foreach_copy_(out["grad"], grads)
+        torch._foreach_copy_(out["gsq"], grads)
+        torch._foreach_mul_(out["gsq"], grads)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:  # type: ignore[override]
@@ -699,9 +727,6 @@ class _NewtonBase(VariationalOptimizer):
 
     def _precision(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return group["data_size"] * self.state[p]["hess"] + group["prior_precision"]
-
-    def _statistics(self, grads: list[Tensor], zs: list[Tensor]) -> dict[str, list[Tensor]]:
-        raise RuntimeError("unreachable")  # pragma: no cover
 
     def _accumulate(self, stats: dict[str, list[Tensor]]) -> None:
         self._count += 1
