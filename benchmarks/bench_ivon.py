@@ -7,8 +7,9 @@ Writes benchmarks/results/ivon.json (machine, settings, numbers) and prints two 
 1. Step cost. One full training step (``zero_grad``, forward, backward, optimizer step; for
    IVON the forward/backward runs inside ``sampled_params(train=True)``, one MC sample) on the
    same network, float32, one thread. The three optimizers (torch AdamW, igbook IVON, ivon-opt
-   0.1.3 IVON) are timed side by side, interleaved in rounds, and the median over rounds of
-   the mean time per step is reported, with the ratios to AdamW. The time of one
+   0.1.3 IVON) are timed side by side, interleaved in rounds (in a random order per round), and
+   the median over rounds of the mean time per step is reported, with the ratios to AdamW. On a
+   shared machine these ratios move by about +-0.15 between runs. The time of one
    ``torch.randn`` of the parameter count is reported too: on a CPU, drawing the weight noise
    is IVON's main extra cost (a Mersenne-Twister normal costs as much as ~100 additions).
 2. Digits. An MLP 64-64-10 trained for 20 epochs (batches of 64) with IVON and with AdamW
@@ -114,8 +115,11 @@ def time_steps(make: Any, batch: int, *, rounds: int, steps: int) -> dict[str, A
         for _ in range(3):
             step(name)
     times: dict[str, list[float]] = {k: [] for k in models}
+    order = list(models)
+    rng = torch.Generator().manual_seed(1)
     for _ in range(rounds):
-        for name in models:
+        perm = torch.randperm(len(order), generator=rng).tolist()  # no fixed order within a round
+        for name in (order[i] for i in perm):
             t0 = time.perf_counter()
             for _ in range(steps):
                 step(name)
@@ -197,7 +201,7 @@ def main() -> None:
     ap.add_argument("--tune", action="store_true", help="rerun the hyperparameter grids (split seed 99)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rounds, steps = (3, 3) if args.quick else (9, 8)
+    rounds, steps = (3, 3) if args.quick else (15, 5)
     seeds = list(range(2 if args.quick else args.seeds))
 
     result: dict[str, Any] = {
