@@ -350,3 +350,52 @@ def test_bad_natural_parameters_and_gradients() -> None:
         mean_parameter_gradient(torch.zeros(3, dtype=DT), torch.eye(2, dtype=DT), torch.zeros(2, dtype=DT))
     with pytest.raises(ValueError, match="num_steps"):
         run_blr(_quad, torch.zeros(2, dtype=DT), torch.eye(2, dtype=DT), 0.5, -1)
+
+
+# ----------------------------------------------------------------------------------------------
+# the chapter's self-checks and experiment helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_exercise_self_checks_accept_right_and_explain_wrong() -> None:
+    import igbook.exercises.bayesian_learning_rule as ex
+
+    assert ex.check_gd_from_blr(lambda m, g, rho: m - rho * g)
+    fb = ex.check_gd_from_blr(lambda m, g, rho: m + rho * g)
+    assert not fb and "uphill" in fb.message
+    fb = ex.check_gd_from_blr(lambda m, g, rho: (1 - rho) * m - rho * g)
+    assert not fb and "shrinkage" in fb.message
+    assert not ex.check_gd_from_blr(lambda m, g, rho: 1 / 0)
+    right = lambda h, hh, d, b2: b2 * h + (1 - b2) * hh + 0.5 * (1 - b2) ** 2 * (h - hh) ** 2 / (h + d)  # noqa: E731
+    assert ex.check_ivon_hessian_update(right)
+    fb = ex.check_ivon_hessian_update(lambda h, hh, d, b2: b2 * h + (1 - b2) * hh)
+    assert not fb and "correction" in fb.message
+    s = (-1.0 + math.sqrt(1.0 + 4 * 100 * 4.0)) / 200
+    assert ex.check_vadam_stationary_variance(1 / (100 * s + 1.0))
+    fb = ex.check_vadam_stationary_variance(1 / 201)
+    assert not fb and "exact posterior variance" in fb.message
+    loss, mean, prec = _linreg_problem(seed=3)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(50, 3, generator=g, dtype=DT)
+    y = x @ torch.linspace(-1, 1, 3, dtype=DT) + 0.3 * torch.randn(50, generator=g, dtype=DT)
+    assert ex.check_newton_fixed_point(mean, prec, x, y, 0.3, 2.0)
+    fb = ex.check_newton_fixed_point(mean, prec - 2.0 * torch.eye(3, dtype=DT), x, y, 0.3, 2.0)
+    assert not fb and "prior" in fb.message
+
+
+def test_experiment_helpers_validate_their_input() -> None:
+    from igbook.optim.blr_experiments import gap_regression_data, linreg_problem, mlp, run_linreg, train_classifier
+
+    with pytest.raises(ValueError, match="name"):
+        run_linreg("SGD", linreg_problem())
+    with pytest.raises(ValueError, match="even"):
+        gap_regression_data(n=7)
+    with pytest.raises(ValueError, match="activation"):
+        mlp((2, 3), activation="gelu")
+    with pytest.raises(ValueError, match="sizes"):
+        mlp((2,))
+    with pytest.raises(ValueError, match="IVON"):
+        train_classifier("SGD", torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), num_classes=2)
+    x, y = gap_regression_data(n=10, seed=1)
+    assert x.shape == (10, 1) and y.shape == (10, 1)
+    assert bool((x.abs() >= 0.8).all() and (x.abs() <= 2.0).all())  # two clusters, a gap in between

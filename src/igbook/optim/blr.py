@@ -142,6 +142,11 @@ class VariationalOptimizer(Optimizer):
     ``state_dict`` that also holds the state of the private random generator (``seed`` or
     ``generator``), so that a resumed run repeats an uninterrupted one exactly. Subclasses
     implement the curvature estimate and the update.
+
+    Memory: besides its state (two parameter-sized tensors for IVON and Vadam, one for VON and
+    VOGN) an optimizer keeps a copy of the means while sampling, the posterior standard
+    deviations, and a few work buffers reused at every step (about eight parameter-sized
+    tensors in all for IVON), so that a step allocates no new large tensors.
     """
 
     #: whether gradients collected inside ``sampled_params(train=True)`` can drive ``step()``
