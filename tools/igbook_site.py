@@ -136,6 +136,33 @@ def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[st
     scripts[:] = unique
 
 
+def _resolve_reexports(app: Any, env: Any, node: Any, contnode: nodes.Element) -> nodes.Element | None:
+    """Link ``igbook.kfac.KFAC`` to where autodoc documented it (``igbook.kfac.core.KFAC``).
+
+    Docstrings name objects by their public, re-exported path, while ``book/api.md`` documents
+    each submodule; Sphinx then cannot resolve the public path. When exactly one documented
+    object lies under the same package with the same trailing name, link to it.
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = str(node.get("reftarget", "")).lstrip("~.")
+    if not target.startswith("igbook."):
+        return None
+    from sphinx.util.nodes import make_refnode
+
+    objects = env.get_domain("py").objects
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        prefix, rest = ".".join(parts[:cut]) + ".", "." + ".".join(parts[cut:])
+        found = [n for n in objects if n.startswith(prefix) and n.endswith(rest) and not objects[n].aliased]
+        if len(found) == 1:
+            obj = objects[found[0]]
+            return make_refnode(app.builder, node.get("refdoc", env.docname), obj.docname, obj.node_id, contnode, found[0])
+        if found:
+            return None
+    return None
+
+
 def _binder_url(app: Any, docname: str) -> str | None:
     opts = app.config.html_theme_options or {}
     hub = (opts.get("launch_buttons") or {}).get("binderhub_url")
@@ -675,6 +702,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("doctree-resolved", _static_outputs)
     app.connect("build-finished", _copy_mathjax)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("missing-reference", _resolve_reexports)
     app.add_directive("igbook-benchmark", BenchmarkDirective)
     app.add_directive("igbook-other-benchmarks", OtherBenchmarksDirective)
     app.add_directive("igbook-chapter-table", ChapterTableDirective)
