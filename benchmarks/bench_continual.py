@@ -111,6 +111,18 @@ def make_stream(name: str, seed: int, dtype: torch.dtype):  # type: ignore[no-un
     raise ValueError(name)
 
 
+def machine_info() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
 def one_run(stream_name: str, method: str, hyper: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]:
     dtype = torch.float32
     stream = make_stream(stream_name, seed, dtype)
@@ -173,6 +185,35 @@ def remembering(seeds: list[int]) -> dict[str, Any]:
     return out
 
 
+def timing(repeats: int = 3, tasks: int = 3) -> dict[str, Any]:
+    """Seconds per task per method on permuted digits, methods interleaved, median of repeats.
+
+    Each repeat trains every method on the same ``tasks`` permuted tasks with the benchmark's
+    protocol; the first task is dropped (no penalty, no stored directions yet), so the numbers
+    include each method's consolidation cost in steady state.
+    """
+    stream = permuted_digits(tasks, seed=0)
+    per: dict[str, list[float]] = {k: [] for k in LABELS}
+    for rep in range(repeats):
+        for key in LABELS:
+            learner = make_learner(key, mlp(64, PROTOCOL["hidden"], 10, seed=rep), seed=rep, **CONFIG["permuted"][key])
+            res = run_stream(learner, stream, epochs=PROTOCOL["epochs"], batch_size=PROTOCOL["batch_size"], seed=rep)
+            per[key] += [float(v) for v in res.train_seconds[1:]]
+    steps = math.ceil(stream[0].num_train / PROTOCOL["batch_size"]) * PROTOCOL["epochs"]
+    med = {LABELS[k]: statistics.median(v) for k, v in per.items()}
+    out = {
+        "setup": f"permuted digits, {PROTOCOL['epochs']} passes x {steps // PROTOCOL['epochs']} minibatches of "
+        f"{PROTOCOL['batch_size']} per task; median over {repeats} repeats x {tasks - 1} tasks, methods interleaved",
+        "records": [
+            {"method": name, "seconds_per_task": round(t, 4), "ms_per_step": round(1000 * t / steps, 3), "relative_to_SGD": round(t / med["SGD"], 2)}
+            for name, t in med.items()
+        ],
+    }
+    for r in out["records"]:
+        print(f"timing {r['method']:11s} {r['seconds_per_task']:.3f} s/task  {r['ms_per_step']:.2f} ms/step  x{r['relative_to_SGD']}", flush=True)
+    return out
+
+
 def _jsonable(h: dict[str, Any]) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, float) and math.isinf(v) else v) for k, v in h.items()}
 
@@ -200,6 +241,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 pass per task, 2 seeds, no sweeps (smoke test)")
     ap.add_argument("--tune", action="store_true", help="run the hyperparameter grids on seed 99 and print the choice")
+    ap.add_argument("--timing-only", action="store_true", help="re-measure only the speed section of an existing results file")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -207,6 +249,13 @@ def main() -> None:
     if args.tune:
         chosen = tune(epochs)
         print(json.dumps(chosen, indent=1, default=str))
+        return
+    if args.timing_only:
+        data = json.loads(args.out.read_text())
+        data["timing"] = timing()
+        data["machine"] = machine_info()
+        args.out.write_text(json.dumps(data, indent=1))
+        print(f"updated the timing of {args.out}")
         return
     seeds = list(range(2 if args.quick else args.seeds))
     if args.quick:
@@ -242,6 +291,7 @@ def main() -> None:
         joint[stream_name] = [m, sd]
         print(f"joint training reference {stream_name}: {m:.3f} +- {sd:.3f}", flush=True)
     rem = remembering(seeds)
+    speed = timing(repeats=1 if args.quick else 3)
     sweeps: dict[str, Any] = {}
     if not args.quick:
         for method, (knob, values) in SWEEPS.items():
@@ -257,14 +307,7 @@ def main() -> None:
 
     result = {
         "benchmark": "continual",
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": machine_info(),
         "settings": {
             "protocol": PROTOCOL,
             "seeds": seeds,
@@ -277,10 +320,7 @@ def main() -> None:
             "selection": "final average accuracy on seed 99 (python benchmarks/bench_continual.py --tune)",
             "labels": LABELS,
         },
-        "seconds_per_task": {
-            LABELS.get(key, "MESU (N = inf)"): {st: round(table[st][key]["seconds_per_task_median"][0], 3) for st, _ in streams}
-            for key, _m in variants
-        },
+        "timing": speed,
         "table": table,
         "sweeps": sweeps,
         "joint": joint,

@@ -172,6 +172,15 @@ def test_exact_diagonal_fisher_matches_torch_func_reference(small_model_data, fa
     torch.testing.assert_close(_flat(f), F.diagonal(), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("kind", ["exact", "empirical"])
+def test_diagonal_fisher_agrees_with_igbook_fisher_models(small_model_data, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """An independent implementation (output-space square-root factors) gives the same diagonal."""
+    models = pytest.importorskip("igbook.fisher.models")
+    model, x, y = small_model_data
+    ref = models.fisher_diagonal(model, None, x, y, "categorical", kind)
+    torch.testing.assert_close(_flat(diagonal_fisher(model, x, y, kind=kind)), ref, rtol=1e-10, atol=1e-14)
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_empirical_fisher_is_the_mean_squared_per_example_gradient(small_model_data, fast: bool) -> None:  # type: ignore[no-untyped-def]
     model, x, y = small_model_data
@@ -416,6 +425,11 @@ def test_fopng_paper_variant() -> None:
     v = -fopng_direction(g, G, f_old, f_new, variant="paper")
     viol = (G.T @ (f_old * v)).norm() / ((G.T.abs() @ (f_old * v.abs())).norm())
     assert float(viol) > 1e-3
+    # and it need not descend: a two-dimensional example where it points uphill
+    g2, G2 = torch.tensor([1.0, 0.6], dtype=D), torch.tensor([[1.0], [0.5]], dtype=D)
+    fo, fn = torch.tensor([1.0, 2.0], dtype=D), torch.tensor([4.0, 0.5], dtype=D)
+    assert float(g2 @ fopng_direction(g2, G2, fo, fn, variant="paper")) < 0  # -direction ascends
+    assert float(g2 @ fopng_direction(g2, G2, fo, fn)) > 0
 
 
 def test_fopng_learner_steps_are_fisher_orthogonal(perm3: TaskStream) -> None:

@@ -185,7 +185,7 @@ class ContinualLearner:
         return torch.as_tensor(active, dtype=torch.long)[k]
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The settings of this learner (recorded by :func:`igbook.continual.run_stream`)."""
+        """The settings of this learner (recorded by :func:`igbook.continual.runner.run_stream`)."""
         return {}
 
     def __repr__(self) -> str:
@@ -279,7 +279,7 @@ class EWC(FineTuning):
         \mathcal L(\theta) = L_t(\theta) + \frac{\lambda}{2}\sum_{s<t}\sum_i F^{(s)}_{ii}\big(\theta_i-\theta^{*(s)}_i\big)^2,
 
     with :math:`\theta^{*(s)}` the parameters at the end of task :math:`s` and
-    :math:`F^{(s)}` the diagonal Fisher there (:func:`igbook.continual.diagonal_fisher`, the
+    :math:`F^{(s)}` the diagonal Fisher there (:func:`igbook.continual.importance.diagonal_fisher`, the
     exact expectation over labels by default). Since the task loss is a *mean* over examples
     and the Fisher a mean too, :math:`\lambda = n_{\mathrm{old}}/n_{\mathrm{new}}` (about 1 for
     equal tasks) is the value the Laplace approximation of Bayes' rule prescribes; larger
@@ -728,12 +728,13 @@ def fopng_direction(
         \qquad A = G^\top F_{\mathrm{old}}F_{\mathrm{new}}^{-1}F_{\mathrm{old}}G
 
     (``variant="exact"``, computed stably as an orthogonal projection in whitened coordinates;
-    the constraint holds to rounding error). The authors' paper and code write
-    :math:`G^\top F_{\mathrm{old}}g` in place of :math:`G^\top F_{\mathrm{old}}F_{\mathrm{new}}^{-1}g`
-    and add ``damping`` to :math:`A` (``variant="paper"``); the two agree when
-    :math:`F_{\mathrm{new}} = I`. Otherwise the paper's direction violates the constraint, and
-    it is not even invariant to a rescaling :math:`F_{\mathrm{new}}\to cF_{\mathrm{new}}`
-    (which leaves the constrained problem unchanged): its correction term scales with :math:`c`.
+    the constraint holds to rounding error, and :math:`g^\top F_{\mathrm{new}}^{-1}Pg\ge 0`, so the
+    step always descends). The authors' code (``FOPNGMethod``; its notes give the same formula
+    for the paper) writes :math:`G^\top F_{\mathrm{old}}g` in place of
+    :math:`G^\top F_{\mathrm{old}}F_{\mathrm{new}}^{-1}g` and adds ``damping`` to :math:`A`
+    (``variant="paper"``). The two agree when :math:`F_{\mathrm{new}} = I`. Otherwise that direction
+    violates the constraint, changes under a rescaling :math:`F_{\mathrm{new}}\to cF_{\mathrm{new}}`
+    (which leaves the constrained problem unchanged), and need not be a descent direction.
 
     Parameters
     ----------
@@ -820,7 +821,7 @@ class FOPNG(ContinualLearner):
     damping
         :math:`\lambda>0` added to :math:`F_{\mathrm{new}}` (and to :math:`A` for ``variant="paper"``).
     variant
-        ``"exact"`` (constraint satisfied) or ``"paper"`` (the authors' formula).
+        ``"exact"`` (constraint satisfied) or ``"paper"`` (the formula of the authors' code).
     fisher_refresh
         Steps between re-estimates of :math:`F_{\mathrm{new}}`.
     fisher_samples

@@ -1,7 +1,7 @@
 r"""Run a learner through a task stream and record the accuracy matrix.
 
-:func:`run_stream` feeds the minibatches of :func:`igbook.continual.stream_batches` to a
-:class:`igbook.continual.ContinualLearner`. In the boundary-aware mode
+:func:`run_stream` feeds the minibatches of :func:`igbook.continual.streams.stream_batches` to a
+:class:`igbook.continual.methods.ContinualLearner`. In the boundary-aware mode
 (``task_boundaries=True``) it calls ``begin_task`` / ``end_task`` around each task; in the
 streaming mode it never does, and refuses methods that need boundaries (EWC, online EWC, SI,
 FOPNG). After each task it evaluates the learner on the test split of *every* task, filling
@@ -30,19 +30,12 @@ __all__ = ["StreamResult", "evaluate", "run_stream"]
 class StreamResult:
     """What :func:`run_stream` records.
 
-    Attributes
-    ----------
-    accuracy
-        ``(T, T)`` float64: ``accuracy[i, j]`` = test accuracy on task ``j`` after task ``i``.
-    train_seconds
-        ``(T,)`` wall-clock seconds of training on each task (evaluation excluded).
-    steps
-        Minibatch updates per task.
-    curve_steps, curve
-        If ``eval_every`` was given: the global step of each evaluation and the ``(K, T)``
-        accuracies on every task at those steps.
-    logs
-        What ``on_task_end`` returned after each task.
+    ``accuracy`` is the ``(T, T)`` float64 matrix with ``accuracy[i, j]`` the test accuracy on
+    task ``j`` after training on tasks ``0..i``; ``train_seconds`` the ``(T,)`` wall-clock seconds
+    of training on each task (evaluation excluded); ``steps`` the minibatch updates per task;
+    ``curve_steps`` and ``curve`` (if ``eval_every`` was given) the global step of each extra
+    evaluation and the ``(K, T)`` accuracies on every task there; ``logs`` what
+    ``on_task_end`` returned after each task.
     """
 
     method: str
@@ -85,9 +78,9 @@ def run_stream(
     Parameters
     ----------
     learner
-        Any :class:`igbook.continual.ContinualLearner`.
+        Any :class:`igbook.continual.methods.ContinualLearner`.
     stream
-        A non-empty :class:`igbook.continual.TaskStream`.
+        A non-empty :class:`igbook.continual.streams.TaskStream`.
     epochs
         Passes over each task's training set.
     batch_size

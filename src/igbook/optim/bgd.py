@@ -140,9 +140,9 @@ class GaussianMeanFieldOptimizer(Optimizer):
     The parameters passed in are the means :math:`\mu`. Each parameter's standard deviation is
     created at construction as ``state[p]["sigma"]`` from the group's ``sigma_init`` (a number,
     or a callable ``param -> Tensor | float`` for layer-dependent initializations) and saved
-    with :meth:`state_dict`.
+    with ``state_dict()``.
 
-    Subclasses implement :meth:`_update` (one parameter tensor, given :math:`\bar g`,
+    Subclasses implement ``_update`` (one parameter tensor, given :math:`\bar g`,
     :math:`\hat g`); everything else (sampling, the Monte Carlo loop, bookkeeping) is here.
 
     Parameters
@@ -312,7 +312,7 @@ class GaussianMeanFieldOptimizer(Optimizer):
     def apply_gradients(self, grads_mu: Sequence[Tensor | None], grads_sigma: Sequence[Tensor | None]) -> None:
         r"""Apply the update given :math:`\bar g` and :math:`\hat g` for every parameter.
 
-        Both lists follow param-group order (as :meth:`sigmas`); a ``None`` entry leaves that
+        Both lists follow param-group order (as ``sigmas()``); a ``None`` entry leaves that
         parameter unchanged (like a parameter without a gradient in ``torch.optim``).
         """
         items = self._params()

@@ -156,10 +156,10 @@ class MESU(GaussianMeanFieldOptimizer):
     r"""Metaplasticity from Synaptic Uncertainty :cite:`bonnet2025bayesian` as a ``torch.optim.Optimizer``.
 
     The model's parameters are the means :math:`\mu`; the standard deviations are
-    ``optimizer.state[p]["sigma"]`` (:meth:`sigmas`). Gradients come from the
+    ``optimizer.state[p]["sigma"]`` (``sigmas()``). Gradients come from the
     reparameterization (:class:`igbook.optim.bgd.GaussianMeanFieldOptimizer`): call
-    :meth:`step` with a closure that returns the minibatch loss **summed** over its examples,
-    or draw the samples yourself (:meth:`draw_samples`) and call :meth:`apply_gradients`.
+    ``step`` with a closure that returns the minibatch loss **summed** over its examples,
+    or draw the samples yourself (``draw_samples``) and call ``apply_gradients``, both inherited from :class:`igbook.optim.bgd.GaussianMeanFieldOptimizer`.
 
     Parameters
     ----------
