@@ -30,6 +30,8 @@ from igbook.continual import (
     fopng_direction,
     forgetting,
     make_learner,
+    html_table,
+    markdown_table,
     mean_std,
     minibatches,
     mlp,
@@ -524,6 +526,16 @@ def test_metrics_on_a_hand_computed_matrix() -> None:
 def test_metrics_bad_input(R, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=match):
         average_accuracy(torch.tensor(R, dtype=D))
+
+
+def test_tables() -> None:
+    assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
+    h = html_table(["a", "b<"], [[1, "x&y"]], caption="c")
+    assert h.startswith("<table><caption>c</caption>") and "<th>b&lt;</th>" in h and "<td>x&amp;y</td>" in h
+    with pytest.raises(ValueError, match="one entry per header"):
+        html_table(["a"], [[1, 2]])
+    with pytest.raises(ValueError, match="one entry per header"):
+        markdown_table(["a"], [[1, 2]])
 
 
 def test_forgetting_needs_two_tasks() -> None:

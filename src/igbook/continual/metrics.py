@@ -17,6 +17,7 @@ task :math:`j` after training on tasks :math:`0,\dots,i` :cite:`lopezpaz2017grad
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -32,6 +33,7 @@ __all__ = [
     "summarize",
     "mean_std",
     "markdown_table",
+    "html_table",
 ]
 
 
@@ -114,3 +116,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str | None = None) -> str:
+    """The same table as HTML (notebook outputs: the book renders Markdown outputs as CommonMark,
+    which has no tables)."""
+    if any(len(r) != len(header) for r in rows):
+        raise ValueError("every row must have one entry per header column")
+    esc = lambda v: html.escape(str(v))  # noqa: E731
+    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
