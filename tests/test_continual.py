@@ -531,7 +531,7 @@ def test_metrics_bad_input(R, match) -> None:  # type: ignore[no-untyped-def]
 def test_tables() -> None:
     assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
     h = html_table(["a", "b<"], [[1, "x&y"]], caption="c")
-    assert h.startswith("<table><caption>c</caption>") and "<th>b&lt;</th>" in h and "<td>x&amp;y</td>" in h
+    assert h.startswith('<table class="igbook-table igbook-output-table"><caption>c</caption>') and "<th>b&lt;</th>" in h and "<td>x&amp;y</td>" in h
     with pytest.raises(ValueError, match="one entry per header"):
         html_table(["a"], [[1, 2]])
     with pytest.raises(ValueError, match="one entry per header"):

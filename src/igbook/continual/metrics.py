@@ -127,4 +127,4 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], *, capti
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table class=\"igbook-table igbook-output-table\">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
