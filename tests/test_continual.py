@@ -674,3 +674,36 @@ def test_learner_type_errors() -> None:
         run_stream("sgd", _tiny_stream())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no trainable parameters"):
         FineTuning(nn.ReLU())
+
+
+# ----- self-checks of the chapter's exercises --------------------------------------------------------
+def test_continual_exercise_self_checks_accept_right_and_explain_wrong_answers() -> None:
+    from igbook.exercises import continual_learning as ex
+
+    f, w, ws = [2.0, 0.5], [1.0, -1.0], [0.0, 1.0]
+    right = 0.5 * 3.0 * (2.0 * 1.0 + 0.5 * 4.0)
+    assert ex.check_ewc_penalty(right, f, w, ws, lam=3.0)
+    fb = ex.check_ewc_penalty(2 * right, f, w, ws, lam=3.0)
+    assert not fb and "factor of 2" in fb.message
+    assert not ex.check_ewc_penalty(float("nan"), f, w, ws, lam=3.0)
+
+    h, n, sp = 4.0, 100.0, 0.5
+    var = 1.0 / (n * h + 1.0 / sp**2)
+    assert ex.check_stationary_variance(var, h, n, sp)
+    assert "standard deviation" in ex.check_stationary_variance(var**0.5, h, n, sp).message
+    assert "prior" in ex.check_stationary_variance(1.0 / (n * h), h, n, sp).message
+    assert not ex.check_stationary_variance("not a number", h, n, sp)
+
+    h, lr, d0, steps = 2.0, 0.1, 1.5, 7
+    r = 1 - lr * h
+    omega = sum(lr * (h * d0 * r**t) ** 2 for t in range(steps))  # sum of eta g_t^2 along the path
+    assert ex.check_si_path_integral(omega, h, lr, d0, steps)
+    cont = 0.5 * h * d0**2 * (1 - r ** (2 * steps))
+    assert "continuous path integral" in ex.check_si_path_integral(cont, h, lr, d0, steps).message
+
+    R = [[0.9, 0.0, 0.0], [0.95, 0.8, 0.0], [0.7, 0.6, 0.9]]  # task 1 peaks after task 2
+    forg = ((0.95 - 0.7) + (0.8 - 0.6)) / 2
+    bwt = ((0.7 - 0.9) + (0.6 - 0.8)) / 2
+    assert ex.check_forgetting(forg, R) and ex.check_backward_transfer(bwt, R)
+    assert "best" in ex.check_forgetting(-bwt, R).message
+    assert not ex.check_backward_transfer(-bwt, R)

@@ -154,3 +154,19 @@ def check_symmetric_positive_definite(t: Tensor, name: str, *, rtol: float = 1e-
     if bool((info != 0).any()):
         raise ValueError(f"{name} must be positive definite (its Cholesky factorization failed)")
     return t
+
+
+def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
+    """The random generator for a draw: a new one seeded with ``seed``, or ``generator``, or
+    ``None`` (the global generator). Passing both is an error."""
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        g = torch.Generator()
+        g.manual_seed(seed)
+        return g
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator

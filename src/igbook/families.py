@@ -52,6 +52,7 @@ from torch import Tensor
 
 from igbook._validation import (
     as_tensor,
+    make_generator,
     check_finite,
     check_positive,
     check_probability,
@@ -85,18 +86,6 @@ def _vec(t: Tensor, name: str, size: int | None = None) -> Tensor:
         t = t.reshape(1)
     check_shape(t, name, (size,))
     return check_finite(t, name)
-
-
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        g = torch.Generator()
-        g.manual_seed(seed)
-        return g
-    return generator
 
 
 def _check_n(n: int) -> int:
@@ -414,7 +403,7 @@ class Bernoulli(ExponentialFamily):
             raise ValueError("x must be 0 or 1 for a Bernoulli distribution")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         u = torch.rand(_check_n(n), generator=g, dtype=self.params.dtype)
         return (u < self.p).to(self.params.dtype)
 
@@ -523,7 +512,7 @@ class Categorical(ExponentialFamily):
             raise ValueError(f"x must be an integer category in [0, {self.num_categories - 1}]")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         return torch.multinomial(self.probs, _check_n(n), replacement=True, generator=g).to(
             self.probs.dtype
         )
@@ -637,7 +626,7 @@ class Gaussian(ExponentialFamily):
         return self.sigma**2  # type: ignore[operator,return-value]
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         z = torch.randn(_check_n(n), generator=g, dtype=self.params.dtype)
         return self.mu + self.sigma * z
 
@@ -830,7 +819,7 @@ class MultivariateGaussian(ExponentialFamily):
             raise ValueError(f"x must have last axis of size {self.d}, got shape {tuple(x.shape)}")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         z = torch.randn(_check_n(n), self.d, generator=g, dtype=self.cov.dtype)
         return self.mean_vector + z @ torch.linalg.cholesky(self.cov).T
 
@@ -956,7 +945,7 @@ class Poisson(ExponentialFamily):
             raise ValueError("x must be a non-negative integer count for a Poisson distribution")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         return torch.poisson(self.rate * torch.ones(_check_n(n), dtype=self.params.dtype), generator=g)
 
     def support(self, tail: float = 1e-15) -> Tensor:
@@ -1064,7 +1053,7 @@ class Exponential(ExponentialFamily):
             raise ValueError("x must be >= 0 for an Exponential distribution")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         u = torch.rand(_check_n(n), generator=g, dtype=self.params.dtype)
         return -torch.log1p(-u) / self.rate
 
@@ -1263,7 +1252,7 @@ class Beta(ExponentialFamily):
             raise ValueError("x must lie in (0, 1) for a Beta distribution")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         n = _check_n(n)
         x = _sample_standard_gamma(self.params[0], n, g)
         y = _sample_standard_gamma(self.params[1], n, g)
@@ -1392,7 +1381,7 @@ class Gamma(ExponentialFamily):
         check_positive(x, "x")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         return _sample_standard_gamma(self.params[0], _check_n(n), g) / self.params[1]
 
     def fisher_natural(self) -> Tensor:
@@ -1533,7 +1522,7 @@ class NormalGamma(ExponentialFamily):
             raise ValueError("x[..., 1] (a precision) must be > 0 for a NormalGamma distribution")
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
-        g = _generator(seed, generator)
+        g = make_generator(seed, generator)
         n = _check_n(n)
         m, k, a, b = self.params
         tau = _sample_standard_gamma(a, n, g) / b

@@ -25,7 +25,6 @@ from igbook._validation import (
     as_tensor,
     check_finite,
     check_positive,
-    check_probability,
     check_simplex,
     check_square,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -56,3 +57,11 @@ def compare(answer: object, expected: Tensor, *, what: str, rtol: float = 1e-6, 
         elif abs(r - 2) < 1e-6 or abs(r - 0.5) < 1e-6:
             ratio += " Off by a factor of 2: check the 1/2 in front of a quadratic form or a variance."
     return Feedback(False, f"{what}{loc} differs from the expected value by {err:.3g}.{ratio}", {"max_abs_error": err})
+
+
+def call_reader(fn: Callable[..., object], *args: object) -> object:
+    """Call the reader's function; an exception it raises is returned (to be reported), not raised."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # the reader's code: report, do not crash the notebook
+        return exc

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from igbook.exercises._core import Feedback, compare
+from igbook.exercises._core import Feedback, call_reader, compare
 
 __all__ = [
     "check_gd_from_blr",
@@ -17,12 +17,6 @@ __all__ = [
     "check_newton_fixed_point",
 ]
 
-
-def _call(fn: Callable[..., object], *args: object) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the reader's code: report, do not crash the notebook
-        return exc
 
 
 def check_gd_from_blr(step: Callable[[Tensor, Tensor, float], Tensor]) -> Feedback:
@@ -34,7 +28,7 @@ def check_gd_from_blr(step: Callable[[Tensor, Tensor, float], Tensor]) -> Feedba
     for rho in (0.1, 0.7, 2.0):
         m = torch.randn(3, generator=g, dtype=torch.float64)
         gr = torch.randn(3, generator=g, dtype=torch.float64)
-        out = _call(step, m, gr, rho)
+        out = call_reader(step, m, gr, rho)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r}.")
         fb = compare(out, m - rho * gr, what="the new mean", where=f"at rho={rho}", rtol=1e-10, atol=1e-12)
@@ -60,7 +54,7 @@ def check_ivon_hessian_update(update: Callable[[Tensor, Tensor, float, float], T
     h = torch.rand(1000, generator=g, dtype=torch.float64) * 2 + 1e-3
     hhat = torch.randn(1000, generator=g, dtype=torch.float64) * 50  # many very negative estimates
     for delta, beta2 in ((1e-3, 0.9), (0.0, 0.5), (0.1, 0.999)):
-        out = _call(update, h.clone(), hhat.clone(), delta, beta2)
+        out = call_reader(update, h.clone(), hhat.clone(), delta, beta2)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r}.")
         ref = beta2 * h + (1 - beta2) * hhat + 0.5 * (1 - beta2) ** 2 * (h - hhat) ** 2 / (h + delta)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch.func import hessian
 
-from igbook.exercises._core import Feedback, compare
+from igbook.exercises._core import Feedback, call_reader, compare
 from igbook.families import Gamma, Gaussian, Poisson
 from igbook.mirror import exponentiated_gradient_step
 
@@ -23,12 +23,6 @@ __all__ = [
 D = torch.float64
 
 
-def _call(fn: Callable[..., object], *args: object) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the reader's code: report, do not crash the notebook
-        return exc
-
 
 def check_bernoulli_natural_gradient_step(step: Callable[[float, float, float], float]) -> Feedback:
     r"""Check ``step(p, dL_dp, rho)``: one natural-gradient step for Bernoulli(p), taken in the log-odds.
@@ -42,7 +36,7 @@ def check_bernoulli_natural_gradient_step(step: Callable[[float, float, float], 
         return Feedback(False, "Pass a function (p, dL_dp, rho) -> the new p.")
     for p in (0.05, 0.3, 0.5, 0.9):
         for g, rho in ((1.0, 0.5), (-2.5, 0.2), (4.0, 1.0)):
-            out = _call(step, p, g, rho)
+            out = call_reader(step, p, g, rho)
             if isinstance(out, Exception):
                 return Feedback(False, f"Your function raised {out!r} at p={p}, dL/dp={g}, rho={rho}.")
             want = torch.sigmoid(torch.logit(torch.tensor(p, dtype=D)) - rho * g)
@@ -84,7 +78,7 @@ def check_gaussian_hessian_of_log_partition(fisher: Callable[[float, float], obj
         return Feedback(False, "Pass a function (eta1, eta2) -> 2x2 matrix.")
     for mu, sigma in ((0.0, 1.0), (1.5, 0.5), (-2.0, 3.0)):
         eta = Gaussian(mu, sigma).natural
-        out = _call(fisher, float(eta[0]), float(eta[1]))
+        out = call_reader(fisher, float(eta[0]), float(eta[1]))
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at eta=({float(eta[0]):.4g}, {float(eta[1]):.4g}).")
         want = hessian(Gaussian.log_partition)(eta)
@@ -109,7 +103,7 @@ def check_gamma_fisher_natural(fisher: Callable[[float, float], object]) -> Feed
     if not callable(fisher):
         return Feedback(False, "Pass a function (alpha, beta) -> 2x2 matrix.")
     for a, b in ((0.5, 1.0), (3.0, 2.0), (10.0, 0.3)):
-        out = _call(fisher, a, b)
+        out = call_reader(fisher, a, b)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at alpha={a}, beta={b}.")
         want = Gamma(a, b).fisher_natural()
@@ -130,7 +124,7 @@ def check_poisson_bregman(bregman: Callable[[float, float], float]) -> Feedback:
     if not callable(bregman):
         return Feedback(False, "Pass a function (rate_p, rate_q) -> divergence.")
     for rp, rq in ((1.0, 2.0), (3.5, 0.7), (2.0, 2.0), (0.1, 5.0)):
-        out = _call(bregman, rp, rq)
+        out = call_reader(bregman, rp, rq)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at rates ({rp}, {rq}).")
         want = Poisson(rp).kl(Poisson(rq))
@@ -156,7 +150,7 @@ def check_exponentiated_gradient_step(step: Callable[[torch.Tensor, torch.Tensor
         (torch.tensor([0.9, 0.05, 0.05], dtype=D), torch.tensor([100.0, 0.0, 0.0], dtype=D), 5.0),
     ]
     for x, g, lr in cases:
-        out = _call(step, x.clone(), g.clone(), lr)
+        out = call_reader(step, x.clone(), g.clone(), lr)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at x={x.tolist()}, g={g.tolist()}, lr={lr}.")
         want = exponentiated_gradient_step(x, g, lr)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from igbook.exercises._core import Feedback, compare
+from igbook.exercises._core import Feedback, call_reader, compare
 from igbook.families import Bernoulli, Poisson
 from igbook.geometry import fisher_rao_gaussian
 
@@ -22,19 +22,13 @@ __all__ = [
 _PS = (0.05, 0.3, 0.5, 0.8)
 
 
-def _call(fn: Callable[..., object], *args: float) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the reader's code: report, do not crash the notebook
-        return exc
-
 
 def check_bernoulli_fisher(fisher: Callable[[float], float]) -> Feedback:
     """Check ``fisher(p)``: the Fisher information of Bernoulli(p) in the coordinate ``p``."""
     if not callable(fisher):
         return Feedback(False, "Pass a function p -> F(p), e.g. `lambda p: ...`.")
     for p in _PS:
-        out = _call(fisher, p)
+        out = call_reader(fisher, p)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at p={p}.")
         expected = Bernoulli(p).fisher()[0, 0]
@@ -52,7 +46,7 @@ def check_bernoulli_natural_gradient(step: Callable[[float, float], float]) -> F
         return Feedback(False, "Pass a function (p, dL_dp) -> natural gradient.")
     for p in _PS:
         for g in (1.0, -2.5):
-            out = _call(step, p, g)
+            out = call_reader(step, p, g)
             if isinstance(out, Exception):
                 return Feedback(False, f"Your function raised {out!r} at p={p}, dL/dp={g}.")
             fb = compare(out, torch.tensor(p * (1 - p) * g, dtype=torch.float64), what="the natural gradient", where=f"at p={p}, dL/dp={g}", rtol=1e-6)
@@ -66,7 +60,7 @@ def check_poisson_natural_fisher(fisher: Callable[[float], float]) -> Feedback:
     if not callable(fisher):
         return Feedback(False, "Pass a function eta -> F(eta).")
     for eta in (-1.0, 0.0, 1.5):
-        out = _call(fisher, eta)
+        out = call_reader(fisher, eta)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at eta={eta}.")
         expected = Poisson(math.exp(eta)).fisher_natural()[0, 0]
@@ -81,7 +75,7 @@ def check_gaussian_log_sigma_fisher(fisher: Callable[[float, float], object]) ->
     if not callable(fisher):
         return Feedback(False, "Pass a function (mu, s) -> 2x2 matrix.")
     for mu, s in ((0.0, 0.0), (1.0, math.log(2.0)), (-0.5, math.log(0.3))):
-        out = _call(fisher, mu, s)
+        out = call_reader(fisher, mu, s)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at mu={mu}, s={s:.3f}.")
         sig = math.exp(s)
@@ -103,7 +97,7 @@ def check_scale_distance(distance: Callable[[float], float]) -> Feedback:
     if not callable(distance):
         return Feedback(False, "Pass a function sigma -> distance.")
     for sig in (0.5, 1.0, 3.0):
-        out = _call(distance, sig)
+        out = call_reader(distance, sig)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at sigma={sig}.")
         fb = compare(out, fisher_rao_gaussian(0.0, 1.0, 0.0, sig), what="the distance", where=f"at sigma={sig}", rtol=1e-6, atol=1e-12)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from igbook import mixtures as mx
-from igbook.exercises._core import Feedback, compare
+from igbook.exercises._core import Feedback, call_reader, compare
 
 __all__ = [
     "check_mixture_score",
@@ -22,12 +22,6 @@ D = torch.float64
 _POINTS = ((0.3, -0.9, 0.8, 0.1), (1.0, 1.02, 1.0, -2.0), (-2.0, 3.0, 0.5, 0.7), (0.0, 0.0, 1.5, 1.2))
 
 
-def _call(fn: Callable[..., object], *args: object) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the reader's code: report, do not crash the notebook
-        return exc
-
 
 def check_mixture_score(score: Callable[[float, float, float, float], object]) -> Feedback:
     r"""Check ``score(x, mu1, mu2, sigma)``: :math:`\nabla_{(\mu_1,\mu_2)}\log p(x)`, a 2-vector :math:`(r_i(x)(x-\mu_i)/\sigma^2)_i`."""
@@ -35,7 +29,7 @@ def check_mixture_score(score: Callable[[float, float, float, float], object]) -
         return Feedback(False, "Pass a function (x, mu1, mu2, sigma) -> 2-vector.")
     for m1, m2, s, x in _POINTS:
         where = f"at x={x}, mu=({m1}, {m2}), sigma={s}"
-        out = _call(score, x, m1, m2, s)
+        out = call_reader(score, x, m1, m2, s)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} {where}.")
         want = mx.score(torch.tensor([x], dtype=D), torch.tensor([m1, m2], dtype=D), s)[0]
@@ -64,7 +58,7 @@ def check_exchange_score(score: Callable[[float, float, float, float], float]) -
     for m1, m2, s, x in _POINTS:
         m, eps = 0.5 * (m1 + m2), 0.5 * (m1 - m2)
         where = f"at x={x}, m={m}, eps={eps}, sigma={s}"
-        out = _call(score, x, m, eps, s)
+        out = call_reader(score, x, m, eps, s)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} {where}.")
         sc = mx.score(torch.tensor([x], dtype=D), torch.tensor([m1, m2], dtype=D), s)[0]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from igbook.exercises._core import Feedback, compare
+from igbook.exercises._core import Feedback, call_reader, compare
 from igbook.families import Gaussian
 from igbook.natgrad import kl_loss, natural_gradient_at
 
@@ -21,12 +21,6 @@ __all__ = [
 
 D = torch.float64
 
-
-def _call(fn: Callable[..., object], *args: object) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the reader's code: report, do not crash the notebook
-        return exc
 
 
 def _float(x: object) -> float | None:
@@ -49,7 +43,7 @@ def check_bernoulli_fit_steps(step_p: Callable[[float, float, float], float],
     for p in (0.05, 0.3, 0.6, 0.95):
         for q, rho in ((0.5, 0.5), (0.1, 1.0), (0.8, 0.2)):
             where = f"at p={p}, q={q}, rho={rho}"
-            out = _call(step_p, p, q, rho)
+            out = call_reader(step_p, p, q, rho)
             if isinstance(out, Exception):
                 return Feedback(False, f"step_p raised {out!r} {where}.")
             want = torch.tensor(p - rho * (p - q), dtype=D)
@@ -60,7 +54,7 @@ def check_bernoulli_fit_steps(step_p: Callable[[float, float, float], float],
                     return Feedback(False, "step_p is the Euclidean step p - rho dL/dp with dL/dp = (p-q)/(p(1-p)). "
                                            "Precondition by F(p)^{-1} = p(1-p).")
                 return fb
-            out = _call(step_logit, p, q, rho)
+            out = call_reader(step_logit, p, q, rho)
             if isinstance(out, Exception):
                 return Feedback(False, f"step_logit raised {out!r} {where}.")
             eta = math.log(p / (1 - p))
@@ -86,7 +80,7 @@ def check_log_sigma_natural_gradient(natgrad: Callable[[float, float, float, flo
         return Feedback(False, "Pass a function (mu, sigma, m, s) -> 2-vector.")
     for mu, sigma, m, s in ((0.0, 1.0, 1.0, 2.0), (1.5, 0.4, -0.5, 1.0), (-2.0, 3.0, 0.0, 0.5)):
         where = f"at mu={mu}, sigma={sigma}, target N({m}, {s}^2)"
-        out = _call(natgrad, mu, sigma, m, s)
+        out = call_reader(natgrad, mu, sigma, m, s)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} {where}.")
         want = natural_gradient_at(Gaussian(mu, sigma), kl_loss(Gaussian(m, s)), "log_sigma").direction
@@ -113,7 +107,7 @@ def check_trust_region_step(step: Callable[[Tensor, Tensor, float], object]) -> 
         a = torch.randn(n, n, generator=gen, dtype=D)
         f = a @ a.T + 0.3 * torch.eye(n, dtype=D)
         g = torch.randn(n, generator=gen, dtype=D)
-        out = _call(step, f.clone(), g.clone(), eps)
+        out = call_reader(step, f.clone(), g.clone(), eps)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} (n={n}, eps={eps}).")
         nat = torch.linalg.solve(f, g)

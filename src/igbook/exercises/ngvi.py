@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from igbook.exercises._core import Feedback, compare
+from igbook.exercises._core import Feedback, call_reader, compare
 from igbook.vi.conjugate import BetaBernoulli, GammaPoisson
 
 __all__ = [
@@ -20,12 +20,6 @@ __all__ = [
 
 D = torch.float64
 
-
-def _call(fn: Callable[..., object], *args: object) -> object:
-    try:
-        return fn(*args)
-    except Exception as exc:  # the reader's code: report, do not crash the notebook
-        return exc
 
 
 def check_beta_bernoulli_posterior(answer: Sequence[float], alpha0: float, beta0: float, data: Sequence[float]) -> Feedback:
@@ -70,7 +64,7 @@ def check_poisson_message(message: Callable[[float], object]) -> Feedback:
         return Feedback(False, "Pass a function y -> 2-vector (the message in T(r) = (log r, r)).")
     model = GammaPoisson()
     for y in (0.0, 1.0, 4.0, 17.0):
-        out = _call(message, y)
+        out = call_reader(message, y)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r} at y={y}.")
         want = model.messages(torch.tensor([y], dtype=D))[0]
@@ -111,7 +105,7 @@ def check_cvi_site_update(update: Callable[[float, float, float, float, float, f
     if not callable(update):
         return Feedback(False, "Pass a function (alpha, beta, g, h, nu, rho) -> (alpha_new, beta_new).")
     for alpha, beta, g, h, nu, rho in ((0.0, 0.0, 0.3, -0.2, 1.0, 1.0), (1.2, 0.5, -0.4, -0.1, -2.0, 0.3), (-0.5, 2.0, 0.05, -0.25, 0.5, 0.7)):
-        out = _call(update, alpha, beta, g, h, nu, rho)
+        out = call_reader(update, alpha, beta, g, h, nu, rho)
         if isinstance(out, Exception):
             return Feedback(False, f"Your function raised {out!r}.")
         want = torch.tensor([(1 - rho) * alpha + rho * (g - h * nu), (1 - rho) * beta - rho * h], dtype=D)

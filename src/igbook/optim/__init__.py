@@ -4,21 +4,33 @@ One module per optimizer family; each validates its hyperparameters the way ``to
 does, supports param groups, closures and ``state_dict``.
 """
 
-# One line per optimizer module: keep the lines below in place and add yours.
-from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam, VariationalOptimizer  # [exports:optim.blr]
-from igbook.optim.sampling import (  # [exports:optim.blr]
+from igbook.optim.bgd import BGD, GaussianMeanFieldOptimizer, bgd_update
+from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam, VariationalOptimizer
+from igbook.optim.mesu import MESU, mesu_delta, mesu_stationary_variance
+from igbook.optim.sampling import (
     classification_metrics,
     expected_calibration_error,
     predictive,
     reliability_curve,
     sampled_params,
 )
-from igbook.optim.mesu import MESU, mesu_delta, mesu_stationary_variance  # [exports:optim.mesu]
-from igbook.optim.bgd import BGD, GaussianMeanFieldOptimizer, bgd_update  # [exports:optim.bgd]
 
-# Every public name imported above (one import line per module keeps this file mergeable).
-import types as _types  # noqa: E402
-
-__all__ = sorted(
-    _n for _n, _v in dict(globals()).items() if not _n.startswith("_") and not isinstance(_v, _types.ModuleType)
-)
+__all__ = [
+    "BGD",
+    "IVON",
+    "MESU",
+    "VOGN",
+    "VON",
+    "GaussianMeanFieldOptimizer",
+    "PerExampleClosure",
+    "Vadam",
+    "VariationalOptimizer",
+    "bgd_update",
+    "classification_metrics",
+    "expected_calibration_error",
+    "mesu_delta",
+    "mesu_stationary_variance",
+    "predictive",
+    "reliability_curve",
+    "sampled_params",
+]

@@ -53,7 +53,7 @@ from torch.func import grad as func_grad
 from torch.func import hessian as func_hessian
 from torch.func import vmap
 
-from igbook._validation import as_tensor, check_finite, check_shape
+from igbook._validation import as_tensor, check_finite, check_shape, make_generator
 
 __all__ = [
     "GaussianState",
@@ -112,20 +112,6 @@ class BLRTrace(NamedTuple):
 # --------------------------------------------------------------------------------------------
 # validation helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        g = torch.Generator()
-        g.manual_seed(seed)
-        return g
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
 
 
 def _check_state(mean: Tensor, precision: Tensor) -> tuple[Tensor, Tensor]:
@@ -230,7 +216,7 @@ def sample_gaussian(
     """
     mean, precision = _check_state(mean, precision)
     _check_int(num_samples, "num_samples", 1)
-    gen = _generator(seed, generator)
+    gen = make_generator(seed, generator)
     eps = torch.randn(num_samples, mean.shape[0], generator=gen, dtype=mean.dtype)
     if precision.ndim == 1:
         return mean + eps / precision.sqrt()
@@ -280,7 +266,7 @@ def gaussian_expectations(
     if method not in EXPECTATION_METHODS:
         raise ValueError(f"method must be one of {EXPECTATION_METHODS}, got {method!r}")
     _check_int(num_samples, "num_samples", 1)
-    gen = _generator(seed, generator)
+    gen = make_generator(seed, generator)
     _check_loss(loss, mean)
     diagonal = precision.ndim == 1
     g_fn = func_grad(loss)
@@ -503,7 +489,7 @@ def run_blr(
     """
     mean, precision = _check_state(mean, precision)
     _check_int(num_steps, "num_steps", 0)
-    gen = _generator(seed, generator)
+    gen = make_generator(seed, generator)
     means, precs = [mean], [precision]
     for _ in range(num_steps):
         mean, precision = blr_step(
