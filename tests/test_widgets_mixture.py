@@ -19,6 +19,7 @@ from igbook.widgets.mixture import (  # noqa: E402
     MixtureControls,
     MixtureExplorer,
     MixtureState,
+    Redraw,
     animate_sigma,
     animate_singularity,
     animate_states,
@@ -149,12 +150,41 @@ def test_draw_and_update_flags_static_changes() -> None:
     s = mixture_state()
     mf = draw_mixture(s)
     assert len(mf.fig.axes) == 3
-    assert mf.update(mixture_state(mu1=0.0)) is False  # handles moved: dynamic artists only
-    assert mf.update(mixture_state(mu1=0.0, sigma=0.5)) is True  # sigma: the ellipses and limits change
-    assert mf.update(mixture_state(mu1=0.0, sigma=0.5, grid_n=9)) is True
-    assert mf.update(mixture_state(mu1=0.0, sigma=0.5, grid_n=9, probe=(0.2, 0.1), flow=True, flow_steps=5)) is False
+    assert mf.update(mixture_state(mu1=0.0)) is Redraw.DYNAMIC  # handles moved: dynamic artists only
+    assert mf.update(mixture_state(mu1=0.0, sigma=0.5)) is Redraw.FULL  # sigma: the ellipses and (static figure) the height
+    assert mf.update(mixture_state(mu1=0.0, sigma=0.5, grid_n=9)) is Redraw.FIELD
+    assert mf.update(mixture_state(mu1=0.0, sigma=0.5, grid_n=9, probe=(0.2, 0.1), flow=True, flow_steps=5)) is Redraw.DYNAMIC
     assert len(mf.flow_nat.get_segments()) == 36
     mf.fig.canvas.draw()
+
+
+def test_blitted_updates_match_a_full_draw() -> None:
+    """The fast paths (field redraw, dynamic blit) give the same pixels as drawing everything."""
+    mf = draw_mixture(mixture_state(mu1=-1.0, mu2=1.0, sigma=0.5))
+    mf.enable_blit()
+    mf.fig.canvas.draw()
+
+    def pixels() -> np.ndarray:
+        return np.asarray(mf.fig.canvas.buffer_rgba()).copy()
+
+    steps = [
+        (dict(mu1=-0.5, mu2=1.0, sigma=0.5), Redraw.DYNAMIC),
+        (dict(mu1=-0.5, mu2=1.0, sigma=0.6), Redraw.FIELD),  # peak 0.83 of the panel: height kept
+        (dict(mu1=-0.5, mu2=1.0, sigma=0.6, grid_n=11, probe=(0.3, -0.2)), Redraw.FIELD),
+        (dict(mu1=-0.5, mu2=1.0, sigma=1.0, grid_n=11), Redraw.FULL),  # peak 0.5 of it: rescaled
+        (dict(mu1=-0.5, mu2=1.0, sigma=0.9, grid_n=11), Redraw.FULL),  # taller than the panel
+    ]
+    for controls, expected in steps:
+        level = mf.update(mixture_state(**controls))
+        assert level is expected, controls
+        mf.refresh(level)
+        fast = pixels()
+        mf.fig.canvas.draw()
+        np.testing.assert_array_equal(fast, pixels(), err_msg=str(controls))
+    # a static figure takes the exact height for every state (no history)
+    st = draw_mixture(mixture_state(sigma=0.5))
+    st.update(mixture_state(sigma=0.6))
+    np.testing.assert_allclose(st.ax_data.get_ylim()[1], 1.15 / (0.6 * np.sqrt(2 * np.pi)), rtol=1e-12)
 
 
 @pytest.mark.parametrize("interactive", [False, True])

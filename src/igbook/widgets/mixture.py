@@ -30,6 +30,7 @@ import functools
 import io
 import math
 from dataclasses import dataclass, field, replace
+from enum import IntEnum
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
     "MixtureState",
     "mixture_state",
     "spectrum_curve",
+    "Redraw",
     "MixtureFigure",
     "draw_mixture",
     "MixtureExplorer",
@@ -309,6 +311,17 @@ def mixture_state(controls: MixtureControls | None = None, **changes: Any) -> Mi
 
 # ------------------------------------------------------------------------------------------
 # drawing
+class Redraw(IntEnum):
+    """How much of a :class:`MixtureFigure` a state change invalidates (see :meth:`MixtureFigure.update`)."""
+
+    #: only the handles, probe, flows and texts moved: blit them over the cached background
+    DYNAMIC = 0
+    #: the Fisher-ellipse field changed too (``sigma``, grid density, ellipse scale), axes did not
+    FIELD = 1
+    #: axes limits changed (``extent``, or the data panel's height): draw the whole figure
+    FULL = 2
+
+
 class MixtureFigure:
     """A three-panel figure of a :class:`MixtureState` whose artists are updated in place."""
 
@@ -367,8 +380,8 @@ class MixtureFigure:
 
         extra = [Line2D([], [], color=EUCLID_COLOR, lw=2, label="−∇L (Euclidean)"),
                  Line2D([], [], color=NATURAL_COLOR, lw=2, label="−F⁻¹∇L (natural)")]
-        ap.legend(handles=[self.diag, self.target_pt, self.mirror_pt, *extra], loc="lower right", fontsize=7,
-                  framealpha=0.85, frameon=True)
+        self.par_legend = ap.legend(handles=[self.diag, self.target_pt, self.mirror_pt, *extra], loc="lower right",
+                                    fontsize=7, framealpha=0.85, frameon=True)
 
         # spectrum
         delta, lmin, lmax = spectrum_curve()
@@ -400,8 +413,14 @@ class MixtureFigure:
             self.flow_end_euc, self.arrows, self.probe_pt, self.angle_text, self.spec_line, self.spec_pts,
             self.spec_text,
         ]
-        self._static_key: tuple[Any, ...] | None = None
-        self._background: Any = None
+        #: artists that change with the ellipse field (redrawn over a second cached background, the
+        #: one without them; the legend is drawn after the ellipses so that it stays on top)
+        self.field: list[Any] = [self.ellipses, self.ellipses_clipped, self.par_legend]
+        self._limits_key: tuple[Any, ...] | None = None
+        self._field_key: tuple[Any, ...] | None = None
+        self._ymax: float | None = None
+        self._bg_axes: Any = None  # everything but the field and the dynamic artists
+        self._background: Any = None  # ... plus the field
         self._blit = False
         self.update(state)
 
@@ -411,55 +430,85 @@ class MixtureFigure:
 
         Used by the explorer; static figures do not need it (``savefig`` draws everything).
         """
-        for a in self.dynamic:
+        for a in (*self.field, *self.dynamic):
             a.set_animated(True)
         self._blit = True
         self.fig.canvas.mpl_connect("draw_event", self._on_draw)
 
     def _on_draw(self, event: Any) -> None:
-        cv = self.fig.canvas
-        self._background = cv.copy_from_bbox(self.fig.bbox)
+        self._bg_axes = self.fig.canvas.copy_from_bbox(self.fig.bbox)
+        self._draw_field()
         self._draw_dynamic()
+
+    def _draw_field(self) -> None:
+        for a in self.field:
+            self.fig.draw_artist(a)
+        self._background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
 
     def _draw_dynamic(self) -> None:
         for a in self.dynamic:
             self.fig.draw_artist(a)
 
-    def refresh(self, full: bool) -> None:
-        """Show the current artists: a full draw if ``full`` (or no background yet), else a blit."""
+    def refresh(self, level: Redraw | bool) -> None:
+        """Show the current artists after :meth:`update` returned ``level``.
+
+        Without blitting, or at :attr:`Redraw.FULL` (``True``), or before the first draw, the whole
+        figure is drawn. At :attr:`Redraw.FIELD` the ellipse field is redrawn over the cached axes
+        and the dynamic artists over that; at :attr:`Redraw.DYNAMIC` (``False``) only the dynamic
+        artists are redrawn over the cached field.
+        """
         cv = self.fig.canvas
-        if not self._blit or full or self._background is None:
+        level = Redraw(int(level))
+        if not self._blit or level is Redraw.FULL or self._background is None or self._bg_axes is None:
             cv.draw()
             return
-        cv.restore_region(self._background)
+        if level is Redraw.FIELD:
+            cv.restore_region(self._bg_axes)
+            self._draw_field()
+        else:
+            cv.restore_region(self._background)
         self._draw_dynamic()
         cv.blit(self.fig.bbox)
 
-    def update(self, state: MixtureState) -> bool:
-        """Show ``state`` by mutating the existing artists (no drawing; see :meth:`refresh`).
+    def update(self, state: MixtureState) -> Redraw:
+        r"""Show ``state`` by mutating the existing artists (no drawing; see :meth:`refresh`).
 
-        Returns ``True`` when the static part changed too (``sigma``, ``extent``, grid or ellipse
-        scale: the axes limits or the ellipse field), so that a full redraw is needed.
+        Returns what must be redrawn: :attr:`Redraw.FULL` when axes limits changed (``extent``, or
+        the data panel's height), :attr:`Redraw.FIELD` when only the ellipse field changed
+        (``sigma``, grid density, ellipse scale), else :attr:`Redraw.DYNAMIC`.
+
+        The data panel's height is :math:`1.15/(\sigma\sqrt{2\pi})` (the density peaks at most at
+        :math:`1/(\sigma\sqrt{2\pi})`, when the components coincide). When blitting (an explorer
+        or an animation), it changes only when the peak would leave the panel or fill less than
+        60% of it, so that moving the ``sigma`` slider mostly costs a field redraw, not a full one;
+        a static figure always uses the exact height.
         """
         if not isinstance(state, MixtureState):
             raise TypeError(f"state must be a MixtureState, got {type(state).__name__}")
         c = state.controls
         lo, hi = c.extent
-        key = (c.sigma, c.extent, c.grid_n, c.ellipse_scale)
-        full = key != self._static_key
         pad = 0.04 * (hi - lo)
-        # the peak of p(x) is at most 1/(sigma sqrt(2 pi)) (reached when mu1 = mu2)
-        ymax = 1.15 / (c.sigma * math.sqrt(2 * math.pi))
-        if full:
+        need = 1.15 / (c.sigma * math.sqrt(2 * math.pi))
+        ymax = self._ymax
+        if ymax is None or not self._blit or need > ymax or need < 0.6 * ymax:
+            ymax = need
+        limits_key = (c.extent, ymax)
+        field_key = (c.sigma, c.extent, c.grid_n, c.ellipse_scale)
+        level = Redraw.DYNAMIC
+        if limits_key != self._limits_key:
             self.ax_data.set_xlim(float(state.x[0]), float(state.x[-1]))
             self.ax_data.set_ylim(0, ymax)
-            keep = ~state.clipped
-            self.ellipses.set_segments(list(state.outlines[keep]))
-            self.ellipses_clipped.set_segments(list(state.outlines[state.clipped]))
             self.diag.set_data([lo - pad, hi + pad], [lo - pad, hi + pad])
             self.ax_par.set_xlim(lo - pad, hi + pad)
             self.ax_par.set_ylim(lo - pad, hi + pad)
-            self._static_key = key
+            self._limits_key, self._ymax = limits_key, ymax
+            level = Redraw.FULL
+        if field_key != self._field_key:
+            keep = ~state.clipped
+            self.ellipses.set_segments(list(state.outlines[keep]))
+            self.ellipses_clipped.set_segments(list(state.outlines[state.clipped]))
+            self._field_key = field_key
+            level = max(level, Redraw.FIELD)
         # data space
         self.l_dens.set_data(state.x, state.density)
         self.l_c1.set_data(state.x, state.components[0])
@@ -519,7 +568,7 @@ class MixtureFigure:
             f"2σ²λ = ({lam[0]:.2e}, {lam[1]:.3f})\n"
             f"κ = {kappa}"
         )
-        return full
+        return level
 
 
 def _new_figure(figsize: tuple[float, float], dpi: float | None, *, pyplot: bool = True) -> Any:
@@ -683,9 +732,9 @@ class MixtureExplorer:
             self._syncing = False
 
     def _render(self) -> None:
-        full = self.figure.update(self.state)
+        level = self.figure.update(self.state)
         self.status.value = f"<code>{self.state.summary()}</code>"
-        self.figure.refresh(full)
+        self.figure.refresh(level)
         if not self.interactive:
             from PIL import Image  # a dependency of matplotlib
 
