@@ -829,3 +829,26 @@ def test_exercise_self_checks_accept_right_and_reject_wrong_answers() -> None:
     assert ex.check_sum_reduction(0.128, 1.0, n=128, mean_damping=1e-3)
     assert not ex.check_sum_reduction(1e-3 / 128, 1.0, n=128, mean_damping=1e-3)
     assert not ex.check_sum_reduction(0.128, 128.0, n=128, mean_damping=1e-3)
+
+
+def test_damped_inverse_precision_follows_the_condition_bound() -> None:
+    """float32 factors with a provably small damped condition number are inverted in float32
+    (to ~1e-4 relative accuracy); ill-conditioned ones go through float64; the dtype is kept."""
+    from igbook.kfac.core import FLOAT32_INVERSE_MAX_CONDITION, _damped_inverse
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(300, 200, generator=g, dtype=torch.float64)
+    m64 = x.T @ x / 300  # trace ~ 200
+    m32 = m64.float()
+    for shift in (1.0, 1e-1, 1e-4):  # bounds 201, 2e3 (> 1e3: float64), 2e6
+        exact = torch.linalg.inv(m64 + shift * torch.eye(200, dtype=torch.float64))
+        inv = _damped_inverse(m32, shift)
+        assert inv.dtype == torch.float32
+        rel = float((inv.double() - exact).norm() / exact.norm())
+        assert rel < 1e-4, (shift, rel)
+        torch.testing.assert_close(_damped_inverse(m64, shift), exact, rtol=1e-9, atol=0)
+    assert (float(m32.diagonal().sum()) + 1.0) / 1.0 <= FLOAT32_INVERSE_MAX_CONDITION
+    # a singular factor at tiny damping: float64 Cholesky or the eigen-fallback, finite, in float32
+    r = torch.randn(200, 3, generator=g).float()
+    inv = _damped_inverse(r @ r.T, 1e-12)
+    assert inv.dtype == torch.float32 and torch.isfinite(inv).all()
