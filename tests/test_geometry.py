@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from igbook.families import Bernoulli, Categorical, Exponential, Gaussian, Poisson
@@ -99,6 +99,7 @@ pos = st.floats(0.1, 3)
 
 @settings(max_examples=60, deadline=None)
 @given(finite, pos, finite, pos, finite, pos)
+@example(0.0, 0.5, 7.134303011998335e-10, 0.5, 1.0, 0.5)  # nearby points: 1 + z used to round z away
 def test_gaussian_metric_axioms(m1, s1, m2, s2, m3, s3) -> None:  # type: ignore[no-untyped-def]
     d12 = float(fisher_rao_gaussian(m1, s1, m2, s2))
     d21 = float(fisher_rao_gaussian(m2, s2, m1, s1))
@@ -160,3 +161,12 @@ BAD = [
 def test_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises((ValueError, TypeError), match=name):
         call()
+
+
+def test_gaussian_distance_is_accurate_for_nearby_points() -> None:
+    """For nearby points d ~ sqrt((dmu^2 + 2 dsigma^2)) / sigma to full relative precision."""
+    for dmu, ds in ((7e-10, 0.0), (0.0, 3e-12), (1e-9, -2e-9), (1e-150, 0.0)):
+        ds = (0.5 + ds) - 0.5  # the increment that is actually represented (exact subtraction)
+        d = float(fisher_rao_gaussian(0.0, 0.5, dmu, 0.5 + ds))
+        local = math.sqrt(dmu**2 + 2 * ds**2) / 0.5
+        assert d > 0 and abs(d - local) <= 1e-6 * local, (dmu, ds, d, local)

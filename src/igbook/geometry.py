@@ -58,16 +58,17 @@ def fisher_rao_gaussian(mu1, sigma1, mu2, sigma2) -> Tensor:  # type: ignore[no-
     r"""Fisher-Rao distance between :math:`\mathcal N(\mu_1,\sigma_1^2)` and :math:`\mathcal N(\mu_2,\sigma_2^2)`.
 
     With :math:`u=\mu/\sqrt2` the metric is twice the Poincaré half-plane metric, so
-    :math:`d = \sqrt2\,\operatorname{arccosh}\big(1 + \frac{(\mu_1-\mu_2)^2/2 + (\sigma_1-\sigma_2)^2}{2\sigma_1\sigma_2}\big)`.
+    :math:`d = \sqrt2\,\operatorname{arccosh}\big(1 + \frac{(\mu_1-\mu_2)^2/2 + (\sigma_1-\sigma_2)^2}{2\sigma_1\sigma_2}\big)`,
+    evaluated as :math:`2\sqrt2\,\operatorname{arcsinh}\frac{\|(\Delta\mu/\sqrt2,\ \Delta\sigma)\|}{2\sqrt{\sigma_1\sigma_2}}`
+    (the same function, :math:`\operatorname{arccosh}(1+z) = 2\operatorname{arcsinh}\sqrt{z/2}`), which
+    keeps full relative accuracy for nearby points, where forming :math:`1 + z` would round
+    :math:`z` away.
     """
     mu1, mu2 = check_finite(as_tensor(mu1, "mu1"), "mu1"), check_finite(as_tensor(mu2, "mu2"), "mu2")
     s1, s2 = check_positive(as_tensor(sigma1, "sigma1"), "sigma1"), check_positive(as_tensor(sigma2, "sigma2"), "sigma2")
     mu1, s1, mu2, s2 = _broadcast(mu1, s1, mu2, s2)
-    num = 0.5 * (mu1 - mu2) ** 2 + (s1 - s2) ** 2
-    arg = 1 + num / (2 * s1 * s2)
-    # arccosh(1 + z) = log1p(z + sqrt(z (z + 2))) is accurate for small z
-    z = arg - 1
-    return math.sqrt(2.0) * torch.log1p(z + torch.sqrt(z * (z + 2)))
+    chord = torch.hypot((mu1 - mu2) / math.sqrt(2.0), s1 - s2)
+    return 2.0 * math.sqrt(2.0) * torch.asinh(chord / (2.0 * torch.sqrt(s1 * s2)))
 
 
 def fisher_rao_categorical(p, q) -> Tensor:  # type: ignore[no-untyped-def]
