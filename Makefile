@@ -8,7 +8,9 @@ STAMP  := $(VENV)/.installed
 JB     := $(BIN)/jupyter-book
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 
-export MPLBACKEND := Agg
+# Kernels must choose their own matplotlib backend (ipykernel picks the inline one only when
+# MPLBACKEND is unset): with MPLBACKEND=Agg every plt.show() in a chapter draws nothing.
+unexport MPLBACKEND
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export OMP_NUM_THREADS ?= 2
 
@@ -34,7 +36,7 @@ book: $(STAMP)
 test: test-package test-notebooks test-book test-site
 
 test-package: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile -m "not browser" tests
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile -m "not browser" tests
 
 test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:randomly -n $(NPROC) --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 book

@@ -852,3 +852,42 @@ def test_damped_inverse_precision_follows_the_condition_bound() -> None:
     r = torch.randn(200, 3, generator=g).float()
     inv = _damped_inverse(r @ r.T, 1e-12)
     assert inv.dtype == torch.float32 and torch.isfinite(inv).all()
+
+
+class _AttentionClassifier(nn.Module):
+    """Self-attention over 3 tokens of 4 features, then a linear head: attention's ``out_proj`` is
+    an ``nn.Linear`` that attention uses without calling it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(4, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.reshape(x.shape[0], 3, 4))
+        h, _ = self.attn(h, h, h, need_weights=False)
+        return self.head(h.mean(1))
+
+
+def test_layers_inside_an_unsupported_layer_are_left_alone() -> None:
+    torch.manual_seed(24)
+    model = _AttentionClassifier().to(DT)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        pre = KFACPreconditioner(model, likelihood="categorical")
+    assert len(rec) == 1
+    msg = str(rec[0].message)
+    assert "attn (MultiheadAttention" in msg and "attn.out_proj" in msg and "inside the unsupported layer attn" in msg
+    assert set(pre.named_layers()) == {"embed", "head"}
+    x = torch.randn(16, 12, dtype=DT)
+    y = torch.randint(0, 3, (16,))
+    out = model(x)
+    pre.update_factors(out)
+    F.cross_entropy(out, y).backward()
+    attn = [p.grad.clone() for p in model.attn.parameters()]
+    head = model.head.weight.grad.clone()
+    pre.step()
+    for p, g in zip(model.attn.parameters(), attn):
+        assert torch.equal(p.grad, g)
+    assert not torch.allclose(model.head.weight.grad, head)

@@ -300,6 +300,12 @@ AUDIT_JS = r"""
     sleep(15000),
   ]);
   out.images = imgs.length;
+  // figures drawn by the chapter's code (not logos or launch badges), outside animations
+  out.figures = Array.from(document.querySelectorAll(".cell_output img")).filter((im) => !im.closest("div.animation")).length;
+  // a Markdown result table printed by a cell must render as a table, not as a paragraph of pipes
+  for (const p of document.querySelectorAll(".cell_output p")) {
+    if (/^\s*\|.*\|\s*$/m.test(p.textContent) && /\|\s*:?-{3,}/.test(p.textContent)) add("tables", "Markdown table shown as text: " + p.textContent.trim().slice(0, 80));
+  }
   for (const im of imgs) {
     if (im.closest(".animation")) continue;
     if (!(im.complete && im.naturalWidth > 0)) add("images", "did not load: " + (im.getAttribute("src") || "(no src)").slice(0, 120));
@@ -472,9 +478,17 @@ def test_chapters_have_formulas_and_figures(browser: Browser, server: Server) ->
     for page in NOTEBOOK_PAGES:
         r = audit(browser, server, page)
         assert r["formulas"] >= 5, f"{page}: only {r['formulas']} formulas found"
-        assert r["images"] >= 1 or r["animations"] >= 1, f"{page}: no figure found"
+        shows = _figure_cells(page)
+        assert r["figures"] >= shows, f"{page}: {shows} cells call plt.show() but only {r['figures']} figures are on the page"
+        assert r["figures"] + r["animations"] >= 1, f"{page}: no figure found"
         assert r["outputs"] >= 1, f"{page}: no cell outputs (was the chapter executed?)"
         assert r["exercises"] >= 3 and r["solutions"] >= r["exercises"], f"{page}: {r['exercises']} exercises, {r['solutions']} solutions"
+
+
+def _figure_cells(page: str) -> int:
+    """Code cells of the chapter's notebook that call ``plt.show()`` (each shows at least one figure)."""
+    nb = json.loads((ROOT / page).with_suffix(".ipynb").read_text())
+    return sum(1 for c in nb["cells"] if c["cell_type"] == "code" and "plt.show(" in "".join(c["source"]))
 
 
 class _Anchors(HTMLParser):

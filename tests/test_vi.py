@@ -221,6 +221,14 @@ def test_gamma_poisson_property(a: float, b: float, rho: float) -> None:
         (lambda: ngvi_step(torch.tensor([0.0, 1.0]), Gamma(1.0, 1.0).natural, torch.zeros(2), 0.5, family=Gamma), "lam"),
         (lambda: ngvi_step(Gamma(1.0, 1.0).natural, Gamma(1.0, 1.0).natural, torch.tensor([0.0, 5.0]), 1.0, family=Gamma), "updated"),
         (lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.5, family=int), "family"),
+        (lambda: svi(lambda lam, idx: torch.zeros(2), torch.tensor([-5.0, 0.0]), 4, Beta(1.0, 1.0).natural,
+                     batch_size=2, steps=1, rho=0.5, family=Beta), "prior_natural"),
+        (lambda: svi(lambda lam, idx: torch.zeros(2), Beta(1.0, 1.0).natural, 4, torch.tensor([0.0, -3.0]),
+                     batch_size=2, steps=1, rho=0.5, family=Beta), "init"),
+        (lambda: svi(lambda lam, idx: torch.tensor([-9.0, 0.0]), Beta(1.0, 1.0).natural, 4, Beta(1.0, 1.0).natural,
+                     batch_size=2, steps=2, rho=1.0, family=Beta), "after step 1"),
+        (lambda: svi(lambda lam, idx: torch.zeros(2), torch.zeros(2), 4, torch.zeros(2),
+                     batch_size=2, steps=1, rho=0.5, family=str), "family"),
     ],
 )
 def test_conjugate_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]

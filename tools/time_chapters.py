@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks to time (default: every chapter)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # the kernels draw their figures inline, as for the website (ipykernel chooses the inline
+    # backend only when MPLBACKEND is unset)
+    os.environ.pop("MPLBACKEND", None)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     paths = [p.resolve() for p in args.notebooks] or toc_notebooks()
     old = {}

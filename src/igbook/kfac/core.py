@@ -584,14 +584,24 @@ class KFACPreconditioner:
         self.blocks: list[_Block] = []
         self._layers: dict[nn.Module, str] = {}
         unsupported: list[str] = []
+        # Layers inside an unsupported layer that has parameters of its own are left alone too:
+        # such a parent (nn.MultiheadAttention, say) may use its children's weights without
+        # calling them (attention's out_proj), so no hook would see their inputs.
+        opaque: list[str] = []
         for name, m in model.named_modules():
             own = [p for p in m.parameters(recurse=False) if p.requires_grad]
             if not own:
+                continue
+            parent = next((q for q in opaque if name.startswith(q + ".")), None)
+            if parent is not None:
+                unsupported.append(f"{name} ({type(m).__name__}: inside the unsupported layer {parent})")
                 continue
             reason = _unsupported_reason(m)
             if reason is not None or not m.weight.requires_grad:
                 label = name or type(m).__name__
                 unsupported.append(f"{label} ({type(m).__name__}: {reason or 'weight frozen'})")
+                if reason is not None and name:
+                    opaque.append(name)
                 continue
             lname = name or "<model>"
             self._layers[m] = lname

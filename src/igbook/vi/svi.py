@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from igbook._validation import as_tensor, check_finite, check_positive, check_shape
+from igbook.families import ExponentialFamily
 from igbook.vi.conjugate import ConjugateModel, check_step_size
 
 __all__ = [
@@ -91,6 +92,7 @@ def svi(
     steps: int,
     rho: float | Callable[[int], float],
     seed: int = 0,
+    family: type[ExponentialFamily] | None = None,
 ) -> SVIResult:
     r"""Stochastic VI on global natural parameters.
 
@@ -113,7 +115,23 @@ def svi(
         A constant step in :math:`(0, 1]` or a schedule ``t -> rho_t`` (see :func:`robbins_monro`).
     seed
         Seed of the minibatch draws.
+    family
+        Optional exponential family of :mod:`igbook.families` of the global parameter; when
+        given, ``prior_natural``, ``init`` and every iterate must be valid natural parameters
+        of it (a :class:`ValueError` names the first one that is not). Without it, natural
+        parameters are unconstrained vectors and only their shapes and finiteness are checked.
     """
+    if family is not None and not (isinstance(family, type) and issubclass(family, ExponentialFamily)):
+        raise TypeError(f"family must be an ExponentialFamily class, got {family!r}")
+
+    def valid(name: str, value: Tensor) -> None:
+        if family is None:
+            return
+        try:
+            family._check_natural(value)
+        except ValueError as exc:
+            raise ValueError(f"{name} is not a valid natural parameter of {family.__name__}: {exc}") from exc
+
     eta0 = check_finite(as_tensor(prior_natural, "prior_natural"), "prior_natural")
     lam = check_finite(as_tensor(init, "init", dtype=eta0.dtype), "init")
     if lam.shape != eta0.shape:
@@ -127,6 +145,8 @@ def svi(
         raise ValueError(f"batch_size must lie in [1, num_data={num_data}], got {batch_size}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    valid("prior_natural", eta0)
+    valid("init", lam)
     if callable(rho):
         schedule = rho
     else:
@@ -142,6 +162,7 @@ def svi(
         if m.shape != lam.shape:
             raise ValueError(f"messages must return shape {tuple(lam.shape)}, got {tuple(m.shape)}")
         lam = (1.0 - r) * lam + r * (eta0 + scale * m)
+        valid(f"the natural parameter after step {t}", lam)
         out.append(lam)
         rhos.append(r)
     return SVIResult(torch.stack(out), torch.tensor(rhos, dtype=eta0.dtype))
