@@ -739,7 +739,7 @@ Answer.
 ```
 :::{exercise} Prove the identity
 :label: ex-b
-Show that $F = \\nabla^2 A$.
+Show that $F = \\nabla^2 A$; check it with `check_gaussian_hessian`, named without a call.
 :::
 ````{exercise}
 Move the sliders of the explorer.
@@ -748,7 +748,9 @@ Move the sliders of the explorer.
     exs = ext._parse_exercises(md)
     assert [e.label for e in exs] == ["ex-a", "ex-b", None]
     assert exs[0].self_check == ["check_bernoulli_fisher"] and exs[0].kind == "homework, self-checked"
-    assert exs[1].kind == "written homework (proof)" and exs[1].title == "Prove the identity"
+    assert exs[1].self_check == ["check_gaussian_hessian"] and exs[1].title == "Prove the identity"
+    assert exs[1].kind == "homework, self-checked"
+    assert ext._parse_exercises("```{exercise} P\n:label: ex-p\nProve that it holds.\n```\n")[0].kind == "written homework (proof)"
     assert exs[2].kind.startswith("lab session") and exs[2].title == "Exercise"
 
 

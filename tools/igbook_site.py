@@ -280,7 +280,7 @@ def _parse_exercises(text: str) -> list[Exercise]:
         body = m.group("body")
         label = re.search(r"^:label:\s*(\S+)", body, re.M)
         body_text = re.sub(r"^:\w[\w-]*:.*$", "", body, flags=re.M).strip()
-        checks = sorted(set(re.findall(r"\b(check_\w+)\s*\(", body_text)))
+        checks = sorted(set(re.findall(r"\b(check_\w+)\b", body_text)))
         out.append(Exercise(m.group("title").strip() or "Exercise", label.group(1) if label else None, body_text, checks))
     return out
 
