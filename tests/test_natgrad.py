@@ -326,3 +326,29 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers() -> None:
     assert not sign and "sign" in sign.message
     assert ex.check_euclidean_discrepancy(4.0) and not ex.check_euclidean_discrepancy(0.25)
     assert not ex.check_euclidean_discrepancy("four")
+
+
+def test_approximate_steps_follow_their_formulas_and_are_not_invariant() -> None:
+    start, loss = Gaussian(2.0, 0.5), ng.kl_loss(Gaussian(0.0, 1.0))
+    for c in ("params", "natural", "mean"):
+        nat = ng.natural_gradient_at(start, loss, c)
+        phi, g, f = nat.coords, nat.grad, nat.fisher
+        lr = 1e-3
+        diag = ng.approximate_step(start, loss, c, lr, method="diagonal_fisher")
+        adam = ng.approximate_step(start, loss, c, lr, method="adam_first_step")
+        ch = ng.chart(Gaussian, c)
+        torch.testing.assert_close(diag.params, ch.to_params(phi - lr * g / f.diagonal()), rtol=1e-12, atol=0)
+        torch.testing.assert_close(adam.params, ch.to_params(phi - lr * torch.sign(g)), rtol=1e-12, atol=0)
+    # first-order disagreement between charts (natural steps agree to second order)
+    lr = 1e-5
+    for method in ng.APPROXIMATIONS:
+        a = ng.approximate_step(start, loss, "params", lr, method=method).params
+        b = ng.approximate_step(start, loss, "natural", lr, method=method).params
+        n = (ng.natural_step(start, loss, "params", lr).params - ng.natural_step(start, loss, "natural", lr).params).norm()
+        assert float((a - b).norm()) > 1e3 * float(n)
+    with pytest.raises(ValueError, match="method"):
+        ng.approximate_step(start, loss, "params", 0.1, method="kfac")
+    with pytest.raises(ValueError, match="eps"):
+        ng.approximate_step(start, loss, "params", 0.1, eps=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        ng.approximate_step(start, loss, "params", 0.0)

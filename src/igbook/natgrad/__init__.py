@@ -18,10 +18,12 @@ from igbook.natgrad.core import (
 )
 
 from igbook.natgrad.families import (
+    APPROXIMATIONS,
     Chart,
     NaturalGradient,
     Trajectory,
     TrustRegionStep,
+    approximate_step,
     best_learning_rate,
     chart,
     chart_names,
@@ -65,6 +67,8 @@ __all__ = [
     "natural_gradient_at",
     "natural_step",
     "euclidean_step",
+    "approximate_step",
+    "APPROXIMATIONS",
     "TrustRegionStep",
     "trust_region_step",
     "kl_proximal_step",

@@ -57,6 +57,8 @@ __all__ = [
     "natural_gradient_at",
     "natural_step",
     "euclidean_step",
+    "approximate_step",
+    "APPROXIMATIONS",
     "TrustRegionStep",
     "trust_region_step",
     "kl_proximal_step",
@@ -335,6 +337,42 @@ def euclidean_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "pa
     cls, ch, phi = _start(dist, which)
     _, g = _value_and_grad(loss, ch, phi)
     return _validated(cls, ch.to_params(phi - lr * g), "the gradient step")
+
+
+#: the approximations of :func:`approximate_step`
+APPROXIMATIONS = ("diagonal_fisher", "adam_first_step")
+
+
+def approximate_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", lr: float = 0.1, *,
+                     method: str = "diagonal_fisher", eps: float = 0.0) -> ExponentialFamily:
+    r"""One step of a cheap approximation of the natural gradient in the chart, as a distribution.
+
+    ``method="diagonal_fisher"``: :math:`\phi - \rho\,\nabla_\phi L / (\operatorname{diag}F_\phi + \epsilon)`,
+    the diagonal of the Fisher in place of the whole matrix (what diagonal K-FAC-like and
+    EWC-like methods keep). ``method="adam_first_step"``: :math:`\phi - \rho\,\nabla_\phi L /
+    (|\nabla_\phi L| + \epsilon)`, Adam's first step from zero moments (bias-corrected), a sign step.
+
+    Neither is a natural-gradient step, and neither transforms as a tangent vector: computed in
+    two charts and mapped to the same distribution space, the steps differ already at first order
+    in :math:`\rho` (for the diagonal Fisher unless the chart's Fisher is diagonal), while exact
+    natural steps agree to second order (:func:`natural_step`).
+    """
+    lr = _pos(lr, "lr")
+    if method not in APPROXIMATIONS:
+        raise ValueError(f"method must be one of {APPROXIMATIONS}, got {method!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps >= 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    cls, ch, phi = _start(dist, which)
+    if method == "diagonal_fisher":
+        _, g, _, f = _local(cls, ch, phi, loss, fisher=True)
+        assert f is not None
+        den = f.diagonal() + eps
+    else:
+        _, g = _value_and_grad(loss, ch, phi)
+        den = g.abs() + eps
+    if not bool((den > 0).all()):
+        raise ValueError(f"the {method} preconditioner has a zero entry: pass eps > 0")
+    return _validated(cls, ch.to_params(phi - lr * g / den), f"the {method} step")
 
 
 def _pos(value: float, name: str) -> float:
