@@ -801,7 +801,8 @@ class KFACPreconditioner:
 
     def update_inverses(self) -> None:
         """Recompute the inverses (or eigendecompositions) of the damped factors now, in float64
-        (a well-conditioned float32 factor: in float32, see :func:`_damped_inverse`).
+        (a float32 factor whose damped condition number is provably at most
+        ``FLOAT32_INVERSE_MAX_CONDITION``: in float32).
 
         The results are stored in the parameters' dtype for the preconditioning products.
         Raises :class:`ValueError` if a factor is not finite (the activations or the sampled
