@@ -707,3 +707,10 @@ def test_continual_exercise_self_checks_accept_right_and_explain_wrong_answers()
     assert ex.check_forgetting(forg, R) and ex.check_backward_transfer(bwt, R)
     assert "best" in ex.check_forgetting(-bwt, R).message
     assert not ex.check_backward_transfer(-bwt, R)
+
+    # (2 (N H + 1/sp^2) - 1/sp^2) / H minibatches; "about 2N" is accepted within 5%
+    assert ex.check_halving_time(10_200, 5000, 0.02, 0.5) and ex.check_halving_time(10_000, 5000, 0.02, 0.5)
+    assert "twice that precision" in ex.check_halving_time(5000, 5000, 0.02, 0.5).message
+    assert not ex.check_halving_time(20_000, 5000, 0.02, 0.5)
+    assert ex.check_batched_lambda(80, 5000, 64) and not ex.check_batched_lambda(5000, 5000, 64)
+    assert "other way round" in ex.check_batched_lambda(5000 * 64, 5000, 64).message

@@ -16,6 +16,8 @@ __all__ = [
     "check_si_path_integral",
     "check_forgetting",
     "check_backward_transfer",
+    "check_halving_time",
+    "check_batched_lambda",
 ]
 
 
@@ -84,3 +86,43 @@ def check_backward_transfer(answer: object, R: object) -> Feedback:
     """Backward transfer of the accuracy matrix ``R``."""
     r = torch.as_tensor(R, dtype=torch.float64)
     return compare(answer, torch.tensor(backward_transfer(r)), what="the backward transfer", rtol=1e-6)
+
+
+def check_halving_time(answer: object, N: float, hessian: float, sigma_prior: float, lambda0: float | None = None) -> Feedback:
+    r"""Minibatches after which MESU's step with :math:`N=\infty` is half the step with window ``N``.
+
+    The precision without forgetting grows as :math:`\lambda_0 + tH`; the windowed one settles at
+    :math:`NH + \sigma_{\mathrm{prior}}^{-2}`, so :math:`t = (2(NH + \sigma_{\mathrm{prior}}^{-2}) - \lambda_0)/H`
+    (``lambda0`` defaults to the prior precision). Answers within 5% are accepted (the
+    exercise asks for "about").
+    """
+    prior_prec = 1.0 / sigma_prior**2
+    lam0 = prior_prec if lambda0 is None else float(lambda0)
+    expected = (2.0 * (N * hessian + prior_prec) - lam0) / hessian
+    fb = compare(answer, torch.tensor(expected, dtype=torch.float64), what="the number of minibatches", rtol=0.05)
+    if not fb.ok:
+        try:
+            a = float(answer)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return fb
+        if math.isclose(a, N, rel_tol=0.05):
+            return Feedback(False, "After N minibatches the infinite window has the same precision as the windowed one "
+                                   "(equal steps); halving the step needs twice that precision.")
+    return fb
+
+
+def check_batched_lambda(answer: object, lam_batched: float, batch_size: int) -> Feedback:
+    r"""The EWC strength for the empirical Fisher that matches ``lam_batched`` with a Fisher from
+    squared minibatch-mean gradients: about :math:`\lambda_{\mathrm{batched}}/B` near a minimum
+    (the batched Fisher is about :math:`1/B` of the empirical one). Within 10%."""
+    expected = torch.tensor(lam_batched / batch_size, dtype=torch.float64)
+    fb = compare(answer, expected, what="lambda for the empirical Fisher", rtol=0.1)
+    if not fb.ok:
+        try:
+            a = float(answer)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return fb
+        if math.isclose(a, lam_batched * batch_size, rel_tol=0.1):
+            return Feedback(False, "The other way round: the batched Fisher is the smaller one (about 1/B of the "
+                                   "empirical Fisher), so it needs the larger lambda.")
+    return fb
