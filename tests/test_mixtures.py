@@ -324,3 +324,11 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers() -> None:
     assert ex.check_isotropic_separation(1.6363) and not ex.check_isotropic_separation(1.5)
     assert not ex.check_isotropic_separation("1.6")  # type: ignore[arg-type]
     assert ex.check_singular_speed_exponent(1) and not ex.check_singular_speed_exponent(2)
+    # the explorer exercise: kappa(F) = 50 at the separation found by bisection; kappa ~ 2 / delta^2
+    d50 = ex.condition_separation(50.0)
+    k = float(mx.condition_number(mx.fisher(torch.tensor([-d50 / 2, d50 / 2], dtype=torch.float64), 1.0)))
+    assert abs(k - 50.0) < 1e-6 and abs(d50 - math.sqrt(2 / 50)) < 0.01
+    assert ex.check_explorer_condition_separation(0.2) and not ex.check_explorer_condition_separation(0.25)
+    assert "half the separation" in ex.check_explorer_condition_separation(0.1).message
+    assert "square root" in ex.check_explorer_condition_separation(0.04).message
+    assert not ex.check_explorer_condition_separation(float("nan"))

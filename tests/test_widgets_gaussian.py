@@ -93,4 +93,10 @@ def test_self_checks_accept_right_answers_and_explain_wrong_ones() -> None:
     assert not ex.check_gaussian_log_sigma_fisher(lambda mu, s: torch.eye(3))
     assert ex.check_scale_distance(lambda s: math.sqrt(2) * abs(math.log(s)))
     assert not ex.check_scale_distance(lambda s: abs(math.log(s)))
+    # the explorer exercise: semi-axes sigma sqrt(2 eps) along mu, sigma sqrt(eps) along sigma
+    a, b = 0.5 * math.sqrt(0.2), 0.5 * math.sqrt(0.1)
+    assert ex.check_ellipse_semi_axes(a, b, sigma=0.5, eps=0.1)
+    assert "Swapped" in ex.check_ellipse_semi_axes(b, a, sigma=0.5, eps=0.1).message
+    assert "sqrt(2)" in ex.check_ellipse_semi_axes(a / math.sqrt(2), b / math.sqrt(2), sigma=0.5, eps=0.1).message
+    assert not ex.check_ellipse_semi_axes(a, float("inf"), sigma=0.5, eps=0.1)
     assert "Correct" in str(ok) and "✅" in ok._repr_markdown_()

@@ -17,6 +17,7 @@ __all__ = [
     "check_poisson_natural_fisher",
     "check_gaussian_log_sigma_fisher",
     "check_scale_distance",
+    "check_ellipse_semi_axes",
 ]
 
 _PS = (0.05, 0.3, 0.5, 0.8)
@@ -105,3 +106,22 @@ def check_scale_distance(distance: Callable[[float], float]) -> Feedback:
             return fb
     return Feedback(True, "d = sqrt(2)|log sigma|: halving or doubling the scale costs the same distance.")
 
+
+def check_ellipse_semi_axes(semi_mu: float, semi_sigma: float, sigma: float, eps: float) -> Feedback:
+    r"""Check the semi-axes of the Fisher ellipse :math:`\tfrac12\delta^\top F\delta = \varepsilon` of
+    :math:`\mathcal N(\mu,\sigma^2)` in :math:`(\mu,\sigma)`: :math:`F = \operatorname{diag}(1/\sigma^2, 2/\sigma^2)`,
+    so :math:`\sigma\sqrt{2\varepsilon}` along :math:`\mu` and :math:`\sigma\sqrt{\varepsilon}` along
+    :math:`\sigma` (within 3%: read off a figure)."""
+    for name, v in (("semi_mu", semi_mu), ("semi_sigma", semi_sigma)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return Feedback(False, f"{name}: pass a finite number, got {v!r}.")
+    exp = torch.tensor([sigma * math.sqrt(2 * eps), sigma * math.sqrt(eps)], dtype=torch.float64)
+    ans = torch.tensor([float(semi_mu), float(semi_sigma)], dtype=torch.float64)
+    fb = compare(ans, exp, what="the semi-axes (along mu, along sigma)", rtol=0.03)
+    if not fb:
+        if torch.allclose(ans, exp.flip(0), rtol=0.03):
+            return Feedback(False, "Swapped: the ellipse is wider along mu (F_mu_mu = 1/sigma^2 is the smaller entry).")
+        if torch.allclose(ans, exp / math.sqrt(2), rtol=0.03):
+            return Feedback(False, "Off by sqrt(2): the level set is (1/2) d^T F d = eps, not d^T F d = eps.")
+        return fb
+    return Feedback(True, f"Both axes scale with sigma: ({float(exp[0]):.4f}, {float(exp[1]):.4f}).")

@@ -16,6 +16,8 @@ __all__ = [
     "check_singularity_constants",
     "check_isotropic_separation",
     "check_singular_speed_exponent",
+    "check_explorer_condition_separation",
+    "condition_separation",
 ]
 
 D = torch.float64
@@ -123,3 +125,31 @@ def check_singular_speed_exponent(p: float) -> Feedback:
         return Feedback(False, f"{fb.message} The numerical log-log slope is {slope:.3f}.")
     return Feedback(True, f"p = 1 (measured slope {slope:.3f}): the undamped natural flow is infinitely fast at the "
                           "singular line, which is why the flows are damped there.")
+
+
+def condition_separation(kappa: float = 50.0, sigma: float = 1.0) -> float:
+    r"""The separation :math:`|\mu_1-\mu_2|/\sigma` at which the mixture's Fisher has condition number ``kappa``
+    (bisection on :math:`\kappa`, which decreases as the components separate, below the isotropic point)."""
+    lo, hi = 1e-4, float(mx.ISOTROPIC_SEPARATION)
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        th = torch.tensor([-mid * sigma / 2, mid * sigma / 2], dtype=D)
+        k = float(mx.condition_number(mx.fisher(th, sigma)))
+        lo, hi = (mid, hi) if k > kappa else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def check_explorer_condition_separation(delta: float, kappa: float = 50.0) -> Feedback:
+    r"""Check the separation read off the explorer at which :math:`\kappa(F)` equals ``kappa`` (within 3%:
+    sliders move in steps). Near the singular line :math:`\kappa\approx 2\sigma^2/\Delta^2`."""
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta):
+        return Feedback(False, f"Pass a finite number, got {delta!r}.")
+    exact = condition_separation(kappa)
+    fb = compare(delta, torch.tensor(exact, dtype=D), what="the separation |mu1 - mu2| / sigma", rtol=0.03)
+    if not fb:
+        if math.isclose(delta, exact / 2, rel_tol=0.05):
+            return Feedback(False, "That is half the separation: the handles sit at -d/2 and +d/2, so |mu1 - mu2| = d.")
+        if math.isclose(delta, 2.0 / kappa, rel_tol=0.05):
+            return Feedback(False, "kappa ~ 2 sigma^2 / Delta^2 gives Delta^2 = 2/kappa: take the square root.")
+        return fb
+    return Feedback(True, f"{exact:.3f} (the approximation sqrt(2/kappa) gives {math.sqrt(2 / kappa):.3f}).")
