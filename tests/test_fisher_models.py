@@ -591,7 +591,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
         fisher_matrix(model, None, x[:0], y[:0], lik)
     with pytest.raises(TypeError, match="x must be a tensor"):
         fisher_matrix(model, None, x.tolist(), y, lik)  # type: ignore[arg-type]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ValueError, match=r"x of shape \(6, 5\) does not fit the model"):
         fisher_matrix(model, None, torch.randn(6, 5, dtype=D), y, lik)  # the model itself rejects 5 features
     with pytest.raises(ValueError, match="mc_samples must be an int >= 1"):
         fisher_matrix(model, None, x, y, lik, "mc", mc_samples=0)

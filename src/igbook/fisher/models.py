@@ -217,11 +217,16 @@ class _Problem:
         self.x = x
         self.n = x.shape[0]
         self.vjp_fn: Callable[[Tensor], tuple[dict[str, Tensor]]] | None = None
-        if keep_vjp:  # one forward pass that also records the reverse-mode pull-back
-            out, self.vjp_fn = vjp(lambda p: self._call(p, x), self.params)
-        else:
-            with torch.no_grad():
-                out = self._call(self.params, x)
+        try:
+            if keep_vjp:  # one forward pass that also records the reverse-mode pull-back
+                out, self.vjp_fn = vjp(lambda p: self._call(p, x), self.params)
+            else:
+                with torch.no_grad():
+                    out = self._call(self.params, x)
+        except RuntimeError as exc:  # a shape the model does not accept: name the argument
+            raise ValueError(
+                f"x of shape {tuple(x.shape)} does not fit the model (the forward pass failed: {exc})"
+            ) from exc
         if not isinstance(out, Tensor):
             raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
         if out.ndim == 0 or out.shape[0] != self.n:
