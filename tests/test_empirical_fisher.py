@@ -40,9 +40,16 @@ def test_data_reproduce_the_papers_generators() -> None:
     xm, ym = logistic_data("misspecified-model")
     np.testing.assert_array_equal(xm.numpy(), np.vstack([x1, x2]))
     assert float(ym[:500].sum()) == 0 and float(ym[500:].sum()) == 500
-    for kind in ("well-specified", "misspecified-noise"):
+    # the other two set-ups (their "well-specified" and "misspecified (A)"): class means +-(m, m)
+    # and class covariances S S^T within sampling error (500 points per class, 5 standard errors)
+    for kind, m, s0, s1 in (("well-specified", 1.0, 2.0, 2.0), ("misspecified-noise", 1.5, 3.0, 1.0)):
         xk, yk = logistic_data(kind)
         assert xk.shape == (1000, 2) and yk.shape == (1000,)
+        assert float(yk[:500].sum()) == 0 and float(yk[500:].sum()) == 500
+        for cls, sign, sd in ((0, 1.0, s0), (1, -1.0, s1)):
+            xc = xk[yk == cls].numpy()
+            np.testing.assert_allclose(xc.mean(0), [sign * m] * 2, atol=5 * sd / math.sqrt(500))
+            np.testing.assert_allclose(np.cov(xc.T), sd**2 * np.eye(2), atol=5 * sd**2 * math.sqrt(2 / 500))
     xl, yl = linear_data("misspecified-model")
     assert xl.shape == (1000, 2) and bool((xl[:, 1] == 1).all())
 

@@ -481,14 +481,23 @@ def test_mean_reduction_convention(ftype: str) -> None:
     mean = fisher_matrix(model, None, x, y, lik, ftype)
     f, theta = flat_fn(model)
     yy = lik.check_targets(y, model(x))
-    if ftype in ("ggn", "hessian"):
-        # independent reference of the SUM loss (the convention of torch's reduction="sum")
-        if ftype == "hessian":
-            sum_curv = hessian(lambda t: lik.nll(f(t, x), yy).sum())(theta)
-        else:
-            j = jacrev(f)(theta, x)
-            sum_curv = torch.einsum("ncp,ncd,ndq->pq", j, lik.output_hessian(f(theta, x), yy), j)
-        torch.testing.assert_close(sum_curv / n, mean, rtol=1e-10, atol=1e-12)
+    # independent references of the SUM loss (the convention of torch's reduction="sum")
+    if ftype == "hessian":
+        sum_curv = hessian(lambda t: lik.nll(f(t, x), yy).sum())(theta)
+    elif ftype == "ggn":
+        j = jacrev(f)(theta, x)
+        sum_curv = torch.einsum("ncp,ncd,ndq->pq", j, lik.output_hessian(f(theta, x), yy), j)
+    elif ftype == "exact":
+        # categorical: output-space Fisher diag(p) - p p^T of the softmax, per data point
+        j = jacrev(f)(theta, x)
+        prob = torch.softmax(f(theta, x), -1)
+        h = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
+        sum_curv = torch.einsum("ncp,ncd,ndq->pq", j, h, j)
+    else:
+        # empirical: sum of outer products of the per-example gradients of the observed-label loss
+        per = torch.stack([jacrev(lambda t, i=i: lik.nll(f(t, x[i : i + 1]), yy[i : i + 1]).sum())(theta) for i in range(n)])
+        sum_curv = per.T @ per
+    torch.testing.assert_close(sum_curv / n, mean, rtol=1e-10, atol=1e-12)
     doubled = fisher_matrix(model, None, torch.cat([x, x]), torch.cat([y, y]), lik, ftype)
     torch.testing.assert_close(doubled, mean, rtol=1e-12, atol=1e-13)
 

@@ -563,6 +563,16 @@ def test_binder_environment_is_cpu_only() -> None:
     assert re.search(r"^-e \.$|^\.$", req, re.M), "binder/requirements.txt does not install igbook"
 
 
+def test_binder_post_build_opens_markdown_rendered(tmp_path: Path) -> None:
+    """Launch links to Markdown pages must not open them as source text: postBuild makes the
+    Markdown preview JupyterLab's default viewer (run here with a scratch HOME)."""
+    env = {**os.environ, "HOME": str(tmp_path)}
+    subprocess.run(["bash", str(ROOT / "binder" / "postBuild")], check=True, env=env, timeout=60)
+    settings = tmp_path / ".jupyter/lab/user-settings/@jupyterlab/docmanager-extension/plugin.jupyterlab-settings"
+    assert json.loads(settings.read_text())["defaultViewers"]["markdown"] == "Markdown Preview"
+    assert (ROOT / "binder" / "runtime.txt").read_text().strip().startswith("python-3.11")
+
+
 @pytest.mark.browser
 def test_download_button_saves_an_ipynb_file(browser: Browser, server: Server, tmp_path: Path) -> None:
     """Clicking the download button saves a notebook file; it does not open JSON in the browser."""
