@@ -172,3 +172,56 @@ def test_gaussian_distance_is_accurate_for_nearby_points() -> None:
         d = float(fisher_rao_gaussian(0.0, 0.5, dmu, 0.5 + ds))
         local = math.sqrt(dmu**2 + 2 * ds**2) / 0.5
         assert d > 0 and abs(d - local) <= 1e-6 * local, (dmu, ds, d, local)
+
+
+def test_gaussian_distance_matches_a_geodesic_found_by_energy_minimization() -> None:
+    """Independent of the closed-form geodesic: minimize the discrete energy
+    sum_k |Delta_k|^2_F (K segments) over the interior points; the minimizer's length
+    approaches the closed-form distance (and no path is shorter)."""
+    a, b = torch.tensor([-1.0, 0.5], dtype=D), torch.tensor([2.0, 1.5], dtype=D)
+    k = 64
+    ts = torch.linspace(0, 1, k + 1, dtype=D)[1:-1, None]
+    inner = (a + ts * (b - a)).clone().requires_grad_(True)  # start from the straight line
+
+    def energy(pts: torch.Tensor) -> torch.Tensor:
+        path = torch.cat([a[None], pts, b[None]])
+        mids, deltas = 0.5 * (path[1:] + path[:-1]), path[1:] - path[:-1]
+        sig = mids[:, 1]
+        # closed-form Gaussian metric diag(1, 2) / sigma^2 at the midpoints
+        return k * ((deltas[:, 0] ** 2 + 2 * deltas[:, 1] ** 2) / sig**2).sum()
+
+    opt = torch.optim.LBFGS([inner], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        e = energy(inner)
+        e.backward()
+        return e
+
+    opt.step(closure)
+    path = torch.cat([a[None], inner.detach(), b[None]])
+    length = curve_length(path, gaussian_metric)
+    exact = fisher_rao_gaussian(a[0], a[1], b[0], b[1])
+    straight = curve_length(torch.cat([a[None], (a + ts * (b - a)), b[None]]), gaussian_metric)
+    assert float(straight) > float(exact) * 1.01  # the straight line is measurably longer
+    torch.testing.assert_close(length, exact, rtol=1e-4, atol=0)
+    assert float(length) >= float(exact) * (1 - 1e-4)  # (midpoint quadrature: length is accurate to O(1/K^2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0.02, 0.98), st.floats(0.02, 0.98), st.floats(0.02, 0.98),
+       st.floats(0.1, 20), st.floats(0.1, 20), st.floats(0.1, 20))
+def test_one_dimensional_distances_are_metrics(p1, p2, p3, r1, r2, r3) -> None:  # type: ignore[no-untyped-def]
+    """Symmetry, zero on the diagonal and the triangle inequality for Bernoulli, Binomial, Poisson, Exponential."""
+    for dist in (
+        lambda u, v: fisher_rao_bernoulli(u, v),
+        lambda u, v: fisher_rao_binomial(7, u, v),
+    ):
+        d12, d21, d13, d23 = (float(dist(*uv)) for uv in ((p1, p2), (p2, p1), (p1, p3), (p2, p3)))
+        assert d12 >= 0 and abs(d12 - d21) <= 1e-12 * max(1.0, d12) and float(dist(p1, p1)) == 0.0
+        assert d13 <= d12 + d23 + 1e-12
+    for dist in (fisher_rao_poisson, fisher_rao_exponential):
+        d12, d21, d13, d23 = (float(dist(*uv)) for uv in ((r1, r2), (r2, r1), (r1, r3), (r2, r3)))
+        assert d12 >= 0 and abs(d12 - d21) <= 1e-12 * max(1.0, d12) and float(dist(r1, r1)) == 0.0
+        assert d13 <= d12 + d23 + 1e-12
