@@ -20,6 +20,8 @@ after warm-up), float64, one torch thread unless stated:
 - ``sigma_update``: a move of the sigma slider (PNG mode): new state, the Fisher-ellipse field
   redrawn over the cached axes, then the dynamic artists (the data panel's height changes only
   when the density's peak leaves it or fills less than 60% of it; then everything is drawn);
+- ``state_with_flows`` / ``drag_update_blit_flows``: the same with the Flow button on (36
+  particles integrated along both fields for 60 Euler steps, :func:`igbook.mixtures.flow_pair`);
 - ``full_redraw``: drawing the whole figure (axes, ticks, legends, field, dynamic artists), what
   a change of the plane's extent or of the data panel's height costs, without the PNG.
 
@@ -90,6 +92,10 @@ def main() -> None:
     ex_png = MixtureExplorer(base, interactive=False)
     results["drag_update_png"] = timed(lambda i: ex_png.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats)
     results["sigma_update"] = timed(lambda i: ex_png.set(sigma=0.8 + 0.01 * (i % 40)), args.repeats)
+    # flow mode: 36 particles along both fields, 60 Euler steps, recomputed on every move
+    results["state_with_flows"] = timed(lambda i: mixture_state(base, mu1=-1.5 + 0.01 * (i % 50), flow=True), args.repeats)
+    ex_blit.set(flow=True)
+    results["drag_update_blit_flows"] = timed(lambda i: ex_blit.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats)
     results["full_redraw"] = timed(lambda i: ex_png.figure.fig.canvas.draw(), max(5, args.repeats // 3))
 
     out = {

@@ -332,3 +332,20 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers() -> None:
     assert "half the separation" in ex.check_explorer_condition_separation(0.1).message
     assert "square root" in ex.check_explorer_condition_separation(0.04).message
     assert not ex.check_explorer_condition_separation(float("nan"))
+
+
+def test_flow_pair_equals_the_two_flows() -> None:
+    loss = mx.KLToTarget(torch.tensor([-1.5, 1.5], dtype=torch.float64), 1.0)
+    seeds = torch.tensor([[-2.0, 0.5], [1.0, 2.5], [0.3, -0.2], [2.0, 2.1]], dtype=torch.float64)
+    nat = mx.flow(seeds, loss, method="natural", steps=25, dt=0.15, damping=1e-3, max_step=0.2)
+    euc = mx.flow(seeds, loss, method="euclidean", steps=25, dt=0.3, max_step=0.2)
+    n2, e2 = mx.flow_pair(seeds, loss, steps=25, dt_natural=0.15, dt_euclidean=0.3, damping=1e-3, max_step=0.2)
+    torch.testing.assert_close(n2, nat, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(e2, euc, rtol=1e-10, atol=1e-12)
+    assert n2.shape == (26, 4, 2)
+    with pytest.raises(ValueError, match="damping"):
+        mx.flow_pair(seeds, loss, damping=0.0)
+    with pytest.raises(ValueError, match="dt_euclidean"):
+        mx.flow_pair(seeds, loss, dt_euclidean=-1.0)
+    with pytest.raises(TypeError, match="MixtureLoss"):
+        mx.flow_pair(seeds, "kl")  # type: ignore[arg-type]

@@ -279,10 +279,8 @@ def mixture_state(controls: MixtureControls | None = None, **changes: Any) -> Mi
     flows = None
     if c.flow:
         seeds = _flow_seeds(lo, hi)
-        nat = mx.flow(seeds, loss, method="natural", steps=c.flow_steps, dt=c.flow_dt, damping=1e-3 * lam_far,
-                      max_step=0.5 * spacing)
-        euc = mx.flow(seeds, loss, method="euclidean", steps=c.flow_steps, dt=c.flow_dt * 2 * s**2,
-                      max_step=0.5 * spacing)
+        nat, euc = mx.flow_pair(seeds, loss, steps=c.flow_steps, dt_natural=c.flow_dt, dt_euclidean=c.flow_dt * 2 * s**2,
+                                damping=1e-3 * lam_far, max_step=0.5 * spacing)
         flows = {"natural": nat.numpy(), "euclidean": euc.numpy()}
 
     return MixtureState(
