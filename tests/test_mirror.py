@@ -26,6 +26,7 @@ from igbook.mirror import (
     projected_gradient_descent,
     proximal_objective,
 )
+from igbook.natgrad import natural_step
 
 D = torch.float64
 M = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 3.0]], dtype=D)
@@ -155,6 +156,56 @@ def test_mirror_descent_with_kl_proximity_is_natural_gradient_descent(family) ->
     ngd = natural_gradient_descent_natural(family, loss, start.natural, 0.2, 12)
     md_natural = torch.stack([family.natural_from_mean(mu) for mu in md])
     torch.testing.assert_close(md_natural, ngd, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("family", [Gaussian, Poisson, Bernoulli, MultivariateGaussian, Gamma])
+def test_mirror_descent_with_log_partition_is_natural_gradient_descent_in_mean_coordinates(family) -> None:  # type: ignore[no-untyped-def]
+    """The dual statement: MD with phi = A on eta is NGD in mu (Fisher pulled back to the mean chart)."""
+    start = {
+        Gaussian: Gaussian(0.5, 1.5),
+        Poisson: Poisson(2.0),
+        Bernoulli: Bernoulli(0.3),
+        MultivariateGaussian: MultivariateGaussian(torch.tensor([0.1, -0.2], dtype=D), torch.tensor([[1.0, 0.3], [0.3, 0.8]], dtype=D)),
+        Gamma: Gamma(2.0, 1.5),
+    }[family]
+    target = start.mean * 1.1 + 0.05
+
+    def loss_of_mean(mu: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((mu - target) ** 2).sum() + 0.1 * torch.cos(mu).sum()
+
+    def loss_of_params(theta: torch.Tensor) -> torch.Tensor:
+        return loss_of_mean(family.mean_from_natural(family.natural_from_params(theta)))
+
+    steps, lr = 8, 0.1
+    md = mirror_descent(ExponentialFamilyMap(family, coordinates="natural"),
+                        grad(lambda eta: loss_of_mean(family.mean_from_natural(eta))), start.natural, lr, steps)
+    q, ngd = start, [start.mean]
+    for _ in range(steps):
+        q = natural_step(q, loss_of_params, "mean", lr)
+        ngd.append(q.mean)
+    md_mean = torch.stack([family.mean_from_natural(eta) for eta in md])
+    torch.testing.assert_close(md_mean, torch.stack(ngd), rtol=1e-10, atol=1e-10)
+    # the proximity term of the step is KL(q_t || q_{t+1})
+    prox = ExponentialFamilyMap(family, coordinates="natural").bregman(md[1], md[0])
+    torch.testing.assert_close(prox, family.from_natural(md[0]).kl(family.from_natural(md[1])), rtol=1e-9, atol=1e-12)
+
+
+def test_exponentiated_gradient_with_entropy_converges_geometrically_to_gibbs() -> None:
+    """EG on <x, l> - H(x): log-ratios contract by (1 - lr) per step towards softmax(-l)."""
+    ell = torch.tensor([0.7, -0.2, 0.1, 1.3], dtype=D)
+    gibbs = torch.softmax(-ell, -1)
+
+    def free_energy(x: torch.Tensor) -> torch.Tensor:
+        return x @ ell + NegativeEntropy().potential(x)
+
+    torch.testing.assert_close(free_energy(gibbs), -torch.logsumexp(-ell, -1), rtol=0, atol=1e-14)
+    x0 = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=D)
+    eta_star = Categorical.natural_from_mean(gibbs[:-1])
+    for lr in (0.4, 1.0, 1.6):
+        path = exponentiated_gradient(grad(free_energy), x0, lr, 60)
+        err = torch.stack([Categorical.natural_from_mean(x[:-1]) for x in path]) - eta_star
+        torch.testing.assert_close(err[1:], (1 - lr) * err[:-1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(path[-1], gibbs, rtol=0, atol=1e-10)
 
 
 def test_exponentiated_gradient_regret_bound() -> None:
