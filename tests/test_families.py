@@ -123,6 +123,11 @@ def test_fisher_equals_score_covariance_and_expected_negative_hessian(dist: Expo
         s = torch.func.vmap(grad(cls.log_prob_params), in_dims=(None, 0))(dist.params, x)
         se = (s.unsqueeze(2) * s.unsqueeze(1)).std(0) / math.sqrt(n)
         assert bool(((est - dist.fisher()).abs() <= 5 * se + 1e-12).all())
+        # ... and as the expected negative Hessian in the usual coordinates (not constant there)
+        h = torch.func.vmap(torch.func.hessian(cls.log_prob_params), in_dims=(None, 0))(dist.params, x)
+        est_h = expected_negative_hessian(cls.log_prob_params, dist.params, x, torch.full((n,), 1.0 / n, dtype=x.dtype))
+        se_h = h.std(0) / math.sqrt(n)
+        assert bool(((est_h - dist.fisher()).abs() <= 5 * se_h + 1e-12).all())
         # the negative Hessian of a Gaussian/Exponential log-density in natural coordinates is constant
         torch.testing.assert_close(
             expected_negative_hessian(cls.log_prob_natural, dist.natural, x[:50]), dist.fisher_natural(), rtol=1e-9, atol=1e-10

@@ -251,3 +251,23 @@ def test_animations_are_scrubbable_html() -> None:
     assert "<script" in anim2.to_jshtml()
     with pytest.raises(ValueError, match="interval"):
         animate_states(anim.states, interval=0)
+
+
+def test_ellipse_scale_scales_the_outlines_and_nothing_else() -> None:
+    """The ellipse-scale control multiplies every (unclipped) ellipse's radii; the Fisher field,
+    the spectrum and the handles' state do not change. A far-apart ellipse has diameter
+    ``ellipse_scale`` grid spacings."""
+    a = mixture_state(ellipse_scale=0.5, grid_n=9)
+    b = mixture_state(ellipse_scale=1.0, grid_n=9)
+    np.testing.assert_array_equal(a.fisher, b.fisher)
+    np.testing.assert_array_equal(a.handle_eigenvalues, b.handle_eigenvalues)
+    keep = ~(a.clipped | b.clipped)
+    assert keep.sum() > 40
+    centers = a.grid.reshape(-1, 2)[keep][:, None, :]
+    ra, rb = a.outlines[keep] - centers, b.outlines[keep] - centers
+    np.testing.assert_allclose(rb, 2.0 * ra, rtol=1e-10, atol=1e-12)
+    # at (3, -3), six sigmas from the singular line, F is within 2% of I / (2 sigma^2): nearly a circle
+    spacing = 6.0 / 8
+    corner = np.argmin(np.abs(a.grid.reshape(-1, 2) - [3.0, -3.0]).sum(1))
+    radius = np.linalg.norm(b.outlines[corner] - a.grid.reshape(-1, 2)[corner], axis=1)
+    np.testing.assert_allclose(radius, 0.5 * spacing, rtol=0.03)
