@@ -138,8 +138,8 @@ def test_exponentiated_gradient_is_categorical_mirror_descent_and_natural_gradie
     torch.testing.assert_close(exponentiated_gradient_step(x0, g, lr), want / want.sum(), rtol=1e-14, atol=1e-15)
 
 
-@pytest.mark.parametrize("family", [Gaussian, Poisson, Bernoulli, MultivariateGaussian, Gamma])
-def test_mirror_descent_with_kl_proximity_is_natural_gradient_descent(family) -> None:  # type: ignore[no-untyped-def]
+def _duality_problem(family):  # type: ignore[no-untyped-def]
+    """A start point of ``family`` and a non-linear loss of the mean parameter."""
     start = {
         Gaussian: Gaussian(0.5, 1.5),
         Poisson: Poisson(2.0),
@@ -149,8 +149,15 @@ def test_mirror_descent_with_kl_proximity_is_natural_gradient_descent(family) ->
     }[family]
     target = start.mean * 1.1 + 0.05
 
-    def loss(mu: torch.Tensor) -> torch.Tensor:  # a non-linear loss of the mean parameter
+    def loss(mu: torch.Tensor) -> torch.Tensor:
         return 0.5 * ((mu - target) ** 2).sum() + 0.1 * torch.cos(mu).sum()
+
+    return start, loss
+
+
+@pytest.mark.parametrize("family", [Gaussian, Poisson, Bernoulli, MultivariateGaussian, Gamma])
+def test_mirror_descent_with_kl_proximity_is_natural_gradient_descent(family) -> None:  # type: ignore[no-untyped-def]
+    start, loss = _duality_problem(family)
 
     md = mirror_descent(ExponentialFamilyMap(family), grad(loss), start.mean, 0.2, 12)
     ngd = natural_gradient_descent_natural(family, loss, start.natural, 0.2, 12)
@@ -161,17 +168,7 @@ def test_mirror_descent_with_kl_proximity_is_natural_gradient_descent(family) ->
 @pytest.mark.parametrize("family", [Gaussian, Poisson, Bernoulli, MultivariateGaussian, Gamma])
 def test_mirror_descent_with_log_partition_is_natural_gradient_descent_in_mean_coordinates(family) -> None:  # type: ignore[no-untyped-def]
     """The dual statement: MD with phi = A on eta is NGD in mu (Fisher pulled back to the mean chart)."""
-    start = {
-        Gaussian: Gaussian(0.5, 1.5),
-        Poisson: Poisson(2.0),
-        Bernoulli: Bernoulli(0.3),
-        MultivariateGaussian: MultivariateGaussian(torch.tensor([0.1, -0.2], dtype=D), torch.tensor([[1.0, 0.3], [0.3, 0.8]], dtype=D)),
-        Gamma: Gamma(2.0, 1.5),
-    }[family]
-    target = start.mean * 1.1 + 0.05
-
-    def loss_of_mean(mu: torch.Tensor) -> torch.Tensor:
-        return 0.5 * ((mu - target) ** 2).sum() + 0.1 * torch.cos(mu).sum()
+    start, loss_of_mean = _duality_problem(family)
 
     def loss_of_params(theta: torch.Tensor) -> torch.Tensor:
         return loss_of_mean(family.mean_from_natural(family.natural_from_params(theta)))
