@@ -1,0 +1,26 @@
+"""Attach a controller script (``static/<name>``) to a Bokeh layout's document."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+
+def controller_source(filename: str) -> str:
+    """The text of ``igbook/live/static/<filename>``."""
+    return resources.files("igbook.live").joinpath("static", filename).read_text(encoding="utf-8")
+
+
+def controller(layout: Any, filename: str, args: dict[str, Any]) -> Any:
+    """Run the controller ``filename`` with ``args`` when the layout's document is ready.
+
+    The layout gets a document of its own; the controller registers the figure in
+    ``window.igbookLive.figures`` and draws the first frame.
+    """
+    from bokeh.document import Document
+    from bokeh.models import CustomJS
+
+    doc = Document()
+    doc.add_root(layout)
+    doc.js_on_event("document_ready", CustomJS(args=args, code=controller_source(filename)))
+    return doc
