@@ -12,6 +12,9 @@ What it does, for every page present and future:
   manager from a CDN (which shows dead sliders, or nothing), each widget output gets a visible
   note with a Binder link for that page; the chapter's static figure and pre-rendered animation
   are what the reader sees.
+* **Live figures.** Outputs of :mod:`igbook.live` carry BokehJS inline (for JupyterLab); on the
+  site that inline copy is dropped and the page loads BokehJS from ``_static/bokeh`` (copied from
+  the installed ``bokeh``), once per page and only on pages with a live figure.
 * **Generated appendix content.** Directives used by ``book/performance.md`` and
   ``book/instructors.md``:
 
@@ -98,6 +101,46 @@ def _builder_inited(app: Any) -> None:
             type="igbook",
             subtype="mathjax",
         )
+
+
+_BOKEH_INLINE = re.compile(r"<!--igbook-bokehjs-->.*?<!--/igbook-bokehjs-->", re.S)
+
+
+def _live_figures(app: Any, doctree: nodes.document, docname: str) -> None:
+    """Drop the inline BokehJS of live-figure outputs; remember the page needs the served copy."""
+    if app.builder.format != "html":
+        return
+    for raw in list(doctree.findall(nodes.raw)):
+        text = raw.astext()
+        if "<!--igbook-bokehjs-->" in text and "html" in raw.get("format", ""):
+            raw.parent.replace(raw, nodes.raw("", _BOKEH_INLINE.sub("", text), format=raw["format"], classes=raw.get("classes", [])))
+            pages = getattr(app.env, "igbook_live_pages", set())
+            pages.add(docname)
+            app.env.igbook_live_pages = pages
+
+
+def _live_scripts(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
+    if pagename in getattr(app.env, "igbook_live_pages", set()) or "igbook-live" in context.get("body", ""):
+        from igbook.live import bokeh_js_files
+
+        for f in bokeh_js_files():
+            app.add_js_file(f"bokeh/{f.name}", priority=400)
+
+
+def _copy_bokeh(app: Any, exc: Exception | None) -> None:
+    if exc is not None or app.builder.format != "html":
+        return
+    try:
+        from igbook.live import bokeh_js_files
+
+        files = bokeh_js_files()
+    except (ImportError, FileNotFoundError) as e:
+        LOG.warning(f"live figures need bokeh (pip install bokeh): {e}", type="igbook", subtype="bokeh")
+        return
+    dest = Path(app.outdir) / "_static" / "bokeh"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        copy_asset(str(f), str(dest))
 
 
 def _copy_mathjax(app: Any, exc: Exception | None) -> None:
@@ -701,6 +744,9 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("builder-inited", _builder_inited)
     app.connect("doctree-resolved", _static_outputs)
     app.connect("build-finished", _copy_mathjax)
+    app.connect("doctree-resolved", _live_figures)
+    app.connect("html-page-context", _live_scripts)
+    app.connect("build-finished", _copy_bokeh)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("missing-reference", _resolve_reexports)
     app.add_directive("igbook-benchmark", BenchmarkDirective)
