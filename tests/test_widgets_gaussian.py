@@ -66,12 +66,17 @@ def test_draw_and_animate() -> None:
 def test_explorer_updates_when_a_slider_moves() -> None:
     import matplotlib.pyplot as plt
 
+    before_figs = plt.get_fignums()
     app = GaussianManifoldExplorer()
+    # drawn on construction, whatever the backend: the first Run All shows a figure
+    first = app.image.value
+    assert first[:8] == b"\x89PNG\r\n\x1a\n" and len(first) > 10_000
+    assert plt.get_fignums() == before_figs  # no pyplot figure: nothing for a backend to redraw
     app.sigma.value = 0.5
     st = app.state()
     assert st.sigma == 0.5
     torch.testing.assert_close(st.fisher[0, 0], torch.tensor(4.0, dtype=torch.float64))
-    plt.close(app.fig)
+    assert app.image.value != first  # the slider redrew the image
 
 
 def test_self_checks_accept_right_answers_and_explain_wrong_ones() -> None:

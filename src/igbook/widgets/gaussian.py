@@ -131,31 +131,49 @@ def animate_gaussian_manifold(
 class GaussianManifoldExplorer:
     """ipywidgets app: sliders for ``mu``, ``sigma`` and ``eps`` redraw :func:`draw_gaussian_manifold`.
 
-    ``GaussianManifoldExplorer().widget`` is the thing to display. Needs a running kernel; the
-    book shows a static figure and an animation next to it for readers of the website.
+    ``GaussianManifoldExplorer().widget`` is the thing to display. The explorer draws with its
+    own Agg figure into an :class:`ipywidgets.Image` (a PNG per change), whatever matplotlib
+    backend the kernel runs, so it shows its first frame on the first Run All and redraws on
+    every slider move in JupyterLab and Notebook 7 alike, with no idle redraw loop. It needs a
+    running kernel; the live figure :func:`igbook.live.gaussian_half_plane` needs none.
     """
 
     def __init__(self, mu: float = 0.0, sigma: float = 1.0, eps: float = 0.1) -> None:
         import ipywidgets as w
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+
+        from igbook.plotting import book_style
 
         self.mu = w.FloatSlider(value=mu, min=-2.5, max=2.5, step=0.05, description="μ")
         self.sigma = w.FloatSlider(value=sigma, min=0.2, max=2.5, step=0.05, description="σ")
         self.eps = w.FloatLogSlider(value=eps, base=10, min=-2.5, max=0.3, step=0.05, description="ε")
-        self.output = w.Output()
-        with self.output:
-            self.fig, self.axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.25, 1]})
-            plt.show()
+        with book_style():
+            self.fig = Figure(figsize=(10, 4.2), dpi=80, layout="constrained")
+            self.axes = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
+        self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="900px"))
         for s in (self.mu, self.sigma, self.eps):
             s.observe(lambda _change: self.update(), names="value")
-        self.widget = w.VBox([w.HBox([self.mu, self.sigma, self.eps]), self.output])
+        self.widget = w.VBox([w.HBox([self.mu, self.sigma, self.eps], layout=w.Layout(flex_flow="row wrap")), self.image])
         self.update()
 
     def state(self) -> GaussianManifoldState:
         return gaussian_manifold_state(self.mu.value, self.sigma.value, self.eps.value)
 
     def update(self) -> GaussianManifoldState:
+        """Recompute the state from the sliders and redraw the image."""
+        import io
+
+        from igbook.plotting import book_style
+
         st = self.state()
-        draw_gaussian_manifold(st, self.axes)
-        self.fig.canvas.draw_idle()
+        with book_style():
+            draw_gaussian_manifold(st, self.axes)
+            buf = io.BytesIO()
+            self.fig.savefig(buf, format="png")
+        self.image.value = buf.getvalue()
         return st
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)

@@ -630,16 +630,26 @@ class MixtureExplorer:
     sliders), a click on the parameter plane to place the probe (probe sliders otherwise),
     sliders for :math:`\sigma`, grid density and ellipse scale, and a *flow* toggle. Every
     change calls :func:`mixture_state` and :meth:`MixtureFigure.update`; the current state is
-    ``state``. ``interactive=None`` picks the mode from the matplotlib backend.
+    ``state``.
+
+    The explorer chooses its drawing path itself, whatever backend the kernel runs: by default
+    (``interactive=False``) it renders with its own Agg figure into an
+    :class:`ipywidgets.Image`, so the first Run All shows the figure, every slider redraws it,
+    nothing is drawn outside the cell and nothing runs while idle. ``interactive=True`` puts
+    the figure on an ``ipympl`` canvas for dragging on the figure (requires
+    ``%matplotlib widget``); to drag the handles in JupyterLab or on the website without a
+    kernel, use :func:`igbook.live.mixture_explorer`.
     """
 
-    def __init__(self, controls: MixtureControls | None = None, *, interactive: bool | None = None) -> None:
+    def __init__(self, controls: MixtureControls | None = None, *, interactive: bool = False) -> None:
         import ipywidgets as w
 
         self.controls = controls if controls is not None else MixtureControls()
         if not isinstance(self.controls, MixtureControls):
             raise TypeError(f"controls must be a MixtureControls, got {type(self.controls).__name__}")
-        self.interactive = _ipympl_active() if interactive is None else bool(interactive)
+        if not isinstance(interactive, bool):
+            raise TypeError(f"interactive must be a bool, got {type(interactive).__name__}")
+        self.interactive = interactive
         self.state = mixture_state(self.controls)
         self._drag: str | None = None
         self._syncing = False
@@ -657,7 +667,7 @@ class MixtureExplorer:
             self._view: Any = canvas if isinstance(canvas, w.DOMWidget) else w.Output()
         else:
             self.figure = draw_mixture(self.state, _new_figure((13.0, 4.4), 80, pyplot=False))
-            self._view = w.Image(format="png", layout=w.Layout(width="100%"))
+            self._view = w.Image(format="png", layout=w.Layout(width="100%", max_width="1040px"))
         self.figure.enable_blit()
 
         lo, hi = self.controls.extent
@@ -681,7 +691,7 @@ class MixtureExplorer:
             sl.observe(functools.partial(self._on_slider, name), names="value")
         self.flow_button.observe(lambda ch: self.set(flow=bool(ch["new"])), names="value")
         hint = ("drag the green handles or the star; click the plane to place the probe" if self.interactive
-                else "run <code>%matplotlib widget</code> before this cell to drag the handles on the figure")
+                else "to drag the handles on the figure, use <code>igbook.live.mixture_explorer()</code>")
         left = w.VBox([self.sliders[k] for k in ("mu1", "mu2", "sigma", "probe_x")])
         right = w.VBox([self.sliders[k] for k in ("grid_n", "ellipse_scale", "probe_y")] + [self.flow_button])
         self.widget = w.VBox([w.HBox([left, right]), w.HTML(f"<small>{hint}</small>"), self._view, self.status])
