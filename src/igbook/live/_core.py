@@ -81,6 +81,11 @@ def _inline_bokeh() -> str:
     )
 
 
+def _inline_live_css() -> str:
+    css = resources.files("igbook.live").joinpath("static/igbook_live.css").read_text(encoding="utf-8")
+    return f"<style>{css}</style>"
+
+
 def _inline_live_js() -> str:
     body = live_js().replace("</script", "<\\/script")
     return f'<script type="text/javascript">\n{body}\n</script>'
@@ -107,7 +112,9 @@ class LiveFigure:
     Parameters
     ----------
     layout
-        the Bokeh layout (its document carries the callbacks).
+        the Bokeh model, or a list of panels: models, or ``(model, kind)`` pairs with kind
+        ``"square"`` (at most 460 px wide) or ``"full"`` (a whole row). Panels are laid out by
+        the page (CSS flex-wrap): side by side in a wide column, stacked on a phone.
     name
         identifier, unique on a page: ``window.igbookLive.figures`` holds an object with this
         ``name`` whose ``state()`` returns the numbers shown and ``set(...)`` moves it.
@@ -131,11 +138,20 @@ class LiveFigure:
         if not isinstance(self.name, str) or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"name must be a non-empty identifier (letters, digits, - and _), got {self.name!r}")
 
+    def panels(self) -> list[tuple[Any, str]]:
+        """The panels as ``(model, kind)`` pairs."""
+        items = self.layout if isinstance(self.layout, (list, tuple)) else [self.layout]
+        return [it if isinstance(it, tuple) else (it, "") for it in items]
+
     def components(self) -> tuple[str, str]:
-        """Bokeh's ``(script, div)`` for this figure."""
+        """Bokeh's script and the HTML of the panels."""
         from bokeh.embed import components
 
-        return components(self.layout)
+        panels = self.panels()
+        script, divs = components([m for m, _ in panels])
+        inner = "".join(f'<div class="igbook-live-panel{" igbook-live-" + kind if kind else ""}">{d}</div>'
+                        for d, (_, kind) in zip(divs, panels))
+        return script, f'<div class="igbook-live-panels">{inner}</div>'
 
     def html(self, *, inline_bokeh: bool = True) -> str:
         """The HTML of the figure; ``inline_bokeh=False`` for pages that load BokehJS themselves."""
@@ -144,6 +160,7 @@ class LiveFigure:
         caption = f" {html.escape(self.caption)}" if self.caption else ""
         parts = [
             f'<div class="igbook-live" data-igbook-live="{self.name}" data-mechanism="{self.mechanism}">',
+            _inline_live_css(),
             _inline_bokeh() if inline_bokeh else "",
             _inline_live_js(),
             div,
@@ -163,7 +180,8 @@ class LiveFigure:
         """A standalone HTML file with everything inline (opens offline in any browser)."""
         path = Path(path)
         page = (
-            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>"
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>"
             f"{html.escape(self.name)}</title></head><body>{self.html()}</body></html>"
         )
         path.write_text(page, encoding="utf-8")

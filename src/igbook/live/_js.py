@@ -12,7 +12,7 @@ def controller_source(filename: str) -> str:
 
 
 def controller(layout: Any, filename: str, args: dict[str, Any]) -> Any:
-    """Run the controller ``filename`` with ``args`` when the layout's document is ready.
+    """Run the controller ``filename`` with ``args`` when the document of ``layout`` (a model or a list of panels) is ready.
 
     The layout gets a document of its own; the controller registers the figure in
     ``window.igbookLive.figures`` and draws the first frame.
@@ -21,6 +21,7 @@ def controller(layout: Any, filename: str, args: dict[str, Any]) -> Any:
     from bokeh.models import CustomJS
 
     doc = Document()
-    doc.add_root(layout)
+    for item in layout if isinstance(layout, (list, tuple)) else [layout]:
+        doc.add_root(item[0] if isinstance(item, tuple) else item)
     doc.js_on_event("document_ready", CustomJS(args=args, code=controller_source(filename)))
     return doc

@@ -24,7 +24,7 @@ def gaussian_half_plane(P: tuple[float, float] = (0.0, 1.0), Q: tuple[float, flo
     Raises :class:`ValueError` for points outside the drawn region (``|mu| <= 3``,
     ``0.1 <= sigma <= 3``) or ``eps`` outside ``[0.01, 0.5]``.
     """
-    from bokeh.layouts import column, row
+    from bokeh.layouts import column
     from bokeh.models import ColumnDataSource, CustomJS, Div, PointDrawTool, Slider
     from bokeh.plotting import figure
 
@@ -50,7 +50,7 @@ def gaussian_half_plane(P: tuple[float, float] = (0.0, 1.0), Q: tuple[float, flo
     tools = "reset,save"
     plane = figure(title="Drag P and Q on the half-plane of Gaussians", x_range=(-3, 3), y_range=(0, 3),
                    x_axis_label="μ", y_axis_label="σ", tools=tools, height=400, sizing_mode="stretch_width",
-                   min_width=300, match_aspect=False)
+                   min_width=260)
     plane.line("x", "y", source=ell, color=PALETTE[0], line_width=2.5, legend_label="Fisher ellipse ½δᵀFδ = ε")
     plane.line("x", "y", source=klb, color=PALETTE[1], line_width=2, legend_label="KL ball KL(P‖q) = ε")
     plane.line("x", "y", source=frb, color=PALETTE[2], line_width=2, line_dash="dashed",
@@ -68,7 +68,7 @@ def gaussian_half_plane(P: tuple[float, float] = (0.0, 1.0), Q: tuple[float, flo
     plane.legend.spacing = 0
     figure_theme(plane)
 
-    dfig = figure(title="densities p(x | μ, σ)", x_range=(-6, 6), x_axis_label="x", tools="", height=400,
+    dfig = figure(title="densities p(x | μ, σ)", x_range=(-6, 6), x_axis_label="x", tools="", height=300,
                   sizing_mode="stretch_width", min_width=260)
     dfig.line("x", "p", source=dens, color="#8a8a8a", line_width=2, legend_label="P")
     dfig.line("x", "q", source=dens, color=PALETTE[4], line_width=2, legend_label="Q")
@@ -84,8 +84,7 @@ def gaussian_half_plane(P: tuple[float, float] = (0.0, 1.0), Q: tuple[float, flo
     plane.js_on_event("panend", redraw)
     eps_slider.js_on_change("value", redraw)
 
-    layout = column(row(plane, dfig, sizing_mode="stretch_width", styles={"flex-wrap": "wrap"}),
-                    eps_slider, readout, sizing_mode="stretch_width")
+    layout = [plane, dfig, (column(eps_slider, readout, sizing_mode="stretch_width"), "full")]
     controller(layout, "gaussian.js", args)
     return LiveFigure(layout, name, "ported",
                       "Drag P or Q; move ε. The geodesic's length is the Fisher–Rao distance.")

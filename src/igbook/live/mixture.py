@@ -60,7 +60,7 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
 
     # data space
     data_fig = figure(title="data space: drag the means μ₁*, μ₂*", x_range=(lo - 3.5, hi + 3.5), y_range=(-0.04, 0.45),
-                      x_axis_label="x", tools="reset", height=340, sizing_mode="stretch_width", min_width=280)
+                      x_axis_label="x", tools="reset", height=300, sizing_mode="stretch_width", min_width=260)
     data_fig.line("x", "c1", source=dens, color=PALETTE[5], line_width=1.5, line_dash="dashed", legend_label="½N(μ₁*, σ²)")
     data_fig.line("x", "c2", source=dens, color=PALETTE[4], line_width=1.5, line_dash="dashed", legend_label="½N(μ₂*, σ²)")
     data_fig.line("x", "p", source=dens, color=PALETTE[3], line_width=2.5, legend_label="p(x | θ*)")
@@ -75,17 +75,15 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     figure_theme(data_fig)
 
     # parameter plane
-    plane = figure(title="parameter plane: drag ★, click to place the probe", x_range=(lo, hi), y_range=(lo, hi),
-                   x_axis_label="μ₁", y_axis_label="μ₂", tools="reset", height=520, width=400,
-                   sizing_mode="scale_width", min_width=280, max_width=440)
+    plane = figure(title="parameter plane: drag ★, click for a probe", x_range=(lo, hi), y_range=(lo, hi),
+                   x_axis_label="μ₁", y_axis_label="μ₂", tools="reset", height=520, width=420,
+                   sizing_mode="scale_width", min_width=260, max_width=460)
     plane.line([lo, hi], [lo, hi], color="#8a8a8a", line_dash="dashed", line_width=1.5, legend_label="singular line μ₁ = μ₂")
     plane.multi_line("xs", "ys", source=field, color="#7a8a99", line_width=1, legend_label="Fisher ellipses")
     plane.multi_line("xs", "ys", source=field_clipped, color=PALETTE[3], line_width=1, line_dash="dotted",
                      legend_label="clipped (near-singular)")
-    plane.multi_line("xs", "ys", source=flows_e, color=euclid_color, line_width=1.2, line_alpha=0.8,
-                     legend_label="Euclidean flow")
-    plane.multi_line("xs", "ys", source=flows_n, color=natural_color, line_width=1.2, line_alpha=0.8,
-                     legend_label="natural flow")
+    plane.multi_line("xs", "ys", source=flows_e, color=euclid_color, line_width=1.2, line_alpha=0.8)
+    plane.multi_line("xs", "ys", source=flows_n, color=natural_color, line_width=1.2, line_alpha=0.8)
     plane.line("x", "y", source=handle_ell, color=PALETTE[2], line_width=2)
     plane.scatter("x", "y", source=mirror, size=14, marker="star", fill_color=None, line_color=PALETTE[2], line_width=1.5)
     s = plane.scatter("x", "y", source=star, size=20, marker="star", color=PALETTE[2], line_color="white",
@@ -94,9 +92,11 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     plane.add_layout(Arrow(end=NormalHead(size=9, fill_color="color", line_color="color"), source=arrows,
                            x_start="x_start", y_start="y_start", x_end="x_end", y_end="y_end", line_color="color",
                            line_width=2.5))
-    # legend entries for the arrows
-    plane.line([], [], color=euclid_color, line_width=2.5, legend_label="−gradient")
-    plane.line([], [], color=natural_color, line_width=2.5, legend_label="−natural gradient")
+    # legend entries for the arrows and the flows (Bokeh draws no swatch for an empty source:
+    # these lines lie outside the view)
+    off = [hi + 100.0, hi + 101.0]
+    plane.line(off, off, color=euclid_color, line_width=2.5, legend_label="−gradient, Euclidean flow")
+    plane.line(off, off, color=natural_color, line_width=2.5, legend_label="−natural gradient, natural flow")
     drag_s = PointDrawTool(renderers=[s], add=False, drag=True, description="Drag θ*")
     plane.add_tools(drag_s)
     plane.toolbar.active_drag = drag_s
@@ -113,13 +113,13 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     # spectrum
     delta, lam_min, lam_max = spectrum_curve()
     spec = figure(title="spectrum: 2σ²λ against separation δ", x_axis_type="log", x_range=(float(delta[0]), float(delta[-1])),
-                  y_range=(-0.05, 1.1), x_axis_label="δ = |μ₁ − μ₂| / σ", tools="", height=340,
+                  y_range=(-0.05, 1.1), x_axis_label="δ = |μ₁ − μ₂| / σ", tools="", height=300,
                   sizing_mode="stretch_width", min_width=260)
     spec.line(delta.tolist(), lam_max.tolist(), color=PALETTE[0], line_width=2, legend_label="mean shift 2σ²λmax")
     spec.line(delta.tolist(), lam_min.tolist(), color=PALETTE[1], line_width=2, legend_label="exchange 2σ²λmin")
     spec.scatter("x", "y", source=marker, size=10, color=PALETTE[2], line_color="white")
     spec.add_layout(Span(location=1.0, dimension="width", line_color="#8a8a8a", line_dash="dotted"))
-    spec.legend.location = "center_right"
+    spec.legend.location = "center_left"
     spec.legend.label_text_font_size = "11px"
     figure_theme(spec)
     assert isinstance(spec.x_scale, LogScale)
@@ -152,11 +152,8 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
         w.js_on_change("value", redraw)
     flow_sw.js_on_change("active", redraw)
 
-    panels = row(data_fig, plane, spec, sizing_mode="stretch_width", styles={"flex-wrap": "wrap", "gap": "4px"})
-    controls = row(column(sigma_s, grid_s, sizing_mode="stretch_width"),
-                   column(scale_s, row(flow_sw, flow_label), sizing_mode="stretch_width"),
-                   sizing_mode="stretch_width", styles={"flex-wrap": "wrap"})
-    layout = column(panels, controls, readout, sizing_mode="stretch_width")
+    layout = [data_fig, (plane, "square"), spec,
+              (column(sigma_s, grid_s, scale_s, row(flow_sw, flow_label), readout, sizing_mode="stretch_width"), "full")]
     controller(layout, "mixture.js", args)
     return LiveFigure(layout, name, "ported",
                       "Drag the means (left) or the star (middle), click to place the probe, move the sliders, "

@@ -72,7 +72,7 @@ function update() {
   // the probe: Euclidean and natural descent directions, drawn with equal length
   if (probeAt) {
     probe.data = { x: [probeAt[0]], y: [probeAt[1]] };
-    const len = 0.9 * Math.max(sp, 0.25), seg = { x_start: [], y_start: [], x_end: [], y_end: [], color: [] };
+    const len = 1.5 * Math.max(sp, 0.25), seg = { x_start: [], y_start: [], x_end: [], y_end: [], color: [] };
     const add = (v, color) => {
       const n = Math.hypot(v[0], v[1]);
       if (!(n > 0) || !Number.isFinite(n)) return;
