@@ -84,7 +84,7 @@ def call_reader(fn: Callable[..., object], *args: object) -> object:
     """Call the reader's function; an exception it raises is returned (to be reported), not raised."""
     try:
         return fn(*args)
-    except Exception as exc:  # the reader's code: report, do not crash the notebook
+    except Exception as exc:  # noqa: BLE001 - the reader's code: report, do not crash the notebook
         return exc
 
 
@@ -151,7 +151,7 @@ def _close(a: Tensor, b: Tensor, rtol: float, atol: float) -> bool:
 
 def _generic_hint(a: Tensor, e: Tensor, rtol: float, atol: float, low_precision: bool) -> str:
     """The kind of mistake that turns ``e`` into ``a``, or ``""``; never mentions ``e``'s value."""
-    tol = dict(rtol=max(rtol, 1e-6), atol=atol)
+    tol = {"rtol": max(rtol, 1e-6), "atol": atol}
     scale = float(e.abs().max())
     err = float((a - e).abs().max())
     if scale > 0 and err <= 1e-3 * scale:

@@ -6,19 +6,19 @@ import math
 
 import torch
 
-from igbook.continual.metrics import backward_transfer, forgetting
 from igbook._validation import as_tensor
+from igbook.continual.metrics import backward_transfer, forgetting
 from igbook.exercises._core import Feedback, compare
 from igbook.optim.mesu import mesu_stationary_variance
 
 __all__ = [
-    "check_ewc_penalty",
-    "check_stationary_variance",
-    "check_si_path_integral",
-    "check_forgetting",
     "check_backward_transfer",
-    "check_halving_time",
     "check_batched_lambda",
+    "check_ewc_penalty",
+    "check_forgetting",
+    "check_halving_time",
+    "check_si_path_integral",
+    "check_stationary_variance",
 ]
 
 
@@ -54,8 +54,8 @@ def check_si_path_integral(answer: object, h: float, lr: float, d0: float, steps
     r = 1 - lr * h
     expected = torch.tensor(h * d0**2 * (1 - r ** (2 * steps)) / (2 - lr * h), dtype=torch.float64)
     return compare(answer, expected, what="omega", rtol=1e-6, mistakes=[
-        (0.5 * h * d0**2 * (1 - r ** (2 * steps)), "That is the continuous path integral (the loss decrease); SI sums "
-                                                   "-g * delta theta over discrete steps, which is larger by the factor 2 / (2 - lr h)."),
+        (0.5 * h * d0**2 * (1 - r ** (2 * steps)), ("That is the continuous path integral (the loss decrease); SI sums "
+                                                   "-g * delta theta over discrete steps, which is larger by the factor 2 / (2 - lr h).")),
         (float(expected) / lr, "omega sums -g_t * delta theta_t = lr g_t^2: you left out the learning rate."),
         (h * d0**2 * (1 - r ** (2 * (steps + 1))) / (2 - lr * h), "One step too many: sum over t = 0, ..., T - 1."),
         (h * d0**2 * (1 - r ** (2 * (steps - 1))) / (2 - lr * h), "One step too few: sum over t = 0, ..., T - 1."),
@@ -67,8 +67,8 @@ def check_forgetting(answer: object, R: object) -> Feedback:
     r = as_tensor(R, "R", dtype=torch.float64)
     t = r.shape[0]
     return compare(answer, torch.tensor(forgetting(r)), what="the forgetting", rtol=1e-6, mistakes=[
-        (-backward_transfer(r), "That is minus the backward transfer: forgetting starts from each task's *best* accuracy, "
-                                "not from the one right after learning it."),
+        (-backward_transfer(r), ("That is minus the backward transfer: forgetting starts from each task's *best* accuracy, "
+                                "not from the one right after learning it.")),
         (-forgetting(r), "Forgetting is a drop: best accuracy minus final accuracy, a positive number when accuracy was lost."),
         (forgetting(r) * (t - 1) / t, "Average over the old tasks only: the last task cannot be forgotten yet."),
     ], hint="For each task but the last: its best accuracy before the end minus its final accuracy; then average.")
@@ -80,8 +80,8 @@ def check_backward_transfer(answer: object, R: object) -> Feedback:
     t = r.shape[0]
     return compare(answer, torch.tensor(backward_transfer(r)), what="the backward transfer", rtol=1e-6, mistakes=[
         (float((r[-1, : t - 1] - r.diagonal()[: t - 1]).sum() / t), "Average over the T - 1 old tasks: the last one has no 'after'."),
-        (float((r[-1, : t - 1] - r[: t - 1, : t - 1].max(0).values).mean()), "Backward transfer starts from the accuracy right "
-                                                                              "after learning each task (R[j, j]), not from its best."),
+        (float((r[-1, : t - 1] - r[: t - 1, : t - 1].max(0).values).mean()), ("Backward transfer starts from the accuracy right "
+                                                                              "after learning each task (R[j, j]), not from its best.")),
     ], hint="For each task but the last: final accuracy R[T-1, j] minus R[j, j] right after learning it; then average.")
 
 
@@ -97,8 +97,8 @@ def check_halving_time(answer: object, N: float, hessian: float, sigma_prior: fl
     lam0 = prior_prec if lambda0 is None else float(lambda0)
     expected = (2.0 * (N * hessian + prior_prec) - lam0) / hessian
     return compare(answer, torch.tensor(expected, dtype=torch.float64), what="the number of minibatches", rtol=0.05, mistakes=[
-        (N, "After N minibatches the infinite window has the same precision as the windowed one "
-            "(equal steps); halving the step needs twice that precision."),
+        (N, ("After N minibatches the infinite window has the same precision as the windowed one "
+            "(equal steps); halving the step needs twice that precision.")),
         (4 * N, "The step is proportional to the variance, 1/precision: half the step needs twice the precision, not four times."),
         (N / 2, "Halving the step needs a *larger* precision than the windowed one, which is reached after about N minibatches."),
     ], hint="The step scales like the variance 1/lambda: find t where lambda0 + t H is twice the windowed fixed point.")
@@ -110,9 +110,9 @@ def check_batched_lambda(answer: object, lam_batched: float, batch_size: int) ->
     (the batched Fisher is about :math:`1/B` of the empirical one). Within 10%."""
     expected = torch.tensor(lam_batched / batch_size, dtype=torch.float64)
     return compare(answer, expected, what="lambda for the empirical Fisher", rtol=0.1, mistakes=[
-        (lam_batched * batch_size, "The other way round: the batched Fisher is the smaller one (about 1/B of the "
-                                   "empirical Fisher), so it needs the larger lambda."),
+        (lam_batched * batch_size, ("The other way round: the batched Fisher is the smaller one (about 1/B of the "
+                                   "empirical Fisher), so it needs the larger lambda.")),
         (lam_batched, "The two Fishers differ by about a factor B near a minimum, so the strengths must too."),
-        (lam_batched / math.sqrt(batch_size), "The squared minibatch mean has about 1/B (not 1/sqrt(B)) of the per-example "
-                                              "second moment: the variance of a mean of B terms."),
+        (lam_batched / math.sqrt(batch_size), ("The squared minibatch mean has about 1/B (not 1/sqrt(B)) of the per-example "
+                                              "second moment: the variance of a mean of B terms.")),
     ], hint="Near a minimum the mean gradient vanishes, so a squared minibatch-mean gradient is about 1/B of the per-example one.")

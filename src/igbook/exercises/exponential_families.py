@@ -14,10 +14,10 @@ from igbook.mirror import exponentiated_gradient_step
 
 __all__ = [
     "check_bernoulli_natural_gradient_step",
-    "check_gaussian_hessian_of_log_partition",
-    "check_gamma_fisher_natural",
-    "check_poisson_bregman",
     "check_exponentiated_gradient_step",
+    "check_gamma_fisher_natural",
+    "check_gaussian_hessian_of_log_partition",
+    "check_poisson_bregman",
 ]
 
 D = torch.float64
@@ -43,12 +43,12 @@ def check_bernoulli_natural_gradient_step(step: Callable[[float, float, float], 
             eta = torch.logit(torch.tensor(p, dtype=D))
             want = torch.sigmoid(eta - rho * g)
             fb = compare(out, want, what="the new p", where=where, rtol=1e-8, mistakes=[
-                (p - rho * p * (1 - p) * g, "You took the natural-gradient step in the coordinate p, "
+                (p - rho * p * (1 - p) * g, ("You took the natural-gradient step in the coordinate p, "
                                             "p - rho p(1-p) dL/dp. It agrees to first order in rho, but the exercise "
                                             "asks for the step in the natural parameter eta = logit(p), where "
-                                            "F(eta)^{-1} dL/deta = dL/dp exactly."),
-                (torch.sigmoid(eta - rho * p * (1 - p) * g), "You stepped along the Euclidean gradient of the log-odds, "
-                                                             "dL/deta = p(1-p) dL/dp. Precondition it by F(eta)^{-1} = 1/(p(1-p))."),
+                                            "F(eta)^{-1} dL/deta = dL/dp exactly.")),
+                (torch.sigmoid(eta - rho * p * (1 - p) * g), ("You stepped along the Euclidean gradient of the log-odds, "
+                                                             "dL/deta = p(1-p) dL/dp. Precondition it by F(eta)^{-1} = 1/(p(1-p)).")),
                 (torch.sigmoid(eta + rho * g), "Wrong sign: a descent step subtracts rho times the natural gradient."),
                 (eta - rho * g, "You returned the new log-odds eta: map it back to p with the sigmoid."),
                 (p - rho * g, "That is a Euclidean step in p; the exercise takes the step in eta = logit(p)."),
@@ -109,8 +109,8 @@ def check_gamma_fisher_natural(fisher: Callable[[float, float], object]) -> Feed
         tri = float(torch.polygamma(1, torch.tensor(a, dtype=D)))
         dig = float(torch.digamma(torch.tensor(a, dtype=D)))
         fb = compare(out, want, what="the Fisher matrix", where=where, rtol=1e-6, atol=1e-9, mistakes=[
-            ([[tri, -1 / b], [-1 / b, a / b**2]], "Off-diagonal sign: in eta = (alpha - 1, -beta) the entry is +1/beta "
-                                                   "(Cov(log x, x) > 0); -1/beta is the value in (alpha, beta)."),
+            ([[tri, -1 / b], [-1 / b, a / b**2]], ("Off-diagonal sign: in eta = (alpha - 1, -beta) the entry is +1/beta "
+                                                   "(Cov(log x, x) > 0); -1/beta is the value in (alpha, beta).")),
             ([[dig, 1 / b], [1 / b, a / b**2]], "The (1,1) entry is Var(log x) = trigamma(alpha); digamma(alpha) - log beta is its mean."),
             ([[tri, 1 / b], [1 / b, a / b]], "Var(x) = alpha/beta^2 for a rate beta: check the power of beta."),
         ], hint="F(eta) = Hessian of A(eta) = Cov[(log x, x)] for x ~ Gamma(alpha, rate beta).")
@@ -131,8 +131,8 @@ def check_poisson_bregman(bregman: Callable[[float, float], float]) -> Feedback:
         want = Poisson(rp).kl(Poisson(rq))
         fb = compare(out, want, what="D_{A*}", where=where, rtol=1e-8, atol=1e-12, mistakes=[
             (Poisson(rq).kl(Poisson(rp)), "You computed KL(q || p): the Bregman divergence of A* keeps the order of its arguments."),
-            (rp * math.log(rp / rq), "Missing the linear terms -mu_p + mu_q: D(x||y) = A*(x) - A*(y) - A*'(y)(x - y) with "
-                                     "A*(mu) = mu log mu - mu."),
+            (rp * math.log(rp / rq), ("Missing the linear terms -mu_p + mu_q: D(x||y) = A*(x) - A*(y) - A*'(y)(x - y) with "
+                                     "A*(mu) = mu log mu - mu.")),
         ], hint="D_{A*}(x || y) = A*(x) - A*(y) - A*'(y)(x - y) with the convex conjugate A*(mu) = mu log mu - mu.")
         if not fb:
             return fb

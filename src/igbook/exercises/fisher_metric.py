@@ -14,10 +14,10 @@ from igbook.geometry import fisher_rao_gaussian
 __all__ = [
     "check_bernoulli_fisher",
     "check_bernoulli_natural_gradient",
-    "check_poisson_natural_fisher",
-    "check_gaussian_log_sigma_fisher",
-    "check_scale_distance",
     "check_ellipse_semi_axes",
+    "check_gaussian_log_sigma_fisher",
+    "check_poisson_natural_fisher",
+    "check_scale_distance",
 ]
 
 D = torch.float64
@@ -34,10 +34,10 @@ def check_bernoulli_fisher(fisher: Callable[[float], float]) -> Feedback:
         if isinstance(out, Feedback):
             return out
         fb = compare(out, Bernoulli(p).fisher()[0, 0], what="F(p)", where=where, rtol=1e-6, mistakes=[
-            (p * (1 - p), "You returned p(1-p): that is the Fisher in the natural parameter (the log-odds), not in p. "
-                          "Use the chain rule."),
-            (1 / p**2 + 1 / (1 - p) ** 2, "You added the squared scores 1/p^2 and 1/(1-p)^2 of the two outcomes: the "
-                                          "Fisher is their expectation, so weight them by their probabilities."),
+            (p * (1 - p), ("You returned p(1-p): that is the Fisher in the natural parameter (the log-odds), not in p. "
+                          "Use the chain rule.")),
+            (1 / p**2 + 1 / (1 - p) ** 2, ("You added the squared scores 1/p^2 and 1/(1-p)^2 of the two outcomes: the "
+                                          "Fisher is their expectation, so weight them by their probabilities.")),
             (1 / p, "Only the outcome x = 1 counts in your answer: average the squared score over x = 0 too."),
         ], hint="Compute E[(d/dp log p(x | p))^2] over the two outcomes x = 0, 1.")
         if not fb:
@@ -101,10 +101,10 @@ def check_gaussian_log_sigma_fisher(fisher: Callable[[float, float], object]) ->
             return torch.diag(torch.tensor([a, b], dtype=D))
 
         fb = compare(out, diag(1 / sig**2, 2.0), what="F(mu, log sigma)", where=where, rtol=1e-6, mistakes=[
-            (diag(1 / sig**2, 2 / sig**2), "The (2,2) entry is still 2/sigma^2, the value in (mu, sigma). "
-                                           "Multiply by (d sigma / d s)^2 = sigma^2."),
-            (diag(1 / sig**2, 2 / sig**4), "Chain rule the wrong way round: F_ss = F_sigma,sigma (d sigma/d s)^2, a "
-                                           "multiplication by sigma^2."),
+            (diag(1 / sig**2, 2 / sig**2), ("The (2,2) entry is still 2/sigma^2, the value in (mu, sigma). "
+                                           "Multiply by (d sigma / d s)^2 = sigma^2.")),
+            (diag(1 / sig**2, 2 / sig**4), ("Chain rule the wrong way round: F_ss = F_sigma,sigma (d sigma/d s)^2, a "
+                                           "multiplication by sigma^2.")),
             (diag(1 / sig**2, 1.0), "The (2,2) entry is missing a factor of 2: E[(z^2 - 1)^2] = 2 for z ~ N(0, 1)."),
             (diag(1.0, 2.0), "Only the scale coordinate changed: F_mu,mu is still 1/sigma^2."),
         ], hint="Start from F = diag(1/sigma^2, 2/sigma^2) in (mu, sigma) and change coordinates with J = d(mu, sigma)/d(mu, s).")
@@ -127,8 +127,8 @@ def check_scale_distance(distance: Callable[[float], float]) -> Feedback:
                      mistakes=[
                          (abs(math.log(sig)), "Missing the sqrt(2): along sigma the metric is 2/sigma^2, so ds = sqrt(2) d sigma / sigma."),
                          (math.sqrt(2) * math.log(sig), "A distance is never negative: integrate |d sigma| / sigma."),
-                         (math.sqrt(2 * kl), "That is sqrt(2 KL), which agrees with the distance only as sigma -> 1; "
-                                             "integrate the metric along the sigma axis instead."),
+                         (math.sqrt(2 * kl), ("That is sqrt(2 KL), which agrees with the distance only as sigma -> 1; "
+                                             "integrate the metric along the sigma axis instead.")),
                      ], hint="The path with mu = 0 fixed is a geodesic: integrate sqrt(F_sigma,sigma) d sigma along it.")
         if not fb:
             return fb

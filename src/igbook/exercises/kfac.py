@@ -12,8 +12,8 @@ from igbook.kfac.dense import curvature_costs
 
 __all__ = [
     "check_block_memory",
-    "check_kronecker_solve",
     "check_deep_linear_G",
+    "check_kronecker_solve",
     "check_sum_reduction",
 ]
 

@@ -14,9 +14,9 @@ from igbook.natgrad import kl_loss, natural_gradient_at
 
 __all__ = [
     "check_bernoulli_fit_steps",
+    "check_euclidean_discrepancy",
     "check_log_sigma_natural_gradient",
     "check_trust_region_step",
-    "check_euclidean_discrepancy",
 ]
 
 D = torch.float64
@@ -42,8 +42,8 @@ def check_bernoulli_fit_steps(step_p: Callable[[float, float, float], float],
                 return out
             fisher = p * (1 - p)
             fb = compare(out, torch.tensor(p - rho * (p - q), dtype=D), what="step_p", where=where, rtol=1e-9, atol=1e-12, mistakes=[
-                (p - rho * (p - q) / fisher, "step_p is the Euclidean step p - rho dL/dp with dL/dp = (p-q)/(p(1-p)). "
-                                             "Precondition by F(p)^{-1} = p(1-p)."),
+                (p - rho * (p - q) / fisher, ("step_p is the Euclidean step p - rho dL/dp with dL/dp = (p-q)/(p(1-p)). "
+                                             "Precondition by F(p)^{-1} = p(1-p).")),
                 (p + rho * (p - q), "step_p has the wrong sign: descend, p - rho F^{-1} dL/dp."),
                 (p - rho * (p - q) / fisher**2, "step_p multiplies by F(p) instead of F(p)^{-1}."),
             ], hint="dL/dp = (p - q)/(p(1-p)) and F(p) = 1/(p(1-p)).")
@@ -86,8 +86,8 @@ def check_log_sigma_natural_gradient(natgrad: Callable[[float, float, float, flo
         rel = 1 - (s**2 + (mu - m) ** 2) / sigma**2
         fb = compare(out, want, what="the natural gradient", where=where, rtol=1e-8, atol=1e-12, mistakes=[
             ([(mu - m) / sigma**2, rel], "That is the Euclidean gradient in (mu, log sigma). Multiply by F^{-1} = diag(sigma^2, 1/2)."),
-            ([mu - m, sigma * rel / 2], "That is the natural gradient in (mu, sigma); in log sigma the second entry is "
-                                        "divided by sigma (d log sigma = d sigma / sigma)."),
+            ([mu - m, sigma * rel / 2], ("That is the natural gradient in (mu, sigma); in log sigma the second entry is "
+                                        "divided by sigma (d log sigma = d sigma / sigma).")),
             ([mu - m, rel], "The log sigma entry is missing the 1/2 from F_ss = 2."),
         ], hint="Compute the Euclidean gradient in (mu, log sigma), then multiply by F^{-1} = diag(sigma^2, 1/2).")
         if not fb:
@@ -138,8 +138,8 @@ def check_euclidean_discrepancy(answer: object) -> Feedback:
     """
     fb = compare(answer, torch.tensor(4.0, dtype=D), what="the ratio of the two sigma changes", rtol=1e-6, mistakes=[
         (0.25, "Inverted: the (mu, sigma) step is the larger one here, by 1/sigma^2."),
-        (2.0, "d sigma = sigma d(log sigma) enters twice: once in the chain rule for the gradient and once when "
-              "mapping the step back."),
+        (2.0, ("d sigma = sigma d(log sigma) enters twice: once in the chain rule for the gradient and once when "
+              "mapping the step back.")),
         (1.0, "Equal changes would mean the Euclidean step is chart-independent; it is not: only the natural step is."),
     ], hint="Write both sigma changes to first order in rho and divide.")
     if not fb:

@@ -15,11 +15,11 @@ from igbook.exercises._core import Feedback, as_number, compare, need_function, 
 from igbook.fisher.likelihoods import BernoulliLikelihood
 
 __all__ = [
-    "check_probit_output_fisher",
-    "check_linear_regression_ggn",
-    "check_softmax_fisher_rank",
-    "check_minibatch_second_moment",
     "check_gd_limit_learning_rate",
+    "check_linear_regression_ggn",
+    "check_minibatch_second_moment",
+    "check_probit_output_fisher",
+    "check_softmax_fisher_rank",
 ]
 
 _POINTS = torch.tensor([-3.0, -1.2, -0.3, 0.0, 0.4, 1.7, 4.0], dtype=torch.float64)
@@ -46,8 +46,8 @@ def check_probit_output_fisher(answer: Callable[[Tensor], Tensor]) -> Feedback:
         fb = compare(got, ref, what="Lambda(f)", rtol=1e-6, atol=1e-10, where=where, mistakes=[
             (torch.sigmoid(f) * (1 - torch.sigmoid(f)), "That is the logistic sigma(1 - sigma): the probit link is not canonical."),
             (pdf / (cdf * (1 - cdf)), "Square the density: Lambda = (dp/df)^2 / (p(1-p)) with dp/df = phi(f)."),
-            (cdf * (1 - cdf), "Phi(1 - Phi) is the Bernoulli variance in the mean parameter; chain it to f: "
-                              "Lambda = (dp/df)^2 / (p(1-p))."),
+            (cdf * (1 - cdf), ("Phi(1 - Phi) is the Bernoulli variance in the mean parameter; chain it to f: "
+                              "Lambda = (dp/df)^2 / (p(1-p)).")),
         ], hint="The Fisher of Bernoulli(p) in p is 1/(p(1-p)); change coordinates to f with p = Phi(f).")
         if not fb:
             return fb

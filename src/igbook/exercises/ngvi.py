@@ -12,10 +12,10 @@ from igbook.vi.conjugate import BetaBernoulli, GammaPoisson
 
 __all__ = [
     "check_beta_bernoulli_posterior",
+    "check_cvi_site_update",
     "check_ngvi_steps_needed",
     "check_poisson_message",
     "check_vmp_precision_shape",
-    "check_cvi_site_update",
 ]
 
 D = torch.float64
@@ -91,8 +91,8 @@ def check_vmp_precision_shape(answer: float, alpha0: float, n: int) -> Feedback:
     r"""Check ``answer``: the shape of :math:`q(\tau)` under mean-field VMP, :math:`\alpha_0 + (N+1)/2`."""
     want = alpha0 + (n + 1) / 2
     fb = compare(answer, torch.tensor(want, dtype=D), what="the shape of q(tau)", rtol=1e-12, mistakes=[
-        (alpha0 + n / 2, "alpha0 + N/2 is the shape of the *exact* posterior; mean-field q(tau) also collects 1/2 from the "
-                         "prior p(m | tau) = N(loc0, 1/(kappa0 tau))."),
+        (alpha0 + n / 2, ("alpha0 + N/2 is the shape of the *exact* posterior; mean-field q(tau) also collects 1/2 from the "
+                         "prior p(m | tau) = N(loc0, 1/(kappa0 tau)).")),
         (alpha0 + n + 1, "Each Gaussian factor contributes 1/2 to the shape (tau^{1/2} in its normalizer), not 1."),
         ((n + 1) / 2, "Add the prior's shape alpha0."),
     ], hint="Collect the powers of tau in log p(x, m, tau): each Gaussian factor with precision proportional to tau gives tau^{1/2}.")
