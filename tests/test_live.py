@@ -84,6 +84,8 @@ def test_frames_store_float32_values_igbook_wrote() -> None:
     assert fig.mechanism == "precomputed"
     np.testing.assert_array_equal(fig.data["curve"]["y"][1], ys[1].astype(np.float32))
     assert fig.data["readout:end"] == [float(np.float32(y[-1])) for y in ys]
+    assert fig.data["series"] == ["curve"]
+    assert 'data-igbook-live-data="demo"' in fig.html(inline_bokeh=False)
     assert fig.data["frames"] == [[1.0], [2.0]]
 
 

@@ -165,6 +165,7 @@ class LiveFigure:
             _inline_live_js(),
             div,
             script,
+            self._data_script(),
             f'<p class="igbook-live-caption"><span class="igbook-live-badge">live</span>{caption}'
             f" <em>Numbers {html.escape(how)}.</em></p>",
             '<noscript><p class="igbook-live-noscript">This live figure needs JavaScript; the static '
@@ -172,6 +173,17 @@ class LiveFigure:
             "</div>",
         ]
         return "\n".join(p for p in parts if p)
+
+    def _data_script(self) -> str:
+        """The values igbook wrote for a precomputed figure, as JSON beside the figure.
+
+        The browser tests compare what the figure shows (through Bokeh's own encoding) with
+        these numbers (through Python's JSON), frame by frame.
+        """
+        if self.mechanism != "precomputed" or not self.data:
+            return ""
+        text = json.dumps(self.data, separators=(",", ":"), default=lambda a: a.tolist()).replace("</", "<\\/")
+        return f'<script type="application/json" data-igbook-live-data="{self.name}">{text}</script>'
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/html": self.html(), "text/plain": f"<igbook live figure {self.name!r} ({self.mechanism})>"}

@@ -187,7 +187,7 @@ def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, titl
         v32 = np.asarray(vals, dtype=np.float32)
         reads.append({"label": r.label, "values": [float(v) for v in v32], "fmt": r.fmt, "key": r.key or r.label,
                       "text": [r.fmt.format(float(v)) for v in v32]})
-        written[f"readout:{r.label}"] = [float(v) for v in v32]
+        written[f"readout:{r.key or r.label}"] = [float(v) for v in v32]
     sliders = []
     for c in controls:
         texts = [c.fmt.format(v) for v in c.values]
@@ -205,4 +205,5 @@ def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, titl
     controller(layout, "frames.js", args)
     combos = [list(p) for p in itertools.product(*[c.values for c in controls])]
     written["frames"] = combos
+    written["series"] = [s.label for s in series]
     return LiveFigure(layout, name, "precomputed", caption, data=written)

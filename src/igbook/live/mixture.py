@@ -78,16 +78,16 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     plane = figure(title="parameter plane: drag ★, click for a probe", x_range=(lo, hi), y_range=(lo, hi),
                    x_axis_label="μ₁", y_axis_label="μ₂", tools="reset", height=520, width=420,
                    sizing_mode="scale_width", min_width=260, max_width=460)
-    plane.line([lo, hi], [lo, hi], color="#8a8a8a", line_dash="dashed", line_width=1.5, legend_label="singular line μ₁ = μ₂")
+    plane.line([lo, hi], [lo, hi], color="#8a8a8a", line_dash="dashed", line_width=1.5, legend_label="μ₁ = μ₂ (singular)")
     plane.multi_line("xs", "ys", source=field, color="#7a8a99", line_width=1, legend_label="Fisher ellipses")
     plane.multi_line("xs", "ys", source=field_clipped, color=PALETTE[3], line_width=1, line_dash="dotted",
-                     legend_label="clipped (near-singular)")
+                     legend_label="clipped")
     plane.multi_line("xs", "ys", source=flows_e, color=euclid_color, line_width=1.2, line_alpha=0.8)
     plane.multi_line("xs", "ys", source=flows_n, color=natural_color, line_width=1.2, line_alpha=0.8)
     plane.line("x", "y", source=handle_ell, color=PALETTE[2], line_width=2)
     plane.scatter("x", "y", source=mirror, size=14, marker="star", fill_color=None, line_color=PALETTE[2], line_width=1.5)
     s = plane.scatter("x", "y", source=star, size=20, marker="star", color=PALETTE[2], line_color="white",
-                      legend_label="θ* (and its mirror)")
+                      legend_label="θ* and mirror")
     plane.scatter("x", "y", source=probe_src, size=9, color="#8a8a8a", line_color="white")
     plane.add_layout(Arrow(end=NormalHead(size=9, fill_color="color", line_color="color"), source=arrows,
                            x_start="x_start", y_start="y_start", x_end="x_end", y_end="y_end", line_color="color",
@@ -95,8 +95,8 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     # legend entries for the arrows and the flows (Bokeh draws no swatch for an empty source:
     # these lines lie outside the view)
     off = [hi + 100.0, hi + 101.0]
-    plane.line(off, off, color=euclid_color, line_width=2.5, legend_label="−gradient, Euclidean flow")
-    plane.line(off, off, color=natural_color, line_width=2.5, legend_label="−natural gradient, natural flow")
+    plane.line(off, off, color=euclid_color, line_width=2.5, legend_label="−gradient, flow")
+    plane.line(off, off, color=natural_color, line_width=2.5, legend_label="−natural gr., flow")
     drag_s = PointDrawTool(renderers=[s], add=False, drag=True, description="Drag θ*")
     plane.add_tools(drag_s)
     plane.toolbar.active_drag = drag_s
