@@ -413,25 +413,38 @@ def test_fopng_exact_is_the_constrained_minimizer() -> None:
         assert float(g @ w) >= float(g @ v) - 1e-12
 
 
-def test_fopng_paper_variant() -> None:
+def test_fopng_reference_code_variant() -> None:
     g, G, f_old, f_new = _fopng_data(1)
     one = torch.ones_like(f_new)
     # equal when F_new is the identity (and no damping) ...
     torch.testing.assert_close(
-        fopng_direction(g, G, f_old, one, variant="paper"), fopng_direction(g, G, f_old, one), rtol=1e-9, atol=1e-12
+        fopng_direction(g, G, f_old, one, variant="reference_code"), fopng_direction(g, G, f_old, one), rtol=1e-9, atol=1e-12
     )
-    # ... but not for a multiple of it: the paper's projection is not invariant to the scale of F_new
-    v = -fopng_direction(g, G, f_old, 0.5 * one, variant="paper")
+    # ... but not for a multiple of it: the reference code's projection is not invariant to the scale of F_new
+    v = -fopng_direction(g, G, f_old, 0.5 * one, variant="reference_code")
     assert float((G.T @ (f_old * v)).norm()) > 1e-3 * float((G.T.abs() @ (f_old * v.abs())).norm())
     # and in general it leaves a component along F_old G
-    v = -fopng_direction(g, G, f_old, f_new, variant="paper")
+    v = -fopng_direction(g, G, f_old, f_new, variant="reference_code")
     viol = (G.T @ (f_old * v)).norm() / ((G.T.abs() @ (f_old * v.abs())).norm())
     assert float(viol) > 1e-3
     # and it need not descend: a two-dimensional example where it points uphill
     g2, G2 = torch.tensor([1.0, 0.6], dtype=D), torch.tensor([[1.0], [0.5]], dtype=D)
     fo, fn = torch.tensor([1.0, 2.0], dtype=D), torch.tensor([4.0, 0.5], dtype=D)
-    assert float(g2 @ fopng_direction(g2, G2, fo, fn, variant="paper")) < 0  # -direction ascends
+    assert float(g2 @ fopng_direction(g2, G2, fo, fn, variant="reference_code")) < 0  # -direction ascends
     assert float(g2 @ fopng_direction(g2, G2, fo, fn)) > 0
+
+
+def test_fopng_paper_name_is_a_deprecated_alias() -> None:
+    """variant="paper" warns (DeprecationWarning) and gives exactly the "reference_code" direction."""
+    g, G, f_old, f_new = _fopng_data(1)
+    with pytest.warns(DeprecationWarning, match="reference_code"):
+        old = fopng_direction(g, G, f_old, f_new, variant="paper")
+    assert torch.equal(old, fopng_direction(g, G, f_old, f_new, variant="reference_code"))
+    with pytest.warns(DeprecationWarning, match="reference_code"):
+        learner = FOPNG(mlp(64, (16,), 10, seed=0, dtype=D), variant="paper")
+    assert learner.variant == "reference_code" and learner.hyperparameters()["variant"] == "reference_code"
+    with pytest.raises(ValueError, match="variant"):
+        fopng_direction(g, G, f_old, f_new, variant="authors")
 
 
 def test_fopng_learner_steps_are_fisher_orthogonal(perm3: TaskStream) -> None:

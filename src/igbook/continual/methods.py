@@ -33,6 +33,7 @@ vectorized call.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -729,10 +730,11 @@ def fopng_direction(
 
     (``variant="exact"``, computed stably as an orthogonal projection in whitened coordinates;
     the constraint holds to rounding error, and :math:`g^\top F_{\mathrm{new}}^{-1}Pg\ge 0`, so the
-    step always descends). The authors' code (``FOPNGMethod``; its notes give the same formula
-    for the paper) writes :math:`G^\top F_{\mathrm{old}}g` in place of
-    :math:`G^\top F_{\mathrm{old}}F_{\mathrm{new}}^{-1}g` and adds ``damping`` to :math:`A`
-    (``variant="paper"``). The two agree when :math:`F_{\mathrm{new}} = I`. Otherwise that direction
+    step always descends). The authors' code (``FOPNGMethod``) writes
+    :math:`G^\top F_{\mathrm{old}}g` in place of :math:`G^\top F_{\mathrm{old}}F_{\mathrm{new}}^{-1}g` and adds
+    ``damping`` to :math:`A` (``variant="reference_code"``: only that code is known to use this
+    formula, so the variant is named after it; the former name ``"paper"`` still works and emits a
+    :class:`DeprecationWarning`). The two agree when :math:`F_{\mathrm{new}} = I`. Otherwise that direction
     violates the constraint, changes under a rescaling :math:`F_{\mathrm{new}}\to cF_{\mathrm{new}}`
     (which leaves the constrained problem unchanged), and need not be a descent direction.
 
@@ -745,14 +747,13 @@ def fopng_direction(
     fisher_old, fisher_new
         Diagonal Fishers, shape ``(P,)``, :math:`\geq 0`.
     damping
-        :math:`\lambda\geq 0` added to :math:`F_{\mathrm{new}}` (and, for ``"paper"``, to :math:`A`).
+        :math:`\lambda\geq 0` added to :math:`F_{\mathrm{new}}` (and, for ``"reference_code"``, to :math:`A`).
     variant
-        ``"exact"`` or ``"paper"``.
+        ``"exact"`` or ``"reference_code"`` (``"paper"``: deprecated alias of ``"reference_code"``).
     rcond
         Relative cut-off of the pseudo-inverse.
     """
-    if variant not in ("exact", "paper"):
-        raise ValueError(f"variant must be 'exact' or 'paper', got {variant!r}")
+    variant = _fopng_variant(variant)
     if grad.ndim != 1:
         raise ValueError(f"grad must be a flat vector, got shape {tuple(grad.shape)}")
     p = grad.shape[0]
@@ -779,6 +780,19 @@ def fopng_direction(
     a = b.T @ (b / fn.unsqueeze(1)) + damping * torch.eye(b.shape[1], dtype=b.dtype)
     pg = grad - b @ (torch.linalg.pinv(a, rtol=rcond) @ (b.T @ grad))
     return pg / fn
+
+
+def _fopng_variant(variant: str) -> str:
+    """Check ``variant``; the deprecated name ``"paper"`` warns and becomes ``"reference_code"``."""
+    if variant == "paper":
+        warnings.warn(
+            'FOPNG variant="paper" is deprecated, use variant="reference_code": the formula is known '
+            "only from the authors' code, not verified against the paper", DeprecationWarning, stacklevel=3,
+        )
+        return "reference_code"
+    if variant not in ("exact", "reference_code"):
+        raise ValueError(f"variant must be 'exact' or 'reference_code', got {variant!r}")
+    return variant
 
 
 def _orthonormal_basis(m: Tensor, rcond: float) -> Tensor:
@@ -819,9 +833,10 @@ class FOPNG(ContinualLearner):
     fisher_mix
         :math:`w\in(0, 1]`.
     damping
-        :math:`\lambda>0` added to :math:`F_{\mathrm{new}}` (and to :math:`A` for ``variant="paper"``).
+        :math:`\lambda>0` added to :math:`F_{\mathrm{new}}` (and to :math:`A` for ``variant="reference_code"``).
     variant
-        ``"exact"`` (constraint satisfied) or ``"paper"`` (the formula of the authors' code).
+        ``"exact"`` (constraint satisfied) or ``"reference_code"`` (the formula of the authors' code;
+        ``"paper"`` is a deprecated alias).
     fisher_refresh
         Steps between re-estimates of :math:`F_{\mathrm{new}}`.
     fisher_samples
@@ -859,9 +874,7 @@ class FOPNG(ContinualLearner):
         if self.fisher_mix > 1:
             raise ValueError(f"fisher_mix must lie in (0, 1], got {fisher_mix!r}")
         self.damping = _check_number(damping, "damping", strict=True)
-        if variant not in ("exact", "paper"):
-            raise ValueError(f"variant must be 'exact' or 'paper', got {variant!r}")
-        self.variant = variant
+        self.variant = _fopng_variant(variant)
         self.fisher_refresh = _check_int(fisher_refresh, "fisher_refresh")
         self.fisher_samples = _check_int(fisher_samples, "fisher_samples")
         self.first_task_lr = None if first_task_lr is None else _check_number(first_task_lr, "first_task_lr", strict=True)
