@@ -313,6 +313,9 @@ def test_mixture_figure_moves(browser: Any, pages: Any) -> None:
         before = _call(browser, "[...Bokeh.documents[0].all_models].filter(m => m.type === 'ColumnDataSource')"
                                 ".map(m => JSON.stringify(m.data).length).join(',')")
         _js(browser, f"{fig}.set({json.dumps(change)})")
+        deadline = time.monotonic() + 10
+        while not _js(browser, f"{fig}.flowsCurrent()") and time.monotonic() < deadline:  # flows come from a worker
+            time.sleep(0.02)
         after = _call(browser, "[...Bokeh.documents[0].all_models].filter(m => m.type === 'ColumnDataSource')"
                                ".map(m => JSON.stringify(m.data).length).join(',')")
         assert before != after, f"{change} ({key}) changed nothing"

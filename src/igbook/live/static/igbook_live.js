@@ -10,6 +10,8 @@
 (function (root) {
   "use strict";
   if (root.igbookLive && root.igbookLive.version === "1") return;
+  // this file's own text: a Web Worker built from it runs the same functions off the main thread
+  const SOURCE = (typeof document !== "undefined" && document.currentScript) ? document.currentScript.textContent : null;
 
   const SQRT2 = Math.SQRT2;
 
@@ -261,6 +263,21 @@
     },
   };
 
+  // ---------------------------------------------------------------- off the main thread
+  // A worker that runs mixture.flowPair, so that dragging stays at frame rate while the flows
+  // (36 particles x 60 steps of quadrature) follow; null where workers are unavailable.
+  function flowWorker() {
+    if (!SOURCE || typeof Worker === "undefined" || typeof Blob === "undefined") return null;
+    const code = SOURCE + "\nself.onmessage = (e) => { const a = e.data;" +
+      " self.postMessage({ id: a.id, paths: self.igbookLive.mixture.flowPair.apply(null, a.args) }); };";
+    try {
+      const url = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+      return new Worker(url);
+    } catch (err) {
+      return null;
+    }
+  }
+
   // ---------------------------------------------------------------- theme
   // Bokeh draws on a canvas, so page CSS cannot recolour its text: follow the page's theme
   // (pydata-sphinx-theme's <html data-theme>, JupyterLab's <body data-jp-theme-light>).
@@ -326,7 +343,7 @@
   root.igbookLive = {
     version: "1",
     eig2: eig2, solve2: solve2, angle2: angle2, ellipse: ellipse,
-    gaussian: gaussian, mixture: mixture,
+    gaussian: gaussian, mixture: mixture, flowWorker: flowWorker,
     isDark: isDark, followTheme: followTheme, applyTheme: applyTheme,
     figures: figures, register: register, get: get, fmt: fmt,
   };

@@ -9,6 +9,33 @@ let target = [handles.data.x[0], handles.data.x[1]];
 let probeAt = cfg.probe ? cfg.probe.slice() : null;
 let fieldKey = "";
 const timing = { last: 0, frames: [] };
+// flows: computed in a worker when the page allows one (the frame does not wait for them),
+// else synchronously; `flowsFor` is the request the drawn flows answer
+const worker = L.flowWorker();
+let flowSeq = 0, flowsFor = 0, flowBusy = false, flowPending = null;
+function drawFlows(fl) {
+  const paths = (P) => {
+    const xs = [], ys = [];
+    for (let i = 0; i < P[0].length; i++) { xs.push(P.map((q) => q[i][0])); ys.push(P.map((q) => q[i][1])); }
+    return { xs: xs, ys: ys };
+  };
+  flowsN.data = paths(fl.natural);
+  flowsE.data = paths(fl.euclidean);
+}
+function requestFlows(args) {
+  const id = ++flowSeq;
+  if (!worker) { drawFlows(M.flowPair.apply(null, args)); flowsFor = id; return; }
+  if (flowBusy) { flowPending = { id: id, args: args }; return; }
+  flowBusy = true;
+  worker.postMessage({ id: id, args: args });
+}
+if (worker) {
+  worker.onmessage = (e) => {
+    flowBusy = false;
+    if (flow.active && e.data.id > flowsFor) { drawFlows(e.data.paths); flowsFor = e.data.id; }
+    if (flowPending) { const p = flowPending; flowPending = null; flowBusy = true; worker.postMessage(p); }
+  };
+}
 
 function spacing() { return (hi - lo) / (gridN.value - 1); }
 
@@ -88,16 +115,9 @@ function update() {
   }
   // particle flows along both fields (igbook.mixtures.flow_pair with the explorer's settings)
   if (flow.active) {
-    const fl = M.flowPair(cfg.flowSeeds, target, s, cfg.flowSteps, cfg.flowDt, cfg.flowDt * 2 * s * s,
-                          1e-3 * lamFar, 0.5 * sp);
-    const paths = (P) => {
-      const xs = [], ys = [];
-      for (let i = 0; i < P[0].length; i++) { xs.push(P.map((q) => q[i][0])); ys.push(P.map((q) => q[i][1])); }
-      return { xs: xs, ys: ys };
-    };
-    flowsN.data = paths(fl.natural);
-    flowsE.data = paths(fl.euclidean);
+    requestFlows([cfg.flowSeeds, target.slice(), s, cfg.flowSteps, cfg.flowDt, cfg.flowDt * 2 * s * s, 1e-3 * lamFar, 0.5 * sp]);
   } else {
+    flowSeq++; flowsFor = flowSeq; flowPending = null;
     flowsN.data = { xs: [], ys: [] };
     flowsE.data = { xs: [], ys: [] };
   }
@@ -131,6 +151,8 @@ function sync(from) {
 
 const fig = {
   name: name, state: state, update: update, sync: sync, timing: timing,
+  // true once the drawn flows answer the latest state (always true with the flows off)
+  flowsCurrent: () => flowsFor === flowSeq,
   set(o) {
     if (o.mu1 !== undefined) target[0] = clamp(o.mu1, lo, hi);
     if (o.mu2 !== undefined) target[1] = clamp(o.mu2, lo, hi);
