@@ -94,6 +94,9 @@ def run_reader(fn: Callable[..., object], *args: object, name: str = "Your funct
     if isinstance(out, Exception):
         loc = f" {where}" if where else ""
         return Feedback(False, f"{name} raised {describe_exception(out)}{loc}. Fix the error and run the check again.")
+    if out is None:
+        loc = f" {where}" if where else ""
+        return Feedback(False, f"{name} returned None{loc}: is its `return` missing?")
     return out
 
 
@@ -106,8 +109,17 @@ def need_function(value: object, signature: str, name: str = "") -> Feedback | N
     return Feedback(False, f"{what}ass a function {signature}, got {describe(value)}{extra}.")
 
 
+def _cap(text: str) -> str:
+    """Capitalize a sentence's first word unless it is a symbol (``step_p``, ``lr``, ``solve's``)."""
+    first = text.split(" ", 1)[0]
+    if len(first) <= 2 or not first.isalpha():
+        return text
+    return text[:1].upper() + text[1:]
+
+
 def as_answer(value: object, what: str) -> Tensor | Feedback:
     """The student's numeric answer as a float64 tensor, or a :class:`Feedback` saying why it is not one."""
+    what = _cap(what)
     if value is None:
         return Feedback(False, f"{what} is None: the answer is not filled in yet, or a function is missing its `return`.")
     if value is Ellipsis:
@@ -133,6 +145,7 @@ def as_answer(value: object, what: str) -> Tensor | Feedback:
 
 def as_number(value: object, what: str) -> float | Feedback:
     """The student's answer as one float, or a :class:`Feedback` saying why it is not one number."""
+    what = _cap(what)
     t = as_answer(value, what)
     if isinstance(t, Feedback):
         return t
@@ -162,7 +175,7 @@ def _generic_hint(a: Tensor, e: Tensor, rtol: float, atol: float, low_precision:
     if scale == 0:
         return "It should be zero here: which term cancels?"
     if _close(a, -e, **tol):
-        return "Wrong sign: check the minus sign (descent goes against the gradient; the Fisher is minus the expected Hessian)."
+        return "Wrong sign: check the minus signs."
     for c, msg in ((2.0, "A factor of 2 too large: a missing 1/2 (in front of a quadratic form, a variance or a log)?"),
                    (0.5, "A factor of 2 too small: a 1/2 too many, or a 2 lost in a derivative of a square?"),
                    (math.sqrt(2), "Off by a factor sqrt(2): check where the 1/2 goes (1/2 d^T F d, or sqrt(2 x))."),
@@ -227,6 +240,7 @@ def compare(answer: object, expected: Tensor, *, what: str, rtol: float = 1e-6, 
     never printed (``details`` keeps the error for programs).
     """
     loc = f" {where}" if where else ""
+    what = _cap(what)
     a = as_answer(answer, f"{what}{loc}")
     if isinstance(a, Feedback):
         return a

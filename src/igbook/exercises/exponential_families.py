@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch.func import hessian
 
-from igbook.exercises._core import Feedback, compare, need_function, run_reader
+from igbook.exercises._core import Feedback, as_answer, compare, need_function, run_reader
 from igbook.families import Gamma, Gaussian, Poisson
 from igbook.mirror import exponentiated_gradient_step
 
@@ -85,8 +85,9 @@ def check_gaussian_hessian_of_log_partition(fisher: Callable[[float, float], obj
              "The off-diagonal entry Cov(x, x^2) = 2 mu sigma^2: a factor 2 from x^2 = (mu + (x - mu))^2."),
         ], hint="Differentiate A(eta) = -eta1^2/(4 eta2) - log(-2 eta2)/2 twice, or compute Cov[(x, x^2)].")
         if not fb:
-            a = torch.as_tensor(out, dtype=D) if isinstance(out, torch.Tensor) else None
-            if a is not None and a.numel() == 4 and abs(float(a.reshape(2, 2)[0, 1] - a.reshape(2, 2)[1, 0])) > 1e-9:
+            a = as_answer(out, "the Hessian")
+            if isinstance(a, torch.Tensor) and a.numel() == 4 and bool(torch.isfinite(a).all()) \
+                    and abs(float(a.reshape(2, 2)[0, 1] - a.reshape(2, 2)[1, 0])) > 1e-9:
                 return Feedback(False, f"Your matrix {where} is not symmetric: a Hessian is.")
             return fb
     return Feedback(

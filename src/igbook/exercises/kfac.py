@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from igbook.exercises._core import Feedback, compare, need_function, run_reader
+from igbook.exercises._core import Feedback, as_answer, compare, need_function, run_reader
 from igbook.kfac.dense import curvature_costs
 
 __all__ = [
@@ -104,18 +104,18 @@ def check_deep_linear_G(g_first: Callable[[list[Tensor]], Tensor]) -> Feedback:
         got = run_reader(g_first, [w.clone() for w in ws], name="g_first", where=where)
         if isinstance(got, Feedback):
             return got
+        a = as_answer(got, "G_1")
+        if isinstance(a, Tensor):
+            for value, msg in ((b @ b.T, "You computed B B^T; the backward pass multiplies by the transpose first: B^T B."),
+                               (ws[-1].T @ ws[-1], "Use the product of all the later layers, B = W_L ... W_2, not only the last one.")):
+                if a.shape == value.shape and (value.shape != want.shape or not torch.allclose(value, want)) \
+                        and torch.allclose(a, value, rtol=1e-9, atol=1e-12):
+                    return Feedback(False, f"G_1 {where} is not right. {msg}")
         fb = compare(got, want, what="G_1", where=where, rtol=1e-9, atol=1e-12, mistakes=[
-            ((b @ b.T) if b.shape[0] == b.shape[1] else want * float("nan"),
-             "You computed B B^T; the backward pass multiplies by the transpose first: B^T B."),
-            (ws[-1].T @ ws[-1] if ws[-1].shape[1] == want.shape[0] else want * float("nan"),
-             "Use the product of all the later layers, B = W_L ... W_2, not only the last one."),
             (2 * want, "The loss has a 1/2: its Hessian in f is the identity, so G_1 = B^T B."),
         ], hint="Back-propagate the output gradient f - y through W_L, ..., W_2: g = B^T (f - y); then G_1 = E[g g^T] "
                 "for Gaussian targets (or the GGN) is B^T B.")
         if not fb:
-            if isinstance(got, Tensor) and got.dim() == 2 and b.shape[0] != b.shape[1] and tuple(got.shape) == (b.shape[0], b.shape[0]):
-                return Feedback(False, f"G_1 {where} has shape {tuple(got.shape)}, the outputs of the last layer: "
-                                       "it should be square in the outputs of layer 1, B^T B, not B B^T.")
             return fb
     return Feedback(True, "G_1 = (W_L ... W_2)^T (W_L ... W_2) does not depend on the input, so E[a a^T kron G] = A kron G exactly.")
 
