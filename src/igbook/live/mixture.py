@@ -50,8 +50,10 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     mirror = ColumnDataSource({"x": [c.mu2], "y": [c.mu1]})
     probe_src = ColumnDataSource({"x": [], "y": []})
     arrows = ColumnDataSource({"x_start": [], "y_start": [], "x_end": [], "y_end": [], "color": []})
-    field = ColumnDataSource({"xs": [], "ys": []})
-    field_clipped = ColumnDataSource({"xs": [], "ys": []})
+    # the ellipse field as one polyline broken by NaN (one canvas path: ~10x faster to paint
+    # than 625 separate lines)
+    field = ColumnDataSource({"x": [], "y": []})
+    field_clipped = ColumnDataSource({"x": [], "y": []})
     handle_ell = ColumnDataSource({"x": [], "y": []})
     flows_n = ColumnDataSource({"xs": [], "ys": []})
     flows_e = ColumnDataSource({"xs": [], "ys": []})
@@ -79,9 +81,9 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
                    x_axis_label="μ₁", y_axis_label="μ₂", tools="reset", height=520, width=420,
                    sizing_mode="scale_width", min_width=260, max_width=460)
     plane.line([lo, hi], [lo, hi], color="#8a8a8a", line_dash="dashed", line_width=1.5, legend_label="μ₁ = μ₂ (singular)")
-    plane.multi_line("xs", "ys", source=field, color="#7a8a99", line_width=1, legend_label="Fisher ellipses")
-    plane.multi_line("xs", "ys", source=field_clipped, color=PALETTE[3], line_width=1, line_dash="dotted",
-                     legend_label="clipped")
+    plane.line("x", "y", source=field, color="#7a8a99", line_width=1, legend_label="Fisher ellipses")
+    plane.line("x", "y", source=field_clipped, color=PALETTE[3], line_width=1, line_dash="dotted",
+               legend_label="clipped")
     plane.multi_line("xs", "ys", source=flows_e, color=euclid_color, line_width=1.2, line_alpha=0.8)
     plane.multi_line("xs", "ys", source=flows_n, color=natural_color, line_width=1.2, line_alpha=0.8)
     plane.line("x", "y", source=handle_ell, color=PALETTE[2], line_width=2)

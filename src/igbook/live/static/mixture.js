@@ -46,16 +46,19 @@ function drawField() {
   if (key === fieldKey) return;
   fieldKey = key;
   const lamFar = 0.5 / (s * s), eps = lamFar * (0.5 * scale.value * sp) ** 2, cap = 1.5 * sp;
+  // one polyline per set, ellipses separated by NaN (a break in Bokeh's line glyph)
   const xs = [], ys = [], cxs = [], cys = [];
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < n; j++) {
       const a = lo + sp * j, b = lo + sp * i, F = M.fisher(a, b, s);
       const e = M.ellipse(a, b, F[0][0], F[0][1], F[1][1], eps, 32, cap);
-      if (e.clipped) { cxs.push(e.x); cys.push(e.y); } else { xs.push(e.x); ys.push(e.y); }
+      const X = e.clipped ? cxs : xs, Y = e.clipped ? cys : ys;
+      if (X.length) { X.push(NaN); Y.push(NaN); }
+      for (let k = 0; k < e.x.length; k++) { X.push(e.x[k]); Y.push(e.y[k]); }
     }
   }
-  field.data = { xs: xs, ys: ys };
-  fieldClipped.data = { xs: cxs, ys: cys };
+  field.data = { x: new Float64Array(xs), y: new Float64Array(ys) };
+  fieldClipped.data = { x: new Float64Array(cxs), y: new Float64Array(cys) };
 }
 
 function state() {
