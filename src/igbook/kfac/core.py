@@ -64,6 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
+
 __all__ = [
     "FISHER_TYPES",
     "LIKELIHOODS",
@@ -536,7 +538,10 @@ class KFACPreconditioner:
         If given, scale all preconditioned gradients :math:`v` by
         :math:`\nu = \min\big(1, \sqrt{\kappa / (\tfrac12\eta^2\textstyle\sum_\ell v_\ell^\top g_\ell)}\big)`
         so that the quadratic estimate of the KL divergence of the step :math:`-\eta v` is at most
-        :math:`\kappa`; requires ``lr`` (:math:`\eta`), here or in :meth:`step`.
+        :math:`\kappa`; requires ``lr`` (:math:`\eta`), here or in :meth:`step`. Convention: this
+        :math:`\kappa` bounds :math:`\tfrac12\eta^2 v^\top g`, with the :math:`\tfrac12` of the quadratic
+        KL. :cite:`ba2017distributed` and common K-FAC libraries bound :math:`\eta^2 v^\top g` (no
+        :math:`\tfrac12`), so their threshold :math:`c` is ``kl_clip = c / 2`` here.
     lr
         The learning rate used by KL clipping.
     seed, generator
@@ -703,6 +708,9 @@ class KFACPreconditioner:
                 "layers " + ", ".join(twice) + " were called more than once in one forward pass; "
                 "K-FAC does not support parameter reuse"
             )
+        if first_nonfinite([f.detach()]) is not None:
+            raise nonfinite_error(type(self).__name__, "curvature statistic (model outputs)", "<outputs>")
+        rng = self.generator.get_state()
         vs = output_gradient_samples(
             outputs,
             likelihood=self.likelihood,
@@ -728,11 +736,7 @@ class KFACPreconditioner:
             for m, o, g in zip(layers, outs, grads):
                 rows[m].append(torch.zeros_like(o) if g is None else g)
         scale_g = 1.0 if self.reduction == "sum" else 1.0 / n
-        self.factor_updates += 1
-        eps = min(1.0 - 1.0 / self.factor_updates, self.factor_decay)
-        by_module: dict[nn.Module, list[_Block]] = {}
-        for blk in self.blocks:
-            by_module.setdefault(blk.module, []).append(blk)
+        stats: dict[nn.Module, tuple[Tensor, Tensor]] = {}
         for m in layers:
             a = _layer_inputs(m, self._records[m][0])
             if a.shape[0] % n != 0:
@@ -741,7 +745,22 @@ class KFACPreconditioner:
                     "of outputs: pass the outputs of the same forward pass"
                 )
             g = rows[m][0] if len(rows[m]) == 1 else torch.cat(rows[m], dim=0)
-            g = _layer_output_grads(m, g)
+            stats[m] = (a, _layer_output_grads(m, g))
+        # nothing is written before every statistic is known to be finite (igbook.optim._safe)
+        flat = [t for ag in stats.values() for t in ag]
+        bad = first_nonfinite(flat)
+        if bad is not None:
+            self.generator.set_state(rng)
+            m = list(stats)[bad // 2]
+            what = "layer inputs (activations)" if bad % 2 == 0 else "sampled output gradients"
+            raise nonfinite_error(type(self).__name__, f"curvature statistic ({what})", self._layers[m])
+        self.factor_updates += 1
+        eps = min(1.0 - 1.0 / self.factor_updates, self.factor_decay)
+        by_module: dict[nn.Module, list[_Block]] = {}
+        for blk in self.blocks:
+            by_module.setdefault(blk.module, []).append(blk)
+        for m in layers:
+            a, g = stats[m]
             wa = (1.0 - eps) / a.shape[0]
             first = by_module[m][0]
             if first.A is None:  # eps == 0 here: addmm_ with beta=0 ignores the zeros
@@ -863,6 +882,10 @@ class KFACPreconditioner:
                 f"the factors are due at step {self.steps} (factor_period={self.factor_period}): call "
                 "update_factors(outputs) after the forward pass and before loss.backward()"
             )
+        grads = [(blk, blk.grad_matrix()) for blk in self.blocks]
+        bad = first_nonfinite([v for _, v in grads])
+        if bad is not None:  # checked before the inverses, the counters or any .grad change
+            raise nonfinite_error(type(self).__name__, "gradient", grads[bad][0].name)
         stale = self._inverse_damping is None or (
             self._factors_dirty and self.steps % self.inverse_period == 0
         )
@@ -871,8 +894,7 @@ class KFACPreconditioner:
         if stale:
             self.update_inverses()
         results: list[tuple[_Block, Tensor, Tensor]] = []
-        for blk in self.blocks:
-            v = blk.grad_matrix()
+        for blk, v in grads:
             if v is None:
                 continue
             results.append((blk, v, self._precondition(blk, v)))
@@ -1009,6 +1031,13 @@ class KFAC(torch.optim.Optimizer):
         :math:`\mu\in[0, 1)`.
     weight_decay
         :math:`\omega \ge 0`, an L2 penalty added to the gradient *before* preconditioning.
+    nonfinite
+        ``"raise"`` (default): a non-finite gradient (at :meth:`step`) or curvature statistic
+        (at :meth:`update_factors`) raises :class:`~igbook.optim._safe.NonFiniteStepError`
+        naming the layer; ``"skip"``: the step is skipped (``skipped_steps`` counts them). Either
+        way the parameters, the momentum, the factors (as before this step's
+        :meth:`update_factors`) and the generator are left as before, so the next good step
+        behaves as if the failed one never happened.
     **kfac_kwargs
         Passed to :class:`KFACPreconditioner` (``likelihood`` is required; ``damping``,
         ``fisher_type``, ``factor_decay``, ``factor_period``, ``inverse_period``, ``kl_clip``, ...).
@@ -1021,6 +1050,7 @@ class KFAC(torch.optim.Optimizer):
         lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 0.0,
+        nonfinite: str = "raise",
         **kfac_kwargs: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -1032,18 +1062,62 @@ class KFAC(torch.optim.Optimizer):
         params = [p for p in model.parameters() if p.requires_grad]
         super().__init__(params, {"lr": lr, "momentum": float(momentum), "weight_decay": weight_decay})
         self.preconditioner = KFACPreconditioner(model, lr=lr, **kfac_kwargs)
+        self.nonfinite = check_nonfinite_mode(nonfinite)
+        #: number of steps skipped under ``nonfinite="skip"``
+        self.skipped_steps = 0
+        self._before_factors: dict[str, Any] | None = None  # preconditioner state before update_factors
+        self._skip_pending = False
 
     def update_factors(self, outputs: Tensor, targets: Tensor | None = None) -> bool:
-        """See :meth:`KFACPreconditioner.update_factors`."""
-        return self.preconditioner.update_factors(outputs, targets)
+        """See :meth:`KFACPreconditioner.update_factors`.
+
+        The preconditioner's state before the update is kept until :meth:`step`, which puts it
+        back if the step fails or is skipped. With ``nonfinite="skip"`` non-finite statistics
+        mark the step as skipped instead of raising.
+        """
+        pre = self.preconditioner
+        if not pre.factors_due:
+            return False
+        self._before_factors = pre.state_dict()
+        try:
+            return pre.update_factors(outputs, targets)
+        except FloatingPointError:
+            if self.nonfinite != "skip":
+                self._before_factors = None
+                raise
+            pre._updated_this_step = True  # the statistics of this batch are dropped
+            self._skip_pending = True
+            return False
+
+    def _undo(self, loss: Tensor | None) -> Tensor | None:
+        """Leave no trace of a failed or skipped step (factors as before update_factors)."""
+        if self._before_factors is not None:
+            self.preconditioner.load_state_dict(self._before_factors)
+        self._before_factors = None
+        self._skip_pending = False
+        return loss
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         """One K-FAC step. ``closure`` (optional) re-evaluates the loss with gradients, as in ``torch.optim``."""
         loss = None
         if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+            try:
+                with torch.enable_grad():
+                    loss = closure()
+            except BaseException:
+                self._undo(None)  # the factors as before this step's update_factors
+                raise
+        params = [p for group in self.param_groups for p in group["params"]]
+        bad = first_nonfinite([p.grad for p in params])
+        if bad is not None or self._skip_pending:
+            self._undo(loss)
+            if self.nonfinite == "skip":
+                self.skipped_steps += 1
+                return loss
+            names = {p: n for n, p in self.preconditioner.model.named_parameters()}
+            raise nonfinite_error(type(self).__name__, "gradient", names.get(params[bad or 0], f"#{bad}"))
+        self._before_factors = None
         for group in self.param_groups:
             wd = group["weight_decay"]
             if wd:
@@ -1078,6 +1152,7 @@ class KFAC(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         """Restore both the optimizer's and the preconditioner's state."""
+        self._before_factors, self._skip_pending = None, False
         if not isinstance(state_dict, dict) or "kfac" not in state_dict:
             raise ValueError("state_dict must come from KFAC.state_dict() (it has no 'kfac' entry)")
         sd = dict(state_dict)

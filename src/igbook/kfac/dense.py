@@ -37,6 +37,7 @@ from igbook.kfac.core import (
     output_gradient_samples,
 )
 from igbook.natgrad.core import natural_gradient
+from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
     "ParameterLayout",
@@ -217,6 +218,12 @@ class DenseNaturalGradient(torch.optim.Optimizer):
 
         opt = DenseNaturalGradient(model, likelihood="bernoulli", lr=1.0, damping=1e-3)
         opt.zero_grad(); opt.update_curvature(x); loss.backward(); opt.step()
+
+    A non-finite gradient or Fisher raises :class:`~igbook.optim._safe.NonFiniteStepError`
+    before anything is written (``nonfinite="skip"``: the step is skipped, ``skipped_steps``
+    counts them); the curvature is then put back to its value before this step's
+    :meth:`update_curvature`. :meth:`state_dict` holds the running Fisher and the call
+    counter (which seeds the sampled labels), so a resumed run continues bit for bit.
     """
 
     def __init__(
@@ -232,7 +239,9 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         curvature_decay: float = 0.95,
         kl_clip: float | None = None,
         seed: int = 0,
+        nonfinite: str = "raise",
     ) -> None:
+        """See the class docstring; ``nonfinite`` is ``"raise"`` (default) or ``"skip"``."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         lr = _check_positive_real(lr, "lr")
@@ -247,10 +256,17 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         self.likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
         self.fisher_type = _check_fisher_type(fisher_type)
         self.mc_samples = mc_samples
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         self._seed = seed
         self._calls = 0
         self.fisher: Tensor | None = None
         self.layout, self._named = _layout(model)
+        self.nonfinite = check_nonfinite_mode(nonfinite)
+        #: number of steps skipped under ``nonfinite="skip"``
+        self.skipped_steps = 0
+        self._before: tuple[Tensor | None, int] | None = None  # curvature before update_curvature
+        self._skip_pending = False
 
     def update_curvature(self, inputs: Tensor, targets: Tensor | None = None) -> Tensor:
         """Fold the dense Fisher at the current parameters on ``inputs`` into the running average; returns the average."""
@@ -258,25 +274,79 @@ class DenseNaturalGradient(torch.optim.Optimizer):
             self.model, inputs, likelihood=self.likelihood, fisher_type=self.fisher_type,
             targets=targets, mc_samples=self.mc_samples, seed=self._seed + self._calls,
         )
+        if first_nonfinite([fhat]) is not None:
+            if self.nonfinite != "skip":
+                raise nonfinite_error(type(self).__name__, "curvature statistic (dense Fisher)", "<all>")
+            self._before = (self.fisher, self._calls)
+            self._calls += 1
+            self._skip_pending = True
+            return self.fisher if self.fisher is not None else fhat
+        self._before = (self.fisher, self._calls)
         self._calls += 1
         eps = min(1.0 - 1.0 / self._calls, self.curvature_decay)
         self.fisher = fhat if self.fisher is None else eps * self.fisher + (1.0 - eps) * fhat
         return self.fisher
+
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+        """The torch state plus the running Fisher and the call counter (key ``"curvature"``)."""
+        sd = super().state_dict()
+        sd["curvature"] = {
+            "fisher": None if self.fisher is None else self.fisher.clone(),
+            "calls": self._calls,
+        }
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+        """Restore a :meth:`state_dict` (the running Fisher and the call counter too)."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        sd = dict(state_dict)
+        cur = sd.pop("curvature", None)
+        super().load_state_dict(sd)
+        if cur is not None:
+            self.fisher = None if cur["fisher"] is None else cur["fisher"].clone()
+            self._calls = int(cur["calls"])
+        self._before, self._skip_pending = None, False
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # type: ignore[override]
         """One damped natural-gradient step on the current ``.grad``."""
         loss = None
         if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+            try:
+                with torch.enable_grad():
+                    loss = closure()
+            except BaseException:
+                if self._before is not None:  # the curvature as before this step's update_curvature
+                    self.fisher, self._calls = self._before
+                self._before, self._skip_pending = None, False
+                raise
+        bad = first_nonfinite([p.grad for p in self._named.values()])
+        if bad is not None or self._skip_pending:
+            if self._before is not None:
+                self.fisher, self._calls = self._before
+            self._before, self._skip_pending = None, False
+            if self.nonfinite == "skip":
+                self.skipped_steps += 1
+                return loss
+            raise nonfinite_error(type(self).__name__, "gradient", list(self._named)[bad or 0])
+        self._before = None
         if self.fisher is None:
             raise RuntimeError("call update_curvature(inputs) before step()")
         grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in self._named.items()}
         g = self.layout.flatten(grads)
         group = self.param_groups[0]
         g64 = g.to(torch.float64)
-        v = natural_gradient(self.fisher.to(torch.float64), g64, damping=group["damping"])
+        active = {k: p.grad is not None for k, p in self._named.items()}
+        if all(active.values()):
+            v = natural_gradient(self.fisher.to(torch.float64), g64, damping=group["damping"])
+        else:  # parameters without a gradient are held fixed (torch.optim): solve on the others
+            keep = torch.cat([torch.full((sl.stop - sl.start,), active[pn]) for pn, _, sl, _ in self.layout.entries])
+            idx = keep.nonzero().squeeze(-1)
+            f64 = self.fisher.to(torch.float64)
+            v = torch.zeros_like(g64)
+            if idx.numel():
+                v[idx] = natural_gradient(f64[idx][:, idx], g64[idx], damping=group["damping"])
         if self.kl_clip is not None:  # the same rule as KFACPreconditioner's kl_clip
             kl = 0.5 * group["lr"] ** 2 * max(float(v @ g64), 0.0)
             if kl > self.kl_clip:
@@ -284,6 +354,8 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         upd = self.layout.unflatten(v.to(g.dtype), grads)
         mu = group["momentum"]
         for k, p in self._named.items():
+            if not active[k]:
+                continue
             d = upd[k]
             if mu:
                 st = self.state[p]

@@ -42,6 +42,7 @@ from igbook.fisher.models import (
     unflatten_params,
 )
 from igbook.natgrad.core import conjugate_gradient, trust_region_step_size
+from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
     "NaturalGradientResult",
@@ -221,6 +222,11 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         :math:`\tfrac12\alpha^2 d^\top F d` stays below it (:func:`~igbook.natgrad.core.trust_region_step_size`).
     warm_start
         Start CG from the previous direction.
+    nonfinite
+        ``"raise"`` (default): a non-finite gradient or a non-finite direction (curvature)
+        raises :class:`~igbook.optim._safe.NonFiniteStepError` (a :class:`ValueError`) naming
+        the parameter, before anything is written; ``"skip"``: the step is skipped
+        (``skipped_steps`` counts them). Parameters with ``.grad is None`` are not moved.
 
     Notes
     -----
@@ -244,6 +250,7 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         cg_rtol: float = 1e-6,
         kl_clip: float | None = None,
         warm_start: bool = False,
+        nonfinite: str = "raise",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -281,6 +288,9 @@ class NaturalGradientDescent(torch.optim.Optimizer):
                     raise ValueError("every optimized parameter must be a parameter of model")
                 self._names[id(p)] = names[id(p)]
         self.last_result: dict[str, float] = {}
+        self.nonfinite = check_nonfinite_mode(nonfinite)
+        #: number of steps skipped under ``nonfinite="skip"``
+        self.skipped_steps = 0
 
     @torch.no_grad()
     def step(  # type: ignore[override]
@@ -310,9 +320,13 @@ class NaturalGradientDescent(torch.optim.Optimizer):
             return loss
         names = [self._names[id(p)] for p, _ in active]
         params = {n: p.detach() for n, (p, _) in zip(names, active)}
+        bad = first_nonfinite([p.grad for p, _ in active])
+        if bad is not None:
+            if self.nonfinite == "skip":
+                self.skipped_steps += 1
+                return loss
+            raise nonfinite_error(type(self).__name__, "gradient (p.grad)", names[bad])
         grad = torch.cat([p.grad.reshape(-1) for p, _ in active]).to(next(iter(params.values())).dtype)
-        if not bool(torch.isfinite(grad).all()):
-            raise ValueError("the gradient (p.grad) is not finite")
         lam = torch.cat([torch.full((p.numel(),), float(group["damping"]), dtype=grad.dtype) for p, group in active])
         first = active[0][0]
         state = self.state[first]
@@ -334,6 +348,11 @@ class NaturalGradientDescent(torch.optim.Optimizer):
             res = conjugate_gradient(matvec, grad, x0=x0, rtol=g0["cg_rtol"], max_iter=g0["cg_max_iter"])
             d = res.x
             fd = op._matvec_flat(d)
+        if first_nonfinite([d, fd]) is not None:  # a non-finite curvature: write nothing
+            if self.nonfinite == "skip":
+                self.skipped_steps += 1
+                return loss
+            raise nonfinite_error(type(self).__name__, "curvature (Fisher-vector product)", names[0])
         quad = float(d @ (fd + lam * d))
         scale = 1.0
         if g0["kl_clip"] is not None and float(d @ fd) > 0:

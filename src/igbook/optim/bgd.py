@@ -38,7 +38,15 @@ Bayes update with the previous posterior as the prior (no forgetting):
 The :math:`\sigma` update is the positive root of a quadratic, so :math:`\sigma` stays
 strictly positive whatever the gradient. To first order in :math:`\sigma\hat g` it is
 :math:`\Delta\sigma = -\tfrac12\sigma^2\hat g`, the MESU update with an infinite memory window
-(:mod:`igbook.optim.mesu`). (The JAX re-implementation in the MESU authors' pMNIST code flips
+(:mod:`igbook.optim.mesu`).
+
+**Failures.** A step never poisons the model (:mod:`igbook.optim._safe`): non-finite
+gradients raise :class:`FloatingPointError` naming the parameter before anything is written
+(``nonfinite="skip"``: the step is skipped and counted in ``skipped_steps``); a closure that
+raises on any sample leaves the means, the standard deviations and the generator as before
+the call; an update that would make a standard deviation non-positive or a value non-finite
+is undone before the error is raised. ``state_dict()`` holds the generator's state, so a
+resumed run repeats an uninterrupted one bit for bit. (The JAX re-implementation in the MESU authors' pMNIST code flips
 the sign of the square-root term; that is a second-order difference, and this module follows
 the paper.)
 """
@@ -53,6 +61,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from igbook.optim._safe import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = ["GaussianMeanFieldOptimizer", "BGD", "bgd_update"]
 
@@ -155,6 +165,8 @@ class GaussianMeanFieldOptimizer(Optimizer):
         Monte Carlo weight samples per step (each shared by the whole minibatch).
     seed, generator
         Source of the Gaussian noise: a :class:`torch.Generator` or a seed for a new one.
+    nonfinite
+        ``"raise"`` (default) or ``"skip"``: what a step does with a non-finite gradient.
     """
 
     def __init__(
@@ -165,8 +177,12 @@ class GaussianMeanFieldOptimizer(Optimizer):
         num_samples: int = 10,
         seed: int = 0,
         generator: torch.Generator | None = None,
+        nonfinite: str = "raise",
     ) -> None:
         self.num_samples = _check_num_samples(num_samples)
+        self.nonfinite = check_nonfinite_mode(nonfinite)
+        #: number of steps skipped under ``nonfinite="skip"``
+        self.skipped_steps = 0
         super().__init__(params, defaults)
         first = self.param_groups[0]["params"][0]
         if generator is None:
@@ -236,11 +252,22 @@ class GaussianMeanFieldOptimizer(Optimizer):
         return weights, noise
 
     @contextlib.contextmanager
-    def sampled_params(self, *, generator: torch.Generator | None = None) -> Iterator[list[Tensor]]:
+    def sampled_params(
+        self, train: bool = False, *, generator: torch.Generator | None = None
+    ) -> Iterator[list[Tensor]]:
         """Context manager: write one weight sample into the parameters, restore the means on exit.
 
-        Yields the noise tensors :math:`\\varepsilon` used.
+        Yields the noise tensors :math:`\\varepsilon` used. ``train=True`` is not supported
+        (these optimizers learn from :meth:`step` or :meth:`apply_gradients`); the argument
+        exists so that :func:`igbook.optim.sampled_params` works with every optimizer.
         """
+        if not isinstance(train, bool):
+            raise TypeError(f"train must be a bool, got {type(train).__name__}")
+        if train:
+            raise ValueError(
+                f"{type(self).__name__}.sampled_params(train=True) is not supported: pass a closure to "
+                "step(), or use draw_samples() and apply_gradients()"
+            )
         params = [p for p, _ in self._params()]
         means = [p.detach().clone() for p in params]
         noise = []
@@ -282,53 +309,97 @@ class GaussianMeanFieldOptimizer(Optimizer):
         g_sigma: list[Tensor | None] = [None] * len(params)
         total = 0.0
         s_count = self.num_samples
-        for _ in range(s_count):
+        rng = self.generator.get_state()
+        try:
+            for _ in range(s_count):
+                with torch.no_grad():
+                    noise = [self._noise(p.shape, p, None) for p in params]
+                    for p, m, sg, e in zip(params, means, sigmas, noise):
+                        p.copy_(m + sg * e)
+                for p in params:
+                    p.grad = None
+                with torch.enable_grad():
+                    loss = closure()
+                total += float(loss.detach())
+                for i, (p, e) in enumerate(zip(params, noise)):
+                    if p.grad is None:
+                        continue
+                    gr = p.grad.detach()
+                    g_mu[i] = gr.clone() if g_mu[i] is None else g_mu[i] + gr
+                    g_sigma[i] = e * gr if g_sigma[i] is None else g_sigma[i] + e * gr
+        except BaseException:
+            self.generator.set_state(rng)
+            raise
+        finally:
             with torch.no_grad():
-                noise = [self._noise(p.shape, p, None) for p in params]
-                for p, m, sg, e in zip(params, means, sigmas, noise):
-                    p.copy_(m + sg * e)
-            for p in params:
-                p.grad = None
-            with torch.enable_grad():
-                loss = closure()
-            total += float(loss.detach())
-            for i, (p, e) in enumerate(zip(params, noise)):
-                if p.grad is None:
-                    continue
-                gr = p.grad.detach()
-                g_mu[i] = gr.clone() if g_mu[i] is None else g_mu[i] + gr
-                g_sigma[i] = e * gr if g_sigma[i] is None else g_sigma[i] + e * gr
-        with torch.no_grad():
-            for p, m in zip(params, means):
-                p.copy_(m)
+                for p, m in zip(params, means):
+                    p.copy_(m)
         gm = [None if g is None else g / s_count for g in g_mu]
         gs = [None if g is None else g / s_count for g in g_sigma]
         for p, g in zip(params, gm):
             p.grad = g
-        self.apply_gradients(gm, gs)
-        return torch.tensor(total / s_count)
+        mean_loss = torch.tensor(total / s_count)
+        try:
+            if not self._apply(gm, gs):
+                self.generator.set_state(rng)  # a skipped step leaves no trace
+        except BaseException:
+            self.generator.set_state(rng)
+            raise
+        return mean_loss
 
     @torch.no_grad()
     def apply_gradients(self, grads_mu: Sequence[Tensor | None], grads_sigma: Sequence[Tensor | None]) -> None:
         r"""Apply the update given :math:`\bar g` and :math:`\hat g` for every parameter.
 
         Both lists follow param-group order (as ``sigmas()``); a ``None`` entry leaves that
-        parameter unchanged (like a parameter without a gradient in ``torch.optim``).
+        parameter unchanged (like a parameter without a gradient in ``torch.optim``). Every
+        gradient is checked before anything is written: a non-finite one raises
+        :class:`FloatingPointError` (or, with ``nonfinite="skip"``, the update is skipped), and
+        an update that would make a standard deviation non-positive or a value non-finite is
+        undone before :class:`RuntimeError` is raised.
         """
+        self._apply(grads_mu, grads_sigma)
+
+    @torch.no_grad()
+    def _apply(self, grads_mu: Sequence[Tensor | None], grads_sigma: Sequence[Tensor | None]) -> bool:
+        """:meth:`apply_gradients`; returns ``False`` when the step was skipped."""
         items = self._params()
         if len(grads_mu) != len(items) or len(grads_sigma) != len(items):
             raise ValueError(
                 f"grads_mu and grads_sigma must hold one entry per parameter ({len(items)}), "
                 f"got {len(grads_mu)} and {len(grads_sigma)}"
             )
-        for (p, group), gm, gs in zip(items, grads_mu, grads_sigma):
+        live = []
+        for i, ((p, group), gm, gs) in enumerate(zip(items, grads_mu, grads_sigma)):
             if gm is None or gs is None:
                 continue
+            for nm, t in (("grads_mu", gm), ("grads_sigma", gs)):
+                if not isinstance(t, Tensor):
+                    raise TypeError(f"{nm}[{i}] must be a tensor or None, got {type(t).__name__}")
             if gm.shape != p.shape or gs.shape != p.shape:
                 raise ValueError(
                     f"gradients must have the parameter's shape {tuple(p.shape)}, got "
                     f"{tuple(gm.shape)} and {tuple(gs.shape)}"
                 )
+            live.append(i)
+        for nm, gl in (("gradient", grads_mu), ("sigma gradient", grads_sigma)):
+            bad = first_nonfinite([gl[i] for i in live])
+            if bad is not None:
+                if self.nonfinite == "skip":
+                    self.skipped_steps += 1
+                    return False
+                i = live[bad]
+                raise nonfinite_error(type(self).__name__, nm, f"#{i} (shape {tuple(items[i][0].shape)})")
+        snap = Snapshot([items[i][0] for i in live], self.state)
+        try:
+            self._apply_checked([items[i] for i in live], [grads_mu[i] for i in live], [grads_sigma[i] for i in live])
+        except BaseException:
+            snap.restore()
+            raise
+        return True
+
+    def _apply_checked(self, items: list[tuple[Tensor, dict[str, Any]]], grads_mu: list[Tensor], grads_sigma: list[Tensor]) -> None:
+        for (p, group), gm, gs in zip(items, grads_mu, grads_sigma):
             state = self._state(p, group)
             self._update(p, state, group, gm.to(p.dtype), gs.to(p.dtype))
             state["step"] += 1
@@ -343,6 +414,23 @@ class GaussianMeanFieldOptimizer(Optimizer):
 
     def _update(self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor) -> None:
         raise NotImplementedError
+
+    # -- serialization -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The torch state dict plus the generator's state (``"rng_state"``): resuming is exact."""
+        sd = super().state_dict()
+        sd["rng_state"] = self.generator.get_state()
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict`; restores the generator's state when it holds one."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        state_dict = dict(state_dict)
+        rng = state_dict.pop("rng_state", None)
+        super().load_state_dict(state_dict)
+        if rng is not None:
+            self.generator.set_state(rng)
 
 
 def _clamp_and_bound(
@@ -391,7 +479,7 @@ class BGD(GaussianMeanFieldOptimizer):
         the MESU authors' PyTorch code; off in the paper).
     sigma_bounds
         If set, ``(low, high)``: clamp :math:`\sigma` after each step.
-    num_samples, seed, generator
+    num_samples, seed, generator, nonfinite
         See :class:`GaussianMeanFieldOptimizer`.
 
     Notes
@@ -413,6 +501,7 @@ class BGD(GaussianMeanFieldOptimizer):
         num_samples: int = 10,
         seed: int = 0,
         generator: torch.Generator | None = None,
+        nonfinite: str = "raise",
     ) -> None:
         _check_nonneg(eta, "eta")
         _check_nonneg(lr_sigma, "lr_sigma")
@@ -420,7 +509,9 @@ class BGD(GaussianMeanFieldOptimizer):
         _check_ratio_max(ratio_max)
         _check_bounds(sigma_bounds, "sigma_bounds")
         defaults = dict(eta=eta, sigma_init=sigma_init, lr_sigma=lr_sigma, ratio_max=ratio_max, sigma_bounds=sigma_bounds)
-        super().__init__(params, defaults, num_samples=num_samples, seed=seed, generator=generator)
+        super().__init__(
+            params, defaults, num_samples=num_samples, seed=seed, generator=generator, nonfinite=nonfinite
+        )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)

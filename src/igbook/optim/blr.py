@@ -46,6 +46,18 @@ parameter by a posterior sample for the duration of a ``with`` block and **alway
 the means on exit, also when the block raises (the reference IVON code leaves the sampled
 weights in the model in that case). Every optimizer takes ``seed`` or ``generator`` and saves
 its generator state in ``state_dict()``, so seeded runs and resumed runs are reproducible.
+
+Failures
+--------
+A step never poisons the model (:mod:`igbook.optim._safe`): a gradient or a Monte Carlo
+statistic that is not finite raises :class:`FloatingPointError` naming the parameter before
+anything is written (``nonfinite="skip"`` skips such steps instead, counting them in
+``skipped_steps``), and a closure that raises on any of its samples leaves the parameters, the
+optimizer state and the generator exactly as before the call. Parameters that receive no
+gradient (``.grad is None`` in every sample; for VON a loss that does not depend on them, for
+VOGN ``requires_grad=False``) are not moved, as in ``torch.optim``; ``move_without_grad=True``
+updates them as with a zero gradient (the prior then pulls their means towards 0 and their
+curvature decays towards the prior's, the reading of the reference ``ivon-opt`` code).
 """
 
 from __future__ import annotations
@@ -60,6 +72,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.optim import Optimizer
+
+from igbook.optim._safe import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = ["VariationalOptimizer", "VON", "VOGN", "Vadam", "IVON", "PerExampleClosure", "LIKELIHOODS"]
 
@@ -133,6 +147,23 @@ def _make_generator(seed: int | None, generator: torch.Generator | None) -> torc
 # --------------------------------------------------------------------------------------------
 
 
+class _SkipStep(Exception):
+    """Internal: a step skipped under ``nonfinite="skip"`` (carries the closure's loss)."""
+
+    def __init__(self, loss: Any = None) -> None:
+        super().__init__("step skipped")
+        self.loss = loss
+
+
+def _buckets(states: list[dict[str, Any]], moving: list[bool]) -> list[list[int]]:
+    """Indices of the moving parameters, grouped by step count (one debiasing per bucket)."""
+    out: dict[int, list[int]] = {}
+    for i, (st, mv) in enumerate(zip(states, moving)):
+        if mv:
+            out.setdefault(int(st["step"]), []).append(i)
+    return list(out.values())
+
+
 class VariationalOptimizer(Optimizer):
     r"""Base class of the optimizers here: a diagonal Gaussian posterior over the parameters.
 
@@ -162,9 +193,18 @@ class VariationalOptimizer(Optimizer):
         mc_samples: int,
         seed: int | None,
         generator: torch.Generator | None,
+        nonfinite: str = "raise",
+        move_without_grad: bool = False,
     ) -> None:
         self.mc_samples = _check_count(mc_samples, "mc_samples")
         self._generator = _make_generator(seed, generator)
+        self.nonfinite = check_nonfinite_mode(nonfinite)
+        if not isinstance(move_without_grad, bool):
+            raise TypeError(f"move_without_grad must be a bool, got {type(move_without_grad).__name__}")
+        self.move_without_grad = move_without_grad
+        #: number of steps skipped under ``nonfinite="skip"``
+        self.skipped_steps = 0
+        self._has_grad: list[bool] | None = None  # per parameter: a gradient in some sample
         self._sampling = False
         self._acc: dict[str, list[Tensor]] | None = None  # Monte Carlo averages, per group order
         self._count = 0
@@ -196,6 +236,7 @@ class VariationalOptimizer(Optimizer):
             self._init_state(group, p)
         self._acc = None
         self._count = 0
+        self._has_grad = None
 
     def _validate_group(self, group: dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -304,8 +345,10 @@ class VariationalOptimizer(Optimizer):
         else:
             self._restore(params)
             if train:
+                has = [p.grad is not None for p in params]
                 grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
                 self._record(params, grads, zs)
+                self._note_grads(has)
         finally:
             self._sampling = False
 
@@ -340,6 +383,60 @@ class VariationalOptimizer(Optimizer):
             torch._foreach_div_(tmp[k], float(self._count))
             torch._foreach_add_(self._acc[k], tmp[k])
 
+    def _note_grads(self, has: Sequence[bool]) -> None:
+        """Record which parameters received a gradient in this sample (OR over samples)."""
+        if self._has_grad is None or len(self._has_grad) != len(has):
+            self._has_grad = list(has)
+        else:
+            self._has_grad = [a or b for a, b in zip(self._has_grad, has)]
+
+    def _moves(self, n: int) -> list[bool]:
+        """Which of the ``n`` parameters the update may move (see ``move_without_grad``)."""
+        if self.move_without_grad or self._has_grad is None or len(self._has_grad) != n:
+            return [True] * n
+        return list(self._has_grad)
+
+    def _guarded(self, body: Callable[[], Any], closure_loss: Callable[[], Any] | None = None) -> Any:
+        """Run a step so that a failure leaves no trace.
+
+        ``body`` samples (through a closure) and updates. If it raises, the Monte Carlo
+        accumulators are dropped and the generator is put back to its state at the call (the
+        sampling context has already restored the means); the update itself writes only after
+        :meth:`_check_finite` passed. A :class:`_SkipStep` (``nonfinite="skip"``) is swallowed.
+        """
+        snap = Snapshot([], generators=[self._generator])
+        try:
+            return body()
+        except _SkipStep as skip:
+            self._acc, self._count, self._has_grad = None, 0, None
+            snap.restore()
+            self.skipped_steps += 1
+            return skip.loss
+        except BaseException:
+            self._acc, self._count, self._has_grad = None, 0, None
+            snap.restore()
+            raise
+
+    def _check_finite(self, stats: dict[str, list[Tensor]], loss: Any = None) -> None:
+        """Raise (``nonfinite="raise"``) or skip (``"skip"``) when a statistic is not finite."""
+        params = self._params()
+        for key, values in stats.items():
+            bad = first_nonfinite(values)
+            if bad is not None:
+                if self.nonfinite == "skip":
+                    raise _SkipStep(loss)
+                what = "gradient" if key == "grad" else f"Monte Carlo statistic {key!r} (gradient-based)"
+                raise nonfinite_error(type(self).__name__, what, self._param_name(params, bad))
+
+    def _param_name(self, params: list[Tensor], i: int) -> str:
+        j = 0
+        for gi, group in enumerate(self.param_groups):
+            for k, _ in enumerate(group["params"]):
+                if j == i:
+                    return f"#{i} (param group {gi}, index {k}, shape {tuple(params[i].shape)})"
+                j += 1
+        return f"#{i}"  # pragma: no cover
+
     def _run_closure(self, closure: Closure) -> Tensor | None:
         """Call the closure once per Monte Carlo sample inside ``sampled_params(train=True)``."""
         if self._count:
@@ -365,6 +462,8 @@ class VariationalOptimizer(Optimizer):
                 "`with optimizer.sampled_params(train=True):` before step()"
             )
         acc, self._acc, self._count = self._acc, None, 0
+        self._moving = self._moves(len(self._params()))
+        self._has_grad = None
         return acc
 
     def _split(self) -> Iterator[tuple[dict[str, Any], slice]]:
@@ -390,7 +489,7 @@ class VariationalOptimizer(Optimizer):
         super().load_state_dict(state_dict)
         if rng is not None and self._generator is not None:
             self._generator.set_state(rng)
-        self._acc, self._count = None, 0
+        self._acc, self._count, self._has_grad = None, 0, None
         self._std_cache.clear()
 
 
@@ -450,6 +549,12 @@ class IVON(VariationalOptimizer):
     seed, generator
         Randomness of the weight samples (neither: the global generator, as ``ivon-opt``
         does: then with the same ``torch.manual_seed`` both draw the same samples).
+    nonfinite
+        ``"raise"`` (default): a non-finite gradient raises :class:`FloatingPointError` before
+        anything is written; ``"skip"``: the step is skipped (``skipped_steps`` counts them).
+    move_without_grad
+        Update parameters that received no gradient as with a zero gradient (default
+        ``False``: they are not moved, as in ``torch.optim``).
 
     Notes
     -----
@@ -458,7 +563,8 @@ class IVON(VariationalOptimizer):
     seed the two produce the same iterates up to rounding (checked in the tests). Differences:
     state is kept per parameter (standard ``state_dict``), a closure is sampled by the
     optimizer itself, the sampling context restores the means on exceptions, parameters
-    without a gradient count as having a zero gradient, and the ``"gradsq"`` Hessian option
+    without a gradient are not moved (``move_without_grad=True``: the reference behaviour, a
+    zero gradient), non-finite gradients raise or skip the step, and the ``"gradsq"`` Hessian option
     is not offered.
     """
 
@@ -478,6 +584,8 @@ class IVON(VariationalOptimizer):
         *,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        nonfinite: str = "raise",
+        move_without_grad: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -493,7 +601,10 @@ class IVON(VariationalOptimizer):
             raise TypeError("debias and rescale_lr must be bools")
         self.debias = debias
         self.rescale_lr = rescale_lr
-        super().__init__(params, defaults, mc_samples=mc_samples, seed=seed, generator=generator)
+        super().__init__(
+            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
+            nonfinite=nonfinite, move_without_grad=move_without_grad,
+        )
 
     _precision_keys = ("ess", "weight_decay")
 
@@ -528,62 +639,73 @@ class IVON(VariationalOptimizer):
 
         Returns the closure's loss averaged over the samples (``None`` without a closure).
         """
+        return self._guarded(lambda: self._step(closure))
+
+    def _step(self, closure: Closure | None) -> Tensor | None:
         loss = self._run_closure(closure) if closure is not None else None
         acc = self._take_samples()
+        self._check_finite(acc, loss)
+        moving = self._moving
         for group, sl in self._split():
             params = group["params"]
             if not params:
                 continue
-            g, zg = acc["grad"][sl], acc["zg"][sl]
-            b1, b2, wd, ess = group["beta1"], group["beta2"], group["weight_decay"], group["ess"]
             states = [self.state[p] for p in params]
-            stds = [self._std(group, p) for p in params]  # sigma at the sampled (old) h
-            moms = [s["momentum"] for s in states]
-            hess = [s["hess"] for s in states]
-            w1 = [self._buf("w1", p) for p in params]
-            w2 = [self._buf("w2", p) for p in params]
-            # momentum: g <- b1 g + (1 - b1) ghat
-            torch._foreach_lerp_(moms, g, 1.0 - b1)
-            # Hessian: hhat = mean(noise * ghat) / sigma^2 = mean(z * ghat) / sigma (in place), then
-            # h <- b2 h + (1 - b2) hhat + (1 - b2)^2 / 2 (h - hhat)^2 / (h + wd)
-            hhat = zg
-            torch._foreach_div_(hhat, stds)
-            torch._foreach_copy_(w1, hess)
-            torch._foreach_sub_(w1, hhat)
-            torch._foreach_mul_(w1, w1)  # (h - hhat)^2
-            torch._foreach_copy_(w2, hess)
-            torch._foreach_add_(w2, wd)  # h + wd (old h)
-            torch._foreach_lerp_(hess, hhat, 1.0 - b2)
-            torch._foreach_addcdiv_(hess, w1, w2, value=0.5 * (1.0 - b2) ** 2)
-            # mean: m <- m - alpha (g / (1 - b1^t) + wd m) / (h + wd), computed as
-            # m - (alpha / (1 - b1^t)) (g + (1 - b1^t) wd m) / (h + wd)
-            for s in states:
-                s["step"] += 1
-            t = states[0]["step"]
-            debias = 1.0 - b1**t if self.debias else 1.0
-            lr = group["lr"] * (group["hess_init"] + wd) if self.rescale_lr else group["lr"]
-            num, den = w1, w2
-            torch._foreach_copy_(num, moms)
-            if wd != 0.0:
-                torch._foreach_add_(num, params, alpha=wd * debias)
-            torch._foreach_copy_(den, hess)
-            torch._foreach_add_(den, wd)
-            if group["clip_radius"] != math.inf:
-                torch._foreach_div_(num, den)
-                torch._foreach_div_(num, debias)
-                torch._foreach_clamp_min_(num, -group["clip_radius"])
-                torch._foreach_clamp_max_(num, group["clip_radius"])
-                torch._foreach_add_(params, num, alpha=-lr)
-            else:
-                torch._foreach_addcdiv_(params, num, den, value=-lr / debias)
-            # the next samples' sigma = 1 / sqrt(ess (h + wd)): computed in the buffer `den`,
-            # which becomes the sigma; the old sigma's memory becomes the next work buffer
-            torch._foreach_mul_(den, ess)
-            torch._foreach_rsqrt_(den)
-            for p, sd, old in zip(params, den, stds):
-                self._set_std(group, p, sd)
-                self._bufs[("w2", p)] = old
+            for idx in _buckets(states, moving[sl]):
+                pick = (lambda xs, idx=idx: [xs[i] for i in idx]) if len(idx) != len(params) else (lambda xs: list(xs))
+                self._update(group, pick(params), pick(acc["grad"][sl]), pick(acc["zg"][sl]))
         return loss
+
+    def _update(self, group: dict[str, Any], params: list[Tensor], g: list[Tensor], zg: list[Tensor]) -> None:
+        """The IVON update of ``params`` (one param group, one step count)."""
+        b1, b2, wd, ess = group["beta1"], group["beta2"], group["weight_decay"], group["ess"]
+        states = [self.state[p] for p in params]
+        stds = [self._std(group, p) for p in params]  # sigma at the sampled (old) h
+        moms = [s["momentum"] for s in states]
+        hess = [s["hess"] for s in states]
+        w1 = [self._buf("w1", p) for p in params]
+        w2 = [self._buf("w2", p) for p in params]
+        # momentum: g <- b1 g + (1 - b1) ghat
+        torch._foreach_lerp_(moms, g, 1.0 - b1)
+        # Hessian: hhat = mean(noise * ghat) / sigma^2 = mean(z * ghat) / sigma (in place), then
+        # h <- b2 h + (1 - b2) hhat + (1 - b2)^2 / 2 (h - hhat)^2 / (h + wd)
+        hhat = zg
+        torch._foreach_div_(hhat, stds)
+        torch._foreach_copy_(w1, hess)
+        torch._foreach_sub_(w1, hhat)
+        torch._foreach_mul_(w1, w1)  # (h - hhat)^2
+        torch._foreach_copy_(w2, hess)
+        torch._foreach_add_(w2, wd)  # h + wd (old h)
+        torch._foreach_lerp_(hess, hhat, 1.0 - b2)
+        torch._foreach_addcdiv_(hess, w1, w2, value=0.5 * (1.0 - b2) ** 2)
+        # mean: m <- m - alpha (g / (1 - b1^t) + wd m) / (h + wd), computed as
+        # m - (alpha / (1 - b1^t)) (g + (1 - b1^t) wd m) / (h + wd)
+        for s in states:
+            s["step"] += 1
+        t = states[0]["step"]
+        debias = 1.0 - b1**t if self.debias else 1.0
+        lr = group["lr"] * (group["hess_init"] + wd) if self.rescale_lr else group["lr"]
+        num, den = w1, w2
+        torch._foreach_copy_(num, moms)
+        if wd != 0.0:
+            torch._foreach_add_(num, params, alpha=wd * debias)
+        torch._foreach_copy_(den, hess)
+        torch._foreach_add_(den, wd)
+        if group["clip_radius"] != math.inf:
+            torch._foreach_div_(num, den)
+            torch._foreach_div_(num, debias)
+            torch._foreach_clamp_min_(num, -group["clip_radius"])
+            torch._foreach_clamp_max_(num, group["clip_radius"])
+            torch._foreach_add_(params, num, alpha=-lr)
+        else:
+            torch._foreach_addcdiv_(params, num, den, value=-lr / debias)
+        # the next samples' sigma = 1 / sqrt(ess (h + wd)): computed in the buffer `den`,
+        # which becomes the sigma; the old sigma's memory becomes the next work buffer
+        torch._foreach_mul_(den, ess)
+        torch._foreach_rsqrt_(den)
+        for p, sd, old in zip(params, den, stds):
+            self._set_std(group, p, sd)
+            self._bufs[("w2", p)] = old
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,6 +748,8 @@ class Vadam(VariationalOptimizer):
         :math:`N\,s_0 + \lambda`; its default corresponds to ``hess_init=0``).
     mc_samples, seed, generator
         Samples per step with a closure; randomness of the samples.
+    nonfinite, move_without_grad
+        See :class:`IVON`.
     """
 
     def __init__(
@@ -640,12 +764,17 @@ class Vadam(VariationalOptimizer):
         *,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        nonfinite: str = "raise",
+        move_without_grad: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr, data_size=data_size, betas=betas, prior_precision=prior_precision, hess_init=hess_init
         )
         self._validate_group(defaults)
-        super().__init__(params, defaults, mc_samples=mc_samples, seed=seed, generator=generator)
+        super().__init__(
+            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
+            nonfinite=nonfinite, move_without_grad=move_without_grad,
+        )
 
     _precision_keys = ("data_size", "prior_precision")
 
@@ -678,33 +807,46 @@ class Vadam(VariationalOptimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor | None:  # type: ignore[override]
         """One Vadam step; with a closure, ``mc_samples`` sampled evaluations first."""
+        return self._guarded(lambda: self._step(closure))
+
+    def _step(self, closure: Closure | None) -> Tensor | None:
         loss = self._run_closure(closure) if closure is not None else None
         acc = self._take_samples()
+        self._check_finite(acc, loss)
+        moving = self._moving
         for group, sl in self._split():
-            params = group["params"]
-            if not params:
+            all_params = group["params"]
+            if not all_params:
                 continue
-            g, gsq = acc["grad"][sl], acc["gsq"][sl]
-            b1, b2 = group["betas"]
-            tl = group["prior_precision"] / group["data_size"]
-            states = [self.state[p] for p in params]
-            for s in states:
-                s["step"] += 1
-            t = states[0]["step"]
-            u = [s["exp_avg"] for s in states]
-            sq = [s["exp_avg_sq"] for s in states]
-            gp = torch._foreach_add(g, params, alpha=tl)
-            torch._foreach_mul_(u, b1)
-            torch._foreach_add_(u, gp, alpha=1.0 - b1)
-            torch._foreach_mul_(sq, b2)
-            torch._foreach_add_(sq, gsq, alpha=1.0 - b2)
-            den = torch._foreach_div(sq, 1.0 - b2**t)
-            torch._foreach_sqrt_(den)
-            torch._foreach_add_(den, tl)
-            num = torch._foreach_div(u, 1.0 - b1**t)
-            torch._foreach_div_(num, den)
-            torch._foreach_add_(params, num, alpha=-group["lr"])
+            all_states = [self.state[p] for p in all_params]
+            for idx in _buckets(all_states, moving[sl]):
+                params = [all_params[i] for i in idx]
+                g = [acc["grad"][sl][i] for i in idx]
+                gsq = [acc["gsq"][sl][i] for i in idx]
+                self._update(group, params, g, gsq)
         return loss
+
+    def _update(self, group: dict[str, Any], params: list[Tensor], g: list[Tensor], gsq: list[Tensor]) -> None:
+        """The Vadam update of ``params`` (one param group, one step count)."""
+        b1, b2 = group["betas"]
+        tl = group["prior_precision"] / group["data_size"]
+        states = [self.state[p] for p in params]
+        for s in states:
+            s["step"] += 1
+        t = states[0]["step"]
+        u = [s["exp_avg"] for s in states]
+        sq = [s["exp_avg_sq"] for s in states]
+        gp = torch._foreach_add(g, params, alpha=tl)
+        torch._foreach_mul_(u, b1)
+        torch._foreach_add_(u, gp, alpha=1.0 - b1)
+        torch._foreach_mul_(sq, b2)
+        torch._foreach_add_(sq, gsq, alpha=1.0 - b2)
+        den = torch._foreach_div(sq, 1.0 - b2**t)
+        torch._foreach_sqrt_(den)
+        torch._foreach_add_(den, tl)
+        num = torch._foreach_div(u, 1.0 - b1**t)
+        torch._foreach_div_(num, den)
+        torch._foreach_add_(params, num, alpha=-group["lr"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,8 +886,10 @@ class _NewtonBase(VariationalOptimizer):
             torch._foreach_div_(delta, float(self._count))
             torch._foreach_add_(avg, delta)
 
-    def _newton_update(self) -> None:
+    def _newton_update(self, loss: Any = None) -> None:
         acc = self._take_samples()
+        self._check_finite(acc, loss)
+        moving = self._moving
         new_hess: list[list[Tensor]] = []
         for group, sl in self._split():
             b = group["beta"]
@@ -763,7 +907,9 @@ class _NewtonBase(VariationalOptimizer):
             new_hess.append(nh)
         for (group, sl), nh in zip(self._split(), new_hess):
             tl = group["prior_precision"] / group["data_size"]
-            for p, h_new, g in zip(group["params"], nh, acc["grad"][sl]):
+            for p, h_new, g, mv in zip(group["params"], nh, acc["grad"][sl], moving[sl]):
+                if not mv:
+                    continue
                 st = self.state[p]
                 st["step"] += 1
                 st["hess"].copy_(h_new)
@@ -814,6 +960,8 @@ class VON(_NewtonBase):
         Probes per weight sample for ``"hutchinson"``.
     seed, generator
         Randomness of the weight samples and probes.
+    nonfinite, move_without_grad
+        See :class:`IVON` (a parameter the loss does not depend on has no gradient).
     """
 
     def __init__(
@@ -830,6 +978,8 @@ class VON(_NewtonBase):
         *,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        nonfinite: str = "raise",
+        move_without_grad: bool = False,
     ) -> None:
         if hessian not in ("exact", "hutchinson"):
             raise ValueError(f"hessian must be 'exact' or 'hutchinson', got {hessian!r}")
@@ -839,7 +989,10 @@ class VON(_NewtonBase):
             lr=lr, data_size=data_size, beta=beta, prior_precision=prior_precision, hess_init=hess_init
         )
         self._validate_group(defaults)
-        super().__init__(params, defaults, mc_samples=mc_samples, seed=seed, generator=generator)
+        super().__init__(
+            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
+            nonfinite=nonfinite, move_without_grad=move_without_grad,
+        )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         self._validate_common(group)
@@ -888,6 +1041,9 @@ class VON(_NewtonBase):
             raise TypeError("VON.step needs a closure that returns the loss (without calling backward())")
         if self._sampling:
             raise RuntimeError("step() cannot be called inside sampled_params()")
+        return self._guarded(lambda: self._step(closure))
+
+    def _step(self, closure: Closure) -> Tensor:
         params = self._params()
         losses = []
         for _ in range(self.mc_samples):
@@ -905,13 +1061,20 @@ class VON(_NewtonBase):
                         )
                     if not loss.requires_grad:
                         raise RuntimeError("the loss returned by the closure does not depend on the parameters")
-                    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                    live = [p.requires_grad for p in params]
+                    got = torch.autograd.grad(
+                        loss, [p for p, lv in zip(params, live) if lv], create_graph=True, allow_unused=True
+                    )
+                    it = iter(got)
+                    grads = [next(it) if lv else None for lv in live]
+                    self._note_grads([g is not None for g in grads])
                     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
                     hdiag = self._hessian_diagonal(grads, params)
                 self._accumulate({"grad": [g.detach() for g in grads], "hess": hdiag})
                 losses.append(loss.detach())
-        self._newton_update()
-        return torch.stack(losses).mean()
+        mean_loss = torch.stack(losses).mean()
+        self._newton_update(mean_loss)
+        return mean_loss
 
 
 # --------------------------------------------------------------------------------------------
@@ -1066,6 +1229,8 @@ class VOGN(_NewtonBase):
         *,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        nonfinite: str = "raise",
+        move_without_grad: bool = False,
     ) -> None:
         if fisher not in ("empirical", "sampled"):
             raise ValueError(f"fisher must be 'empirical' or 'sampled', got {fisher!r}")
@@ -1074,7 +1239,10 @@ class VOGN(_NewtonBase):
             lr=lr, data_size=data_size, beta=beta, prior_precision=prior_precision, hess_init=hess_init
         )
         self._validate_group(defaults)
-        super().__init__(params, defaults, mc_samples=mc_samples, seed=seed, generator=generator)
+        super().__init__(
+            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
+            nonfinite=nonfinite, move_without_grad=move_without_grad,
+        )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         self._validate_common(group)
@@ -1089,10 +1257,14 @@ class VOGN(_NewtonBase):
             )
         if self._sampling:
             raise RuntimeError("step() cannot be called inside sampled_params()")
+        return self._guarded(lambda: self._step(closure))
+
+    def _step(self, closure: PerExampleClosure) -> Tensor:
         params = self._params()
         losses = []
         for _ in range(self.mc_samples):
             with self.sampled_params():
+                self._note_grads([p.requires_grad for p in params])
                 per_loss, per_grads = closure.per_example_gradients(params)
                 mean_grads = [g.mean(0) for g in per_grads]
                 if self.fisher == "sampled":
@@ -1101,5 +1273,6 @@ class VOGN(_NewtonBase):
                 hess = [(g * g).mean(0) for g in per_grads]
                 self._accumulate({"grad": mean_grads, "hess": hess})
                 losses.append(per_loss.mean())
-        self._newton_update()
-        return torch.stack(losses).mean()
+        mean_loss = torch.stack(losses).mean()
+        self._newton_update(mean_loss)
+        return mean_loss

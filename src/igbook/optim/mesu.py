@@ -194,6 +194,8 @@ class MESU(GaussianMeanFieldOptimizer):
         Monte Carlo weight samples per step (10 for permuted MNIST).
     seed, generator
         Source of the Gaussian noise.
+    nonfinite
+        ``"raise"`` or ``"skip"`` (see :class:`igbook.optim.bgd.GaussianMeanFieldOptimizer`).
 
     Examples
     --------
@@ -227,6 +229,7 @@ class MESU(GaussianMeanFieldOptimizer):
         num_samples: int = 10,
         seed: int = 0,
         generator: torch.Generator | None = None,
+        nonfinite: str = "raise",
     ) -> None:
         defaults = dict(
             sigma_prior=sigma_prior,
@@ -243,7 +246,9 @@ class MESU(GaussianMeanFieldOptimizer):
             sigma_bounds=sigma_bounds,
         )
         self._validate_group(defaults)
-        super().__init__(params, defaults, num_samples=num_samples, seed=seed, generator=generator)
+        super().__init__(
+            params, defaults, num_samples=num_samples, seed=seed, generator=generator, nonfinite=nonfinite
+        )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         _check_sigma_init(group["sigma_init"])
