@@ -542,7 +542,7 @@ def _bad_values() -> list[tuple[str, object]]:
     return [
         ("None", None), ("Ellipsis", ...), ("a string", "0.5"), ("NaN", NAN), ("infinity", math.inf),
         ("a wrong shape", torch.zeros(7, 3)), ("a list of the wrong length", [1.0, 2.0, 3.0, 4.0, 5.0]),
-        ("a complex number", 1 + 2j), ("a function", lambda: 1.0), ("an object", object()),
+        ("a complex number", 1 + 2j), ("a bool", True), ("a function", lambda: 1.0), ("an object", object()),
     ]
 
 

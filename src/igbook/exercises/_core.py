@@ -124,6 +124,8 @@ def as_answer(value: object, what: str) -> Tensor | Feedback:
         return Feedback(False, f"{what} is None: the answer is not filled in yet, or a function is missing its `return`.")
     if value is Ellipsis:
         return Feedback(False, f"{what} is still the placeholder `...`: replace it with your answer.")
+    if isinstance(value, bool):
+        return Feedback(False, f"{what} should be a number, got {value}: a truth value is not an answer here.")
     if isinstance(value, str):
         return Feedback(False, f"{what} should be a number (or numbers), got {describe(value)}: compute the value instead of writing it as text.")
     if callable(value) and not isinstance(value, Tensor):
