@@ -115,3 +115,41 @@ def test_every_citation_resolves() -> None:
             cited.update(k.strip() for k in group.split(","))
     missing = cited - keys
     assert not missing, f"cited but not in book/references.bib: {sorted(missing)}"
+
+
+_SEED_MENTION = re.compile(r"seed(?:'s)? (?:notes|slides|documents?)|seeds? 0\d\d|slides of seed|the seed's", re.I)
+
+
+def test_the_book_never_mentions_seed_documents() -> None:
+    """Readers cannot see the seed documents: chapters and pages cite published sources instead."""
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(_cells(nb)):
+            hit = _SEED_MENTION.search(_source(cell))
+            assert hit is None, f"{nb.name}, cell {i}: mentions a seed document ({hit.group(0)!r})"
+    for page in PAGES:
+        hit = _SEED_MENTION.search(page.read_text())
+        assert hit is None, f"{page.name}: mentions a seed document ({hit.group(0)!r})"
+
+
+def test_optional_comparisons_say_when_they_are_skipped() -> None:
+    """A cell that tolerates a missing package prints that the check was skipped, and why."""
+    for nb in NOTEBOOKS:
+        for i, cell in enumerate(_cells(nb)):
+            src = _source(cell)
+            if cell["cell_type"] == "code" and re.search(r"except (ImportError|ModuleNotFoundError)", src):
+                assert re.search(r"print\(\s*[fr]?[\"']skipped", src), f"{nb.name}, cell {i}: a silent skip"
+
+
+def test_footnotes_are_defined_in_the_cell_that_cites_them() -> None:
+    """MyST and JupyterLab resolve a footnote only within one cell; labels are unique per notebook."""
+    for nb in NOTEBOOKS:
+        labels: list[str] = []
+        for i, cell in enumerate(_cells(nb)):
+            if cell["cell_type"] != "markdown":
+                continue
+            src = _source(cell)
+            defined = re.findall(r"^\[\^([\w-]+)\]:", src, re.M)
+            cited = set(re.findall(r"\[\^([\w-]+)\]", re.sub(r"^\[\^[\w-]+\]:", "", src, flags=re.M)))
+            assert cited == set(defined), f"{nb.name}, cell {i}: footnotes cited {cited}, defined {defined}"
+            labels += defined
+        assert len(labels) == len(set(labels)), f"{nb.name}: duplicate footnote labels {labels}"
