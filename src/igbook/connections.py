@@ -261,7 +261,7 @@ def gaussian_curvature(metric: Metric, theta: object) -> Tensor:
         F_v-\tfrac12G_u & E & F\\ \tfrac12G_v & F & G\end{pmatrix}
         - \det\begin{pmatrix}0&\tfrac12E_v&\tfrac12G_u\\ \tfrac12E_v&E&F\\ \tfrac12G_u&F&G\end{pmatrix}\right),
 
-    which depends on the metric alone (Gauss's *Theorema Egregium*) :cite:`amari2000methods`.
+    which depends on the metric alone (Gauss's *Theorema Egregium*) :cite:`docarmo1976differential`.
     """
     t = check_finite(as_tensor(theta, "theta"), "theta")
     check_shape(t, "theta", (2,))
