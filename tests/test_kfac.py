@@ -891,3 +891,25 @@ def test_layers_inside_an_unsupported_layer_are_left_alone() -> None:
     for p, g in zip(model.attn.parameters(), attn):
         assert torch.equal(p.grad, g)
     assert not torch.allclose(model.head.weight.grad, head)
+
+
+def test_kl_clip_is_half_the_threshold_of_ba_et_al() -> None:
+    """kl_clip bounds lr^2 v.g / 2; Ba et al. (2017) scale by min(1, sqrt(c / (lr^2 v.g))): kl_clip = c / 2."""
+    x, y = _data()
+    lr, c = 1.0, 2e-4
+    steps = {}
+    for clip in (None, c / 2):
+        model = mlp(seed=21)
+        pre = KFACPreconditioner(model, likelihood="categorical", damping=1e-3, kl_clip=clip, lr=lr, seed=3)
+        out = model(x)
+        pre.update_factors(out)
+        F.cross_entropy(out, y).backward()
+        g = [p.grad.clone() for p in model.parameters()]
+        pre.step()
+        steps[clip] = ([p.grad.clone() for p in model.parameters()], g)
+    v, g = steps[None]
+    vg = sum(float((a * b).sum()) for a, b in zip(v, g))
+    nu_ba = min(1.0, math.sqrt(c / (lr**2 * vg)))  # Ba, Grosse and Martens (2017), KL clipping
+    assert nu_ba < 0.5  # the clip is active
+    for a, b in zip(steps[c / 2][0], v):
+        torch.testing.assert_close(a, nu_ba * b, rtol=1e-12, atol=1e-15)
