@@ -225,3 +225,17 @@ def test_one_dimensional_distances_are_metrics(p1, p2, p3, r1, r2, r3) -> None: 
         d12, d21, d13, d23 = (float(dist(*uv)) for uv in ((r1, r2), (r2, r1), (r1, r3), (r2, r3)))
         assert d12 >= 0 and abs(d12 - d21) <= 1e-12 * max(1.0, d12) and float(dist(r1, r1)) == 0.0
         assert d13 <= d12 + d23 + 1e-12
+
+
+def test_ellipse_conventions_squared_length_and_kl_ball() -> None:
+    """ellipse_points(eps) is d^T F d = eps; with eps = 2 epsilon the points sit at KL = epsilon (1 + O(sqrt(epsilon)))."""
+    p = Gaussian(0.4, 0.7)
+    worst = []
+    for epsilon in (1e-3, 1e-4, 1e-5):
+        pts = ellipse_points(p.params, p.fisher(), eps=2 * epsilon, num=24)
+        d = pts - p.params
+        torch.testing.assert_close(torch.einsum("ni,ij,nj->n", d, p.fisher(), d), torch.full((24,), 2 * epsilon, dtype=torch.float64), rtol=1e-10, atol=0)
+        kl = torch.stack([p.kl(Gaussian(float(m), float(s))) for m, s in pts])  # closed-form KL, no Fisher
+        worst.append(float((kl / epsilon - 1).abs().max()))
+    assert worst[0] < 3 * math.sqrt(1e-3)
+    assert all(2.5 < a / b < 4.0 for a, b in zip(worst, worst[1:]))  # the cubic term: O(sqrt(epsilon)) relative

@@ -233,6 +233,10 @@ def ellipse_points(center: Tensor, fisher: Tensor, eps: float = 1.0, num: int = 
 
     Accepts batches: ``center`` of shape ``(..., 2)`` and ``fisher`` of shape ``(..., 2, 2)``
     give ``(..., num, 2)``, so a whole field of ellipses is one call.
+
+    The level is the squared Fisher length :math:`\mathrm ds^2 = \varepsilon`. The quadratic KL ball
+    :math:`\{\delta: \tfrac12\delta^\top F\delta = \varepsilon\}` (the book's other convention, see its
+    notation appendix) is ``eps=2 * epsilon``.
     """
     fisher = as_tensor(fisher, "fisher")
     center = as_tensor(center, "center", dtype=fisher.dtype)

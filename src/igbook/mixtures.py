@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_positive
+from igbook._validation import as_tensor, check_finite, check_positive, check_positive_semidefinite
 
 __all__ = [
     "QuadratureRule",
@@ -406,6 +406,10 @@ def _sym2(f: Tensor, name: str = "fisher") -> Tensor:
     f = check_finite(as_tensor(f, name), name)
     if f.ndim < 2 or f.shape[-2:] != (2, 2):
         raise ValueError(f"{name} must have shape (..., 2, 2), got {tuple(f.shape)}")
+    # symmetric to rounding (quadrature gives off-diagonals that agree to a few ulps)
+    off, scale = (f[..., 0, 1] - f[..., 1, 0]).abs(), f.abs().amax(dim=(-2, -1)).clamp_min(1.0)
+    if not bool((off <= 1e-8 * scale).all()):
+        raise ValueError(f"{name} must be symmetric (a Fisher matrix)")
     return 0.5 * (f + f.transpose(-1, -2))
 
 
@@ -417,6 +421,7 @@ def fisher_eigen(fisher_matrix: object) -> tuple[Tensor, Tensor]:
     """
     f = _sym2(fisher_matrix)
     evals, evecs = torch.linalg.eigh(f)
+    check_positive_semidefinite(f, "fisher_matrix", eigenvalues=evals, symmetric_checked=True)
     return evals.clamp_min(0.0), evecs
 
 
@@ -433,7 +438,9 @@ def ellipse_outlines(centers: object, fisher_matrix: object, eps: float = 1.0, *
                      max_semi_axis: float | None = None) -> tuple[Tensor, Tensor]:
     r"""Fisher ellipses :math:`\{\theta: (\theta-c)^\top F (\theta-c) = \varepsilon\}` for a whole field.
 
-    Semi-axes are :math:`\sqrt{\varepsilon/\lambda_i}` along the eigenvectors of :math:`F`.
+    Semi-axes are :math:`\sqrt{\varepsilon/\lambda_i}` along the eigenvectors of :math:`F`. The level is
+    the squared Fisher length, as in :func:`igbook.geometry.ellipse_points`; the quadratic KL ball
+    :math:`\tfrac12\delta^\top F\delta = \varepsilon` is ``eps=2 * epsilon``.
     Near the singularity they grow without bound; with ``max_semi_axis`` they are clipped for
     display, and the second output flags the clipped ellipses (so a figure can mark them).
 
