@@ -7,6 +7,7 @@ argument and the constraint it broke, so that a reader sees *what* was wrong rat
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -23,6 +24,14 @@ __all__ = [
     "check_symmetric_positive_definite",
     "check_shape",
     "check_probability",
+    "check_symmetric",
+    "check_positive_semidefinite",
+    "check_nonempty",
+    "check_count",
+    "check_seed",
+    "check_callable",
+    "check_draws",
+    "make_generator",
 ]
 
 
@@ -156,14 +165,99 @@ def check_symmetric_positive_definite(t: Tensor, name: str, *, rtol: float = 1e-
     return t
 
 
+def check_symmetric(t: Tensor, name: str, *, rtol: float = 1e-8) -> Tensor:
+    """Raise :class:`ValueError` unless ``t`` is a finite symmetric matrix (or a batch of them).
+
+    Symmetry is checked to ``rtol`` times the largest entry (at least 1) of each matrix.
+    """
+    check_square(t, name)
+    check_finite(t, name)
+    scale = t.abs().amax(dim=(-2, -1), keepdim=True).clamp_min(1.0)
+    if not bool(((t - t.transpose(-1, -2)).abs() <= rtol * scale).all()):
+        raise ValueError(f"{name} must be symmetric (a metric or Fisher matrix)")
+    return t
+
+
+def check_positive_semidefinite(
+    t: Tensor,
+    name: str,
+    *,
+    eigenvalues: Tensor | None = None,
+    rtol: float | None = None,
+    symmetric_checked: bool = False,
+) -> Tensor:
+    r"""Raise :class:`ValueError` unless ``t`` is a finite, symmetric, positive semi-definite matrix.
+
+    The smallest eigenvalue may be negative by rounding only: :math:`\lambda_{\min} \ge
+    -	ext{rtol}\,\max(1, |\lambda|_{\max})` with ``rtol`` the square root of the dtype's machine
+    epsilon by default. Pass ``eigenvalues`` (ascending, from :func:`torch.linalg.eigvalsh`)
+    when the caller computes them anyway, to avoid a second decomposition, and
+    ``symmetric_checked=True`` when the caller has already checked finiteness and symmetry (the
+    fast path of vectorized callers). Works on batches.
+    """
+    if not symmetric_checked:
+        check_symmetric(t, name)
+    if t.numel() == 0:
+        return t
+    ev = torch.linalg.eigvalsh(t) if eigenvalues is None else eigenvalues
+    tol = (torch.finfo(t.dtype).eps ** 0.5) if rtol is None else rtol
+    scale = ev.abs().amax(-1).clamp_min(1.0)
+    if not bool((ev[..., 0] >= -tol * scale).all()):
+        raise ValueError(
+            f"{name} must be positive semi-definite (a Fisher matrix or metric), got the eigenvalue "
+            f"{float(ev[..., 0].min()):.6g}"
+        )
+    return t
+
+
+def check_nonempty(t: Tensor, name: str, *, axis: int = 0) -> Tensor:
+    """Raise :class:`ValueError` if ``t`` has no entries along ``axis`` (an empty batch)."""
+    if t.ndim == 0 or t.shape[axis] == 0:
+        raise ValueError(f"{name} must not be empty along axis {axis}, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_count(value: Any, name: str, *, minimum: int = 1) -> int:
+    """An ``int`` (not a bool, not a float) that is at least ``minimum``, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """A seed that :func:`torch.manual_seed` accepts: an ``int`` in ``[0, 2**64)``, or raise."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name} must lie in [0, 2**64), got {seed}")
+    return int(seed)
+
+
+def check_callable(fn: Any, name: str) -> Any:
+    """Raise :class:`TypeError` unless ``fn`` is callable."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    return fn
+
+
+def check_draws(x: Any, name: str, n: int) -> Tensor:
+    """What a user-supplied sampler returned: a finite tensor with ``n`` draws along axis 0."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must return a tensor, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[0] != n:
+        raise ValueError(f"{name} must return {n} draws along axis 0, got shape {tuple(x.shape)}")
+    return check_finite(x, f"the draws of {name}")
+
+
 def make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
     """The random generator for a draw: a new one seeded with ``seed``, or ``generator``, or
     ``None`` (the global generator). Passing both is an error."""
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator, not both")
     if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        seed = check_seed(seed)
         g = torch.Generator()
         g.manual_seed(seed)
         return g

@@ -25,8 +25,10 @@ from igbook._validation import (
     as_tensor,
     check_finite,
     check_positive,
+    check_shape,
     check_simplex,
     check_square,
+    check_symmetric,
 )
 from igbook.families import Bernoulli, Categorical, Exponential, ExponentialFamily, Gaussian, Poisson
 
@@ -212,14 +214,23 @@ class FisherEllipse:
         return float(2 * self.semi_axes[1])
 
 
+def _eps(eps: float) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a real number, got {type(eps).__name__}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps must be finite and > 0, got {eps}")
+    return float(eps)
+
+
 def fisher_ellipse(center: Tensor, fisher: Tensor, eps: float = 1.0) -> FisherEllipse:
     """The Fisher ellipse of a 2x2 positive-definite metric (long axis first)."""
     fisher = check_square(as_tensor(fisher, "fisher"), "fisher")
     if fisher.shape != (2, 2):
         raise ValueError(f"fisher must be 2x2 to draw an ellipse, got {tuple(fisher.shape)}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    center = as_tensor(center, "center", dtype=fisher.dtype)
+    check_symmetric(fisher, "fisher")
+    eps = _eps(eps)
+    center = check_finite(as_tensor(center, "center", dtype=fisher.dtype), "center")
+    check_shape(center, "center", (2,))
     evals, evecs = torch.linalg.eigh(0.5 * (fisher + fisher.T))
     if not bool(evals[0] > 0):
         raise ValueError("fisher must be positive definite to have a bounded ellipse")
@@ -239,13 +250,15 @@ def ellipse_points(center: Tensor, fisher: Tensor, eps: float = 1.0, num: int = 
     notation appendix) is ``eps=2 * epsilon``.
     """
     fisher = as_tensor(fisher, "fisher")
-    center = as_tensor(center, "center", dtype=fisher.dtype)
-    if fisher.shape[-2:] != (2, 2) or center.shape[-1] != 2:
-        raise ValueError(
-            f"center must end in 2 and fisher in (2, 2), got {tuple(center.shape)} and {tuple(fisher.shape)}"
-        )
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    center = check_finite(as_tensor(center, "center", dtype=fisher.dtype), "center")
+    if fisher.ndim < 2 or fisher.shape[-2:] != (2, 2):
+        raise ValueError(f"fisher must have shape (..., 2, 2), got {tuple(fisher.shape)}")
+    if center.ndim < 1 or center.shape[-1] != 2:
+        raise ValueError(f"center must have shape (..., 2), got {tuple(center.shape)}")
+    check_symmetric(fisher, "fisher")
+    eps = _eps(eps)
+    if isinstance(num, bool) or not isinstance(num, int) or num < 2:
+        raise ValueError(f"num must be an int >= 2, got {num!r}")
     evals, evecs = torch.linalg.eigh(0.5 * (fisher + fisher.transpose(-1, -2)))
     if not bool((evals > 0).all()):
         raise ValueError("fisher must be positive definite to have a bounded ellipse")

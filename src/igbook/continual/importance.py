@@ -34,7 +34,8 @@ Parameters are handled as dicts ``name -> tensor`` in ``model.named_parameters()
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -340,9 +341,25 @@ def ewc_penalty(params: Params, anchor: Params, fisher: Params, lam: float = 1.0
     Differentiable in ``params``. (Avalanche adds :math:`\lambda\sum_i F_{ii}(\theta_i-\theta^*_i)^2`
     without the :math:`\tfrac12`, i.e. twice this for the same :math:`\lambda`.)
     """
+    for nm, d in (("params", params), ("anchor", anchor), ("fisher", fisher)):
+        if not isinstance(d, Mapping):
+            raise TypeError(f"{nm} must be a dict of tensors (name -> tensor), got {type(d).__name__}")
     if set(params) != set(anchor) or set(params) != set(fisher):
         raise ValueError("params, anchor and fisher must have the same parameter names")
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0:
-        raise ValueError(f"lam must be a number >= 0, got {lam!r}")
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)):
+        raise TypeError(f"lam must be a real number, got {type(lam).__name__}")
+    if not (lam >= 0 and math.isfinite(lam)):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    for k in params:
+        for nm, d in (("params", params), ("anchor", anchor), ("fisher", fisher)):
+            if not isinstance(d[k], Tensor):
+                raise TypeError(f"{nm}[{k!r}] must be a tensor, got {type(d[k]).__name__}")
+        if not (params[k].shape == anchor[k].shape == fisher[k].shape):
+            raise ValueError(f"params, anchor and fisher [{k!r}] must share one shape")
+        f = fisher[k].detach()
+        if not bool(torch.isfinite(f).all()) or not bool((f >= 0).all()):
+            raise ValueError(f"fisher[{k!r}] must be finite and >= 0 (a diagonal Fisher)")
+        if not bool(torch.isfinite(anchor[k].detach()).all()):
+            raise ValueError(f"anchor[{k!r}] must be finite")
     total = sum((fisher[k] * (params[k] - anchor[k]) ** 2).sum() for k in params)
     return 0.5 * lam * total  # type: ignore[return-value]

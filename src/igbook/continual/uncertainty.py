@@ -22,21 +22,39 @@ a random OOD input scores higher than a random in-distribution one, ties countin
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from igbook._validation import as_tensor, check_simplex
 
 __all__ = ["entropy", "Uncertainty", "uncertainty_decomposition", "roc_auc", "ood_auc"]
 
 
 
 def entropy(probs: Tensor, dim: int = -1, *, base: float = 2.0) -> Tensor:
-    r"""Shannon entropy :math:`-\sum p\log p` along ``dim`` (with :math:`0\log 0 = 0`), in base ``base``."""
+    r"""Shannon entropy :math:`-\sum p\log p` along ``dim`` (with :math:`0\log 0 = 0`), in base ``base``.
+
+    ``probs`` must be probability vectors along ``dim`` (entries >= 0 summing to 1 within
+    1e-6); ``base`` a finite number > 0 other than 1.
+    """
     if not isinstance(probs, Tensor):
         raise TypeError(f"probs must be a tensor, got {type(probs).__name__}")
-    if not bool(torch.isfinite(probs).all()) or not bool((probs >= 0).all()):
-        raise ValueError("probs must be finite and >= 0")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    if probs.ndim == 0 or not -probs.ndim <= dim < probs.ndim:
+        raise ValueError(f"dim must be an axis of probs (ndim {probs.ndim}), got {dim}")
+    if isinstance(base, bool) or not isinstance(base, (int, float)):
+        raise TypeError(f"base must be a real number, got {type(base).__name__}")
+    if not (base > 0 and math.isfinite(base)) or base == 1:
+        raise ValueError(f"base must be finite, > 0 and != 1, got {base}")
+    probs = as_tensor(probs, "probs")
+    if probs.shape[dim] >= 2:
+        check_simplex(probs.movedim(dim, -1), "probs", interior=False)
+    elif not bool(torch.allclose(probs, torch.ones_like(probs), atol=1e-6, rtol=0)):
+        raise ValueError("probs must sum to 1 along dim (a single category has probability 1)")
     h = -torch.special.xlogy(probs, probs).sum(dim)
     return h / torch.log(torch.tensor(base, dtype=h.dtype))
 

@@ -25,7 +25,17 @@ import torch
 from torch import Tensor
 from torch.func import grad, hessian, jacrev, vmap
 
-from igbook._validation import as_tensor, check_finite, check_shape, check_square
+from igbook._validation import (
+    as_tensor,
+    check_callable,
+    check_count,
+    check_draws,
+    check_finite,
+    check_nonempty,
+    check_positive_semidefinite,
+    check_seed,
+    check_shape,
+)
 
 __all__ = [
     "score",
@@ -69,11 +79,13 @@ def _samples(x: Tensor) -> Tensor:
     x = as_tensor(x, "x")
     if x.ndim == 0:
         raise ValueError("x must hold a batch of samples along its first axis, got a scalar")
+    check_nonempty(x, "x")
     return check_finite(x, "x")
 
 
 def score(log_prob: LogProb, theta: Tensor, x: Tensor) -> Tensor:
     r"""Per-sample scores :math:`s_n = \nabla_\theta \log p(x_n\mid\theta)`, shape ``(n, d)``."""
+    check_callable(log_prob, "log_prob")
     theta, x = _theta(theta), _samples(x)
     return vmap(grad(log_prob), in_dims=(None, 0))(theta, x.to(theta.dtype))
 
@@ -83,6 +95,8 @@ def fisher_from_scores(scores: Tensor, weights: Tensor | None = None) -> Tensor:
     scores = as_tensor(scores, "scores")
     if scores.ndim != 2:
         raise ValueError(f"scores must have shape (n, d), got {tuple(scores.shape)}")
+    check_nonempty(scores, "scores")
+    check_finite(scores, "scores")
     w = _weights(weights, scores.shape[0], scores.dtype)
     return (scores * w.unsqueeze(1)).T @ scores
 
@@ -114,6 +128,7 @@ def expected_negative_hessian(
     log_prob: LogProb, theta: Tensor, x: Tensor, weights: Tensor | None = None
 ) -> Tensor:
     r"""Fisher information as :math:`-\sum_n w_n \nabla^2_\theta \log p(x_n\mid\theta)`."""
+    check_callable(log_prob, "log_prob")
     theta, x = _theta(theta), _samples(x)
     h = vmap(hessian(log_prob), in_dims=(None, 0))(theta, x.to(theta.dtype))
     w = _weights(weights, x.shape[0], theta.dtype)
@@ -134,10 +149,11 @@ def fisher_monte_carlo(
     ``(F_hat, se)`` where ``se`` is the standard error of each entry of ``F_hat``, so that a
     test can compare with a closed form at a stated number of standard errors.
     """
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2 (a standard error needs two samples), got {n!r}")
-    g = torch.Generator().manual_seed(seed)
-    x = sampler(n, g)
+    check_callable(log_prob, "log_prob")
+    check_callable(sampler, "sampler")
+    n = check_count(n, "n", minimum=2)  # a standard error needs two samples
+    g = torch.Generator().manual_seed(check_seed(seed))
+    x = check_draws(sampler(n, g), "sampler", n)
     s = score(log_prob, theta, x)
     outer = s.unsqueeze(2) * s.unsqueeze(1)
     return outer.mean(0), outer.std(0, unbiased=True) / n**0.5
@@ -151,8 +167,10 @@ def pullback_metric(metric: Tensor, jacobian: Tensor) -> Tensor:
     (0, 2)-tensor.
     """
     metric = as_tensor(metric, "metric")
-    jacobian = as_tensor(jacobian, "jacobian", dtype=metric.dtype)
-    check_square(metric, "metric")
+    jacobian = check_finite(as_tensor(jacobian, "jacobian", dtype=metric.dtype), "jacobian")
+    if metric.ndim != 2:
+        raise ValueError(f"metric must be a (d, d) matrix, got shape {tuple(metric.shape)}")
+    check_positive_semidefinite(metric, "metric")
     if jacobian.ndim != 2 or jacobian.shape[0] != metric.shape[0]:
         raise ValueError(
             f"jacobian must have shape ({metric.shape[0]}, k) to match metric "
@@ -169,6 +187,8 @@ def reparameterized_fisher(
     ``fisher_fn(theta)`` returns the Fisher matrix in the old coordinates; the Jacobian of
     ``to_theta`` is taken with :func:`torch.func.jacrev`.
     """
+    check_callable(fisher_fn, "fisher_fn")
+    check_callable(to_theta, "to_theta")
     phi = _theta(phi)
     jac = jacrev(to_theta)(phi)
     return pullback_metric(fisher_fn(to_theta(phi)), jac)
@@ -176,9 +196,12 @@ def reparameterized_fisher(
 
 def kl_quadratic_form(fisher: Tensor, delta: Tensor) -> Tensor:
     r"""The local approximation :math:`\tfrac12\,\delta^\top F\,\delta` of :math:`\mathrm{KL}(p_\theta\|p_{\theta+\delta})`."""
-    fisher = check_square(as_tensor(fisher, "fisher"), "fisher")
-    delta = as_tensor(delta, "delta", dtype=fisher.dtype)
-    if delta.shape[-1] != fisher.shape[0]:
+    fisher = as_tensor(fisher, "fisher")
+    if fisher.ndim != 2:
+        raise ValueError(f"fisher must be a (d, d) matrix, got shape {tuple(fisher.shape)}")
+    check_positive_semidefinite(fisher, "fisher")
+    delta = check_finite(as_tensor(delta, "delta", dtype=fisher.dtype), "delta")
+    if delta.ndim == 0 or delta.shape[-1] != fisher.shape[0]:
         raise ValueError(
             f"delta must have last axis of size {fisher.shape[0]} to match fisher, got {tuple(delta.shape)}"
         )

@@ -224,6 +224,15 @@ def negative_log_likelihood(
     reduction = _check_choice(reduction, "reduction", _REDUCTIONS)
     f = _flat_outputs(outputs, likelihood)
     y = _flat_targets(targets, f, likelihood)
+    if likelihood != "categorical":
+        yd = y.detach()
+        if not bool(torch.isfinite(yd).all()):
+            raise ValueError("targets must be finite")
+        if likelihood == "bernoulli" and not bool(((yd >= 0) & (yd <= 1)).all()):
+            raise ValueError(
+                "targets must lie in [0, 1] for likelihood='bernoulli' (labels in {0, 1}, or "
+                "intensities such as pixel values)"
+            )
     if likelihood == "categorical":
         per = F.cross_entropy(f, y, reduction="none")
     elif likelihood == "bernoulli":

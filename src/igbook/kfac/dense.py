@@ -37,6 +37,7 @@ from igbook.kfac.core import (
     output_gradient_samples,
 )
 from igbook.natgrad.core import natural_gradient
+from igbook._validation import check_seed
 from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
@@ -256,9 +257,7 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         self.likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
         self.fisher_type = _check_fisher_type(fisher_type)
         self.mc_samples = mc_samples
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        self._seed = seed
+        self._seed = check_seed(seed)
         self._calls = 0
         self.fisher: Tensor | None = None
         self.layout, self._named = _layout(model)

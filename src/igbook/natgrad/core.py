@@ -15,7 +15,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_square
+from igbook._validation import (
+    as_tensor,
+    check_callable,
+    check_count,
+    check_finite,
+    check_positive_semidefinite,
+    check_square,
+)
 
 __all__ = [
     "natural_gradient",
@@ -50,20 +57,31 @@ def natural_gradient(fisher: Tensor, grad: Tensor, damping: float = 0.0) -> Tens
     Raises
     ------
     ValueError
-        If shapes do not match, an input is not finite, ``damping < 0``, or the (damped) Fisher
-        is not positive definite.
+        If shapes do not match, an input is not finite, ``damping < 0``, ``fisher`` is not
+        symmetric positive semi-definite, or the (damped) Fisher is singular to working
+        precision (condition number above :math:`1/(d\,\varepsilon_{\text{mach}})`, where the
+        solve would return a step dominated by rounding).
     """
-    fisher = check_finite(check_square(as_tensor(fisher, "fisher"), "fisher"), "fisher")
+    fisher = check_square(as_tensor(fisher, "fisher"), "fisher")
+    if fisher.ndim != 2:
+        raise ValueError(f"fisher must be a (d, d) matrix, got shape {tuple(fisher.shape)}")
+    d = fisher.shape[0]
+    if d == 0:
+        raise ValueError("fisher must not be empty (d >= 1)")
     grad = check_finite(as_tensor(grad, "grad", dtype=fisher.dtype), "grad")
     lam = _damping(damping)
-    d = fisher.shape[0]
-    if grad.shape[0] != d or grad.ndim > 2:
+    if grad.ndim == 0 or grad.shape[0] != d or grad.ndim > 2:
         raise ValueError(f"grad must have shape ({d},) or ({d}, k) to match fisher, got {tuple(grad.shape)}")
+    evals = torch.linalg.eigvalsh(check_square(check_finite(fisher, "fisher"), "fisher"))
+    check_positive_semidefinite(fisher, "fisher", eigenvalues=evals)
+    hint = "pass damping > 0" if lam == 0 else "increase damping"
+    top = float(evals[-1]) + lam
+    if not float(evals[0]) + lam > d * torch.finfo(fisher.dtype).eps * max(top, torch.finfo(fisher.dtype).tiny):
+        raise ValueError(f"fisher + damping * I is singular to working precision (singular Fisher); {hint}")
     a = fisher + lam * torch.eye(d, dtype=fisher.dtype)
     a = 0.5 * (a + a.T)
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:
-        hint = "pass damping > 0" if lam == 0 else "increase damping"
         raise ValueError(
             f"fisher + damping * I is not positive definite (singular or indefinite Fisher); {hint}"
         )
@@ -98,25 +116,32 @@ def conjugate_gradient(
     :math:`\|r\| \le \mathrm{rtol}\,\|b\|` or after ``max_iter`` iterations (default
     :math:`2d`). A direction of non-positive curvature raises :class:`ValueError`.
     """
+    check_callable(matvec, "matvec")
     b = check_finite(as_tensor(b, "b"), "b")
     if b.ndim != 1:
         raise ValueError(f"b must be a flat vector, got shape {tuple(b.shape)}")
     lam = _damping(damping)
-    if not rtol > 0:
-        raise ValueError(f"rtol must be > 0, got {rtol}")
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)):
+        raise TypeError(f"rtol must be a real number, got {type(rtol).__name__}")
+    if not rtol > 0 or rtol == float("inf"):
+        raise ValueError(f"rtol must be finite and > 0, got {rtol}")
     n = b.shape[0]
-    if max_iter is None:
-        max_iter = 2 * n
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    max_iter = 2 * n if max_iter is None else check_count(max_iter, "max_iter")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r} (b is empty)")
 
     def op(v: Tensor) -> Tensor:
         out = matvec(v)
-        if out.shape != v.shape:
-            raise ValueError(f"matvec must return shape {tuple(v.shape)}, got {tuple(out.shape)}")
+        if not isinstance(out, Tensor) or out.shape != v.shape:
+            raise ValueError(f"matvec must return a tensor of shape {tuple(v.shape)}, got {getattr(out, 'shape', type(out).__name__)}")
+        check_finite(out, "matvec(v)")
         return out + lam * v if lam else out
 
-    x = torch.zeros_like(b) if x0 is None else as_tensor(x0, "x0", dtype=b.dtype).clone()
+    if x0 is not None:
+        x0 = check_finite(as_tensor(x0, "x0", dtype=b.dtype), "x0")
+        if x0.shape != b.shape:
+            raise ValueError(f"x0 must have the shape of b {tuple(b.shape)}, got {tuple(x0.shape)}")
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - op(x) if x0 is not None else b.clone()
     p = r.clone()
     rs = r @ r
@@ -177,12 +202,22 @@ def trust_region_step_size(fisher: Tensor | Callable[[Tensor], Tensor], directio
     or a Fisher-vector product.
     """
     direction = check_finite(as_tensor(direction, "direction"), "direction")
-    if not isinstance(radius, (int, float)) or not radius > 0 or radius == float("inf"):
+    if direction.ndim != 1:
+        raise ValueError(f"direction must be a flat vector, got shape {tuple(direction.shape)}")
+    if isinstance(radius, bool) or not isinstance(radius, (int, float)):
+        raise TypeError(f"radius must be a real number, got {type(radius).__name__}")
+    if not radius > 0 or radius == float("inf"):
         raise ValueError(f"radius must be a finite number > 0, got {radius}")
     if callable(fisher):
         fd = fisher(direction)
+        if not isinstance(fd, Tensor) or fd.shape != direction.shape:
+            raise ValueError("fisher (a Fisher-vector product) must return a tensor shaped like direction")
+        check_finite(fd, "fisher(direction)")
     else:
         f = check_square(as_tensor(fisher, "fisher", dtype=direction.dtype), "fisher")
+        if f.ndim != 2:
+            raise ValueError(f"fisher must be a (d, d) matrix, got shape {tuple(f.shape)}")
+        check_positive_semidefinite(f, "fisher")
         if f.shape[0] != direction.shape[0]:
             raise ValueError(
                 f"direction must have length {f.shape[0]} to match fisher, got {direction.shape[0]}"

@@ -42,6 +42,7 @@ from igbook.fisher.models import (
     unflatten_params,
 )
 from igbook.natgrad.core import conjugate_gradient, trust_region_step_size
+from igbook._validation import check_seed
 from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
@@ -263,8 +264,7 @@ class NaturalGradientDescent(torch.optim.Optimizer):
             raise ValueError("fisher_type='hessian' is not positive semi-definite; use 'exact', 'mc', 'empirical' or 'ggn'")
         if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
             raise ValueError(f"Invalid mc_samples: {mc_samples!r} (must be an int >= 1)")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        seed = check_seed(seed)
         _max_iter(cg_max_iter)
         _positive(cg_rtol, "cg_rtol")
         if kl_clip is not None:

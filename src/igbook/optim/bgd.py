@@ -62,6 +62,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from igbook._validation import check_seed
 from igbook.optim._safe import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = ["GaussianMeanFieldOptimizer", "BGD", "bgd_update"]
@@ -186,8 +187,7 @@ class GaussianMeanFieldOptimizer(Optimizer):
         super().__init__(params, defaults)
         first = self.param_groups[0]["params"][0]
         if generator is None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            seed = check_seed(seed)
             generator = torch.Generator(device=first.device).manual_seed(seed)
         elif not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")

@@ -73,6 +73,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.optim import Optimizer
 
+from igbook._validation import make_generator
 from igbook.optim._safe import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = ["VariationalOptimizer", "VON", "VOGN", "Vadam", "IVON", "PerExampleClosure", "LIKELIHOODS"]
@@ -129,17 +130,7 @@ def _check_count(value: Any, name: str) -> int:
 
 
 def _make_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
-    if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
-    if seed is not None:
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        g = torch.Generator()
-        g.manual_seed(int(seed))
-        return g
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    return generator
+    return make_generator(seed, generator)
 
 
 # --------------------------------------------------------------------------------------------
