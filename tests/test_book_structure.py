@@ -153,3 +153,22 @@ def test_footnotes_are_defined_in_the_cell_that_cites_them() -> None:
             assert cited == set(defined), f"{nb.name}, cell {i}: footnotes cited {cited}, defined {defined}"
             labels += defined
         assert len(labels) == len(set(labels)), f"{nb.name}: duplicate footnote labels {labels}"
+
+
+def test_notebook_macros_equal_the_single_source() -> None:
+    """Every chapter carries the book's TeX macros for JupyterLab (jupyterlab-myst reads the
+    ``math`` frontmatter of the first Markdown cell), equal to ``_config.yml``'s MathJax macros,
+    and the website leaves that cell out (``remove-cell``). Fix: ``python tools/book_macros.py``."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import book_macros
+
+    expected = book_macros.myst_math(book_macros.load_macros())
+    assert expected and "\\Fisher" in expected, "no macros read from _config.yml"
+    for nb in NOTEBOOKS:
+        data = json.loads(nb.read_text())
+        assert book_macros.notebook_macros(data) == expected, f"{nb.name}: macros differ from _config.yml (run tools/book_macros.py)"
+        first = data["cells"][0]
+        assert first["cell_type"] == "markdown" and "remove-cell" in first["metadata"].get("tags", []), f"{nb.name}: the macros cell must be the first cell, tagged remove-cell"
+        assert _source(first).startswith("---\n") and _source(first).rstrip().endswith("---"), f"{nb.name}: the macros cell holds only frontmatter"
