@@ -367,3 +367,21 @@ def test_mesu_bad_group_and_calls() -> None:
 def test_bgd_bad_hyperparameters(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BGD([torch.nn.Parameter(torch.zeros(2))], **kw)  # type: ignore[arg-type]
+
+
+def test_mesu_is_the_first_order_solution_of_the_truncated_posterior_free_energy() -> None:
+    """Quadratic minibatch cost C = h (w - m)^2 / 2: the free energy E_q[C] + (1 - 1/N) KL(q || q_old) + KL(q || prior) / N
+    is minimized exactly by the Gaussian q_old^(1-1/N) prior^(1/N) exp(-C); MESU's step matches it to first order in 1/N."""
+    h, m, mu0, sp, mp = 2.0, -0.4, 0.3, 1.0, 0.1
+    rel = []
+    for N in (100.0, 200.0, 400.0, 800.0):
+        s0 = 1.5 / math.sqrt(N * h + 1 / sp**2)  # away from the stationary sd, so sigma moves
+        prec = (1 - 1 / N) / s0**2 + 1 / (N * sp**2) + h
+        mean = ((1 - 1 / N) * mu0 / s0**2 + mp / (N * sp**2) + h * m) / prec
+        exact = torch.tensor([mean - mu0, prec**-0.5 - s0], dtype=torch.float64)
+        t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+        dmu, dsig = mesu_delta(t(mu0), t(s0), t(h * (mu0 - m)), t(h * s0), N=N, sigma_prior=sp, mu_prior=mp)
+        rel.append((torch.stack([dmu, dsig]) - exact).abs() / exact.abs())
+    for a, b in zip(rel, rel[1:]):
+        assert bool(((b / a > 0.4) & (b / a < 0.6)).all())  # relative error O(1/N)
+    assert float(rel[-1].max()) < 5e-3
