@@ -48,7 +48,7 @@ test-book: $(STAMP)
 # The built site in headless Chromium (every page: JS errors, MathJax, images, widgets, links,
 # download and launch buttons, light/dark screenshots in _build/screenshots). Needs test-book first.
 test-site: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:randomly -p no:xdist -m browser tests/test_site.py tests/test_site_live.py
+	$(BIN)/python -m pytest -q -p no:randomly -p no:xdist -m browser tests/test_site.py tests/test_site_live.py tests/test_site_layout.py
 
 strip: $(STAMP)
 	$(BIN)/nbstripout --drop-empty-cells --extra-keys "metadata.kernelspec.display_name metadata.language_info.version metadata.widgets" book/*.ipynb
