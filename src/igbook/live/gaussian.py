@@ -25,7 +25,7 @@ def gaussian_half_plane(P: tuple[float, float] = (0.0, 1.0), Q: tuple[float, flo
     ``0.1 <= sigma <= 3``) or ``eps`` outside ``[0.01, 0.5]``.
     """
     from bokeh.layouts import column
-    from bokeh.models import ColumnDataSource, CustomJS, Div, PointDrawTool, Slider
+    from bokeh.models import ColumnDataSource, CustomJS, Div, HoverTool, PointDrawTool, Slider
     from bokeh.plotting import figure
 
     from igbook._validation import as_tensor, check_in_interval
@@ -51,7 +51,7 @@ def gaussian_half_plane(P: tuple[float, float] = (0.0, 1.0), Q: tuple[float, flo
     plane = figure(title="Drag P and Q on the half-plane of Gaussians", x_range=(-3, 3), y_range=(0, 3),
                    x_axis_label="μ", y_axis_label="σ", tools=tools, height=400, sizing_mode="stretch_width",
                    min_width=260)
-    plane.line("x", "y", source=ell, color=PALETTE[0], line_width=2.5, legend_label="Fisher ellipse ½δᵀFδ = ε")
+    ell_r = plane.line("x", "y", source=ell, color=PALETTE[0], line_width=2.5, legend_label="Fisher ellipse ½δᵀFδ = ε")
     plane.line("x", "y", source=klb, color=PALETTE[1], line_width=2, legend_label="KL ball KL(P‖q) = ε")
     plane.line("x", "y", source=frb, color=PALETTE[2], line_width=2, line_dash="dashed",
                legend_label="Fisher–Rao ball d = √(2ε)")
@@ -60,6 +60,9 @@ def gaussian_half_plane(P: tuple[float, float] = (0.0, 1.0), Q: tuple[float, flo
     handles = plane.scatter("x", "y", source=pts, size=14, color="color", line_color="white", line_width=1.5)
     plane.text("x", "y", text="label", source=pts, x_offset=9, y_offset=-6, text_font_size="13px",
                text_color="color")
+    # hover the ellipse to read its points (the widget exercise measures its semi-axes)
+    plane.add_tools(HoverTool(renderers=[ell_r], tooltips=[("μ", "@x{0.000}"), ("σ", "@y{0.000}")], mode="mouse",
+                              description="Read points of the Fisher ellipse"))
     drag = PointDrawTool(renderers=[handles], add=False, drag=True, description="Drag P and Q")
     plane.add_tools(drag)
     plane.toolbar.active_drag = drag
