@@ -172,3 +172,23 @@ def test_notebook_macros_equal_the_single_source() -> None:
         first = data["cells"][0]
         assert first["cell_type"] == "markdown" and "remove-cell" in first["metadata"].get("tags", []), f"{nb.name}: the macros cell must be the first cell, tagged remove-cell"
         assert _source(first).startswith("---\n") and _source(first).rstrip().endswith("---"), f"{nb.name}: the macros cell holds only frontmatter"
+
+
+def test_deployment_is_configured_once() -> None:
+    """README's links come from _config.yml (tools/deployment.py); no CDN-loaded Live Code."""
+    import sys
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import deployment
+
+    dep = deployment.settings(environ={})
+    assert not deployment.update_readme(dep, check=True), "README.md's links disagree with _config.yml: run tools/deployment.py --readme"
+    assert dep.url in (ROOT / "README.md").read_text()
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["launch_buttons"].get("thebe") is False, "Thebe loads from a CDN: the offline site keeps it off"
+    fork = deployment.settings(environ={"IGBOOK_REPOSITORY": "https://github.com/someone/fork.git", "IGBOOK_BRANCH": "dev"})
+    assert fork.binder("book/kfac.ipynb") == "https://mybinder.org/v2/gh/someone/fork/dev?urlpath=lab/tree/book/kfac.ipynb"
+    for req in ("requirements.txt", "binder/requirements.txt"):
+        assert re.search(r"^jupyterlab-myst\b", (ROOT / req).read_text(), re.M), f"{req} does not install jupyterlab-myst"

@@ -239,13 +239,13 @@ def _static_outputs(app: Any, doctree: nodes.document, docname: str) -> None:
     for raw in list(doctree.findall(nodes.raw)):
         if WIDGET_VIEW not in raw.astext() or "html" not in raw.get("format", ""):
             continue
-        link = f' <a class="reference external" href="{binder}" target="_blank" rel="noopener">Launch it on Binder</a>,' if binder else ""
+        link = f' <a class="reference external" href="{binder}" target="_blank" rel="noopener">Launch it on Binder</a>' if binder else ""
         note = (
             '<div class="igbook-widget-fallback" role="note">'
             '<p class="igbook-widget-fallback-title">Interactive explorer: needs a running Python kernel</p>'
             "<p>The sliders of this explorer redraw the figure with Python, so they cannot run on this"
-            f" static page.{link} use <em>Live Code</em> in the rocket menu at the top of the page,"
-            " or run the chapter in your own JupyterLab (<code>make lab</code>). The figure and the"
+            f" static page.{link}{' or run' if link else ' Run'} the chapter in your own JupyterLab"
+            " (<code>make lab</code>). The figure and the"
             " animation on this page show what it draws.</p></div>"
         )
         raw.parent.insert(raw.parent.index(raw) + 1, nodes.raw("", note, format="html"))
