@@ -105,3 +105,14 @@ def test_self_checks_accept_right_answers_and_explain_wrong_ones() -> None:
     assert "sqrt(2)" in ex.check_ellipse_semi_axes(a / math.sqrt(2), b / math.sqrt(2), sigma=0.5, eps=0.1).message
     assert not ex.check_ellipse_semi_axes(a, float("inf"), sigma=0.5, eps=0.1)
     assert "Correct" in str(ok) and "✅" in ok._repr_markdown_()
+
+
+def test_animation_player_needs_no_cdn() -> None:
+    from igbook.plotting import offline_jshtml
+
+    anim = animate_gaussian_manifold([(0.0, 1.0), (0.0, 0.8)], eps=0.1)
+    html = offline_jshtml(anim)
+    assert "http://" not in html and "https://" not in html and 'class="fa ' not in html
+    assert html.count('aria-hidden="true"') >= 9  # every button kept a visible symbol
+    with pytest.raises(TypeError, match=r"\banim\b"):
+        offline_jshtml("not an animation")

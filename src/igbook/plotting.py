@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 __all__ = [
+    "offline_jshtml",
     "PALETTE",
     "BOOK_RC",
     "use_book_style",
@@ -114,3 +115,30 @@ def draw_trajectories(ax, paths: Sequence[object], *, color: str = PALETTE[0], l
         if marker_end:
             ax.plot(a[-1, 0], a[-1, 1], "o", color=color, ms=3)
     return lines
+
+
+_FA_SYMBOLS = {
+    "fa-fast-backward": "\u23ee", "fa-step-backward": "\u23f4\u23f4", "fa-play fa-flip-horizontal": "\u25c0",
+    "fa-pause": "\u23f8", "fa-play": "\u25b6", "fa-step-forward": "\u23f5\u23f5", "fa-fast-forward": "\u23ed",
+    "fa-minus": "\u2212", "fa-plus": "+",
+}
+
+
+def offline_jshtml(anim: object) -> str:
+    """``anim.to_jshtml()`` without its Font Awesome stylesheet from a CDN: the player's buttons
+    get Unicode symbols instead of icon-font glyphs, so they show offline (a classroom without
+    internet, JupyterLab, the static site) exactly as online.
+    """
+    import re
+
+    to_jshtml = getattr(anim, "to_jshtml", None)
+    if not callable(to_jshtml):
+        raise TypeError(f"anim must be a matplotlib animation (with to_jshtml), got {type(anim).__name__}")
+    html = to_jshtml()
+    html = re.sub(r"<link[^>]+font-awesome[^>]*>\s*", "", html)
+
+    def icon(m: re.Match[str]) -> str:
+        classes = m.group(1).replace("fa ", "", 1).strip()
+        return f'<span aria-hidden="true">{_FA_SYMBOLS.get(classes, "")}</span>'
+
+    return re.sub(r'<i class="(fa [^"]*)"></i>', icon, html)
