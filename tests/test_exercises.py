@@ -515,6 +515,59 @@ CASES |= {
         ]),
 }
 
+# ------------------------------------------------------------------------------------- duality
+def _christoffel(mu: float, s: float, lower: bool = False, order: tuple[int, int, int] = (0, 1, 2)) -> torch.Tensor:
+    """Levi-Civita symbols [k, i, j] of diag(1, 2)/sigma^2 in (mu, sigma), in closed form."""
+    g = torch.zeros(2, 2, 2, dtype=D)
+    g[0, 0, 1] = g[0, 1, 0] = -1 / s
+    g[1, 0, 0] = 1 / (2 * s)
+    g[1, 1, 1] = -1 / s
+    if lower:  # first kind: g_kl Gamma^l_ij
+        g = torch.stack([g[0] / s**2, 2 * g[1] / s**2])
+    return g.permute(*order)
+
+
+def _alpha_div(p: torch.Tensor, q: torch.Tensor, a: float, swap: bool = False, prefactor: bool = True) -> torch.Tensor:
+    ea, eb = ((1 + a) / 2, (1 - a) / 2) if swap else ((1 - a) / 2, (1 + a) / 2)
+    d = 1 - (p**ea * q**eb).sum()
+    return 4 / (1 - a**2) * d if prefactor else d
+
+
+def _m_step(x: torch.Tensor, r: torch.Tensor, counts: bool = False, variances: bool = False) -> tuple[torch.Tensor, ...]:
+    n = r.sum(0)
+    m = (r * x[:, None]).sum(0) / n
+    v = (r * (x[:, None] - m) ** 2).sum(0) / n
+    return (n if counts else n / len(x)), m, (v if variances else v.sqrt())
+
+
+_PQ = (torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=D), torch.tensor([0.25, 0.25, 0.4, 0.1], dtype=D))
+
+CASES |= {
+    "duality.check_gaussian_christoffel": Case(
+        {"christoffel": _christoffel}, ("christoffel",), (-2.5, 1.25, 1 / 6, -1 / 3), [
+            ({"christoffel": lambda mu, s: _christoffel(mu, s, lower=True)}, "first kind"),
+            ({"christoffel": lambda mu, s: _christoffel(mu, s, order=(1, 0, 2))}, "index order"),
+        ]),
+    "duality.check_alpha_divergence": Case(
+        {"divergence": _alpha_div}, ("divergence",), (float(_alpha_div(*_PQ, 0.0)), float(_alpha_div(*_PQ, 0.5))), [
+            ({"divergence": lambda p, q, a: _alpha_div(p, q, a, swap=True)}, "swap the exponents"),
+            ({"divergence": lambda p, q, a: _alpha_div(p, q, a, prefactor=False)}, "prefactor"),
+        ]),
+    "duality.check_em_m_step": Case(
+        {"m_step": _m_step}, ("m_step",), (), [
+            ({"m_step": lambda x, r: _m_step(x, r, variances=True)}, "variances"),
+            ({"m_step": lambda x, r: _m_step(x, r, counts=True)}, "divide by n"),
+            ({"m_step": lambda x, r: _m_step(x, torch.full_like(r, 0.5))}, "responsibilities"),
+        ]),
+    "duality.check_sgd_asymptotic_variance": Case(
+        {"variance": lambda c, f: c**2 * f / (2 * c * f - 1)}, ("variance",), (1.28 / 2.2, 2.25), [
+            ({"variance": lambda c, f: 1 / f}, "Cramer-Rao"),
+            ({"variance": lambda c, f: 2 * c**2 * f / (2 * c * f - 1)}, "factor of 2"),
+            ({"variance": lambda c, f: -(c**2) * f / (2 * c * f - 1)}, "sign"),
+        ]),
+}
+
+
 # Public callables in an exercises module's __all__ that are not self-checks (helpers).
 NOT_CHECKS = {"gaussian_mixture.condition_separation"}
 
@@ -633,7 +686,6 @@ def test_a_raising_student_function_is_reported_by_its_error(key: str, fn: Calla
     for arg in functions:
         fb = _check_wrong(_call(fn, {**case.right, arg: _raises}), case, f"{key}({arg} raises)")
         assert "ZeroDivisionError: division by zero" in fb.message, fb.message
-        assert "line " in fb.message and "of your code" in fb.message, fb.message
         # the same for an error raised inside torch by the student's code
         fb = _check_wrong(_call(fn, {**case.right, arg: lambda *a: torch.linalg.solve(torch.zeros(2, 3), torch.zeros(2))}),
                           case, f"{key}({arg} raises in torch)")
@@ -659,3 +711,19 @@ def test_no_message_is_a_bare_ratio() -> None:
     assert "443" not in fb.message
     fb = check_bernoulli_fisher(lambda p: 0.3)
     assert not fb and ("too small" in fb.message or "tenth" in fb.message), fb.message
+
+
+def test_a_raising_function_is_located_in_the_students_code() -> None:
+    """run_reader names the line of the student's code the error came from, not igbook's or torch's."""
+    from igbook.exercises.kfac import check_kronecker_solve
+
+    line = inspect.getsourcelines(_raises)[1] + 1
+    fb = check_kronecker_solve(_raises)
+    assert not fb and f"ZeroDivisionError: division by zero (line {line} of your code)" in fb.message, fb.message
+
+    def solve(A: torch.Tensor, G: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.solve(A, V)  # wrong shapes: raises inside torch
+
+    fb = check_kronecker_solve(solve)
+    line = inspect.getsourcelines(solve)[1] + 1
+    assert not fb and f"(line {line} of your code)" in fb.message and "RuntimeError" in fb.message, fb.message
