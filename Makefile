@@ -14,12 +14,14 @@ unexport MPLBACKEND
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: book test test-package test-notebooks test-book test-site venv lab serve clean strip bench chapter-times help
+.PHONY: book test test-package test-notebooks test-book test-site test-lab venv lab serve clean strip bench chapter-times help student student-site macros
 
 help:
 	@echo "make book   build the website into _build/html (executes every chapter)"
 	@echo "make test   package tests, every notebook under nbval, warnings-as-errors book build"
 	@echo "make lab    JupyterLab on the book;  make serve  serve _build/html on localhost:8000"
+	@echo "make student       student notebooks (no solutions, self-checks kept) in _build/student"
+	@echo "make student-site  the website without solutions, in _build/student-site/_build/html"
 	@echo "make bench  run the benchmarks in benchmarks/ (prints tables, writes benchmarks/results)"
 
 venv: $(STAMP)
@@ -33,10 +35,10 @@ book: $(STAMP)
 	$(JB) build . --keep-going
 	@echo "The site is in $(CURDIR)/_build/html/index.html"
 
-test: test-package test-notebooks test-book test-site
+test: test-package test-notebooks test-book test-site test-lab
 
 test-package: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile -m "not browser" tests
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile -m "not browser and not lab" tests
 
 test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:randomly -n $(NPROC) --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 book
@@ -50,6 +52,11 @@ test-book: $(STAMP)
 test-site: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:randomly -p no:xdist -m browser tests/test_site.py tests/test_site_live.py tests/test_site_layout.py
 
+# Every chapter in JupyterLab (headless Chromium; jupyterlab-myst rendering, Run All without
+# errors, solutions folded, no output wider than its cell; screenshots in _build/screenshots/lab).
+test-lab: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:randomly -p no:xdist -m lab tests/test_lab.py
+
 strip: $(STAMP)
 	$(BIN)/nbstripout --drop-empty-cells --extra-keys "metadata.kernelspec.display_name metadata.language_info.version metadata.widgets" book/*.ipynb
 
@@ -59,8 +66,26 @@ bench: $(STAMP)
 chapter-times: $(STAMP)
 	$(BIN)/python tools/time_chapters.py
 
+# JupyterLab from this environment: jupyterlab-myst renders the Markdown as the book (macros from
+# each notebook's frontmatter, written from _config.yml by tools/book_macros.py); .md pages open
+# rendered (as on Binder, binder/postBuild).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 lab: $(STAMP)
+	@$(BIN)/python tools/book_macros.py --check || echo "run: $(BIN)/python tools/book_macros.py"
+	@test -f $(LAB_OVERRIDES) || { mkdir -p $(dir $(LAB_OVERRIDES)) && echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Markdown Preview"}}}' > $(LAB_OVERRIDES); }
 	$(BIN)/jupyter lab book
+
+macros: $(STAMP)
+	$(BIN)/python tools/book_macros.py
+
+# The student edition, from the same sources: solutions removed, self-checks kept for students to
+# fill in (tools/student_edition.py); book/instructors.md explains how to hand it out.
+student: $(STAMP)
+	$(BIN)/python tools/student_edition.py --out _build/student
+
+student-site: student
+	$(JB) build _build/student --path-output _build/student-site --keep-going
+	@echo "The student site is in $(CURDIR)/_build/student-site/_build/html/index.html"
 
 serve:
 	$(PYTHON) -m http.server --directory _build/html 8000

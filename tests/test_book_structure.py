@@ -192,3 +192,36 @@ def test_deployment_is_configured_once() -> None:
     assert fork.binder("book/kfac.ipynb") == "https://mybinder.org/v2/gh/someone/fork/dev?urlpath=lab/tree/book/kfac.ipynb"
     for req in ("requirements.txt", "binder/requirements.txt"):
         assert re.search(r"^jupyterlab-myst\b", (ROOT / req).read_text(), re.M), f"{req} does not install jupyterlab-myst"
+
+
+def test_student_edition(tmp_path: Path) -> None:
+    """`make student`: no solution blocks, every self-check still called (for the student to fill
+    in), no worked self-check answer left, every other cell unchanged, every exercise kept."""
+    import ast
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import student_edition
+
+    written = student_edition.build(tmp_path)
+    assert sorted(p.name for p in written) == sorted(p.name for p in NOTEBOOKS if p.stem in {Path(f).name for f in toc_files()})
+    for path in written:
+        orig, student = _cells(BOOK / path.name), _cells(path)
+        md = "\n".join(_source(c) for c in student if c["cell_type"] == "markdown")
+        code = "\n".join(_source(c) for c in student if c["cell_type"] == "code")
+        orig_md = "\n".join(_source(c) for c in orig if c["cell_type"] == "markdown")
+        orig_code = [_source(c) for c in orig if c["cell_type"] == "code"]
+        assert "{solution}" not in md, f"{path.name}: a solution block is left"
+        assert md.count("{exercise}") == orig_md.count("{exercise}"), f"{path.name}: exercises lost"
+        for name in student_edition.check_names("\n".join(orig_code)):
+            assert re.search(rf"\b{name}\(", code), f"{path.name}: the self-check {name} is gone"
+        answers = [s for s in orig_code if student_edition.check_names(s)]
+        kept = [s for s in orig_code if not student_edition.check_names(s)]
+        assert answers, f"{path.name}: no self-check cell found"
+        assert [_source(c) for c in student if c["cell_type"] == "code" and not _source(c).startswith("# Self-checks")] == kept
+        for s in answers:
+            assert s not in code, f"{path.name}: a worked self-check answer is left"
+        for c in student:
+            if c["cell_type"] == "code":
+                ast.parse(_source(c))  # every cell still runs (the scaffold's calls are comments)
+    assert (tmp_path / "_config.yml").exists() and (tmp_path / "_toc.yml").exists()
