@@ -48,12 +48,13 @@ __all__ = [
 ]
 
 
-def _broadcast(*ts: Tensor) -> tuple[Tensor, ...]:
+def _broadcast(*ts: Tensor, names: tuple[str, ...] = ()) -> tuple[Tensor, ...]:
     try:
         return tuple(torch.broadcast_tensors(*ts))
     except RuntimeError as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in ts)
-        raise ValueError(f"arguments must broadcast to a common shape, got {shapes}") from exc
+        who = " and ".join(names) if names else "arguments"
+        raise ValueError(f"{who} must broadcast to a common shape, got {shapes}") from exc
 
 
 def fisher_rao_gaussian(mu1, sigma1, mu2, sigma2) -> Tensor:  # type: ignore[no-untyped-def]
@@ -68,7 +69,7 @@ def fisher_rao_gaussian(mu1, sigma1, mu2, sigma2) -> Tensor:  # type: ignore[no-
     """
     mu1, mu2 = check_finite(as_tensor(mu1, "mu1"), "mu1"), check_finite(as_tensor(mu2, "mu2"), "mu2")
     s1, s2 = check_positive(as_tensor(sigma1, "sigma1"), "sigma1"), check_positive(as_tensor(sigma2, "sigma2"), "sigma2")
-    mu1, s1, mu2, s2 = _broadcast(mu1, s1, mu2, s2)
+    mu1, s1, mu2, s2 = _broadcast(mu1, s1, mu2, s2, names=("mu1", "sigma1", "mu2", "sigma2"))
     chord = torch.hypot((mu1 - mu2) / math.sqrt(2.0), s1 - s2)
     return 2.0 * math.sqrt(2.0) * torch.asinh(chord / (2.0 * torch.sqrt(s1 * s2)))
 
@@ -95,7 +96,7 @@ def fisher_rao_binomial(n: int, p, q) -> Tensor:  # type: ignore[no-untyped-def]
 
     check_in_interval(p, "p", 0.0, 1.0)
     check_in_interval(q, "q", 0.0, 1.0)
-    p, q = _broadcast(p, q)
+    p, q = _broadcast(p, q, names=("p", "q"))
     return 2 * math.sqrt(n) * (torch.arcsin(torch.sqrt(p)) - torch.arcsin(torch.sqrt(q))).abs()
 
 
@@ -108,7 +109,7 @@ def fisher_rao_poisson(rate1, rate2) -> Tensor:  # type: ignore[no-untyped-def]
     r""":math:`2|\sqrt{\lambda_1}-\sqrt{\lambda_2}|`."""
     r1 = check_positive(as_tensor(rate1, "rate1"), "rate1")
     r2 = check_positive(as_tensor(rate2, "rate2"), "rate2")
-    r1, r2 = _broadcast(r1, r2)
+    r1, r2 = _broadcast(r1, r2, names=("rate1", "rate2"))
     return 2 * (torch.sqrt(r1) - torch.sqrt(r2)).abs()
 
 
@@ -116,7 +117,7 @@ def fisher_rao_exponential(rate1, rate2) -> Tensor:  # type: ignore[no-untyped-d
     r""":math:`|\log(\lambda_1/\lambda_2)|`."""
     r1 = check_positive(as_tensor(rate1, "rate1"), "rate1")
     r2 = check_positive(as_tensor(rate2, "rate2"), "rate2")
-    r1, r2 = _broadcast(r1, r2)
+    r1, r2 = _broadcast(r1, r2, names=("rate1", "rate2"))
     return torch.log(r1 / r2).abs()
 
 
@@ -151,6 +152,13 @@ def gaussian_geodesic(mu1: float, sigma1: float, mu2: float, sigma2: float, num:
     """
     if not isinstance(num, int) or num < 2:
         raise ValueError(f"num must be an int >= 2, got {num!r}")
+    for nm, v in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        if isinstance(v, Tensor):
+            if v.numel() != 1:
+                raise ValueError(f"{nm} must be a scalar, got shape {tuple(v.shape)}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{nm} must be a real number, got {type(v).__name__}")
+    mu1, sigma1, mu2, sigma2 = (float(v) for v in (mu1, sigma1, mu2, sigma2))
     d_total = float(fisher_rao_gaussian(mu1, sigma1, mu2, sigma2))
     u1, u2 = mu1 / math.sqrt(2), mu2 / math.sqrt(2)
     t = torch.linspace(0, 1, num, dtype=torch.float64)

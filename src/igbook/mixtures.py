@@ -419,7 +419,7 @@ def fisher_eigen(fisher_matrix: object) -> tuple[Tensor, Tensor]:
     Rounding can make the smallest eigenvalue of a singular Fisher a tiny negative number; it is
     clamped to 0, the exact value at the singularity.
     """
-    f = _sym2(fisher_matrix)
+    f = _sym2(fisher_matrix, "fisher_matrix")
     evals, evecs = torch.linalg.eigh(f)
     check_positive_semidefinite(f, "fisher_matrix", eigenvalues=evals, symmetric_checked=True)
     return evals.clamp_min(0.0), evecs
@@ -430,7 +430,7 @@ def condition_number(fisher_matrix: object) -> Tensor:
     evals, _ = fisher_eigen(fisher_matrix)
     lo, hi = evals[..., 0], evals[..., 1]
     if bool((hi <= 0).any()):
-        raise ValueError("fisher must not be the zero matrix (condition number undefined)")
+        raise ValueError("fisher_matrix must not be the zero matrix (condition number undefined)")
     return torch.where(lo > 0, hi / lo.clamp_min(torch.finfo(lo.dtype).tiny), torch.full_like(lo, math.inf))
 
 

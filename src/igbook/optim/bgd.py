@@ -62,7 +62,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from igbook._validation import check_seed
+from igbook._validation import as_tensor, check_finite, check_positive, check_seed
 from igbook.optim._safe import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = ["GaussianMeanFieldOptimizer", "BGD", "bgd_update"]
@@ -115,7 +115,7 @@ def _check_num_samples(value: Any) -> int:
 def bgd_update(
     mu: Tensor, sigma: Tensor, grad_mu: Tensor, grad_sigma: Tensor, *, eta: float = 1.0
 ) -> tuple[Tensor, Tensor]:
-    r"""One BGD step :cite:`zeno2018task` on tensors (pure function, no validation).
+    r"""One BGD step :cite:`zeno2018task` on tensors (checked; the optimizers call the unchecked twin).
 
     .. math::
 
@@ -137,7 +137,28 @@ def bgd_update(
         The new ``(mu, sigma)``; ``sigma`` is strictly positive whenever the input is (the
         difference :math:`\sqrt{1+a^2}-a` is evaluated as :math:`1/(\sqrt{1+a^2}+a)` for
         :math:`a>0`, so that it does not cancel to 0 in floating point).
+
+    Raises
+    ------
+    ValueError, TypeError
+        If an input is not a finite real tensor, ``sigma`` is not > 0, the shapes differ, or
+        ``eta`` is not a finite number >= 0.
     """
+    mu = check_finite(as_tensor(mu, "mu"), "mu")
+    sigma = check_positive(as_tensor(sigma, "sigma", dtype=mu.dtype), "sigma")
+    grad_mu = check_finite(as_tensor(grad_mu, "grad_mu", dtype=mu.dtype), "grad_mu")
+    grad_sigma = check_finite(as_tensor(grad_sigma, "grad_sigma", dtype=mu.dtype), "grad_sigma")
+    for nm, t in (("sigma", sigma), ("grad_mu", grad_mu), ("grad_sigma", grad_sigma)):
+        if t.shape != mu.shape:
+            raise ValueError(f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}")
+    _check_nonneg(eta, "eta")
+    return _bgd_update(mu, sigma, grad_mu, grad_sigma, eta=eta)
+
+
+def _bgd_update(
+    mu: Tensor, sigma: Tensor, grad_mu: Tensor, grad_sigma: Tensor, *, eta: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """:func:`bgd_update` without checks (the optimizer checked its inputs once per step)."""
     half = 0.5 * sigma * grad_sigma
     root = torch.sqrt(1.0 + half * half)
     # sqrt(1 + a^2) - a = 1 / (sqrt(1 + a^2) + a): no cancellation for large positive a
@@ -522,5 +543,5 @@ class BGD(GaussianMeanFieldOptimizer):
 
     def _update(self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor) -> None:
         sigma = state["sigma"]
-        new_mu, new_sigma = bgd_update(p, sigma, g_mu, g_sigma, eta=group["eta"])
+        new_mu, new_sigma = _bgd_update(p, sigma, g_mu, g_sigma, eta=group["eta"])
         _clamp_and_bound(p, sigma, new_mu - p, group["lr_sigma"] * (new_sigma - sigma), group)

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_positive
+from igbook._validation import as_tensor, check_finite, check_positive
 from igbook.optim.bgd import (
     GaussianMeanFieldOptimizer,
     SigmaInit,
@@ -107,8 +107,18 @@ def mesu_delta(
     tuple of Tensor
         ``(delta_mu, delta_sigma)`` with the shapes of ``mu``.
     """
+    mu = check_finite(as_tensor(mu, "mu"), "mu")
+    sigma = check_positive(as_tensor(sigma, "sigma", dtype=mu.dtype), "sigma")
+    grad_mu = check_finite(as_tensor(grad_mu, "grad_mu", dtype=mu.dtype), "grad_mu")
+    grad_sigma = check_finite(as_tensor(grad_sigma, "grad_sigma", dtype=mu.dtype), "grad_sigma")
+    for nm, t in (("sigma", sigma), ("grad_mu", grad_mu), ("grad_sigma", grad_sigma)):
+        if t.shape != mu.shape:
+            raise ValueError(f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}")
     _check_N(N)
     check_positive(as_tensor(sigma_prior, "sigma_prior", dtype=mu.dtype), "sigma_prior")
+    check_finite(as_tensor(mu_prior, "mu_prior", dtype=mu.dtype), "mu_prior")
+    _check_nonneg(lr_mu, "lr_mu")
+    _check_nonneg(lr_sigma, "lr_sigma")
     return _mesu_delta(mu, sigma, grad_mu, grad_sigma, N, sigma_prior, mu_prior, lr_mu, lr_sigma)
 
 
