@@ -508,7 +508,7 @@ def test_inside_the_domain_results_are_finite(qual: str) -> None:
         pytest.skip("no real-valued scalar argument")
     fn = PUBLIC[qual]
 
-    @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(st.floats(0.9, 1.1), min_size=len(scalars), max_size=len(scalars)))
     def prop(factors: list[float]) -> None:
         kw = dict(base)
