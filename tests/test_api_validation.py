@@ -517,3 +517,81 @@ def test_inside_the_domain_results_are_finite(qual: str) -> None:
         assert _finite(_call(fn, kw)), f"{qual}: non-finite result at {kw}"
 
     prop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the weak places named in issue 19, one by one
+# ---------------------------------------------------------------------------------------------
+def _issue_cases() -> list[tuple[str, Callable[[], Any], type, str]]:
+    from igbook.continual import entropy, ewc_penalty
+    from igbook.fisher.density import fisher_from_scores, fisher_monte_carlo, kl_quadratic_form, pullback_metric
+    from igbook.geometry import ellipse_points, fisher_ellipse
+    from igbook.kfac import negative_log_likelihood
+    from igbook.mixtures import condition_number, ellipse_outlines, fisher_eigen
+    from igbook.natgrad.core import natural_gradient, trust_region_step_size
+
+    neg = -_spd()
+    nonsym = torch.tensor([[2.0, 1.0], [0.0, 1.0]], dtype=F64)
+    nan = torch.tensor([[2.0, math.nan], [math.nan, 1.0]], dtype=F64)
+    d = torch.tensor([0.3, -0.2], dtype=F64)
+    c = torch.zeros(2, dtype=F64)
+    cases: list[tuple[str, Callable[[], Any], type, str]] = []
+    for label, bad in (("negative-definite", neg), ("non-symmetric", nonsym), ("NaN", nan)):
+        cases += [
+            (f"kl_quadratic_form {label}", lambda b=bad: kl_quadratic_form(b, d), ValueError, "fisher"),
+            (f"pullback_metric {label}", lambda b=bad: pullback_metric(b, torch.eye(2, dtype=F64)), ValueError, "metric"),
+            (f"natural_gradient {label}", lambda b=bad: natural_gradient(b, d, damping=10.0), ValueError, "fisher"),
+            (f"trust_region_step_size {label}", lambda b=bad: trust_region_step_size(b, d, 0.1), ValueError, "fisher"),
+            (f"fisher_eigen {label}", lambda b=bad: fisher_eigen(b), ValueError, "fisher_matrix"),
+            (f"condition_number {label}", lambda b=bad: condition_number(b), ValueError, "fisher_matrix"),
+            (f"ellipse_outlines {label}", lambda b=bad: ellipse_outlines(c, b), ValueError, "fisher_matrix"),
+            (f"fisher_ellipse {label}", lambda b=bad: fisher_ellipse(c, b), ValueError, "fisher"),
+            (f"ellipse_points {label}", lambda b=bad: ellipse_points(c, b), ValueError, "fisher"),
+        ]
+    near = torch.tensor([[1.0, 1.0], [1.0, 1.0 + 1e-16]], dtype=F64)
+    cases += [
+        ("natural_gradient singular to working precision", lambda: natural_gradient(near, d), ValueError, "damping"),
+        ("fisher_from_scores empty batch", lambda: fisher_from_scores(torch.empty(0, 2, dtype=F64)), ValueError, "scores"),
+        ("fisher_monte_carlo short sampler",
+         lambda: fisher_monte_carlo(lambda t, x: -(x - t[0]) ** 2, torch.zeros(1, dtype=F64),
+                                    lambda n, g: torch.randn(n - 1, generator=g, dtype=F64), 10), ValueError, "sampler"),
+        ("fisher_monte_carlo float seed",
+         lambda: fisher_monte_carlo(lambda t, x: -(x - t[0]) ** 2, torch.zeros(1, dtype=F64),
+                                    lambda n, g: torch.randn(n, generator=g, dtype=F64), 10, seed=1.5), TypeError, "seed"),
+        ("ewc_penalty negative fisher",
+         lambda: ewc_penalty({"w": d}, {"w": c}, {"w": torch.tensor([1.0, -1.0], dtype=F64)}), ValueError, "fisher"),
+        ("entropy base 1", lambda: entropy(torch.tensor([0.5, 0.5]), base=1.0), ValueError, "base"),
+        ("entropy base -2", lambda: entropy(torch.tensor([0.5, 0.5]), base=-2.0), ValueError, "base"),
+        ("entropy not normalized", lambda: entropy(torch.tensor([0.5, 0.7])), ValueError, "probs"),
+        ("negative_log_likelihood bernoulli target 2",
+         lambda: negative_log_likelihood(torch.zeros(3, 1), torch.tensor([[0.0], [1.0], [2.0]]), likelihood="bernoulli"),
+         ValueError, "targets"),
+        ("kl_quadratic_form string", lambda: kl_quadratic_form("abc", d), TypeError, "fisher"),
+    ]
+    return cases
+
+
+ISSUE_CASES = _issue_cases()
+
+
+@pytest.mark.parametrize(("label", "call", "exc", "name"), ISSUE_CASES, ids=[c[0] for c in ISSUE_CASES])
+def test_issue_19_weak_places_raise(label: str, call: Callable[[], Any], exc: type, name: str) -> None:
+    with pytest.raises(exc, match=name):
+        call()
+
+
+def test_psd_checks_accept_rounding_and_keep_valid_results() -> None:
+    """In-domain twins of the cases above: singular-but-PSD Fishers with rounding noise pass."""
+    from igbook.fisher.density import kl_quadratic_form
+    from igbook.mixtures import fisher_eigen
+    from igbook.natgrad.core import natural_gradient
+
+    v = torch.tensor([1.0, 2.0], dtype=F64)
+    singular = torch.outer(v, v)  # eigenvalues 0 and 5, the 0 computed as about -1e-16
+    evals, _ = fisher_eigen(singular)
+    assert float(evals[0]) == 0.0 and abs(float(evals[1]) - 5.0) < 1e-12
+    d = torch.tensor([2.0, -1.0], dtype=F64)  # in the null space: the KL estimate is 0
+    assert abs(float(kl_quadratic_form(singular, d))) < 1e-14
+    g = torch.tensor([1.0, 0.0], dtype=F64)
+    x = natural_gradient(singular, g, damping=0.5)
+    assert torch.allclose((singular + 0.5 * torch.eye(2, dtype=F64)) @ x, g, atol=1e-12, rtol=0)
