@@ -187,7 +187,7 @@ def base_call(qual: str, fn: Callable[..., Any]) -> dict[str, Any] | None:
         kw = {**kw, **{k: v for k, v in fixed.items() if k not in kw}}
         try:
             out = _call(fn, kw)
-        except Exception:  # noqa: BLE001 - a guess outside the domain
+        except Exception:  # noqa: BLE001, S112 - a guess outside the domain
             continue
         if _finite(out):
             return kw
@@ -524,7 +524,12 @@ def test_inside_the_domain_results_are_finite(qual: str) -> None:
 # ---------------------------------------------------------------------------------------------
 def _issue_cases() -> list[tuple[str, Callable[[], Any], type, str]]:
     from igbook.continual import entropy, ewc_penalty
-    from igbook.fisher.density import fisher_from_scores, fisher_monte_carlo, kl_quadratic_form, pullback_metric
+    from igbook.fisher.density import (
+        fisher_from_scores,
+        fisher_monte_carlo,
+        kl_quadratic_form,
+        pullback_metric,
+    )
     from igbook.geometry import ellipse_points, fisher_ellipse
     from igbook.kfac import negative_log_likelihood
     from igbook.mixtures import condition_number, ellipse_outlines, fisher_eigen

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from igbook._validation import check_seed
 from igbook.kfac.core import (
     LIKELIHOODS,
     _check_choice,
@@ -37,7 +38,6 @@ from igbook.kfac.core import (
     output_gradient_samples,
 )
 from igbook.natgrad.core import natural_gradient
-from igbook._validation import check_seed
 from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from igbook._validation import check_seed
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
 from igbook.fisher.models import (
     CurvatureOperator,
@@ -42,7 +43,6 @@ from igbook.fisher.models import (
     unflatten_params,
 )
 from igbook.natgrad.core import conjugate_gradient, trust_region_step_size
-from igbook._validation import check_seed
 from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [

@@ -30,10 +30,10 @@ from torch import Tensor
 __all__ = [
     "NONFINITE_MODES",
     "NonFiniteStepError",
+    "Snapshot",
     "check_nonfinite_mode",
     "first_nonfinite",
     "nonfinite_error",
-    "Snapshot",
 ]
 
 #: what a step does with a gradient or curvature statistic that holds a NaN or an infinity
