@@ -42,7 +42,7 @@ FRAME_JS = r"""(async () => {
   const fig = igbookLive.get(%(name)s), n = %(n)d, out = [];
   function* walk(v){ yield v; for (const c of (v.child_views||[])) yield* walk(c); }
   const views = [];
-  for (const root of Object.values(Bokeh.index)) for (const v of walk(root)) if (v.frame) views.push(v);
+  for (const root of [...Bokeh.index]) for (const v of walk(root)) if (v.frame) views.push(v);
   const step = %(step)s;
   for (let i = 0; i < n + 5; i++) {
     const t0 = performance.now();

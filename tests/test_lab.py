@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_site_live import exercise_live_figures
 from test_site import (
     Browser,
     _event_problems,
@@ -401,12 +402,38 @@ def interaction(chapter: str) -> Callable[[Callable[[LabNotebook], None]], Calla
     return register
 
 
-# where to photograph every chapter: the top, the first figure or widget, a hidden solution
+# where to photograph every chapter: the top, the first figure, the first live figure or widget,
+# the exercises with their folded solutions
 SHOT_SPOTS = {
     "top": None,
-    "figure": ".jp-OutputArea-output img, .jp-OutputArea-output canvas, .jp-OutputArea-output .jupyter-widgets",
+    "figure": ".jp-OutputArea-output img",
+    "explorer": ".jp-OutputArea-output .igbook-live, .jp-OutputArea-output .jupyter-widgets, .jp-OutputArea-output canvas",
     "exercises": ".jp-MarkdownCell details",
 }
+
+
+def _explorers(nb: LabNotebook) -> None:
+    """Every live figure (igbook.live) and widget of the chapter is visible and photographed.
+
+    The template for chapter interactions: the lead engineer's drags of handles and sliders go
+    here (``nb.center(selector)`` then ``nb.drag(x, y, dx, dy)``), with ``nb.add`` for problems.
+    """
+    sel = ".jp-OutputArea-output .igbook-live, .jp-OutputArea-output .jupyter-widgets"
+    n = int(nb.js(f"window.__igbookPanel.content.node.querySelectorAll({json.dumps(sel)}).length"))
+    for i in range(n):
+        nb.scroll_to(sel, i)
+        time.sleep(0.3)
+        size = nb.js(
+            f"(() => {{ const b = window.__igbookPanel.content.node.querySelectorAll({json.dumps(sel)})[{i}].getBoundingClientRect();"
+            " return [b.width, b.height]; })()"
+        )
+        if size[0] < 50 or size[1] < 50:
+            nb.add("explorers", f"live figure or widget {i} is {size[0]:.0f}x{size[1]:.0f} px after Run All")
+        nb.screenshot(f"explorer-{i}")
+
+
+interaction("fisher_metric")(_explorers)
+interaction("gaussian_mixture")(_explorers)
 
 
 def navigate(browser: Browser, url: str, prefix: str, timeout: float = 60) -> None:
@@ -485,6 +512,16 @@ def test_chapter_in_lab(browser: Browser, lab: LabServer, name: str) -> None:
             nb.screenshot(spot)
         if name in INTERACTIONS:
             INTERACTIONS[name](nb)
+        # every live figure (igbook.live) moves in JupyterLab as on the site: each control and
+        # handle changes its pixels; drag frames are timed (mouse event to painted frame)
+        live_problems, drag_ms = exercise_live_figures(browser)
+        for kind, items in live_problems.items():
+            for x in items:
+                nb.add(f"live figure {kind}", x)
+        if drag_ms:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            (SHOTS / f"{name}-drag-ms.json").write_text(json.dumps(drag_ms))
+            nb.screenshot("live")
         time.sleep(0.2)
         browser.send("Runtime.evaluate", expression="0")  # collect late console messages
         for kind, items in _event_problems(browser.events[nb.start :], lab.base).items():

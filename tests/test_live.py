@@ -240,15 +240,20 @@ def _frame(browser: Any) -> dict[str, Any]:
     """Where the first plot's frame is on the page (CSS pixels) and its data ranges."""
     return _js(browser, """(() => { function* walk(v){ yield v; for (const c of (v.child_views||[])) yield* walk(c); }
       const out = [];
-      for (const root of Object.values(Bokeh.index)) for (const v of walk(root)) if (v.frame) {
+      for (const root of [...Bokeh.index]) for (const v of walk(root)) if (v.frame) {
         const r = v.el.getBoundingClientRect(), f = v.frame.bbox, m = v.model;
         out.push({left: r.left + f.left, top: r.top + f.top, w: f.width, h: f.height, title: m.title ? m.title.text : "",
                   x0: m.x_range.start, x1: m.x_range.end, y0: m.y_range.start, y1: m.y_range.end}); }
       return out; })()""")
 
 
-def drag(browser: Any, frame: dict[str, Any], start: tuple[float, float], end: tuple[float, float], steps: int = 8) -> None:
-    """Drag with the mouse from data point ``start`` to ``end`` inside ``frame``."""
+def drag(browser: Any, frame: dict[str, Any], start: tuple[float, float], end: tuple[float, float], steps: int = 8,
+         settle: Any = None) -> list[float]:
+    """Drag with the mouse from data point ``start`` to ``end`` inside ``frame``.
+
+    With ``settle`` (a function that returns once the page has painted), returns the time of
+    each move from the event to the painted frame, in milliseconds.
+    """
     def px(x: float, y: float) -> tuple[float, float]:
         return (frame["left"] + (x - frame["x0"]) / (frame["x1"] - frame["x0"]) * frame["w"],
                 frame["top"] + (frame["y1"] - y) / (frame["y1"] - frame["y0"]) * frame["h"])
@@ -257,16 +262,23 @@ def drag(browser: Any, frame: dict[str, Any], start: tuple[float, float], end: t
         browser.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left" if buttons or kind != "mouseMoved" else "none",
                      buttons=buttons, clickCount=1)
 
+    times = []
     x, y = px(*start)
     mouse("mouseMoved", x, y, 0)
     mouse("mousePressed", x, y, 1)
     for i in range(1, steps + 1):
         t = i / steps
         x, y = px(start[0] + t * (end[0] - start[0]), start[1] + t * (end[1] - start[1]))
+        t0 = time.perf_counter()
         mouse("mouseMoved", x, y, 1)
-        time.sleep(0.02)
+        if settle is not None:
+            settle()
+            times.append(1e3 * (time.perf_counter() - t0))
+        else:
+            time.sleep(0.02)
     mouse("mouseReleased", x, y, 0)
     time.sleep(0.2)
+    return times
 
 
 def _no_nan(browser: Any) -> None:
