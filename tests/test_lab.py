@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_site_live import exercise_live_figures
 from test_site import (
     Browser,
     _event_problems,
@@ -52,6 +51,7 @@ from test_site import (
     _unavailable,
     chromium_executable,
 )
+from test_site_live import exercise_live_figures
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("IGBOOK_SCREENSHOTS", ROOT / "_build" / "screenshots")).resolve() / "lab"
