@@ -370,3 +370,18 @@ def test_optimizer_option_validation() -> None:
         KFAC(model, likelihood="categorical", nonfinite="warn")
     with pytest.raises(TypeError, match="move_without_grad"):
         Vadam(model.parameters(), move_without_grad="yes")
+
+
+@pytest.mark.parametrize("name", ["IVON", "Vadam"])
+def test_manual_samples_with_a_nonfinite_gradient_are_dropped(name: str) -> None:
+    model, opt = make(name, torch.float64)
+    x, y = batches(torch.float64)[0]
+    with opt.sampled_params(train=True):
+        F.cross_entropy(model(x), y).backward()
+        model.l2.bias.grad[1] = math.inf
+    before = snapshot(model, opt)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        opt.step()
+    assert same(snapshot(model, opt), before)
+    do_step(name, model, opt, batches(torch.float64)[1])  # no stale samples block the next step
+    assert opt.state[model.l1.weight]["step"] == 1

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
-from igbook._validation import check_seed
+from igbook._validation import check_count, check_seed
 from igbook.kfac.core import (
     LIKELIHOODS,
     _check_choice,
@@ -256,7 +256,7 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         self.model = model
         self.likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
         self.fisher_type = _check_fisher_type(fisher_type)
-        self.mc_samples = mc_samples
+        self.mc_samples = check_count(mc_samples, "mc_samples")
         self._seed = check_seed(seed)
         self._calls = 0
         self.fisher: Tensor | None = None
