@@ -51,6 +51,8 @@ def entropy(probs: Tensor, dim: int = -1, *, base: float = 2.0) -> Tensor:
     if not (base > 0 and math.isfinite(base)) or base == 1:
         raise ValueError(f"base must be finite, > 0 and != 1, got {base}")
     probs = as_tensor(probs, "probs")
+    if not bool(torch.isfinite(probs).all()) or not bool((probs >= 0).all()):
+        raise ValueError("probs must be finite and >= 0")
     if probs.shape[dim] >= 2:
         check_simplex(probs.movedim(dim, -1), "probs", interior=False)
     elif not bool(torch.allclose(probs, torch.ones_like(probs), atol=1e-6, rtol=0)):
