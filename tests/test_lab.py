@@ -88,6 +88,10 @@ class LabServer:
         self.work = work
         self.root = work / "book"
         shutil.copytree(ROOT / "book", self.root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build"))
+        # the repository around book/, read-only, for chapters that read benchmark results
+        for name in ("benchmarks", "src", "_config.yml", "_toc.yml", "pyproject.toml"):
+            if (ROOT / name).exists():
+                (work / name).symlink_to(ROOT / name)
         settings = work / "settings"
         for name, value in LAB_SETTINGS.items():
             (settings / name).parent.mkdir(parents=True, exist_ok=True)
@@ -490,6 +494,33 @@ def check_chapter(nb: LabNotebook) -> dict[str, Any]:
     return result
 
 
+def _labels() -> dict[str, str]:
+    """Every label of the book (directives, targets, equations) -> the chapter that defines it."""
+    out: dict[str, str] = {}
+    for nb in (ROOT / "book").glob("*.ipynb"):
+        md = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown")
+        for lab in re.findall(r"^:label:\s*(\S+)|^\(([\w-]+)\)=|\$\$\s*\(([\w-]+)\)", md, re.MULTILINE):
+            out.setdefault(next(x for x in lab if x), nb.stem)
+    return out
+
+
+_CROSS_REF = re.compile(r"^Cross reference target was not found: (\S+)$")
+
+
+def _only_cross_chapter_refs(message: str, chapter: str) -> bool:
+    """True for jupyterlab-myst's console report of references to *other* chapters.
+
+    jupyterlab-myst resolves references within one notebook only; a reference to a theorem of
+    another chapter (which the website links) stays unresolved in JupyterLab and is reported on
+    the console. That is a limit of the extension, not a fault of the chapter; a reference to a
+    label that no chapter defines, or to one of the same chapter, still fails the test.
+    """
+    labels = _labels()
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    found = [_CROSS_REF.match(ln) for ln in lines]
+    return bool(lines) and all(m is not None and labels.get(m.group(1), chapter) != chapter for m in found)
+
+
 def _markdown_counts(name: str) -> tuple[int, int]:
     """(exercises, solutions) in the chapter's Markdown."""
     cells = json.loads((ROOT / "book" / f"{name}.ipynb").read_text())["cells"]
@@ -526,6 +557,8 @@ def test_chapter_in_lab(browser: Browser, lab: LabServer, name: str) -> None:
         browser.send("Runtime.evaluate", expression="0")  # collect late console messages
         for kind, items in _event_problems(browser.events[nb.start :], lab.base).items():
             for x in items:
+                if kind == "console errors" and _only_cross_chapter_refs(x, name):
+                    continue
                 nb.add(kind, x)
     finally:
         browser.js(CLOSE_JS)
