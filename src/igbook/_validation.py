@@ -189,8 +189,9 @@ def check_positive_semidefinite(
     r"""Raise :class:`ValueError` unless ``t`` is a finite, symmetric, positive semi-definite matrix.
 
     The smallest eigenvalue may be negative by rounding only: :math:`\lambda_{\min} \ge
-    -	ext{rtol}\,\max(1, |\lambda|_{\max})` with ``rtol`` the square root of the dtype's machine
-    epsilon by default. Pass ``eigenvalues`` (ascending, from :func:`torch.linalg.eigvalsh`)
+    -	ext{rtol}\,\max(1, |\lambda|_{\max})` with ``rtol`` the square root of float32's machine
+    epsilon (about 3.5e-4) by default, whatever the dtype: Fisher matrices accumulated in
+    float32 and promoted to float64 carry float32 rounding. Pass ``eigenvalues`` (ascending, from :func:`torch.linalg.eigvalsh`)
     when the caller computes them anyway, to avoid a second decomposition, and
     ``symmetric_checked=True`` when the caller has already checked finiteness and symmetry (the
     fast path of vectorized callers). Works on batches.
@@ -200,7 +201,7 @@ def check_positive_semidefinite(
     if t.numel() == 0:
         return t
     ev = torch.linalg.eigvalsh(t) if eigenvalues is None else eigenvalues
-    tol = (torch.finfo(t.dtype).eps ** 0.5) if rtol is None else rtol
+    tol = (torch.finfo(torch.float32).eps ** 0.5) if rtol is None else rtol
     scale = ev.abs().amax(-1).clamp_min(1.0)
     if not bool((ev[..., 0] >= -tol * scale).all()):
         raise ValueError(
