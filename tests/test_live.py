@@ -83,6 +83,10 @@ def test_frames_store_float32_values_igbook_wrote() -> None:
                         title="t", x_label="x", y_label="y", name="demo")
     assert fig.mechanism == "precomputed"
     np.testing.assert_array_equal(fig.data["curve"]["y"][1], ys[1].astype(np.float32))
+    assert len(fig.data["curve"]["x"]) == 1  # the shared x is stored once
+    with pytest.raises(ValueError, match=r"\blabels\b"):
+        Control("k", [1.0, 2.0], labels=["one"])
+    assert Control("N", [0.0, 0.5], labels=["∞", "2"]).labels == ["∞", "2"]
     assert fig.data["readout:end"] == [float(np.float32(y[-1])) for y in ys]
     assert fig.data["series"] == ["curve"]
     assert 'data-igbook-live-data="demo"' in fig.html(inline_bokeh=False)

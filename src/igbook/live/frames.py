@@ -60,12 +60,18 @@ class Control:
     values: Sequence[float]
     initial: int = 0
     fmt: str = "{:.3g}"
+    #: optional text shown for each value instead of ``fmt`` (e.g. "Fisher", "diagonal", "∞")
+    labels: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.label, str) or not self.label:
             raise ValueError(f"label must be a non-empty string, got {self.label!r}")
         vals = _finite_values(self.values, "values")
         object.__setattr__(self, "values", vals)
+        if self.labels is not None:
+            if len(self.labels) != len(vals) or not all(isinstance(t, str) for t in self.labels):
+                raise ValueError(f"labels must be {len(vals)} strings (one per value), got {self.labels!r}")
+            object.__setattr__(self, "labels", list(self.labels))
         if isinstance(self.initial, bool) or not isinstance(self.initial, int) or not 0 <= self.initial < len(vals):
             raise ValueError(f"initial must be an index into values (0 to {len(vals) - 1}), got {self.initial!r}")
 
@@ -165,8 +171,11 @@ def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, titl
             if xs[k].shape != ys[k].shape:
                 raise ValueError(f"series {s.label!r}: x and y of frame {k} differ in length ({xs[k].shape} vs {ys[k].shape})")
         key = f"s{i}"
-        store[key] = {"x": xs, "y": ys}
-        written[s.label] = {"x": [a.tolist() for a in xs], "y": [a.tolist() for a in ys]}
+        # an array equal in every frame is stored once (the page uses frame 0's)
+        same_x = all(np.array_equal(xs[0], a) for a in xs[1:])
+        same_y = all(np.array_equal(ys[0], a) for a in ys[1:])
+        store[key] = {"x": xs[:1] if same_x else xs, "y": ys[:1] if same_y else ys}
+        written[s.label] = {"x": [a.tolist() for a in store[key]["x"]], "y": [a.tolist() for a in store[key]["y"]]}
         src = ColumnDataSource({"x": xs[initial], "y": ys[initial]})
         sources[key] = src
         color = s.color or PALETTE[i % len(PALETTE)]
@@ -190,7 +199,7 @@ def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, titl
         written[f"readout:{r.key or r.label}"] = [float(v) for v in v32]
     sliders = []
     for c in controls:
-        texts = [c.fmt.format(v) for v in c.values]
+        texts = list(c.labels) if c.labels is not None else [c.fmt.format(v) for v in c.values]
         sl = Slider(title=f"{c.label}", start=0, end=max(len(c.values) - 1, 1), step=1, value=c.initial,
                     show_value=False, sizing_mode="stretch_width", disabled=len(c.values) < 2)
         sl.tags = [{"values": c.values, "texts": texts}]

@@ -17,7 +17,8 @@ function state() {
 }
 function update() {
   const k = index();
-  for (const key in sources) sources[key].data = { x: store[key].x[k], y: store[key].y[k] };
+  const pick = (a) => a[a.length === 1 ? 0 : k];  // arrays equal in every frame are stored once
+  for (const key in sources) sources[key].data = { x: pick(store[key].x), y: pick(store[key].y) };
   let rows = `<tr><td colspan="2">${controlsText()}</td></tr>`;
   for (const r of reads) rows += `<tr><td>${r.label}</td><td data-key="${r.key}">${r.text[k]}</td></tr>`;
   readout.text = `<table class="igbook-live-readout">${rows}</table>`;
