@@ -30,7 +30,7 @@ CELL_ID = "igbook-tex-macros"
 TAG = "remove-cell"
 NOTE = "  # written by tools/book_macros.py from _config.yml (mathjax3_config.tex.macros): edit there, not here\n"
 
-__all__ = ["load_macros", "myst_math", "frontmatter_cell", "notebook_macros", "sync", "CELL_ID"]
+__all__ = ["CELL_ID", "frontmatter_cell", "load_macros", "myst_math", "notebook_macros", "sync"]
 
 
 def load_macros(config: Path = CONFIG) -> dict[str, tuple[str, int]]:
@@ -81,7 +81,7 @@ def notebook_macros(nb: dict[str, Any]) -> dict[str, str] | None:
     first = next((c for c in nb["cells"] if c["cell_type"] == "markdown"), None)
     if first is None:
         return None
-    m = re.match(r"\A---\n(.*?)\n---\s*(\n|\Z)", _source(first), re.S)
+    m = re.match(r"\A---\n(.*?)\n---\s*(\n|\Z)", _source(first), re.DOTALL)
     if not m:
         return None
     data = yaml.safe_load(m.group(1)) or {}
