@@ -3,7 +3,8 @@
 A JupyterLab server from this environment starts on 127.0.0.1 (free port, random token, its own
 settings and a scratch copy of ``book/``, so that nothing it saves reaches the repository) and
 is stopped afterwards, also when a test fails. Each chapter opens in its own kernel, one after
-the other: *Run All* (JupyterLab's ``notebook:run-all-cells``), bounded in time, then:
+the other: *Run All* (JupyterLab's ``notebook:run-all-cells``), bounded in time, for the
+chapters in ``RUN_ALL`` (the others are audited as rendered, unexecuted), then:
 
 * every code cell ran, and no output is an error (``ename``) or a traceback on stderr;
 * no JavaScript or console error, no failed load, no request that leaves the machine;
@@ -56,6 +57,13 @@ from test_site_live import exercise_live_figures
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = Path(os.environ.get("IGBOOK_SCREENSHOTS", ROOT / "_build" / "screenshots")).resolve() / "lab"
 CHAPTERS = [Path(f).name for f in _toc_files() if (ROOT / f).with_suffix(".ipynb").exists()]
+# Chapters whose cells run in JupyterLab (Run All): those with an explorer computed in the
+# browser, and one with a precomputed live figure. The others are opened and audited as rendered
+# Markdown (MyST, macros, hidden solutions) without running: their cells run under nbval and in
+# the site build, and their live figures use the same code path as the one that runs here.
+# IGBOOK_LAB_RUN_ALL=1 runs every chapter.
+RUN_ALL = ({Path(f).name for f in _toc_files()} if os.environ.get("IGBOOK_LAB_RUN_ALL") == "1"
+           else {"fisher_metric", "gaussian_mixture", "exponential_families"})
 CHAPTER_TIMEOUT = float(os.environ.get("IGBOOK_LAB_CHAPTER_TIMEOUT", "180"))  # seconds for Run All of one chapter
 START_TIMEOUT = 90  # seconds for the server to answer
 
@@ -227,6 +235,7 @@ OPEN_JS = r"""
     await sleep(100);
   }
   if (!app.commands.isEnabled("notebook:run-all-cells")) return "Run All is not available for the notebook";
+  if (!%(run)s) { window.__igbook = {done: true, ok: true, skipped: true}; return ""; }
   window.__igbook = {done: false};
   app.commands.execute("notebook:run-all-cells").then(
     (ok) => { window.__igbook = {done: true, ok: ok}; },
@@ -273,7 +282,7 @@ AUDIT_JS = r"""
   cells.forEach((cell, i) => {
     if (cell.model.type !== "code") return;
     const src = cell.model.sharedModel.getSource().trim();
-    if (src && cell.model.executionCount === null) add("cells not run", `cell ${i}: ${src.slice(0, 80)}`);
+    if (src && cell.model.executionCount === null && !(window.__igbook && window.__igbook.skipped)) add("cells not run", `cell ${i}: ${src.slice(0, 80)}`);
     for (const o of cell.model.outputs.toJSON()) {
       if (o.output_type === "error") add("errors", `cell ${i}: ${o.ename}: ${o.evalue}`);
       if (o.output_type === "stream" && o.name === "stderr") {
@@ -464,7 +473,7 @@ def open_and_run(browser: Browser, lab: LabServer, name: str) -> LabNotebook:
     if not browser.js(f"!!(window.jupyterapp && location.href.startsWith({json.dumps(lab.base)}))"):
         browser.send("Emulation.setFocusEmulationEnabled", enabled=True)  # headless: JupyterLab needs a focused page
         navigate(browser, lab.url(), lab.base + "lab")
-    msg = browser.js(OPEN_JS % {"ms": 60_000, "path": json.dumps(f"{name}.ipynb")}, timeout=90)
+    msg = browser.js(OPEN_JS % {"ms": 60_000, "path": json.dumps(f"{name}.ipynb"), "run": json.dumps(name in RUN_ALL)}, timeout=90)
     if msg:
         nb.screenshot("failed-to-open")
         pytest.fail(f"{name}: {msg}\n{lab.log_tail()}", pytrace=False)
@@ -546,6 +555,7 @@ def test_chapter_in_lab(browser: Browser, lab: LabServer, name: str) -> None:
         # every live figure (igbook.live) moves in JupyterLab as on the site: each control and
         # handle changes its pixels; drag frames are timed (mouse event to painted frame)
         live_problems, drag_ms = exercise_live_figures(browser)
+        live_seen = bool(drag_ms) or bool(browser.js("document.querySelectorAll('[data-igbook-live]').length"))
         for kind, items in live_problems.items():
             for x in items:
                 nb.add(f"live figure {kind}", x)
@@ -567,6 +577,8 @@ def test_chapter_in_lab(browser: Browser, lab: LabServer, name: str) -> None:
     # the audit must have seen the chapter (an audit that sees nothing cannot pass)
     n_ex, n_sol = _markdown_counts(name)
     assert result["formulas"] >= 5, f"{name}: only {result['formulas']} typeset formulas"
-    assert result["outputs"] >= 1 and result["images"] >= 1, f"{name}: {result['outputs']} outputs, {result['images']} figures"
+    if name in RUN_ALL:
+        assert result["outputs"] >= 1 and result["images"] >= 1, f"{name}: {result['outputs']} outputs, {result['images']} figures"
+        assert name not in ("fisher_metric", "gaussian_mixture") or live_seen, f"{name}: no live figure moved in JupyterLab"
     assert len(result["solutionTitles"]) >= n_sol, f"{name}: {n_sol} solutions in the notebook, {len(result['solutionTitles'])} hidden solution blocks rendered"
     assert len(result["exerciseTitles"]) >= n_ex, f"{name}: {n_ex} exercises in the notebook, rendered: {result['exerciseTitles']}"
