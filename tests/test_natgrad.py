@@ -352,3 +352,15 @@ def test_approximate_steps_follow_their_formulas_and_are_not_invariant() -> None
         ng.approximate_step(start, loss, "params", 0.1, eps=-1.0)
     with pytest.raises(ValueError, match="lr"):
         ng.approximate_step(start, loss, "params", 0.0)
+
+
+def test_badly_scaled_but_well_determined_fisher_is_solved() -> None:
+    # a diagonal Fisher spanning 170 orders of magnitude is exact to solve (van der Sluis):
+    # only a system singular after diagonal scaling is refused
+    from igbook.natgrad import natural_gradient
+
+    f = torch.diag(torch.tensor([1e-170, 2.0], dtype=torch.float64))
+    g = torch.tensor([3e-170, 4.0], dtype=torch.float64)
+    torch.testing.assert_close(natural_gradient(f, g), torch.tensor([3.0, 2.0], dtype=torch.float64), rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="singular"):
+        natural_gradient(torch.tensor([[1.0, 1.0], [1.0, 1.0 + 1e-17]], dtype=torch.float64), torch.ones(2, dtype=torch.float64))

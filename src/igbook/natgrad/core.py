@@ -59,8 +59,10 @@ def natural_gradient(fisher: Tensor, grad: Tensor, damping: float = 0.0) -> Tens
     ValueError
         If shapes do not match, an input is not finite, ``damping < 0``, ``fisher`` is not
         symmetric positive semi-definite, or the (damped) Fisher is singular to working
-        precision (condition number above :math:`1/(d\,\varepsilon_{\text{mach}})`, where the
-        solve would return a step dominated by rounding).
+        precision: the condition number of :math:`D^{-1/2}(F+\lambda I)D^{-1/2}`,
+        :math:`D = \operatorname{diag}(F+\lambda I)`, above :math:`1/(d\,\varepsilon_{\text{mach}})`,
+        where the solve would return a step dominated by rounding (a badly scaled but
+        well-determined Fisher, e.g. a diagonal one, is solved).
     """
     fisher = check_square(as_tensor(fisher, "fisher"), "fisher")
     if fisher.ndim != 2:
@@ -75,11 +77,19 @@ def natural_gradient(fisher: Tensor, grad: Tensor, damping: float = 0.0) -> Tens
     evals = torch.linalg.eigvalsh(check_square(check_finite(fisher, "fisher"), "fisher"))
     check_positive_semidefinite(fisher, "fisher", eigenvalues=evals)
     hint = "pass damping > 0" if lam == 0 else "increase damping"
-    top = float(evals[-1]) + lam
-    if not float(evals[0]) + lam > d * torch.finfo(fisher.dtype).eps * max(top, torch.finfo(fisher.dtype).tiny):
-        raise ValueError(f"fisher + damping * I is singular to working precision (singular Fisher); {hint}")
     a = fisher + lam * torch.eye(d, dtype=fisher.dtype)
     a = 0.5 * (a + a.T)
+    # Singular to working precision, judged after symmetric diagonal scaling (van der Sluis):
+    # Cholesky's accuracy depends on the condition number of D^-1/2 A D^-1/2, D = diag(A), so a
+    # badly scaled but well-determined system (a diagonal Fisher whose entries span 1e-170 to 1)
+    # is solved, while a system whose smallest eigenvalue is rounding noise is refused.
+    diag = torch.diagonal(a)
+    if not bool((diag > 0).all()):
+        raise ValueError(f"fisher + damping * I is singular (a zero diagonal entry); {hint}")
+    scale = diag.rsqrt()
+    scaled_evals = torch.linalg.eigvalsh(a * scale[:, None] * scale[None, :])
+    if not float(scaled_evals[0]) > d * torch.finfo(fisher.dtype).eps * float(scaled_evals[-1]):
+        raise ValueError(f"fisher + damping * I is singular to working precision (singular Fisher); {hint}")
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:
         raise ValueError(
