@@ -7,6 +7,7 @@ argument and the constraint it broke, so that a reader sees *what* was wrong rat
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "check_nonempty",
     "check_count",
     "check_seed",
+    "check_real",
     "check_callable",
     "check_draws",
     "make_generator",
@@ -234,6 +236,24 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     if not 0 <= seed < 2**64:
         raise ValueError(f"{name} must lie in [0, 2**64), got {seed}")
     return int(seed)
+
+
+def check_real(value: Any, name: str) -> float:
+    """A finite real scalar (a Python number or a one-element real tensor) as a ``float``, or raise.
+
+    Booleans, strings, sequences and complex numbers raise :class:`TypeError`; NaN and the
+    infinities raise :class:`ValueError`. Both messages name ``name``.
+    """
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)} ({value.dtype})")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
 
 
 def check_callable(fn: Any, name: str) -> Any:

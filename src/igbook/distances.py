@@ -25,6 +25,7 @@ from torch.func import vmap
 
 from igbook._validation import (
     as_tensor,
+    check_count,
     check_finite,
     check_positive,
     check_shape,
@@ -171,12 +172,61 @@ def _two_shape_pairs(a1: object, b1: object, a2: object, b2: object, names: tupl
     return torch.stack(vals[:2]), torch.stack(vals[2:])
 
 
-def gamma_metric_natural(eta: Tensor) -> Tensor:
-    r"""Fisher metric of Gamma in :math:`\eta = (\alpha-1, -\beta)`: :math:`\nabla^2A = \begin{pmatrix}\psi'(\alpha)&1/\beta\\1/\beta&\alpha/\beta^2\end{pmatrix}`."""
+def _natural_point(eta: object, family: str) -> Tensor:
+    """``eta`` checked: finite, last axis of size 2, inside the natural domain of ``family``."""
+    t = check_finite(as_tensor(eta, "eta"), "eta")
+    if t.ndim == 0 or t.shape[-1] != 2:
+        raise ValueError(f"eta must have a last axis of size 2 (the natural parameters of {family}), got shape {tuple(t.shape)}")
+    if family == "Gamma":
+        inside = (t[..., 0] > -1.0) & (t[..., 1] < 0.0)
+        domain = "eta_0 > -1 and eta_1 < 0 (alpha = eta_0 + 1 > 0, rate = -eta_1 > 0)"
+    else:
+        inside = (t > -1.0).all(-1)
+        domain = "eta > -1 (alpha = eta_0 + 1 > 0, beta = eta_1 + 1 > 0)"
+    if not bool(inside.all()):
+        raise ValueError(f"eta must lie in the natural domain of {family}: {domain}")
+    return t
+
+
+def _velocity(v: object, eta: Tensor) -> Tensor:
+    t = check_finite(as_tensor(v, "v", dtype=eta.dtype), "v")
+    if t.shape != eta.shape:
+        raise ValueError(f"v must have the shape of eta {tuple(eta.shape)}, got {tuple(t.shape)}")
+    return t
+
+
+def _gamma_metric_natural(eta: Tensor) -> Tensor:
     a, b = eta[..., 0] + 1.0, -eta[..., 1]
     row0 = torch.stack([torch.polygamma(1, a), 1.0 / b], -1)
     row1 = torch.stack([1.0 / b, a / b**2], -1)
     return torch.stack([row0, row1], -2)
+
+
+def _gamma_acceleration(eta: Tensor, v: Tensor) -> Tensor:
+    a, b = eta[..., 0] + 1.0, -eta[..., 1]
+    t = torch.stack([torch.polygamma(2, a) * v[..., 0] ** 2 + v[..., 1] ** 2 / b**2,
+                     2 * v[..., 0] * v[..., 1] / b**2 + 2 * a * v[..., 1] ** 2 / b**3], -1)
+    return -0.5 * torch.linalg.solve(_gamma_metric_natural(eta), t)
+
+
+def _beta_metric_natural(eta: Tensor) -> Tensor:
+    ab = eta + 1.0
+    return torch.diag_embed(torch.polygamma(1, ab)) - torch.polygamma(1, ab.sum(-1))[..., None, None]
+
+
+def _beta_acceleration(eta: Tensor, v: Tensor) -> Tensor:
+    ab = eta + 1.0
+    t = torch.polygamma(2, ab) * v**2 - (torch.polygamma(2, ab.sum(-1)) * v.sum(-1) ** 2).unsqueeze(-1)
+    return -0.5 * torch.linalg.solve(_beta_metric_natural(eta), t)
+
+
+def gamma_metric_natural(eta: Tensor) -> Tensor:
+    r"""Fisher metric of Gamma in :math:`\eta = (\alpha-1, -\beta)`: :math:`\nabla^2A = \begin{pmatrix}\psi'(\alpha)&1/\beta\\1/\beta&\alpha/\beta^2\end{pmatrix}`.
+
+    ``eta`` (shape ``(..., 2)``) must be finite with :math:`\alpha > 0` and :math:`\beta > 0`
+    :cite:`amari2000methods`.
+    """
+    return _gamma_metric_natural(_natural_point(eta, "Gamma"))
 
 
 def gamma_acceleration(eta: Tensor, v: Tensor) -> Tensor:
@@ -186,17 +236,19 @@ def gamma_acceleration(eta: Tensor, v: Tensor) -> Tensor:
     :cite:`amari2000methods`; with :math:`A = \log\Gamma(\alpha) - \alpha\log\beta` the non-zero third
     derivatives are :math:`A_{000} = \psi''(\alpha)`, :math:`A_{011} = 1/\beta^2`, :math:`A_{111} = 2\alpha/\beta^3`,
     so :math:`\ddot\eta = -\tfrac12 g^{-1}\big(\psi''(\alpha)v_0^2 + v_1^2/\beta^2,\ 2v_0v_1/\beta^2 + 2\alpha v_1^2/\beta^3\big)`.
+    ``eta`` and ``v`` are checked (finite, same shape ``(..., 2)``, ``eta`` in the domain);
+    :func:`fisher_rao_gamma` integrates an unchecked twin.
     """
-    a, b = eta[..., 0] + 1.0, -eta[..., 1]
-    t = torch.stack([torch.polygamma(2, a) * v[..., 0] ** 2 + v[..., 1] ** 2 / b**2,
-                     2 * v[..., 0] * v[..., 1] / b**2 + 2 * a * v[..., 1] ** 2 / b**3], -1)
-    return -0.5 * torch.linalg.solve(gamma_metric_natural(eta), t)
+    e = _natural_point(eta, "Gamma")
+    return _gamma_acceleration(e, _velocity(v, e))
 
 
 def beta_metric_natural(eta: Tensor) -> Tensor:
-    r"""Fisher metric of Beta in :math:`\eta = (\alpha-1, \beta-1)`: :math:`\mathrm{diag}(\psi'(\alpha),\psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`."""
-    ab = eta + 1.0
-    return torch.diag_embed(torch.polygamma(1, ab)) - torch.polygamma(1, ab.sum(-1))[..., None, None]
+    r"""Fisher metric of Beta in :math:`\eta = (\alpha-1, \beta-1)`: :math:`\mathrm{diag}(\psi'(\alpha),\psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`.
+
+    ``eta`` (shape ``(..., 2)``) must be finite with :math:`\alpha, \beta > 0` :cite:`amari2000methods`.
+    """
+    return _beta_metric_natural(_natural_point(eta, "Beta"))
 
 
 def beta_acceleration(eta: Tensor, v: Tensor) -> Tensor:
@@ -204,11 +256,11 @@ def beta_acceleration(eta: Tensor, v: Tensor) -> Tensor:
 
     :math:`A_{ijk} = \psi''(\alpha)[i=j=k=0] + \psi''(\beta)[i=j=k=1] - \psi''(\alpha+\beta)`, so
     :math:`\ddot\eta = -\tfrac12 g^{-1}\big((\psi''(\alpha)v_0^2, \psi''(\beta)v_1^2) - \psi''(\alpha+\beta)(v_0+v_1)^2\mathbf 1\big)`
-    :cite:`amari2000methods`.
+    :cite:`amari2000methods`. ``eta`` and ``v`` are checked as in :func:`gamma_acceleration`;
+    :func:`fisher_rao_beta` integrates an unchecked twin.
     """
-    ab = eta + 1.0
-    t = torch.polygamma(2, ab) * v**2 - (torch.polygamma(2, ab.sum(-1)) * v.sum(-1) ** 2).unsqueeze(-1)
-    return -0.5 * torch.linalg.solve(beta_metric_natural(eta), t)
+    e = _natural_point(eta, "Beta")
+    return _beta_acceleration(e, _velocity(v, e))
 
 
 def fisher_rao_gamma(alpha1: object, beta1: object, alpha2: object, beta2: object, *, steps: int = 40) -> Tensor:
@@ -221,10 +273,11 @@ def fisher_rao_gamma(alpha1: object, beta1: object, alpha2: object, beta2: objec
     closed-form :func:`gamma_acceleration`.
     """
     p, q = _two_shape_pairs(alpha1, beta1, alpha2, beta2, ("alpha", "beta"))
+    steps = check_count(steps, "steps")
     if torch.equal(p, q):
         return torch.zeros((), dtype=p.dtype)
     nat = lambda t: torch.stack([t[0] - 1.0, -t[1]])
-    return geodesic_shooting(gamma_metric_natural, nat(p), nat(q), steps=steps, acceleration=gamma_acceleration).length
+    return geodesic_shooting(_gamma_metric_natural, nat(p), nat(q), steps=steps, acceleration=_gamma_acceleration).length
 
 
 def fisher_rao_beta(alpha1: object, beta1: object, alpha2: object, beta2: object, *, steps: int = 40) -> Tensor:
@@ -236,9 +289,10 @@ def fisher_rao_beta(alpha1: object, beta1: object, alpha2: object, beta2: object
     :math:`x\mapsto 1-x`. The geodesic is shot in natural coordinates with :func:`beta_acceleration`.
     """
     p, q = _two_shape_pairs(alpha1, beta1, alpha2, beta2, ("alpha", "beta"))
+    steps = check_count(steps, "steps")
     if torch.equal(p, q):
         return torch.zeros((), dtype=p.dtype)
-    return geodesic_shooting(beta_metric_natural, p - 1.0, q - 1.0, steps=steps, acceleration=beta_acceleration).length
+    return geodesic_shooting(_beta_metric_natural, p - 1.0, q - 1.0, steps=steps, acceleration=_beta_acceleration).length
 
 
 def fisher_rao_gaussian_fixed_mean(cov1: object, cov2: object) -> Tensor:

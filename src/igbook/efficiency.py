@@ -27,6 +27,7 @@ from torch.func import grad, vmap
 from igbook._validation import (
     as_tensor,
     check_finite,
+    check_real,
     check_shape,
     check_symmetric_positive_definite,
 )
@@ -117,7 +118,8 @@ def online_sgd(score: Score, theta0: object, data: object, *, lr: float, offset:
     r"""Online stochastic gradient ascent on the log-likelihood with step :math:`c/(t+t_0)`:
     :math:`\theta_{t+1} = \theta_t + \frac{c}{t+t_0}\nabla_\theta\log p(x_t;\theta_t)`. Returns :math:`\theta_{n+1}`, ``(R, d)``
     :cite:`robbins1951stochastic`."""
-    if not (isinstance(lr, (int, float)) and lr > 0):
+    lr = check_real(lr, "lr")
+    if not lr > 0:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     th, x = _setup(score, theta0, data, offset)
     for t in range(x.shape[1]):
@@ -140,7 +142,8 @@ def sgd_asymptotic_covariance(fisher: object, lr: float) -> Tensor:
     :math:`\Sigma_{ii} = c^2F_{ii}/(2cF_{ii}-1) \ge 1/F_{ii}` :cite:`amari1998natural,bottou2018optimization`.
     """
     f = check_symmetric_positive_definite(as_tensor(fisher, "fisher"), "fisher")
-    if not (isinstance(lr, (int, float)) and lr > 0):
+    lr = check_real(lr, "lr")
+    if not lr > 0:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     lam_min = float(torch.linalg.eigvalsh(f)[0])
     if not 2 * lr * lam_min > 1:

@@ -54,6 +54,7 @@ from igbook._validation import (
     as_tensor,
     make_generator,
     check_finite,
+    check_nonempty,
     check_positive,
     check_probability,
     check_shape,
@@ -679,6 +680,7 @@ class MultivariateGaussian(ExponentialFamily):
     def __post_init__(self) -> None:
         m = as_tensor(self.mean_vector, "mean_vector")
         check_shape(m, "mean_vector", (None,))
+        check_nonempty(m, "mean_vector")
         check_finite(m, "mean_vector")
         cov = as_tensor(self.cov, "cov")
         d = m.shape[0]

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_simplex, check_symmetric_positive_definite
+from igbook._validation import as_tensor, check_finite, check_nonempty, check_simplex, check_symmetric_positive_definite
 from igbook.families import ExponentialFamily
 from igbook.natgrad.core import natural_gradient
 
@@ -433,6 +433,7 @@ def project_simplex(v: Tensor) -> Tensor:
     v = check_finite(as_tensor(v, "v"), "v")
     if v.ndim == 0:
         raise ValueError("v must have at least one axis")
+    check_nonempty(v, "v", axis=-1)
     u, _ = torch.sort(v, dim=-1, descending=True)
     css = torch.cumsum(u, -1) - 1.0
     k = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype)

@@ -58,7 +58,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_positive, check_positive_semidefinite
+from igbook._validation import (
+    as_tensor,
+    check_finite,
+    check_positive,
+    check_positive_semidefinite,
+    check_real,
+)
 
 __all__ = [
     "QuadratureRule",
@@ -238,8 +244,14 @@ def log_prob(x: object, theta: object, sigma: object = 1.0) -> Tensor:
 def log_prob_single(theta: Tensor, x: Tensor, sigma: float = 1.0) -> Tensor:
     r"""Pure scalar :math:`\log p(x\mid\theta)` for one ``x``: the form :mod:`igbook.fisher` and :mod:`torch.func` want.
 
-    No validation, so that :func:`torch.func.grad`, :func:`torch.func.hessian` and
-    :func:`torch.func.vmap` can trace it. ``theta`` has shape ``(2,)``.
+    Deliberately unchecked, so that :func:`torch.func.grad`, :func:`torch.func.hessian` and
+    :func:`torch.func.vmap` can trace it (:func:`igbook.fisher.density.score_covariance` and
+    :func:`igbook.fisher.density.fisher_monte_carlo` vmap it over every quadrature node or
+    Monte Carlo draw, and vmap cannot trace a check that reads values). ``theta`` has shape
+    ``(2,)``, ``x`` is finite and ``sigma > 0``; nothing verifies it, and a bad value gives a NaN
+    or an infinity rather than an error. Its checked public twin is :func:`log_prob`, which
+    validates ``x``, ``theta`` and ``sigma`` and broadcasts (``log_prob(x, theta, sigma)`` equals
+    ``log_prob_single(theta, x, sigma)`` for one ``x`` and one ``theta``).
     """
     s = torch.as_tensor(sigma, dtype=theta.dtype)
     return _lp(x, theta[0], theta[1], s)
@@ -394,7 +406,7 @@ def fisher(theta: object, sigma: object = 1.0, *, form: str = "score", rule: Qua
 def parameter_grid(low: float = -3.0, high: float = 3.0, n: int = 25) -> Tensor:
     r"""An ``n x n`` grid of :math:`(\mu_1,\mu_2)` on :math:`[\text{low},\text{high}]^2`, shape ``(n, n, 2)`` (``[i, j] = (x_j, y_i)``)."""
     n = _int(n, "n", 2)
-    low, high = float(low), float(high)
+    low, high = check_real(low, "low"), check_real(high, "high")
     if not (math.isfinite(low) and math.isfinite(high) and high > low):
         raise ValueError(f"need finite low < high, got low={low}, high={high}")
     g = torch.linspace(low, high, n, dtype=torch.float64)

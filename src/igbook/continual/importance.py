@@ -41,6 +41,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
+from igbook._validation import check_finite
+
 __all__ = [
     "FISHER_KINDS",
     "named_params",
@@ -67,7 +69,45 @@ def named_params(model: nn.Module) -> Params:
 
 
 def restrict_logits(logits: Tensor, active: Sequence[int] | Tensor | None) -> Tensor:
-    """The logits of the ``active`` classes only (all of them when ``active`` is ``None``)."""
+    """The logits of the ``active`` classes only (all of them when ``active`` is ``None``).
+
+    ``logits`` is a finite floating tensor whose last axis holds the classes; ``active`` is
+    ``None`` or a non-empty 1-D sequence (or integer tensor) of class indices in
+    ``[0, logits.shape[-1])``. Both are checked; the losses and predictives of
+    :mod:`igbook.continual`, traced by :mod:`torch.func`, call an unchecked twin.
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating tensor, got {logits.dtype}")
+    if logits.ndim == 0:
+        raise ValueError("logits must have a class axis, got a scalar")
+    check_finite(logits, "logits")
+    c = logits.shape[-1]
+    if c == 0:
+        raise ValueError(f"logits must have at least one class along its last axis, got shape {tuple(logits.shape)}")
+    if active is None:
+        return logits
+    if isinstance(active, Tensor):
+        if active.is_floating_point() or active.is_complex() or active.dtype == torch.bool:
+            raise TypeError(f"active must hold integer class indices, got a {active.dtype} tensor")
+        idx = active.to(torch.long)
+    else:
+        try:
+            items = list(active)
+        except TypeError as exc:
+            raise TypeError(f"active must be None or a sequence of class indices, got {type(active).__name__}") from exc
+        if isinstance(active, str) or any(isinstance(a, bool) or not isinstance(a, (int, Tensor)) for a in items):
+            raise TypeError(f"active must hold integer class indices, got {active!r}")
+        idx = torch.as_tensor([int(a) for a in items], dtype=torch.long)
+    if idx.ndim != 1 or idx.numel() == 0:
+        raise ValueError(f"active must be a non-empty 1-D sequence of class indices, got shape {tuple(idx.shape)}")
+    if bool(((idx < 0) | (idx >= c)).any()):
+        raise ValueError(f"active must hold class indices in [0, {c}) (the last axis of logits), got {idx.tolist()}")
+    return _restrict_logits(logits, idx)
+
+
+def _restrict_logits(logits: Tensor, active: Sequence[int] | Tensor | None) -> Tensor:
     if active is None:
         return logits
     idx = torch.as_tensor(active, dtype=torch.long, device=logits.device)
@@ -166,7 +206,7 @@ def diagonal_fisher(
 
     def log_probs(p: Params, xn: Tensor) -> Tensor:
         z = functional_call(model, p, (xn.unsqueeze(0),))[0]
-        return torch.log_softmax(restrict_logits(z, active), dim=-1)
+        return torch.log_softmax(_restrict_logits(z, active), dim=-1)
 
     out = {k: torch.zeros_like(v) for k, v in p0.items()}
     y_local = None
@@ -179,7 +219,7 @@ def diagonal_fisher(
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
         def batch_loss(p: Params, xb: Tensor, yb: Tensor) -> Tensor:
-            z = restrict_logits(functional_call(model, p, (xb,)), active)
+            z = _restrict_logits(functional_call(model, p, (xb,)), active)
             return nn.functional.cross_entropy(z, yb)
 
         m = 0
@@ -192,7 +232,7 @@ def diagonal_fisher(
 
     if kind == "sample":
         with torch.no_grad():
-            probs = torch.softmax(restrict_logits(functional_call(model, p0, (x,)), active), -1)
+            probs = torch.softmax(_restrict_logits(functional_call(model, p0, (x,)), active), -1)
         y_local = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         kind = "empirical"
     if fast:
@@ -255,7 +295,7 @@ def _linear_fisher(
                 return None
             if not all(o.requires_grad for m, _, _ in linears for o in outputs[id(m)]):
                 return None
-            logp = torch.log_softmax(restrict_logits(logits, active), -1)
+            logp = torch.log_softmax(_restrict_logits(logits, active), -1)
             outs = [outputs[id(m)][0] for m, _, _ in linears]
             ins = [inputs[id(m)][0] for m, _, _ in linears]
             if any(a.ndim != 2 for a in ins):
@@ -309,7 +349,7 @@ def fisher_quadratic_form(
     tangent = {k: delta[k].to(p0[k].dtype) for k in p0}
 
     def logits(p: Params) -> Tensor:
-        return restrict_logits(functional_call(model, p, (x,)), active)
+        return _restrict_logits(functional_call(model, p, (x,)), active)
 
     z, u = jvp(logits, (p0,), (tangent,))
     p = torch.softmax(z, dim=-1)
@@ -330,8 +370,8 @@ def predictive_kl(
     O(\|\delta\|^3)`; EWC replaces :math:`F` by its diagonal.
     """
     x = _check_x(x)
-    la = torch.log_softmax(restrict_logits(functional_call(model, params_a, (x,)), active), -1)
-    lb = torch.log_softmax(restrict_logits(functional_call(model, params_b, (x,)), active), -1)
+    la = torch.log_softmax(_restrict_logits(functional_call(model, params_a, (x,)), active), -1)
+    lb = torch.log_softmax(_restrict_logits(functional_call(model, params_b, (x,)), active), -1)
     return (la.exp() * (la - lb)).sum(-1).mean()
 
 

@@ -42,7 +42,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from igbook.continual.importance import diagonal_fisher, local_targets, named_params, restrict_logits
+from igbook._validation import check_seed
+from igbook.continual.importance import _restrict_logits, diagonal_fisher, local_targets, named_params
 from igbook.continual.streams import Task
 from igbook.optim.bgd import BGD
 from igbook.optim.mesu import MESU
@@ -79,6 +80,7 @@ def mlp(
     for name, v in (("in_features", in_features), ("out_features", out_features), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    seed = check_seed(seed)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -170,7 +172,7 @@ class ContinualLearner:
     @torch.no_grad()
     def sample_proba(self, x: Tensor, active: Active = None, num_samples: int | None = None) -> Tensor:
         """Class probabilities over the ``active`` classes, shape ``(S, n, C_active)``."""
-        return torch.softmax(restrict_logits(self.model(x), active), -1).unsqueeze(0)
+        return torch.softmax(_restrict_logits(self.model(x), active), -1).unsqueeze(0)
 
     @torch.no_grad()
     def predict_proba(self, x: Tensor, active: Active = None) -> Tensor:
@@ -246,7 +248,7 @@ class FineTuning(ContinualLearner):
     def task_loss(self, x: Tensor, y: Tensor, active: Active = None) -> Tensor:
         """Minibatch-mean cross-entropy over the ``active`` classes."""
         logits = self.model(x)
-        return nn.functional.cross_entropy(restrict_logits(logits, active), self._targets(logits, y, active))
+        return nn.functional.cross_entropy(_restrict_logits(logits, active), self._targets(logits, y, active))
 
     def observe(self, x: Tensor, y: Tensor, active: Active = None) -> float:
         self.opt.zero_grad(set_to_none=True)
@@ -548,7 +550,7 @@ class _GaussianLearner(ContinualLearner):
         weights = [w.requires_grad_() for w in weights]
         logits = self._batched_logits(weights, x)  # (S, n, C)
         yl = self._targets(logits, y, active)
-        logp = torch.log_softmax(restrict_logits(logits, active), -1)
+        logp = torch.log_softmax(_restrict_logits(logits, active), -1)
         nll = -logp.gather(-1, yl.expand(logp.shape[0], -1).unsqueeze(-1)).squeeze(-1)  # (S, n)
         per_sample = nll.sum(1) if self.reduction == "sum" else nll.mean(1)
         loss = per_sample.mean()
@@ -563,7 +565,7 @@ class _GaussianLearner(ContinualLearner):
     def sample_proba(self, x: Tensor, active: Active = None, num_samples: int | None = None) -> Tensor:
         s = self.num_test_samples if num_samples is None else _check_int(num_samples, "num_samples")
         weights, _ = self.opt.draw_samples(s, generator=self.eval_generator)
-        return torch.softmax(restrict_logits(self._batched_logits(weights, x), active), -1)
+        return torch.softmax(_restrict_logits(self._batched_logits(weights, x), active), -1)
 
     def sigmas(self) -> list[Tensor]:
         """Current posterior standard deviations, one tensor per parameter."""
@@ -941,7 +943,7 @@ class FOPNG(ContinualLearner):
         for p in self.params:
             p.grad = None
         logits = self.model(x)
-        loss = nn.functional.cross_entropy(restrict_logits(logits, active), self._targets(logits, y, active))
+        loss = nn.functional.cross_entropy(_restrict_logits(logits, active), self._targets(logits, y, active))
         grads = torch.autograd.grad(loss, self.params)
         g = torch.cat([q.reshape(-1) for q in grads]).detach()
         with torch.no_grad():
@@ -967,7 +969,7 @@ class FOPNG(ContinualLearner):
         active = task.active_classes
 
         def mean_logit(p: dict[str, Tensor], xn: Tensor) -> Tensor:
-            return restrict_logits(functional_call(self.model, p, (xn.unsqueeze(0),))[0], active).mean()
+            return _restrict_logits(functional_call(self.model, p, (xn.unsqueeze(0),))[0], active).mean()
 
         g = vmap(grad(mean_logit), in_dims=(None, 0))(p0, task.x_train[idx])
         return torch.cat([g[k_].reshape(k, -1) for k_ in self.names], dim=1).T  # (P, k)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from igbook._validation import check_finite, check_real, check_seed
 from igbook.data import load
 
 __all__ = [
@@ -127,7 +128,8 @@ def permuted_digits(
         Floating dtype of the inputs.
     """
     _check_int(num_tasks, "num_tasks", 1)
-    data = load("digits", seed=split_seed, test_fraction=test_fraction, dtype=dtype)
+    seed = check_seed(seed)
+    data = load("digits", seed=check_seed(split_seed, "split_seed"), test_fraction=check_real(test_fraction, "test_fraction"), dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
     d = data.num_features
     tasks = []
@@ -171,7 +173,7 @@ def split_digits(
     order = list(range(10)) if class_order is None else [int(c) for c in class_order]
     if sorted(order) != list(range(10)):
         raise ValueError(f"class_order must be a permutation of 0..9, got {list(class_order or [])}")
-    data = load("digits", seed=split_seed, test_fraction=test_fraction, dtype=dtype)
+    data = load("digits", seed=check_seed(split_seed, "split_seed"), test_fraction=check_real(test_fraction, "test_fraction"), dtype=dtype)
     tasks = []
     for t in range(5):
         cls = (order[2 * t], order[2 * t + 1])
@@ -201,7 +203,8 @@ def ood_digits(*, seed: int = 10_000, split_seed: int = 0, dtype: torch.dtype = 
     the digits analogue. Use a ``seed`` that no stream uses (the default is far from the
     stream seeds of the book).
     """
-    data = load("digits", seed=split_seed, dtype=dtype)
+    seed = check_seed(seed)
+    data = load("digits", seed=check_seed(split_seed, "split_seed"), dtype=dtype)
     perm = torch.randperm(data.num_features, generator=torch.Generator().manual_seed(seed))
     return data.x_test[:, perm].contiguous()
 
@@ -209,13 +212,29 @@ def ood_digits(*, seed: int = 10_000, split_seed: int = 0, dtype: torch.dtype = 
 def minibatches(
     x: Tensor, y: Tensor, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(x, y)`` minibatches of one pass (the last one may be smaller), shuffled with ``generator``."""
+    """Yield ``(x, y)`` minibatches of one pass (the last one may be smaller), shuffled with ``generator``.
+
+    The arguments are checked when the function is called, not when the first batch is drawn.
+    """
     _check_int(batch_size, "batch_size", 1)
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+        if t.ndim == 0:
+            raise ValueError(f"{name} must have a batch axis, got a scalar")
+        if t.is_floating_point() or t.is_complex():
+            check_finite(t, name)
     n = int(x.shape[0])
     if int(y.shape[0]) != n:
         raise ValueError(f"x and y must have the same number of rows, got {n} and {int(y.shape[0])}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    for start in range(0, n, batch_size):
+    return _batches(x, y, idx, batch_size)
+
+
+def _batches(x: Tensor, y: Tensor, idx: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    for start in range(0, len(idx), batch_size):
         j = idx[start : start + batch_size]
         yield x[j], y[j]
 
@@ -231,7 +250,7 @@ def stream_batches(
     if not isinstance(stream, TaskStream):
         raise TypeError(f"stream must be a TaskStream, got {type(stream).__name__}")
     _check_int(epochs, "epochs", 1)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(check_seed(seed))
     for task in stream:
         for _ in range(epochs):
             for xb, yb in minibatches(task.x_train, task.y_train, batch_size, generator=gen):

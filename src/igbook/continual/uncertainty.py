@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_simplex
+from igbook._validation import as_tensor, check_finite, check_simplex
 
 __all__ = ["entropy", "Uncertainty", "uncertainty_decomposition", "roc_auc", "ood_auc"]
 
@@ -99,12 +99,12 @@ def roc_auc(scores_in: Tensor, scores_out: Tensor) -> float:
     :math:`\Pr[s_{\mathrm{out}} > s_{\mathrm{in}}] + \tfrac12\Pr[s_{\mathrm{out}} = s_{\mathrm{in}}]`,
     computed from mid-ranks in :math:`O(n\log n)`. 1 is perfect detection, 0.5 chance.
     """
-    a = torch.as_tensor(scores_in, dtype=torch.float64).reshape(-1)
-    b = torch.as_tensor(scores_out, dtype=torch.float64).reshape(-1)
-    if a.numel() == 0 or b.numel() == 0:
-        raise ValueError("scores_in and scores_out must both be non-empty")
-    if not bool(torch.isfinite(a).all()) or not bool(torch.isfinite(b).all()):
-        raise ValueError("scores must be finite")
+    a = as_tensor(scores_in, "scores_in", dtype=torch.float64).reshape(-1)
+    b = as_tensor(scores_out, "scores_out", dtype=torch.float64).reshape(-1)
+    for name, t in (("scores_in", a), ("scores_out", b)):
+        if t.numel() == 0:
+            raise ValueError(f"{name} must be non-empty, got no scores")
+        check_finite(t, name)
     allv = torch.cat([a, b])
     sorted_v, order = torch.sort(allv, stable=True)
     ranks = torch.empty_like(sorted_v)

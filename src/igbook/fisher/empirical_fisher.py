@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite
+from igbook._validation import as_tensor, check_finite, check_seed
 
 __all__ = [
     "GLMProblem",
@@ -59,6 +59,14 @@ def _n(n: int) -> int:
     return n
 
 
+def _numpy_seed(seed: object) -> int:
+    """A seed that :class:`numpy.random.RandomState` accepts, an int in ``[0, 2**32)``, or raise naming it."""
+    seed = check_seed(seed)
+    if seed >= 2**32:
+        raise ValueError(f"seed must lie in [0, 2**32) (a NumPy RandomState seed), got {seed}")
+    return seed
+
+
 def vector_field_data(n: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
     r"""Data of Figure 1: :math:`x_n = (1, z_n)`, :math:`z_n\sim\mathrm{LogNormal}(0, 0.75)`,
     :math:`y_n = x_n^\top(2, 2) + \varepsilon_n`, :math:`\varepsilon_n\sim\mathcal N(0,1)`.
@@ -66,7 +74,7 @@ def vector_field_data(n: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
     Returns float64 ``x`` of shape ``(n, 2)`` (bias column first) and ``y`` of shape ``(n,)``;
     ``seed=0`` reproduces the paper's data exactly.
     """
-    rs = np.random.RandomState(seed)
+    rs = np.random.RandomState(_numpy_seed(seed))
     n = _n(n)
     x = np.hstack([np.ones((n, 1)), rs.lognormal(0, 0.75, (n, 1))])
     y = x @ np.array([[2.0], [2.0]]) + rs.randn(n, 1)
@@ -93,7 +101,7 @@ def logistic_data(
     if kind not in LOGISTIC_DATASETS:
         raise ValueError(f"kind must be one of {LOGISTIC_DATASETS}, got {kind!r}")
     n = _n(n)
-    rs = np.random.RandomState(seed)
+    rs = np.random.RandomState(_numpy_seed(seed))
     if kind == "well-specified":
         m, s0, s1 = 1.0, 2 * np.eye(2), 2 * np.eye(2)
     elif kind == "misspecified-noise":
@@ -122,7 +130,7 @@ def linear_data(
     if kind not in LINEAR_DATASETS:
         raise ValueError(f"kind must be one of {LINEAR_DATASETS}, got {kind!r}")
     n = _n(n)
-    rs = np.random.RandomState(seed)
+    rs = np.random.RandomState(_numpy_seed(seed))
     x = np.concatenate([rs.randn(n, 1), np.ones((n, 1))], axis=1)
     y = x @ np.array([[1.0], [1.0]])
     if kind == "misspecified-model":

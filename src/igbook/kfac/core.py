@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from igbook._validation import check_finite
 from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
@@ -315,15 +316,20 @@ def layer_vector(weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
     The weight is viewed as a matrix of shape ``(out, rest)`` (a ``Conv2d`` kernel
     ``(out, in, kh, kw)`` becomes ``(out, in*kh*kw)``) and :math:`\operatorname{vec}` stacks its
-    columns, the ordering in which the K-FAC block is :math:`A\otimes G`.
+    columns, the ordering in which the K-FAC block is :math:`A\otimes G` :cite:`martens2015optimizing`.
+    Both tensors must be finite (a NaN gradient is refused here, not stacked).
     """
     if not isinstance(weight, Tensor):
         raise TypeError(f"weight must be a tensor, got {type(weight).__name__}")
     if weight.ndim < 2:
         raise ValueError(f"weight must have at least 2 axes (out, in, ...), got shape {tuple(weight.shape)}")
+    check_finite(weight, "weight")
     w = weight.reshape(weight.shape[0], -1)
     parts = [w.T.reshape(-1)]
     if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a tensor or None, got {type(bias).__name__}")
+        check_finite(bias, "bias")
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
         parts.append(bias)

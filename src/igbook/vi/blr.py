@@ -53,7 +53,15 @@ from torch.func import grad as func_grad
 from torch.func import hessian as func_hessian
 from torch.func import vmap
 
-from igbook._validation import as_tensor, check_finite, check_shape, make_generator
+from igbook._validation import (
+    as_tensor,
+    check_finite,
+    check_nonempty,
+    check_positive,
+    check_shape,
+    check_symmetric_positive_definite,
+    make_generator,
+)
 
 __all__ = [
     "GaussianState",
@@ -353,6 +361,8 @@ def mean_parameter_gradient(grad: Tensor, hess: Tensor, mean: Tensor) -> tuple[T
     a ``(d,)`` ``hess`` means the diagonal family (:math:`\mu_2 = 1/s + m\odot m`).
     """
     mean = check_finite(as_tensor(mean, "mean"), "mean")
+    check_shape(mean, "mean", (None,))
+    check_nonempty(mean, "mean")
     grad = check_finite(as_tensor(grad, "grad", dtype=mean.dtype), "grad")
     hess = check_finite(as_tensor(hess, "hess", dtype=mean.dtype), "hess")
     d = mean.shape[0]
@@ -513,11 +523,25 @@ def run_blr(
 
 
 def gaussian_entropy(precision: Tensor) -> Tensor:
-    r"""Entropy :math:`\tfrac d2(1 + \log 2\pi) - \tfrac12\log\det S` of :math:`\mathcal{N}(m, S^{-1})`.
+    r"""Entropy :math:`\tfrac d2(1 + \log 2\pi) - \tfrac12\log\det S` of :math:`\mathcal{N}(m, S^{-1})` :cite:`khan2023bayesian`.
 
-    Differentiable in ``precision`` (``(d, d)`` or ``(d,)``); no validation, so that it can
-    be traced.
+    ``precision`` is a symmetric positive-definite ``(d, d)`` matrix or the ``(d,)`` positive
+    diagonal of one; anything else raises naming it. Differentiable in ``precision``;
+    :func:`blr_surrogate_objective` calls an unchecked twin so that it can be traced.
     """
+    p = check_finite(as_tensor(precision, "precision"), "precision")
+    if p.ndim == 1:
+        check_nonempty(p, "precision")
+        check_positive(p, "precision")
+    elif p.ndim == 2:
+        check_nonempty(p, "precision")
+        check_symmetric_positive_definite(p, "precision")
+    else:
+        raise ValueError(f"precision must have shape (d,) or (d, d), got {tuple(p.shape)}")
+    return _gaussian_entropy(p)
+
+
+def _gaussian_entropy(precision: Tensor) -> Tensor:
     d = precision.shape[0]
     logdet = precision.log().sum() if precision.ndim == 1 else torch.linalg.slogdet(precision)[1]
     return 0.5 * d * (1.0 + math.log(2.0 * math.pi)) - 0.5 * logdet
@@ -591,7 +615,7 @@ def blr_surrogate_objective(
     else:
         quad = diff @ hess @ diff + torch.trace(hess @ torch.linalg.inv(precision))
     expected_surrogate = grad @ diff + 0.5 * quad
-    out = expected_surrogate - gaussian_entropy(precision)
+    out = expected_surrogate - _gaussian_entropy(precision)
     if rho < 1.0:
         out = out + (1.0 - rho) / rho * gaussian_kl(mean, precision, mean_t, precision_t)
     return out

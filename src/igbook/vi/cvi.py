@@ -47,7 +47,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_positive, check_shape
+from igbook._validation import (
+    as_tensor,
+    check_finite,
+    check_nonempty,
+    check_positive,
+    check_real,
+    check_shape,
+)
 from igbook.vi.conjugate import check_step_size, gaussian_information_posterior
 
 __all__ = [
@@ -369,18 +376,36 @@ def euclidean_vi(
     return VIResult(torch.stack(elbos), torch.tensor(times), torch.stack(means), torch.stack(covs))
 
 
+def _trace_and_level(elbo: Tensor, target: float, tol: float) -> tuple[Tensor, float]:
+    """``elbo`` a finite non-empty 1-D trace, ``target`` finite, ``tol`` finite and >= 0; returns the trace and ``target - tol``."""
+    e = check_finite(as_tensor(elbo, "elbo"), "elbo")
+    check_shape(e, "elbo", (None,))
+    check_nonempty(e, "elbo")
+    target = check_real(target, "target")
+    tol = check_real(tol, "tol")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    return e, target - tol
+
+
 def steps_to_reach(elbo: Tensor, target: float, tol: float) -> int | None:
-    """First iteration ``t`` with ``elbo[t] >= target - tol``, or ``None`` if never."""
-    hit = torch.nonzero(as_tensor(elbo, "elbo") >= target - tol)
+    """First iteration ``t`` with ``elbo[t] >= target - tol``, or ``None`` if never.
+
+    ``elbo`` is a finite 1-D trace, ``target`` a finite real, ``tol`` a finite real >= 0.
+    """
+    e, level = _trace_and_level(elbo, target, tol)
+    hit = torch.nonzero(e >= level)
     return int(hit[0]) if hit.numel() else None
 
 
 def steps_to_settle(elbo: Tensor, target: float, tol: float) -> int | None:
     """First iteration ``t`` from which ``elbo[s] >= target - tol`` for every ``s >= t``, or ``None``.
 
-    Stricter than :func:`steps_to_reach` for methods whose ELBO is not monotone (Adam).
+    Stricter than :func:`steps_to_reach` for methods whose ELBO is not monotone (Adam); the
+    arguments are checked as there.
     """
-    ok = as_tensor(elbo, "elbo") >= target - tol
+    e, level = _trace_and_level(elbo, target, tol)
+    ok = e >= level
     if not bool(ok[-1]):
         return None
     bad = torch.nonzero(~ok)
