@@ -9,7 +9,7 @@ transposed or inverted matrix, float32 rounding), or which way it is off; never 
 value. Any answer gets a Feedback, never a traceback: None, ``...``, text, NaN, a wrong shape,
 or a function that raises (reported by its exception type, message and line).
 
-New checks use the helpers of :mod:`igbook.exercises._core` (``need_function``, ``run_reader``,
+New checks use the helpers of ``igbook.exercises._core`` (``need_function``, ``run_reader``,
 ``as_number``, and ``compare`` with ``mistakes=`` and ``hint=``), and get a case in
 ``tests/test_exercises.py``, which covers every public check of every module here.
 """

@@ -1048,7 +1048,7 @@ class KFAC(torch.optim.Optimizer):
         :math:`\omega \ge 0`, an L2 penalty added to the gradient *before* preconditioning.
     nonfinite
         ``"raise"`` (default): a non-finite gradient (at :meth:`step`) or curvature statistic
-        (at :meth:`update_factors`) raises :class:`~igbook.optim._safe.NonFiniteStepError`
+        (at :meth:`update_factors`) raises :class:`~igbook.optim.NonFiniteStepError`
         naming the layer; ``"skip"``: the step is skipped (``skipped_steps`` counts them). Either
         way the parameters, the momentum, the factors (as before this step's
         :meth:`update_factors`) and the generator are left as before, so the next good step

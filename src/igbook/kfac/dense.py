@@ -220,7 +220,7 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         opt = DenseNaturalGradient(model, likelihood="bernoulli", lr=1.0, damping=1e-3)
         opt.zero_grad(); opt.update_curvature(x); loss.backward(); opt.step()
 
-    A non-finite gradient or Fisher raises :class:`~igbook.optim._safe.NonFiniteStepError`
+    A non-finite gradient or Fisher raises :class:`~igbook.optim.NonFiniteStepError`
     before anything is written (``nonfinite="skip"``: the step is skipped, ``skipped_steps``
     counts them); the curvature is then put back to its value before this step's
     :meth:`update_curvature`. :meth:`state_dict` holds the running Fisher and the call

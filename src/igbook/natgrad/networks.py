@@ -225,7 +225,7 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         Start CG from the previous direction.
     nonfinite
         ``"raise"`` (default): a non-finite gradient or a non-finite direction (curvature)
-        raises :class:`~igbook.optim._safe.NonFiniteStepError` (a :class:`ValueError`) naming
+        raises :class:`~igbook.optim.NonFiniteStepError` (a :class:`ValueError`) naming
         the parameter, before anything is written; ``"skip"``: the step is skipped
         (``skipped_steps`` counts them). Parameters with ``.grad is None`` are not moved.
 

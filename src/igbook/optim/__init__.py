@@ -2,7 +2,7 @@ r"""``torch.optim.Optimizer`` subclasses derived from natural gradients and the 
 
 One module per optimizer family; each validates its hyperparameters the way ``torch.optim``
 does, supports param groups, closures and ``state_dict``, and shares one failure policy
-(:mod:`igbook.optim._safe`): a non-finite gradient raises :class:`NonFiniteStepError` (or skips
+(``igbook.optim._safe``): a non-finite gradient raises :class:`NonFiniteStepError` (or skips
 the step under ``nonfinite="skip"``) before anything is written, and a failed step leaves
 parameters, optimizer state and random generator bitwise as before.
 """

@@ -49,7 +49,7 @@ its generator state in ``state_dict()``, so seeded runs and resumed runs are rep
 
 Failures
 --------
-A step never poisons the model (:mod:`igbook.optim._safe`): a gradient or a Monte Carlo
+A step never poisons the model (``igbook.optim._safe``): a gradient or a Monte Carlo
 statistic that is not finite raises :class:`FloatingPointError` naming the parameter before
 anything is written (``nonfinite="skip"`` skips such steps instead, counting them in
 ``skipped_steps``), and a closure that raises on any of its samples leaves the parameters, the
