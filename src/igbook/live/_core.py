@@ -10,7 +10,7 @@ one of two ways, named on the page:
   runs, and the page only looks the values up.
 
 The same output works in JupyterLab, Notebook 7 and on the static website:
-:meth:`LiveFigure._repr_mimebundle_` returns HTML that loads BokehJS inline when the page has
+``LiveFigure._repr_mimebundle_`` returns HTML that loads BokehJS inline when the page has
 none (JupyterLab, Notebook), between markers that the site build strips, because the site
 serves BokehJS itself (``tools/igbook_site.py`` copies it from the installed ``bokeh``). No
 asset is fetched from a CDN; no kernel round trip happens while a reader drags.

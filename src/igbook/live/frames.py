@@ -7,7 +7,7 @@ This is the honest mechanism for training runs (K-FAC, MESU, the Bayesian learni
 browser does not re-train anything.
 
 Values are stored as float32 (the page shows exactly the numbers igbook wrote, rounded once to
-float32 here); :attr:`LiveFigure.data` keeps them for the browser tests to compare.
+float32 here); ``LiveFigure.data`` keeps them for the browser tests to compare.
 
 Example
 -------
