@@ -112,6 +112,18 @@ def _check_num_samples(value: Any) -> int:
     return value
 
 
+
+def _check_mean_field(mu: object, sigma: object, grad_mu: object, grad_sigma: object) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Finite means and gradients, positive sigmas, all of one shape (the checked updates of BGD and MESU)."""
+    mu = check_finite(as_tensor(mu, "mu"), "mu")
+    sigma = check_positive(as_tensor(sigma, "sigma", dtype=mu.dtype), "sigma")
+    grad_mu = check_finite(as_tensor(grad_mu, "grad_mu", dtype=mu.dtype), "grad_mu")
+    grad_sigma = check_finite(as_tensor(grad_sigma, "grad_sigma", dtype=mu.dtype), "grad_sigma")
+    for nm, t in (("sigma", sigma), ("grad_mu", grad_mu), ("grad_sigma", grad_sigma)):
+        if t.shape != mu.shape:
+            raise ValueError(f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}")
+    return mu, sigma, grad_mu, grad_sigma
+
 def bgd_update(
     mu: Tensor, sigma: Tensor, grad_mu: Tensor, grad_sigma: Tensor, *, eta: float = 1.0
 ) -> tuple[Tensor, Tensor]:
@@ -144,13 +156,7 @@ def bgd_update(
         If an input is not a finite real tensor, ``sigma`` is not > 0, the shapes differ, or
         ``eta`` is not a finite number >= 0.
     """
-    mu = check_finite(as_tensor(mu, "mu"), "mu")
-    sigma = check_positive(as_tensor(sigma, "sigma", dtype=mu.dtype), "sigma")
-    grad_mu = check_finite(as_tensor(grad_mu, "grad_mu", dtype=mu.dtype), "grad_mu")
-    grad_sigma = check_finite(as_tensor(grad_sigma, "grad_sigma", dtype=mu.dtype), "grad_sigma")
-    for nm, t in (("sigma", sigma), ("grad_mu", grad_mu), ("grad_sigma", grad_sigma)):
-        if t.shape != mu.shape:
-            raise ValueError(f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}")
+    mu, sigma, grad_mu, grad_sigma = _check_mean_field(mu, sigma, grad_mu, grad_sigma)
     _check_nonneg(eta, "eta")
     return _bgd_update(mu, sigma, grad_mu, grad_sigma, eta=eta)
 

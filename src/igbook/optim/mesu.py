@@ -55,6 +55,7 @@ from igbook.optim.bgd import (
     GaussianMeanFieldOptimizer,
     SigmaInit,
     _check_bounds,
+    _check_mean_field,
     _check_nonneg,
     _check_pos,
     _check_ratio_max,
@@ -107,13 +108,7 @@ def mesu_delta(
     tuple of Tensor
         ``(delta_mu, delta_sigma)`` with the shapes of ``mu``.
     """
-    mu = check_finite(as_tensor(mu, "mu"), "mu")
-    sigma = check_positive(as_tensor(sigma, "sigma", dtype=mu.dtype), "sigma")
-    grad_mu = check_finite(as_tensor(grad_mu, "grad_mu", dtype=mu.dtype), "grad_mu")
-    grad_sigma = check_finite(as_tensor(grad_sigma, "grad_sigma", dtype=mu.dtype), "grad_sigma")
-    for nm, t in (("sigma", sigma), ("grad_mu", grad_mu), ("grad_sigma", grad_sigma)):
-        if t.shape != mu.shape:
-            raise ValueError(f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}")
+    mu, sigma, grad_mu, grad_sigma = _check_mean_field(mu, sigma, grad_mu, grad_sigma)
     _check_N(N)
     check_positive(as_tensor(sigma_prior, "sigma_prior", dtype=mu.dtype), "sigma_prior")
     check_finite(as_tensor(mu_prior, "mu_prior", dtype=mu.dtype), "mu_prior")
