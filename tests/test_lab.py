@@ -235,7 +235,15 @@ OPEN_JS = r"""
     await sleep(100);
   }
   if (!app.commands.isEnabled("notebook:run-all-cells")) return "Run All is not available for the notebook";
-  if (!%(run)s) { window.__igbook = {done: true, ok: true, skipped: true}; return ""; }
+  if (!%(run)s) {
+    // not run: wait (bounded) until jupyterlab-myst has rendered every Markdown cell
+    const rendered = () => w.content.widgets.filter((c) => c.model.type === "markdown")
+      .every((c) => c.node.querySelector(".myst") || c.node.querySelector(".jp-RenderedMarkdown"));
+    while (!rendered() && Date.now() - t0 < %(ms)d) await sleep(200);
+    await sleep(500);
+    window.__igbook = {done: true, ok: true, skipped: true};
+    return "";
+  }
   window.__igbook = {done: false};
   app.commands.execute("notebook:run-all-cells").then(
     (ok) => { window.__igbook = {done: true, ok: ok}; },
