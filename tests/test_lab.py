@@ -423,6 +423,37 @@ def interaction(chapter: str) -> Callable[[Callable[[LabNotebook], None]], Calla
     return register
 
 
+# a drag frame of the mixture explorer measured inside JupyterLab's page: the state change a
+# drag step causes plus a synchronous paint of the figure's plots (as benchmarks/bench_live.py
+# measures it on a bare page); written to <screenshots>/lab/gaussian_mixture-frame-ms.json
+LAB_FRAME_JS = r"""(async () => {
+  const fig = igbookLive.get("mixture"), out = [];
+  const doc = Bokeh.documents.find((d) => [...d.all_models].some((m) => m.__igbook === fig));
+  function* walk(v) { yield v; for (const c of (v.child_views || [])) yield* walk(c); }
+  const views = [];
+  for (const root of [...Bokeh.index]) for (const v of walk(root)) if (v.frame && v.model.document === doc) views.push(v);
+  fig.set({flow: false, sigma: 1.0, gridN: 25, scale: 0.8});
+  for (let i = 0; i < 45; i++) {
+    const t0 = performance.now();
+    fig.set({mu1: -2 + 0.02 * i, mu2: 1.5});
+    for (const v of views) (v._actual_paint || v.paint).call(v);
+    if (i >= 5) out.push(performance.now() - t0);
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  return out;
+})()"""
+
+
+def _mixture_frame_in_lab(nb: LabNotebook) -> None:
+    if not nb.js("!!(window.igbookLive && igbookLive.get('mixture'))"):
+        nb.add("live figure", "the mixture explorer did not register in JupyterLab")
+        return
+    times = sorted(nb.js(LAB_FRAME_JS, timeout=120))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / "gaussian_mixture-frame-ms.json").write_text(json.dumps(
+        {"median_ms": times[len(times) // 2], "p90_ms": times[int(0.9 * (len(times) - 1))], "frames": times}))
+
+
 # where to photograph every chapter: the top, the first figure, the first live figure or widget,
 # the exercises with their folded solutions
 SHOT_SPOTS = {
@@ -454,7 +485,12 @@ def _explorers(nb: LabNotebook) -> None:
 
 
 interaction("fisher_metric")(_explorers)
-interaction("gaussian_mixture")(_explorers)
+
+
+@interaction("gaussian_mixture")
+def _mixture_explorer(nb: LabNotebook) -> None:
+    _explorers(nb)
+    _mixture_frame_in_lab(nb)
 
 
 def navigate(browser: Browser, url: str, prefix: str, timeout: float = 60) -> None:
