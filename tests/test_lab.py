@@ -50,7 +50,7 @@ from test_site import (
     _report,
     _toc_files,
     _unavailable,
-    chromium_executable,
+    chromium_session,
 )
 from test_site_live import exercise_live_figures
 
@@ -185,18 +185,7 @@ class LabServer:
 
 @pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
-    exe = chromium_executable()
-    if exe is None:
-        _unavailable("Chromium is not installed (Debian: apt-get install chromium), so the chapters are not tested in JupyterLab")
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        _unavailable("websocket-client is not installed (pip install -r requirements.txt)")
-    work = Path(tempfile.mkdtemp(prefix="igbook-lab-chromium-"))
-    b = Browser(exe, work)
-    yield b
-    b.close()
-    shutil.rmtree(work, ignore_errors=True)
+    yield from chromium_session("the chapters are not tested in JupyterLab", "igbook-lab-chromium-")
 
 
 @pytest.fixture(scope="module")

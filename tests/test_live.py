@@ -24,7 +24,16 @@ import torch
 from igbook import mixtures as mx
 from igbook.families import Gaussian
 from igbook.geometry import ellipse_points, fisher_rao_gaussian, gaussian_geodesic
-from igbook.live import Control, LiveFigure, Readout, Series, frames_figure, gaussian_half_plane, live_js, mixture_explorer
+from igbook.live import (
+    Control,
+    LiveFigure,
+    Readout,
+    Series,
+    frames_figure,
+    gaussian_half_plane,
+    live_js,
+    mixture_explorer,
+)
 from igbook.live._core import BOKEH_MARK_END, BOKEH_MARK_START
 
 RTOL = 1e-9
@@ -100,16 +109,9 @@ def test_frames_store_float32_values_igbook_wrote() -> None:
 
 @pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
-    from test_site import Browser, _unavailable, chromium_executable
+    from test_site import chromium_session
 
-    exe = chromium_executable()
-    if exe is None:
-        _unavailable("Chromium is not installed (Debian: apt-get install chromium): live figures are not tested")
-    work = Path(tempfile.mkdtemp(prefix="igbook-live-"))
-    b = Browser(exe, work)
-    yield b
-    b.close()
-    shutil.rmtree(work, ignore_errors=True)
+    yield from chromium_session("the live figures are not tested in a browser", "igbook-live-")
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def chromium_executable() -> str | None:
 class _QuietHandler(SimpleHTTPRequestHandler):
     extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".ipynb": "application/json", ".js": "text/javascript", ".woff": "font/woff"}
 
-    def log_message(self, *args: Any) -> None:  # noqa: D102
+    def log_message(self, *args: Any) -> None:
         pass
 
 
@@ -242,20 +242,28 @@ def server(site: Path):  # type: ignore[no-untyped-def]
     srv.close()
 
 
-@pytest.fixture(scope="session")
-def browser(site: Path):  # type: ignore[no-untyped-def]
+def chromium_session(what: str, prefix: str = "igbook-chromium-"):  # type: ignore[no-untyped-def]
+    """A headless Chromium for a fixture to yield (skip locally, fail in CI, when unavailable);
+    ``what`` says what goes untested without it. Closed and its profile removed afterwards."""
     exe = chromium_executable()
     if exe is None:
-        _unavailable("Chromium is not installed (Debian: apt-get install chromium), so the site is not tested in a browser")
+        _unavailable(f"Chromium is not installed (Debian: apt-get install chromium), so {what}")
     try:
         import websocket  # noqa: F401
     except ImportError:
         _unavailable("websocket-client is not installed (pip install -r requirements.txt)")
-    work = Path(tempfile.mkdtemp(prefix="igbook-chromium-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     b = Browser(exe, work)
-    yield b
-    b.close()
-    shutil.rmtree(work, ignore_errors=True)
+    try:
+        yield b
+    finally:
+        b.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def browser(site: Path):  # type: ignore[no-untyped-def]
+    yield from chromium_session("the site is not tested in a browser")
 
 
 # --------------------------------------------------------------------------------------------
@@ -507,7 +515,7 @@ class _Anchors(HTMLParser):
                 self.links.append(str(a[key]))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parse(path: Path) -> _Anchors:
     p = _Anchors()
     p.feed(path.read_text(errors="replace"))
@@ -561,7 +569,7 @@ def test_binder_environment_is_cpu_only() -> None:
     torch_lines = [ln for ln in req.splitlines() if re.match(r"\s*torch\b", ln)]
     assert torch_lines, "binder/requirements.txt does not install torch"
     assert all("+cpu" in ln for ln in torch_lines) and "download.pytorch.org/whl/cpu" in req, torch_lines
-    assert re.search(r"^-e \.$|^\.$", req, re.M), "binder/requirements.txt does not install igbook"
+    assert re.search(r"^-e \.$|^\.$", req, re.MULTILINE), "binder/requirements.txt does not install igbook"
 
 
 def test_binder_post_build_opens_markdown_rendered(tmp_path: Path) -> None:
