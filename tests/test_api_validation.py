@@ -48,7 +48,7 @@ SKIP_MODULES = (
     "igbook.continual.runner",
     "igbook.data",  # loads bundled datasets (covered by test_continual)
     "igbook._validation",  # the checks themselves (tested through every caller)
-    "igbook.optim._safe",
+    "igbook._safety",
 )
 
 

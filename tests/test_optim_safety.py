@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from igbook.kfac import KFAC, DenseNaturalGradient
 from igbook.natgrad import NaturalGradientDescent
 from igbook.optim import BGD, IVON, MESU, VOGN, VON, PerExampleClosure, Vadam, sampled_params
-from igbook.optim._safe import NonFiniteStepError
+from igbook._safety import NonFiniteStepError
 
 # the unused parameter sits on the Net module itself, which K-FAC leaves unpreconditioned
 pytestmark = pytest.mark.filterwarnings("ignore:K-FAC leaves these layers unpreconditioned")

@@ -3,6 +3,19 @@
 Each helper raises :class:`ValueError` or :class:`TypeError` with a message that names the
 argument and the constraint it broke, so that a reader sees *what* was wrong rather than a
 ``nan`` three cells later.
+
+This is the one validation layer of the package: modules do not keep private ``_check_*``
+copies. Scalars go through :func:`check_scalar` (and its two shorthands), integers through
+:func:`check_integer`, string options through :func:`check_choice`, random generators through
+:func:`resolve_generator`.
+
+**The meaning of** ``seed=None``. Every function that draws random numbers takes
+``seed`` and/or ``generator``. ``generator=g`` draws from ``g`` (and advances it); ``seed=s``
+draws from a fresh generator seeded with ``s``; passing both is an error. ``seed=None`` with
+no generator means *no seed was chosen*: a function whose signature defaults to ``seed=None``
+draws from torch's global generator (reproducible under :func:`torch.manual_seed`); a
+function that must be reproducible by default says ``seed: int = 0`` in its signature instead.
+:func:`resolve_generator` implements exactly this.
 """
 
 from __future__ import annotations
@@ -34,6 +47,13 @@ __all__ = [
     "check_callable",
     "check_draws",
     "make_generator",
+    "check_scalar",
+    "check_positive_real",
+    "check_nonnegative_real",
+    "check_integer",
+    "check_choice",
+    "check_generator",
+    "resolve_generator",
 ]
 
 
@@ -285,3 +305,104 @@ def make_generator(seed: int | None, generator: torch.Generator | None) -> torch
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return generator
+
+
+def check_scalar(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    closed_low: bool = True,
+    closed_high: bool = True,
+    allow_inf: bool = False,
+) -> float:
+    """A real scalar in an interval, as a ``float``, or raise naming ``name``.
+
+    ``low``/``high`` bound the value (``None``: unbounded on that side), ``closed_low`` and
+    ``closed_high`` say whether the ends are allowed. NaN is always rejected; ``+inf``/``-inf``
+    only pass with ``allow_inf=True`` (and only where the interval admits them). Booleans,
+    strings and tensors with more than one entry raise :class:`TypeError`.
+    """
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)} ({value.dtype})")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name} must be finite, got {value}")
+    ok = True
+    if low is not None:
+        ok = ok and (v >= low if closed_low else v > low)
+    if high is not None:
+        ok = ok and (v <= high if closed_high else v < high)
+    if not ok:
+        if low is not None and high is not None:
+            lb = "[" if closed_low else "("
+            rb = "]" if closed_high else ")"
+            raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value}")
+        if low is not None:
+            raise ValueError(f"{name} must be {'>=' if closed_low else '>'} {low}, got {value}")
+        raise ValueError(f"{name} must be {'<=' if closed_high else '<'} {high}, got {value}")
+    return v
+
+
+def check_positive_real(value: Any, name: str, *, allow_inf: bool = False) -> float:
+    """A real number ``> 0`` (finite unless ``allow_inf``), as a ``float``, or raise naming ``name``."""
+    return check_scalar(value, name, low=0.0, closed_low=False, allow_inf=allow_inf)
+
+
+def check_nonnegative_real(value: Any, name: str, *, allow_inf: bool = False) -> float:
+    """A real number ``>= 0`` (finite unless ``allow_inf``), as a ``float``, or raise naming ``name``."""
+    return check_scalar(value, name, low=0.0, allow_inf=allow_inf)
+
+
+def check_integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An ``int`` (not a bool, not a float) in ``[minimum, maximum]``, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    v = int(value)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {v}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be an int <= {maximum}, got {v}")
+    return v
+
+
+def check_choice(value: Any, name: str, choices: Any) -> Any:
+    """``value`` if it is one of ``choices`` (strings compare exactly), or raise naming ``name``.
+
+    Non-string values against string choices raise :class:`TypeError`; unknown values raise
+    :class:`ValueError` listing the choices.
+    """
+    choices = tuple(choices)
+    if all(isinstance(c, str) for c in choices) and not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {choices}, got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_generator(generator: Any, name: str = "generator") -> torch.Generator:
+    """Raise :class:`TypeError` unless ``generator`` is a :class:`torch.Generator`."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator, got {type(generator).__name__}")
+    return generator
+
+
+def resolve_generator(seed: Any = None, generator: Any = None) -> torch.Generator | None:
+    """The generator a random draw uses, with the one meaning of ``seed=None`` (module docstring).
+
+    ``generator`` if given (checked), else a fresh generator seeded with ``seed``, else ``None``
+    (torch's global generator; functions that must be reproducible by default declare
+    ``seed: int = 0``). Passing both ``seed`` and ``generator`` raises :class:`ValueError`.
+    """
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if generator is not None:
+        return check_generator(generator)
+    if seed is not None:
+        return torch.Generator().manual_seed(check_seed(seed))
+    return None

@@ -30,9 +30,9 @@ from igbook.fisher.likelihoods import (
     Likelihood,
     get_likelihood,
 )
+from igbook.fisher.types import FISHER_TYPE_ALIASES, FisherType, as_fisher_type
 from igbook.fisher.models import (
     CurvatureOperator,
-    FisherType,
     curvature_matrix,
     fisher_diagonal,
     fisher_matrix,
@@ -66,6 +66,8 @@ __all__ = [
     "BernoulliLikelihood",
     "get_likelihood",
     "FisherType",
+    "as_fisher_type",
+    "FISHER_TYPE_ALIASES",
     "model_params",
     "flatten_params",
     "unflatten_params",

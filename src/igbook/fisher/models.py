@@ -61,7 +61,6 @@ which requires the model to treat data points independently (no batch statistics
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from enum import Enum
 from typing import Literal
 
 import torch
@@ -69,6 +68,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, hessian, jacrev, jvp, vjp, vmap
 
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
+from igbook.fisher.types import FisherType, as_fisher_type
 
 __all__ = [
     "FisherType",
@@ -94,38 +94,6 @@ __all__ = [
 Params = Mapping[str, Tensor]
 Structure = Literal["dense", "diagonal", "blocks", "layers"]
 _STRUCTURES = ("dense", "diagonal", "blocks", "layers")
-
-
-class FisherType(str, Enum):
-    """Which curvature matrix to compute (see the table in :mod:`igbook.fisher.models`).
-
-    Members compare equal to their string values, so ``fisher_type="mc"`` works too.
-    """
-
-    #: Fisher information :math:`\frac1N\sum_n J_n^\top\Lambda(f_n)J_n`, output Fisher in closed form
-    EXACT = "exact"
-    #: Monte Carlo Fisher: labels sampled from the model (``mc_samples`` per point, seeded)
-    MC = "mc"
-    #: empirical Fisher :math:`\frac1N\sum_n g_n g_n^\top` with observed labels
-    EMPIRICAL = "empirical"
-    #: generalized Gauss-Newton :math:`\frac1N\sum_n J_n^\top\nabla^2_f\ell_n J_n`
-    GGN = "ggn"
-    #: Hessian :math:`\nabla^2_\theta L` of the mean loss
-    HESSIAN = "hessian"
-
-
-def _fisher_type(fisher_type: FisherType | str) -> FisherType:
-    if isinstance(fisher_type, FisherType):
-        return fisher_type
-    if isinstance(fisher_type, str):
-        try:
-            return FisherType(fisher_type.lower())
-        except ValueError:
-            pass
-        raise ValueError(
-            f"fisher_type must be one of {[t.value for t in FisherType]}, got {fisher_type!r}"
-        )
-    raise TypeError(f"fisher_type must be a FisherType or a string, got {type(fisher_type).__name__}")
 
 
 # ------------------------------------------------------------------------- parameters
@@ -478,7 +446,7 @@ def output_curvature(
     :math:`M_n` is the matrix pulled back by the Jacobian for ``fisher_type`` (see the table in
     :mod:`igbook.fisher.models`); the Hessian has none and raises :class:`ValueError`.
     """
-    ftype = _fisher_type(fisher_type)
+    ftype = as_fisher_type(fisher_type)
     if ftype is FisherType.HESSIAN:
         raise ValueError("the Hessian is not a pull-back J^T M J and has no output-space matrix")
     prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
@@ -541,7 +509,7 @@ def curvature_matrix(
     Tensor or dict
         The matrix, its diagonal, or its diagonal blocks.
     """
-    ftype = _fisher_type(fisher_type)
+    ftype = as_fisher_type(fisher_type)
     structure = _structure(structure)  # type: ignore[assignment]
     prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
     _chunk(chunk_size, prob.n)
@@ -771,7 +739,7 @@ class CurvatureOperator:
         seed: int | None = 0,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.fisher_type = _fisher_type(fisher_type)
+        self.fisher_type = as_fisher_type(fisher_type)
         self._prob = prob = _Problem(
             model, params, x, y, likelihood, need_y=_needs_y(self.fisher_type),
             what=f"fisher_type={self.fisher_type.value!r}", keep_vjp=self.fisher_type is not FisherType.HESSIAN,

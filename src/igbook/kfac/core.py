@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igbook._validation import check_finite
-from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
+from igbook._safety import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
     "FISHER_TYPES",
@@ -761,7 +761,7 @@ class KFACPreconditioner:
                 )
             g = rows[m][0] if len(rows[m]) == 1 else torch.cat(rows[m], dim=0)
             stats[m] = (a, _layer_output_grads(m, g))
-        # nothing is written before every statistic is known to be finite (igbook.optim._safe)
+        # nothing is written before every statistic is known to be finite (igbook._safety)
         flat = [t for ag in stats.values() for t in ag]
         bad = first_nonfinite(flat)
         if bad is not None:

@@ -38,7 +38,7 @@ from igbook.kfac.core import (
     output_gradient_samples,
 )
 from igbook.natgrad.core import natural_gradient
-from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
+from igbook._safety import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
     "ParameterLayout",

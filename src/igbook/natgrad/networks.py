@@ -35,15 +35,14 @@ from torch import Tensor, nn
 
 from igbook._validation import check_seed
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
+from igbook.fisher.types import FisherType, as_fisher_type
 from igbook.fisher.models import (
     CurvatureOperator,
-    FisherType,
-    _fisher_type,
     flatten_params,
     unflatten_params,
 )
 from igbook.natgrad.core import conjugate_gradient, trust_region_step_size
-from igbook.optim._safe import check_nonfinite_mode, first_nonfinite, nonfinite_error
+from igbook._safety import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
     "NaturalGradientResult",
@@ -259,7 +258,7 @@ class NaturalGradientDescent(torch.optim.Optimizer):
             raise ValueError(f"Invalid learning rate: {lr}")
         if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (damping > 0 and math.isfinite(damping)):
             raise ValueError(f"Invalid damping value: {damping} (must be finite and > 0)")
-        ftype = _fisher_type(fisher_type)
+        ftype = as_fisher_type(fisher_type)
         if ftype is FisherType.HESSIAN:
             raise ValueError("fisher_type='hessian' is not positive semi-definite; use 'exact', 'mc', 'empirical' or 'ggn'")
         if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:

@@ -2,12 +2,12 @@ r"""``torch.optim.Optimizer`` subclasses derived from natural gradients and the 
 
 One module per optimizer family; each validates its hyperparameters the way ``torch.optim``
 does, supports param groups, closures and ``state_dict``, and shares one failure policy
-(``igbook.optim._safe``): a non-finite gradient raises :class:`NonFiniteStepError` (or skips
+(``igbook._safety``): a non-finite gradient raises :class:`NonFiniteStepError` (or skips
 the step under ``nonfinite="skip"``) before anything is written, and a failed step leaves
 parameters, optimizer state and random generator bitwise as before.
 """
 
-from igbook.optim._safe import NonFiniteStepError
+from igbook._safety import NonFiniteStepError
 from igbook.optim.bgd import BGD, GaussianMeanFieldOptimizer, bgd_update
 from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam, VariationalOptimizer
 from igbook.optim.mesu import MESU, mesu_delta, mesu_stationary_variance

@@ -40,7 +40,7 @@ strictly positive whatever the gradient. To first order in :math:`\sigma\hat g` 
 :math:`\Delta\sigma = -\tfrac12\sigma^2\hat g`, the MESU update with an infinite memory window
 (:mod:`igbook.optim.mesu`).
 
-**Failures.** A step never poisons the model (``igbook.optim._safe``): non-finite
+**Failures.** A step never poisons the model (``igbook._safety``): non-finite
 gradients raise :class:`FloatingPointError` naming the parameter before anything is written
 (``nonfinite="skip"``: the step is skipped and counted in ``skipped_steps``); a closure that
 raises on any sample leaves the means, the standard deviations and the generator as before
@@ -63,7 +63,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from igbook._validation import as_tensor, check_finite, check_positive, check_seed
-from igbook.optim._safe import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
+from igbook._safety import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = ["GaussianMeanFieldOptimizer", "BGD", "bgd_update"]
 

@@ -49,7 +49,7 @@ its generator state in ``state_dict()``, so seeded runs and resumed runs are rep
 
 Failures
 --------
-A step never poisons the model (``igbook.optim._safe``): a gradient or a Monte Carlo
+A step never poisons the model (``igbook._safety``): a gradient or a Monte Carlo
 statistic that is not finite raises :class:`FloatingPointError` naming the parameter before
 anything is written (``nonfinite="skip"`` skips such steps instead, counting them in
 ``skipped_steps``), and a closure that raises on any of its samples leaves the parameters, the
@@ -74,7 +74,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.optim import Optimizer
 
 from igbook._validation import make_generator
-from igbook.optim._safe import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
+from igbook._safety import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = ["VariationalOptimizer", "VON", "VOGN", "Vadam", "IVON", "PerExampleClosure", "LIKELIHOODS"]
 
