@@ -342,10 +342,11 @@ def check_scalar(
         if low is not None and high is not None:
             lb = "[" if closed_low else "("
             rb = "]" if closed_high else ")"
-            raise ValueError(f"{name} must lie in {lb}{low}, {high}{rb}, got {value}")
+            raise ValueError(f"{name} must lie in {lb}{low:g}, {high:g}{rb}, got {value}")
+        fin = "" if allow_inf else "finite and "
         if low is not None:
-            raise ValueError(f"{name} must be {'>=' if closed_low else '>'} {low}, got {value}")
-        raise ValueError(f"{name} must be {'<=' if closed_high else '<'} {high}, got {value}")
+            raise ValueError(f"{name} must be {fin}{'>=' if closed_low else '>'} {low:g}, got {value}")
+        raise ValueError(f"{name} must be {fin}{'<=' if closed_high else '<'} {high:g}, got {value}")
     return v
 
 

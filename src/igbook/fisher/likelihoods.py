@@ -39,6 +39,9 @@ import torch.nn.functional as tnf
 from torch import Tensor
 from torch.func import grad, hessian, vmap
 
+from igbook._validation import check_integer, check_positive_real
+from igbook.fisher.types import FisherType, as_fisher_type
+
 __all__ = [
     "Likelihood",
     "GaussianLikelihood",
@@ -92,6 +95,62 @@ class Likelihood(ABC):
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
         """``num_samples`` targets per data point drawn from :math:`p(\\cdot\\mid f_n)`, shape ``(k, N, ...)``."""
 
+    def nll_constant(self, c: int) -> float:
+        r"""The part of :meth:`nll` that depends on neither :math:`f` nor :math:`y` (0 unless Gaussian).
+
+        Losses that drop it (``0.5 * ||y - f||^2`` for a unit-variance Gaussian) have the same
+        gradients and curvature; :func:`igbook.kfac.negative_log_likelihood` reports them that way.
+        """
+        return 0.0
+
+    def output_gradient_samples(
+        self,
+        f: Tensor,
+        fisher_type: FisherType | str = FisherType.MC,
+        *,
+        y: Tensor | None = None,
+        mc_samples: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        r"""Vectors :math:`v_{kn}` with :math:`\sum_k v_{kn}v_{kn}^\top` the output matrix of ``fisher_type``.
+
+        Shape ``(K, N, C)``. What curvature code backpropagates through a network (K-FAC's
+        :math:`G` factors, the rows of a Fisher, per-example curvature):
+
+        * ``EXACT``: the columns of :meth:`output_fisher_factor`, :math:`\sum_k v_{kn}v_{kn}^\top = \Lambda(f_n)`
+          (``K = C``);
+        * ``MC``: :math:`v_{kn} = \nabla_f\ell(f_n,\tilde y_{kn})/\sqrt K` with
+          :math:`\tilde y_{kn}\sim p(\cdot\mid f_n)` drawn from ``generator`` (``K = mc_samples``),
+          unbiased for :math:`\Lambda(f_n)`;
+        * ``EMPIRICAL``: :math:`v_n = \nabla_f\ell(f_n, y_n)` with the observed ``y`` (``K = 1``).
+
+        ``GGN`` of a canonical likelihood is ``EXACT``; the Hessian and a non-canonical GGN have
+        no such vectors (their output matrix can be indefinite) and raise :class:`ValueError`.
+        Pure function of ``f`` (flat ``(N, C)``) except for the random draws of ``MC``.
+        """
+        ftype = as_fisher_type(fisher_type)
+        if ftype is FisherType.GGN and self.canonical:
+            ftype = FisherType.EXACT
+        if ftype is FisherType.EXACT:
+            return self.output_fisher_factor(f).permute(2, 0, 1)
+        if ftype is FisherType.EMPIRICAL:
+            if y is None:
+                raise ValueError("y (the observed targets) is required for fisher_type='empirical'")
+            return self.output_grad(f, y).unsqueeze(0)
+        if ftype is FisherType.MC:
+            k = check_integer(mc_samples, "mc_samples", minimum=1)
+            gen = generator if generator is not None else torch.Generator().manual_seed(0)
+            return self._mc_output_gradients(f, k, gen) / math.sqrt(k)
+        raise ValueError(
+            f"fisher_type={ftype.value!r} has no output-gradient vectors for {self!r} "
+            "(its output matrix need not be positive semi-definite)"
+        )
+
+    def _mc_output_gradients(self, f: Tensor, k: int, generator: torch.Generator) -> Tensor:
+        """``(k, N, C)`` output gradients at targets sampled from the model (unscaled)."""
+        ys = self.sample(f.detach(), k, generator)
+        return vmap(self.output_grad, in_dims=(None, 0))(f, ys)
+
     def _nll_single(self, f: Tensor, y: Tensor) -> Tensor:
         return self.nll(f.unsqueeze(0), y.unsqueeze(0)).squeeze(0)
 
@@ -135,11 +194,10 @@ class GaussianLikelihood(Likelihood):
     canonical = True
 
     def __init__(self, variance: float = 1.0) -> None:
-        if isinstance(variance, bool) or not isinstance(variance, (int, float)):
-            raise TypeError(f"variance must be a real number, got {type(variance).__name__}")
-        if not (variance > 0 and math.isfinite(variance)):
-            raise ValueError(f"variance must be finite and > 0, got {variance}")
-        self.variance = float(variance)
+        self.variance = check_positive_real(variance, "variance")
+
+    def nll_constant(self, c: int) -> float:
+        return 0.5 * c * math.log(2 * math.pi * self.variance)
 
     def __repr__(self) -> str:
         return f"GaussianLikelihood(variance={self.variance:g})"
@@ -182,8 +240,16 @@ class GaussianLikelihood(Likelihood):
         return self.output_fisher(f) * math.sqrt(self.variance)
 
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
-        eps = torch.randn((num_samples, *f.shape), generator=generator, dtype=f.dtype, device=f.device)
-        return f.unsqueeze(0) + math.sqrt(self.variance) * eps
+        return f.unsqueeze(0) + math.sqrt(self.variance) * self._noise(f, num_samples, generator)
+
+    @staticmethod
+    def _noise(f: Tensor, k: int, generator: torch.Generator) -> Tensor:
+        # drawn in float64 whatever f's dtype, so float32 and float64 runs see the same draws
+        return torch.randn((k, *f.shape), generator=generator, dtype=torch.float64).to(f.dtype)
+
+    def _mc_output_gradients(self, f: Tensor, k: int, generator: torch.Generator) -> Tensor:
+        # grad_f l(f, f + sigma eps) = -eps / sigma, without the rounding of (f - y)
+        return -self._noise(f, k, generator) / math.sqrt(self.variance)
 
 
 class CategoricalLikelihood(Likelihood):
@@ -246,9 +312,14 @@ class CategoricalLikelihood(Likelihood):
         return torch.diag_embed(sq) - p.unsqueeze(-1) * sq.unsqueeze(-2)
 
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
-        p = torch.softmax(f, dim=-1)
+        # probabilities in float64, so float32 and float64 runs see the same draws
+        p = torch.softmax(f.detach().double(), dim=-1)
         draws = torch.multinomial(p, num_samples, replacement=True, generator=generator)  # (N, k)
         return draws.T.contiguous()
+
+    def _mc_output_gradients(self, f: Tensor, k: int, generator: torch.Generator) -> Tensor:
+        ys = self.sample(f, k, generator)  # (k, N)
+        return torch.softmax(f, dim=-1).unsqueeze(0) - tnf.one_hot(ys, f.shape[-1]).to(f.dtype)
 
 
 def _log_ndtr(f: Tensor) -> Tensor:
@@ -283,8 +354,14 @@ class BernoulliLikelihood(Likelihood):
         \;\ne\; \nabla^2_f\ell(f, y),
 
     so the GGN differs from the Fisher (it is still positive semi-definite, since
-    :math:`-\log\Phi` is convex). Outputs have shape ``(N,)`` or ``(N, 1)``; targets the same
-    shape, with values in :math:`\{0, 1\}`.
+    :math:`-\log\Phi` is convex).
+
+    Shapes. Outputs of shape ``(N,)`` or ``(N, ...)``: every output entry is an independent
+    Bernoulli (a multi-label classifier, or the pixels of an autoencoder's reconstruction), and
+    :math:`\ell` sums over them; the output Fisher is diagonal. Targets have the output's shape
+    (or ``(N,)`` for one output) with values in :math:`[0, 1]`: labels in :math:`\{0, 1\}`, or
+    intensities (pixel values), for which :math:`\ell` is the binary cross-entropy (it is
+    linear in :math:`y`, so the Fisher, which does not depend on :math:`y`, is unchanged).
     """
 
     name = "bernoulli"
@@ -300,24 +377,23 @@ class BernoulliLikelihood(Likelihood):
 
     def flatten_output(self, output: Tensor) -> Tensor:
         _check_float_output(output)
-        if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
-            raise ValueError(
-                "a Bernoulli likelihood needs one output per data point, shape (N,) or (N, 1), "
-                f"got model output of shape {tuple(output.shape)}"
-            )
-        return output.reshape(-1, 1)
+        return output.reshape(output.shape[0], -1)
 
     def check_targets(self, y: Tensor, output: Tensor) -> Tensor:
         if not isinstance(y, Tensor):
             raise TypeError(f"y must be a tensor of 0/1 labels, got {type(y).__name__}")
-        if tuple(y.shape) != tuple(output.shape) and tuple(y.shape) != (output.shape[0],):
+        one = output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)
+        if tuple(y.shape) != tuple(output.shape) and not (one and tuple(y.shape) == (output.shape[0],)):
             raise ValueError(
-                f"y must have shape {tuple(output.shape)} or ({output.shape[0]},) to match the model "
-                f"output, got {tuple(y.shape)}"
+                f"y must have the shape of the model output {tuple(output.shape)}"
+                + (f" or ({output.shape[0]},)" if one else "")
+                + f", got {tuple(y.shape)}"
             )
-        yf = y.to(output.dtype).reshape(-1, 1)
-        if not bool(((yf == 0) | (yf == 1)).all()):
-            raise ValueError("y must hold labels in {0, 1} for a Bernoulli likelihood")
+        yf = y.to(output.dtype).reshape(output.shape[0], -1)
+        if not bool(((yf >= 0) & (yf <= 1)).all()):
+            raise ValueError(
+                "y must hold labels in {0, 1} (or intensities in [0, 1]) for a Bernoulli likelihood"
+            )
         return yf
 
     def _log_psi(self, f: Tensor) -> tuple[Tensor, Tensor]:
@@ -342,21 +418,26 @@ class BernoulliLikelihood(Likelihood):
             return self.output_fisher(f)
         return super().output_hessian(f, y)
 
-    def output_fisher(self, f: Tensor) -> Tensor:
+    def _fisher_diagonal(self, f: Tensor) -> Tensor:
+        """The diagonal of the (diagonal) output Fisher, shape of ``f``."""
         if self.link == "logit":
             p = torch.sigmoid(f)
-            return (p * (1 - p)).unsqueeze(-1)
+            return p * (1 - p)
         log_phi = -0.5 * f**2 - 0.5 * math.log(2 * math.pi)
         lp, lq = self._log_psi(f)
-        return torch.exp(2 * log_phi - lp - lq).unsqueeze(-1)
+        return torch.exp(2 * log_phi - lp - lq)
+
+    def output_fisher(self, f: Tensor) -> Tensor:
+        return torch.diag_embed(self._fisher_diagonal(f))
 
     def output_fisher_factor(self, f: Tensor) -> Tensor:
-        return self.output_fisher(f).sqrt()
+        return torch.diag_embed(self._fisher_diagonal(f).sqrt())
 
     def sample(self, f: Tensor, num_samples: int, generator: torch.Generator) -> Tensor:
-        lp, _ = self._log_psi(f)
-        p = torch.exp(lp).expand(num_samples, *f.shape)
-        return torch.bernoulli(p, generator=generator)
+        # uniforms in float64 compared with psi(f): float32 and float64 runs see the same draws
+        lp, _ = self._log_psi(f.detach())
+        u = torch.rand((num_samples, *f.shape), generator=generator, dtype=torch.float64)
+        return (u < torch.exp(lp.double()).unsqueeze(0)).to(f.dtype)
 
 
 #: the likelihoods that :func:`get_likelihood` accepts by name

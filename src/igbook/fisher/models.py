@@ -284,10 +284,8 @@ def _output_matrices(
         return lik.output_fisher(f)
     if ftype is FisherType.MC:
         k = _num_samples(mc_samples)
-        gen = _generator(seed, generator)
-        ys = lik.sample(f.detach(), k, gen)  # (k, N, ...)
-        r = vmap(lik.output_grad, in_dims=(None, 0))(f, ys)  # (k, N, C)
-        return torch.einsum("knc,knd->ncd", r, r) / k
+        r = lik.output_gradient_samples(f, ftype, mc_samples=k, generator=_generator(seed, generator))
+        return torch.einsum("knc,knd->ncd", r, r)  # r carries the 1/sqrt(k)
     assert prob.y is not None
     if ftype is FisherType.EMPIRICAL:
         r = lik.output_grad(f, prob.y)
@@ -325,9 +323,8 @@ def _output_factors(
     if ftype is FisherType.MC:
         k = _num_samples(mc_samples)
         if k <= prob.c:
-            ys = lik.sample(f, k, _generator(seed, generator))
-            r = vmap(lik.output_grad, in_dims=(None, 0))(f, ys)  # (k, N, C)
-            return r.permute(1, 2, 0) / k**0.5
+            r = lik.output_gradient_samples(f, ftype, mc_samples=k, generator=_generator(seed, generator))
+            return r.permute(1, 2, 0)  # (N, C, k), carries the 1/sqrt(k)
     if ftype is FisherType.EMPIRICAL:
         assert prob.y is not None
         return lik.output_grad(f, prob.y).unsqueeze(-1)
@@ -466,6 +463,7 @@ def curvature_matrix(
     seed: int | None = 0,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    strategy: str = "auto",
 ) -> Tensor | dict[str, Tensor]:
     r"""A curvature matrix of the mean loss :eq:`eq-mean-loss` in the requested structure.
 
@@ -503,6 +501,12 @@ def curvature_matrix(
     chunk_size
         Number of data points whose Jacobian rows are held in memory at once (``None``: chosen
         so that about :math:`2^{21}` numbers are).
+    strategy
+        How ``structure="diagonal"`` is computed (ignored otherwise): ``"vmap"``, the rows above;
+        ``"linear"``, the closed form of :func:`igbook.fisher.diagonal.linear_curvature_diagonal`
+        for networks whose parameters all sit in ``nn.Linear`` layers (:class:`ValueError` if it
+        does not apply); ``"auto"`` (default), ``"linear"`` when it applies, else ``"vmap"``.
+        Both give the same numbers, the same Monte Carlo labels included.
 
     Returns
     -------
@@ -513,6 +517,25 @@ def curvature_matrix(
     structure = _structure(structure)  # type: ignore[assignment]
     prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
     _chunk(chunk_size, prob.n)
+    if structure == "diagonal":  # the linear-layer closed form when it applies (igbook.fisher.diagonal)
+        from igbook._validation import check_choice
+        from igbook.fisher.diagonal import DIAGONAL_STRATEGIES, linear_curvature_diagonal
+
+        if check_choice(strategy, "strategy", DIAGONAL_STRATEGIES) != "vmap":
+            fast = linear_curvature_diagonal(
+                prob.model, prob.params, prob.x, prob.y, prob.lik, ftype,
+                mc_samples=_num_samples(mc_samples) if ftype is FisherType.MC else 1,
+                generator=_generator(seed, generator) if ftype is FisherType.MC else None,
+                chunk_size=chunk_size, outputs=prob.f,
+            )
+            if fast is not None:
+                return fast
+            if strategy == "linear":
+                raise ValueError(
+                    "strategy='linear' needs every parameter in params to sit in an nn.Linear called once per "
+                    f"forward pass on (N, d) inputs, and a fisher_type other than 'hessian' (got {ftype.value!r}); "
+                    "use strategy='vmap' or 'auto'"
+                )
     if ftype is FisherType.HESSIAN:
         return _hessian(prob, structure)
     names = list(prob.params)
@@ -648,6 +671,7 @@ def fisher_diagonal(
     seed: int | None = 0,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    strategy: str = "auto",
 ) -> Tensor:
     r"""Diagonal of a curvature matrix, shape ``(P,)``, without forming the matrix.
 
@@ -655,10 +679,16 @@ def fisher_diagonal(
     for ``"empirical"`` this is the mean squared per-example gradient. This is the object that
     elastic weight consolidation uses :cite:`kirkpatrick2017overcoming`, and the one that
     Adam's second moment is often, wrongly, said to estimate (see the chapter).
+
+    ``strategy`` (see :func:`curvature_matrix`): ``"auto"`` (default) uses the closed form of
+    per-example gradients of linear layers (:mod:`igbook.fisher.diagonal`, one batched backward
+    pass per output direction) for networks whose parameters all sit in ``nn.Linear`` modules,
+    and per-example Jacobian rows by :func:`torch.func.vmap` (``"vmap"``) otherwise;
+    ``"linear"`` insists on the closed form. The numbers agree to rounding.
     """
     out = curvature_matrix(
         model, params, x, y, likelihood, fisher_type, structure="diagonal", mc_samples=mc_samples,
-        seed=seed, generator=generator, chunk_size=chunk_size,
+        seed=seed, generator=generator, chunk_size=chunk_size, strategy=strategy,
     )
     assert isinstance(out, Tensor)
     return out
