@@ -9,7 +9,8 @@ tables. The chapter "Continual learning as geometry" loads that file.
 Protocol (the same for every method): an MLP 64-100-10 (float32), 3 passes per task, minibatches
 of 16, seeds 0, 1, 2 (network initialization, permutations and minibatch order all follow the
 seed). Hyperparameters were chosen with ``--tune`` on a separate seed (99) from the small grids
-in ``GRIDS``, by final average accuracy; the chosen values are in ``CONFIG`` and in the JSON.
+in ``GRIDS``, by final average accuracy; the chosen values are ``CONFIG`` of
+:mod:`igbook.experiments.continual` (shared with the chapter) and are written to the JSON.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 
+from igbook.book import markdown_table
 from igbook.continual import (
     FineTuning,
     MESULearner,
@@ -34,9 +36,7 @@ from igbook.continual import (
     TaskStream,
     evaluate,
     make_learner,
-    markdown_table,
     mean_std,
-    mlp,
     ood_auc,
     ood_digits,
     permuted_digits,
@@ -44,38 +44,14 @@ from igbook.continual import (
     split_digits,
     uncertainty_decomposition,
 )
+from igbook.experiments.continual import CONFIG, LABELS, LR, MESU_COMMON, PROTOCOL
+from igbook.experiments.models import mlp
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "continual.json"
 
-PROTOCOL = {"hidden": [100], "epochs": 3, "batch_size": 16, "dtype": "float32", "permuted_tasks": 10}
-LR = 0.05  # one SGD learning rate for every SGD-based method (fine-tuning, EWC, online EWC, SI)
-MESU_COMMON = {"sigma_prior": 1.0, "clamp_grad": 1.0, "num_samples": 10, "num_test_samples": 10}
-
-# Chosen with --tune on seed 99 (see GRIDS); one dict per stream family.
-CONFIG: dict[str, dict[str, dict[str, Any]]] = {
-    "permuted": {
-        "sgd": {"lr": LR},
-        "ewc": {"lam": 3.0, "lr": LR},
-        "online_ewc": {"lam": 10.0, "gamma": 1.0, "lr": LR},
-        "si": {"c": 1.0, "lr": LR},
-        "bgd": {"num_samples": 10, "sigma_scale": 2.0},
-        "mesu": {"N": 32000.0, **MESU_COMMON},
-        "fopng": {"lr": 0.01, "damping": 0.1, "directions_per_task": 100},
-    },
-    # split-task: every grid value ties within 0.5 points (the scenario is nearly solved by SGD), so
-    # the tuning kept the first value of each grid; split-class uses the same settings.
-    "split": {
-        "sgd": {"lr": LR},
-        "ewc": {"lam": 1.0, "lr": LR},
-        "online_ewc": {"lam": 1.0, "gamma": 1.0, "lr": LR},
-        "si": {"c": 0.1, "lr": LR},
-        "bgd": {"num_samples": 10, "sigma_scale": 1.0},
-        "mesu": {"N": 32000.0, **MESU_COMMON},
-        "fopng": {"lr": 0.03, "damping": 0.1, "directions_per_task": 100},
-    },
-}
-
+# PROTOCOL, LR, MESU_COMMON, CONFIG (the tuned hyperparameters) and LABELS come from
+# igbook.experiments.continual; GRIDS are the grids that chose CONFIG.
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "sgd": [{"lr": LR}],
     "ewc": [{"lam": v, "lr": LR} for v in (1.0, 3.0, 10.0, 30.0)],
@@ -97,8 +73,6 @@ SWEEP_SEEDS = [0, 1]
 
 # Catastrophic remembering: MESU with a finite window vs N = inf over a longer stream, one pass per task.
 REMEMBER = {"num_tasks": 15, "epochs": 1, "N_finite": 340.0, "ood_samples": 20}
-
-LABELS = {"sgd": "SGD", "ewc": "EWC", "online_ewc": "Online EWC", "si": "SI", "bgd": "BGD", "mesu": "MESU", "fopng": "FOPNG"}
 
 
 def make_stream(name: str, seed: int, dtype: torch.dtype):  # type: ignore[no-untyped-def]
@@ -126,7 +100,7 @@ def machine_info() -> dict[str, Any]:
 def one_run(stream_name: str, method: str, hyper: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]:
     dtype = torch.float32
     stream = make_stream(stream_name, seed, dtype)
-    model = mlp(stream.num_inputs, PROTOCOL["hidden"], stream.num_classes, seed=seed, dtype=dtype)
+    model = mlp((stream.num_inputs, *PROTOCOL["hidden"], stream.num_classes), activation="relu", seed=seed, dtype=dtype)
     learner = make_learner(method, model, seed=seed, **hyper)
     res = run_stream(learner, stream, epochs=epochs, batch_size=PROTOCOL["batch_size"], seed=seed)
     out = res.summary()
@@ -141,7 +115,7 @@ def joint_run(stream_name: str, seed: int, epochs: int) -> float:
     x = torch.cat([t.x_train for t in stream])
     y = torch.cat([t.y_train for t in stream])
     joint = TaskStream("joint", "domain", (Task(0, "all", x, y, x[:1], y[:1], tuple(range(10))),), stream.num_inputs, 10)
-    learner = FineTuning(mlp(stream.num_inputs, PROTOCOL["hidden"], 10, seed=seed), lr=LR)
+    learner = FineTuning(mlp((stream.num_inputs, *PROTOCOL["hidden"], 10), activation="relu", seed=seed), lr=LR)
     run_stream(learner, joint, epochs=epochs, batch_size=PROTOCOL["batch_size"], seed=seed)
     return sum(evaluate(learner, t) for t in stream) / len(stream)
 
@@ -167,7 +141,7 @@ def remembering(seeds: list[int]) -> dict[str, Any]:
                     "epistemic_in": float(uncertainty_decomposition(p_in).epistemic.mean()),
                 }
 
-            learner = MESULearner(mlp(64, PROTOCOL["hidden"], 10, seed=seed), N=N, seed=seed, **{k: v for k, v in MESU_COMMON.items()})
+            learner = MESULearner(mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=seed), N=N, seed=seed, **{k: v for k, v in MESU_COMMON.items()})
             res = run_stream(learner, stream, epochs=REMEMBER["epochs"], batch_size=PROTOCOL["batch_size"], seed=seed, on_task_end=log)
             rec = {k: [d[k] for d in res.logs] for k in res.logs[0]}
             rec["newest_accuracy"] = [float(v) for v in res.accuracy.diagonal()]
@@ -196,7 +170,7 @@ def timing(repeats: int = 3, tasks: int = 3) -> dict[str, Any]:
     per: dict[str, list[float]] = {k: [] for k in LABELS}
     for rep in range(repeats):
         for key in LABELS:
-            learner = make_learner(key, mlp(64, PROTOCOL["hidden"], 10, seed=rep), seed=rep, **CONFIG["permuted"][key])
+            learner = make_learner(key, mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=rep), seed=rep, **CONFIG["permuted"][key])
             res = run_stream(learner, stream, epochs=PROTOCOL["epochs"], batch_size=PROTOCOL["batch_size"], seed=rep)
             per[key] += [float(v) for v in res.train_seconds[1:]]
     steps = math.ceil(stream[0].num_train / PROTOCOL["batch_size"]) * PROTOCOL["epochs"]

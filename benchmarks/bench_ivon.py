@@ -13,7 +13,7 @@ Writes benchmarks/results/ivon.json (machine, settings, numbers) and prints two 
    ``torch.randn`` of the parameter count is reported too: on a CPU, drawing the weight noise
    is IVON's main extra cost (a Mersenne-Twister normal costs as much as ~100 additions).
 2. Digits. An MLP 64-64-10 trained for 20 epochs (batches of 64) with IVON and with AdamW
-   (hyperparameters ``IVON_DIGITS`` / ``ADAMW_DIGITS`` of :mod:`igbook.optim.blr_experiments`,
+   (hyperparameters ``IVON_DIGITS`` / ``ADAMW_DIGITS`` of :mod:`igbook.experiments.blr`,
    the ones the chapter uses), seeds 0..S-1 on the split of seed 0; test accuracy, NLL, Brier
    and ECE (10 bins) of AdamW, of IVON's mean network and of IVON's posterior predictive
    (32 samples). ``--tune`` reruns the small grids that chose those hyperparameters, on a
@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from igbook import data
+from igbook.experiments.blr import ADAMW_DIGITS, IVON_DIGITS, evaluate_classifier, train_classifier
+from igbook.experiments.models import mlp
 from igbook.optim import IVON
-from igbook.optim.blr_experiments import ADAMW_DIGITS, IVON_DIGITS, evaluate_classifier, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "ivon.json"
@@ -62,12 +63,7 @@ def _cnn() -> nn.Module:
 
 
 def _mlp(*sizes: int) -> nn.Module:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+    return mlp(sizes, activation="relu", seed=0)
 
 
 NETWORKS = {

@@ -384,7 +384,8 @@ def test_exercise_self_checks_accept_right_and_explain_wrong() -> None:
 
 
 def test_experiment_helpers_validate_their_input() -> None:
-    from igbook.optim.blr_experiments import gap_regression_data, linreg_problem, mlp, run_linreg, train_classifier
+    from igbook.experiments.blr import gap_regression_data, linreg_problem, run_linreg, train_classifier
+    from igbook.experiments.models import mlp
 
     with pytest.raises(ValueError, match="name"):
         run_linreg("SGD", linreg_problem())

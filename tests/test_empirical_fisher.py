@@ -1,4 +1,5 @@
-"""Tests of igbook.fisher.empirical_fisher (the set-ups of Kunstner, Hennig & Balles 2019)."""
+"""Tests of igbook.fisher.empirical_fisher and of the data of Kunstner, Hennig & Balles (2019)
+in igbook.experiments.kunstner."""
 
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ import pytest
 import torch
 from torch import nn
 
+from igbook.experiments.kunstner import linear_data, logistic_data, vector_field_data
 from igbook.fisher import BernoulliLikelihood, GaussianLikelihood, fisher_matrix, hessian_matrix
 from igbook.fisher.empirical_fisher import (
     GLMProblem,
     euler_flow,
     linear_regression_flows,
-    linear_data,
-    logistic_data,
     preconditioned_field,
-    vector_field_data,
 )
 
 D = torch.float64

@@ -1,7 +1,7 @@
 r"""Experiments of the chapter "The Bayesian learning rule" (and of ``benchmarks/bench_ivon.py``).
 
 Small, seeded, CPU-sized versions of the standard demonstrations for the optimizers of
-:mod:`igbook.optim.blr`:
+:mod:`igbook.optim.blr` (networks from :func:`igbook.experiments.models.mlp`):
 
 - :func:`linreg_problem` and :func:`run_linreg`: Bayesian linear regression, where the exact
   mean-field posterior is known, so that every optimizer's fixed point can be checked;
@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from igbook._validation import check_choice, check_count
+from igbook.experiments.models import mlp
 from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam
 from igbook.optim.sampling import ClassificationMetrics, classification_metrics, predictive
 
@@ -33,10 +35,12 @@ __all__ = [
     "LinregRun",
     "run_linreg",
     "LINREG_OPTIMIZERS",
-    "mlp",
+    "LINREG_SETTINGS",
     "gap_function",
     "gap_regression_data",
     "GapFit",
+    "IVON_GAP",
+    "ADAM_GAP_LR",
     "fit_gap_regression",
     "IVON_DIGITS",
     "ADAMW_DIGITS",
@@ -79,8 +83,7 @@ def linreg_problem(
     n: int = 200, noise_std: float = 0.5, prior_precision: float = 1.0, seed: int = 0
 ) -> LinregProblem:
     """A 3-feature regression with correlated, differently scaled features (float64)."""
-    if n < 2:
-        raise ValueError(f"n must be >= 2, got {n}")
+    n = check_count(n, "n", minimum=2)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     x[:, 1] += 0.5 * x[:, 0]
@@ -90,8 +93,17 @@ def linreg_problem(
     return LinregProblem(x, y, noise_std, prior_precision, mean, prec)
 
 
-#: optimizers :func:`run_linreg` knows, with the hyperparameters it uses
-LINREG_OPTIMIZERS = ("VON", "VOGN-empirical", "VOGN-sampled", "Vadam", "IVON")
+#: hyperparameters :func:`run_linreg` gives each optimizer (``beta``/``beta2`` during the
+#: burn-in; 0.999 afterwards)
+LINREG_SETTINGS: dict[str, dict[str, float]] = {
+    "VON": {"lr": 0.1, "beta": 0.98},
+    "VOGN-empirical": {"lr": 0.1, "beta": 0.98},
+    "VOGN-sampled": {"lr": 0.1, "beta": 0.98},
+    "Vadam": {"lr": 0.02},
+    "IVON": {"lr": 0.05, "hess_init": 1.0, "beta2": 0.98},
+}
+#: optimizers :func:`run_linreg` knows
+LINREG_OPTIMIZERS = tuple(LINREG_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -129,8 +141,8 @@ def run_linreg(
     average has a short memory (0.98) for the first half of the steps (burn-in: the initial
     value decays to :math:`0.98^{\text{steps}/2}`), then a long one (0.999).
     """
-    if name not in LINREG_OPTIMIZERS:
-        raise ValueError(f"name must be one of {LINREG_OPTIMIZERS}, got {name!r}")
+    check_choice(name, "name", LINREG_OPTIMIZERS)
+    hp = LINREG_SETTINGS[name]
     n, lam, sig = problem.num_data, problem.prior_precision, problem.noise_std
     x, y = problem.x, problem.y
     model = _Replicas(replicas, x.shape[1])
@@ -138,14 +150,14 @@ def run_linreg(
     opt: Any
     burn = steps // 2
     if name == "VON":
-        opt = VON([w], lr=0.1, data_size=n, beta=0.98, prior_precision=lam, seed=seed)
+        opt = VON([w], lr=hp["lr"], data_size=n, beta=hp["beta"], prior_precision=lam, seed=seed)
     elif name.startswith("VOGN"):
         fisher = "sampled" if name.endswith("sampled") else "empirical"
-        opt = VOGN([w], lr=0.1, data_size=n, beta=0.98, prior_precision=lam, fisher=fisher, seed=seed)
+        opt = VOGN([w], lr=hp["lr"], data_size=n, beta=hp["beta"], prior_precision=lam, fisher=fisher, seed=seed)
     elif name == "Vadam":
-        opt = Vadam([w], lr=0.02, data_size=n, prior_precision=lam, seed=seed)
+        opt = Vadam([w], lr=hp["lr"], data_size=n, prior_precision=lam, seed=seed)
     else:
-        opt = IVON([w], lr=0.05, ess=n, hess_init=1.0, beta2=0.98, weight_decay=lam / n, seed=seed)
+        opt = IVON([w], lr=hp["lr"], ess=n, hess_init=hp["hess_init"], beta2=hp["beta2"], weight_decay=lam / n, seed=seed)
 
     def avg_nll() -> Tensor:
         r = y[:, None] - x @ w.T
@@ -181,22 +193,6 @@ def run_linreg(
 # --------------------------------------------------------------------------------------------
 
 
-def mlp(sizes: tuple[int, ...], *, activation: str = "tanh", seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    """A fully connected network with the given layer sizes, seeded initialization."""
-    if len(sizes) < 2:
-        raise ValueError(f"sizes needs at least an input and an output size, got {sizes}")
-    acts = {"tanh": nn.Tanh, "relu": nn.ReLU}
-    if activation not in acts:
-        raise ValueError(f"activation must be one of {tuple(acts)}, got {activation!r}")
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(acts[activation]())
-    return nn.Sequential(*layers).to(dtype)
-
-
 def gap_function(x: Tensor) -> Tensor:
     r"""The true regression function :math:`\sin(2x) + 0.3x`."""
     return torch.sin(2 * x) + 0.3 * x
@@ -204,13 +200,21 @@ def gap_function(x: Tensor) -> Tensor:
 
 def gap_regression_data(n: int = 60, noise_std: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
     """``n`` points in two clusters, :math:`[-2, -0.8]` and :math:`[0.8, 2]`, shape ``(n, 1)``."""
-    if n < 2 or n % 2:
+    n = check_count(n, "n", minimum=2)
+    if n % 2:
         raise ValueError(f"n must be an even number >= 2, got {n}")
     g = torch.Generator().manual_seed(seed)
     x = torch.cat([torch.rand(n // 2, generator=g) * 1.2 - 2.0, torch.rand(n // 2, generator=g) * 1.2 + 0.8])
     x = x.unsqueeze(1)
     y = gap_function(x) + noise_std * torch.randn(x.shape, generator=g)
     return x, y
+
+
+#: IVON on the gap regression: initial curvature :math:`h_0` (the likelihood's :math:`1/\sigma^2`
+#: scale), :math:`\alpha = \text{lr}\,(h_0+\delta)`, ``beta2`` and the prior precision
+IVON_GAP: dict[str, float] = {"hess_init": 50.0, "alpha": 0.1, "beta2": 0.995, "prior_precision": 3.0}
+#: Adam's learning rate on the gap regression (mean squared error)
+ADAM_GAP_LR = 1e-2
 
 
 @dataclass
@@ -253,10 +257,11 @@ def fit_gap_regression(
     n = x.shape[0]
     grid = torch.linspace(-3, 3, 200).unsqueeze(1) if grid is None else grid
     sizes = (1, *hidden, 1)
-    model = mlp(sizes, seed=seed)
+    model = mlp(sizes, activation="tanh", seed=seed)
     ess = ess_factor * n
-    h0 = 50.0
-    opt = IVON(model.parameters(), lr=0.1 / h0, ess=ess, hess_init=h0, beta2=0.995, weight_decay=3.0 / ess, seed=seed)
+    h0 = IVON_GAP["hess_init"]
+    opt = IVON(model.parameters(), lr=IVON_GAP["alpha"] / h0, ess=ess, hess_init=h0, beta2=IVON_GAP["beta2"],
+               weight_decay=IVON_GAP["prior_precision"] / ess, seed=seed)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
 
     def closure() -> Tensor:
@@ -271,8 +276,8 @@ def fit_gap_regression(
     t_ivon = time.perf_counter() - t0
     samples = predictive(opt, lambda: model(grid).squeeze(-1), num_samples, return_samples=True)
 
-    adam_model = mlp(sizes, seed=seed)
-    adam = torch.optim.Adam(adam_model.parameters(), lr=1e-2)
+    adam_model = mlp(sizes, activation="tanh", seed=seed)
+    adam = torch.optim.Adam(adam_model.parameters(), lr=ADAM_GAP_LR)
     t0 = time.perf_counter()
     for _ in range(steps):
         adam.zero_grad()
@@ -332,8 +337,7 @@ def train_classifier(
     or ``"AdamW"`` on cross-entropy; minibatches from a seeded permutation per epoch."""
     import time
 
-    if name not in ("IVON", "AdamW"):
-        raise ValueError(f"name must be 'IVON' or 'AdamW', got {name!r}")
+    check_choice(name, "name", ("IVON", "AdamW"))
     n = x.shape[0]
     model = mlp((x.shape[1], *hidden, num_classes), activation="relu", seed=seed, dtype=x.dtype)
     opt: torch.optim.Optimizer

@@ -12,6 +12,12 @@ loss above it.
 dense natural gradient) and records the full-training-set loss against iterations and against
 the wall-clock and process CPU time spent in optimizer iterations only (evaluations are not
 timed). On a shared machine the CPU time is the steadier of the two.
+
+The hyperparameters are module constants so that the chapter, the tests and
+``benchmarks/bench_kfac.py`` use the same ones: :data:`TUNED` holds what the benchmark's grid
+search chose (it re-runs the search and records its choice in ``benchmarks/results/kfac.json``;
+``tests/test_experiments.py`` checks that the two agree), :data:`TINY_CONFIGS` the settings of
+the exact-natural-gradient comparison on the small network :data:`TINY_WIDTHS`.
 """
 
 from __future__ import annotations
@@ -23,13 +29,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from igbook._validation import check_choice, check_count
+from igbook.experiments.models import mlp
 from igbook.kfac.core import KFAC, negative_log_likelihood
 from igbook.kfac.dense import DenseNaturalGradient
 
 __all__ = [
     "AUTOENCODER_WIDTHS",
+    "TINY_WIDTHS",
+    "BATCH_SIZE",
+    "TINY_BATCH_SIZE",
+    "METHODS",
+    "KFAC_FIXED",
+    "TUNED",
+    "TINY_CONFIGS",
     "digits_images",
-    "autoencoder",
     "entropy_floor",
     "TrainingRun",
     "train_autoencoder",
@@ -38,8 +52,39 @@ __all__ = [
 
 #: Layer widths of the default deep autoencoder (64 pixels -> 16-dimensional code -> 64 pixels).
 AUTOENCODER_WIDTHS = (64, 256, 128, 64, 16, 64, 128, 256, 64)
+#: The small autoencoder (1172 parameters) on which the exact natural gradient is affordable.
+TINY_WIDTHS = (64, 8, 4, 8, 64)
+#: Minibatch size of the deep autoencoder's runs.
+BATCH_SIZE = 256
+#: Minibatch size of the small autoencoder's runs.
+TINY_BATCH_SIZE = 128
 
+#: Optimizers :func:`train_autoencoder` knows.
 METHODS = ("sgd", "adam", "kfac", "ngd")
+
+#: K-FAC settings the benchmark does not tune: KL clipping, factors every 5 steps, inverses
+#: every 10, momentum 0.9.
+KFAC_FIXED: dict[str, Any] = {"kl_clip": 1e-3, "factor_period": 5, "inverse_period": 10, "momentum": 0.9}
+
+#: Per-method settings of the deep autoencoder chosen by the grid search of
+#: ``benchmarks/bench_kfac.py`` (seed 0, loss after 400 steps): keyword arguments of
+#: :func:`train_autoencoder`.
+TUNED: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.03, "momentum": 0.9, "batch_size": BATCH_SIZE},
+    "adam": {"lr": 0.01, "batch_size": BATCH_SIZE},
+    "kfac": {"lr": 0.1, "damping": 0.1, **KFAC_FIXED, "batch_size": BATCH_SIZE},
+}
+
+_NG: dict[str, Any] = {"lr": 0.3, "momentum": 0.9, "damping": 0.1, "kl_clip": 1e-3}
+#: The small network (:data:`TINY_WIDTHS`, batches of :data:`TINY_BATCH_SIZE`): exact NGD and
+#: K-FAC share the Fisher estimator (one sampled label), damping, KL clipping, learning rate and
+#: momentum, so only the structure of the curvature differs.
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "ngd": {**_NG, "fisher_type": "mc"},
+    "kfac": {**_NG, "damping_mode": "exact"},
+    "adam": {"lr": 3e-2},
+    "sgd": {"lr": 0.1, "momentum": 0.9},
+}
 
 
 def digits_images(*, dtype: torch.dtype = torch.float32, seed: int = 0) -> Tensor:
@@ -48,19 +93,6 @@ def digits_images(*, dtype: torch.dtype = torch.float32, seed: int = 0) -> Tenso
 
     ds = load("digits", standardize=False, dtype=dtype, seed=seed)
     return ds.x_train / 16.0
-
-
-def autoencoder(widths: tuple[int, ...] = AUTOENCODER_WIDTHS, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Sequential:
-    """A tanh MLP with the given widths and a linear last layer (the logits), seeded initialization."""
-    if len(widths) < 2 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
-        raise ValueError(f"widths must hold at least 2 positive ints, got {widths!r}")
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(nn.Tanh())
-    return nn.Sequential(*layers).to(dtype)
 
 
 def entropy_floor(images: Tensor) -> float:
@@ -106,7 +138,7 @@ def train_autoencoder(
     *,
     steps: int,
     lr: float,
-    batch_size: int = 256,
+    batch_size: int = BATCH_SIZE,
     momentum: float = 0.9,
     widths: tuple[int, ...] = AUTOENCODER_WIDTHS,
     seed: int = 0,
@@ -133,11 +165,9 @@ def train_autoencoder(
         Stop early once this many seconds of optimizer time are spent, or once the loss is
         below ``target``. A run whose loss becomes non-finite stops and is marked ``diverged``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    model = autoencoder(widths, seed=seed, dtype=images.dtype)
+    check_choice(method, "method", METHODS)
+    steps = check_count(steps, "steps")
+    model = mlp(widths, activation="tanh", seed=seed, dtype=images.dtype)
     config = {"lr": lr, "batch_size": batch_size, "momentum": momentum, "widths": list(widths), "seed": seed, **kwargs}
     if method == "sgd":
         opt: Any = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)

@@ -9,12 +9,12 @@ the empirical Fisher
 
 is not the Fisher: preconditioning with it distorts the gradient field (their Figure 1), and
 its quadratic model agrees with the Fisher's at the optimum only when the model is well
-specified (their Figure 2). This module rebuilds their data sets, with the same generators and
-seeds as their code (``np.random.seed(0)`` followed by NumPy's legacy normal and log-normal
-draws, reproduced here with :class:`numpy.random.RandomState`), their loss (mean negative
-log-likelihood plus :math:`\|\theta\|^2/(2\sigma_0^2 N)` with prior variance
-:math:`\sigma_0^2`), and the closed-form curvature of both generalized linear models, batched
-over many parameter vectors so that whole vector fields and flows are single tensor programs.
+specified (their Figure 2). This module holds their loss (mean negative log-likelihood plus
+:math:`\|\theta\|^2/(2\sigma_0^2 N)` with prior variance :math:`\sigma_0^2`), the closed-form
+curvature of both generalized linear models, batched over many parameter vectors so that whole
+vector fields and flows are single tensor programs, and the preconditioned flows. Their data
+sets (same generators and seeds as their code) are experiment set-ups, in
+:mod:`igbook.experiments.kunstner`.
 
 For these canonical-link models the Fisher of the data term equals its Hessian:
 :math:`F = X^\top X/N` (linear, unit noise) and :math:`F = X^\top\operatorname{diag}(\sigma(1-\sigma))X/N`
@@ -29,114 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_seed
+from igbook._validation import as_tensor, check_finite
 
 __all__ = [
     "GLMProblem",
-    "vector_field_data",
-    "logistic_data",
-    "linear_data",
-    "LOGISTIC_DATASETS",
-    "LINEAR_DATASETS",
     "preconditioned_field",
     "euler_flow",
     "linear_regression_flows",
 ]
-
-#: the three logistic-regression data sets of Figure 2 (well specified, misspecified A and B)
-LOGISTIC_DATASETS = ("well-specified", "misspecified-noise", "misspecified-model")
-#: the three linear-regression data sets of the appendix version of Figure 2
-LINEAR_DATASETS = ("well-specified", "misspecified-noise", "misspecified-model")
-
-
-def _n(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    return n
-
-
-def _numpy_seed(seed: object) -> int:
-    """A seed that :class:`numpy.random.RandomState` accepts, an int in ``[0, 2**32)``, or raise naming it."""
-    seed = check_seed(seed)
-    if seed >= 2**32:
-        raise ValueError(f"seed must lie in [0, 2**32) (a NumPy RandomState seed), got {seed}")
-    return seed
-
-
-def vector_field_data(n: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
-    r"""Data of Figure 1: :math:`x_n = (1, z_n)`, :math:`z_n\sim\mathrm{LogNormal}(0, 0.75)`,
-    :math:`y_n = x_n^\top(2, 2) + \varepsilon_n`, :math:`\varepsilon_n\sim\mathcal N(0,1)`.
-
-    Returns float64 ``x`` of shape ``(n, 2)`` (bias column first) and ``y`` of shape ``(n,)``;
-    ``seed=0`` reproduces the paper's data exactly.
-    """
-    rs = np.random.RandomState(_numpy_seed(seed))
-    n = _n(n)
-    x = np.hstack([np.ones((n, 1)), rs.lognormal(0, 0.75, (n, 1))])
-    y = x @ np.array([[2.0], [2.0]]) + rs.randn(n, 1)
-    return torch.as_tensor(x), torch.as_tensor(y[:, 0])
-
-
-def logistic_data(
-    kind: Literal["well-specified", "misspecified-noise", "misspecified-model"], n: int = 1000, seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    r"""Data of Figure 2: two Gaussian classes in :math:`\mathbb R^2`, ``n/2`` points each.
-
-    Class 0 has mean :math:`\mu_0` and class 1 mean :math:`-\mu_0`; a point is
-    :math:`\mu + \varepsilon S` with :math:`\varepsilon\sim\mathcal N(0, I_2)` (a row vector):
-
-    - ``"well-specified"``: :math:`\mu_0 = (1, 1)`, :math:`S_0 = S_1 = 2I`. Equal covariances
-      make :math:`p(y\mid x)` exactly logistic-linear (and through the origin).
-    - ``"misspecified-noise"`` (their "Misspecified (A)"): :math:`\mu_0 = (1.5, 1.5)`,
-      :math:`S_0 = 3I`, :math:`S_1 = I`.
-    - ``"misspecified-model"`` ("Misspecified (B)"): :math:`\mu_0 = (1, 1)`,
-      :math:`S_{0,1} = 1.5\begin{pmatrix}1 & \mp0.6\\ \mp0.6 & 1\end{pmatrix}`.
-
-    Returns ``x`` ``(n, 2)`` float64 and labels ``y`` ``(n,)`` float64 in :math:`\{0,1\}`.
-    """
-    if kind not in LOGISTIC_DATASETS:
-        raise ValueError(f"kind must be one of {LOGISTIC_DATASETS}, got {kind!r}")
-    n = _n(n)
-    rs = np.random.RandomState(_numpy_seed(seed))
-    if kind == "well-specified":
-        m, s0, s1 = 1.0, 2 * np.eye(2), 2 * np.eye(2)
-    elif kind == "misspecified-noise":
-        m, s0, s1 = 1.5, 3 * np.eye(2), np.eye(2)
-    else:
-        m = 1.0
-        s0 = 1.5 * np.array([[1.0, -0.6], [-0.6, 1.0]])
-        s1 = 1.5 * np.array([[1.0, 0.6], [0.6, 1.0]])
-    h = n // 2
-    x0 = np.array([[m, m]]) + rs.randn(h, 2) @ s0
-    x1 = np.array([[-m, -m]]) + rs.randn(h, 2) @ s1
-    x = np.vstack([x0, x1])
-    y = np.concatenate([np.zeros(h), np.ones(h)])
-    return torch.as_tensor(x), torch.as_tensor(y)
-
-
-def linear_data(
-    kind: Literal["well-specified", "misspecified-noise", "misspecified-model"], n: int = 1000, seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    r"""Appendix data: :math:`x_n = (z_n, 1)`, :math:`z_n\sim\mathcal N(0,1)`, :math:`y_n = z_n + 1 + \text{noise}`.
-
-    ``"well-specified"`` adds :math:`\mathcal N(0,1)` noise; ``"misspecified-noise"``
-    :math:`\mathcal N(0, 4)`; ``"misspecified-model"`` adds :math:`0.5 z_n^2` and
-    :math:`\mathcal N(0,1)` noise. The fitted model assumes unit noise in every case.
-    """
-    if kind not in LINEAR_DATASETS:
-        raise ValueError(f"kind must be one of {LINEAR_DATASETS}, got {kind!r}")
-    n = _n(n)
-    rs = np.random.RandomState(_numpy_seed(seed))
-    x = np.concatenate([rs.randn(n, 1), np.ones((n, 1))], axis=1)
-    y = x @ np.array([[1.0], [1.0]])
-    if kind == "misspecified-model":
-        y = y + 0.5 * x[:, :1] ** 2
-    y = y + (2.0 if kind == "misspecified-noise" else 1.0) * rs.randn(n, 1)
-    return torch.as_tensor(x), torch.as_tensor(y[:, 0])
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,21 @@
+r"""Experiment set-ups shared by a chapter, its tests and its benchmark.
+
+These modules are not the library: they build the data, networks and training runs of the
+book's experiments and hold their tuned hyperparameters as named constants, so that a chapter,
+its tests and ``benchmarks/`` run the same experiment. They import the library; the library
+never imports them.
+
+:mod:`igbook.experiments.models`
+    :func:`~igbook.experiments.models.mlp`, the one network builder (seeded, tanh or ReLU).
+:mod:`igbook.experiments.kunstner`
+    The data sets of :cite:t:`kunstner2019limitations` (the empirical-Fisher section).
+:mod:`igbook.experiments.blr`
+    Bayesian linear regression, the gap regression and IVON against AdamW on digits (the
+    Bayesian learning rule chapter, ``benchmarks/bench_ivon.py``).
+:mod:`igbook.experiments.kfac_autoencoder`
+    The digits autoencoder trained with SGD, Adam, K-FAC and exact natural gradient (the K-FAC
+    chapter, ``benchmarks/bench_kfac.py``).
+:mod:`igbook.experiments.continual`
+    The continual-learning protocol and tuned hyperparameters (the continual-learning chapter,
+    ``benchmarks/bench_continual.py``).
+"""
