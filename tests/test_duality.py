@@ -176,7 +176,7 @@ def test_new_distances_metric_axioms_and_checks() -> None:
     assert abs(float(gamma(2.0, 1.0, 5.0, 3.0) - gamma(2.0, 7.0, 5.0, 21.0))) < 1e-8
     assert abs(float(beta(2.0, 1.0, 5.0, 3.0) - beta(1.0, 2.0, 3.0, 5.0))) < 1e-8
     # an independent algorithm: energy minimization of a polyline (O(n^-2) discretization error)
-    g_ab = lambda t: torch.diag(torch.exp(t)) @ Beta._fisher_from_natural(torch.exp(t) - 1) @ torch.diag(torch.exp(t))
+    g_ab = lambda t: torch.diag(torch.exp(t)) @ Beta.fisher_from_natural(torch.exp(t) - 1) @ torch.diag(torch.exp(t))
     en = ds.geodesic_energy(g_ab, torch.log(torch.tensor([2.0, 1.0])), torch.log(torch.tensor([5.0, 3.0])), num=10,
                             max_iter=60)
     assert abs(float(en.length) - float(beta(2.0, 1.0, 5.0, 3.0))) < 1e-2

@@ -41,7 +41,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_nonempty, check_simplex, check_symmetric_positive_definite
+from igbook._validation import (
+    as_tensor,
+    check_finite,
+    check_integer,
+    check_nonempty,
+    check_positive_real,
+    check_simplex,
+    check_symmetric_positive_definite,
+)
 from igbook.families import ExponentialFamily
 from igbook.natgrad.core import natural_gradient
 
@@ -78,25 +86,6 @@ def _lr_at(lr: LearningRate, t: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"lr must be a finite number > 0 (or give one at every step), got {value!r} at step {t}")
     return float(value)
-
-
-def _check_lr_arg(lr: LearningRate) -> None:
-    if isinstance(lr, bool):
-        raise TypeError("lr must be a number, a callable step -> number, or a sequence of numbers")
-    if isinstance(lr, (int, float)):
-        _lr_at(lr, 0)
-    elif not callable(lr) and not isinstance(lr, Sequence):
-        raise TypeError(
-            f"lr must be a number, a callable step -> number, or a sequence of numbers, got {type(lr).__name__}"
-        )
-
-
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__}")
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    return steps
 
 
 # =============================================================================================
@@ -281,9 +270,9 @@ class ExponentialFamilyMap(MirrorMap):
         check_finite(y, name)
         try:
             if self.coordinates == "mean":
-                self.family._check_natural(y)
+                self.family.check_natural(y)
             else:
-                self.family._check_mean(y)
+                self.family.check_mean(y)
         except ValueError as exc:
             other = "natural" if self.coordinates == "mean" else "mean"
             raise ValueError(f"{name} is not a valid {other} parameter of {self.family.__name__}: {exc}") from exc
@@ -295,9 +284,9 @@ class ExponentialFamilyMap(MirrorMap):
             raise ValueError(f"{name} must be a flat parameter vector, got shape {tuple(x.shape)}")
         try:
             if self.coordinates == "mean":
-                self.family._check_mean(x)
+                self.family.check_mean(x)
             else:
-                self.family._check_natural(x)
+                self.family.check_natural(x)
         except ValueError as exc:
             raise ValueError(f"{name} is not a valid {self.coordinates} parameter of {self.family.__name__}: {exc}") from exc
         return x
@@ -382,8 +371,9 @@ def mirror_descent(
     """
     if not isinstance(mirror_map, MirrorMap):
         raise TypeError(f"mirror_map must be a MirrorMap, got {type(mirror_map).__name__}")
-    _check_lr_arg(lr)
-    steps = _check_steps(steps)
+    if not callable(lr) and not isinstance(lr, Sequence):
+        check_positive_real(lr, "lr")  # a number (a schedule is checked at each step)
+    steps = check_integer(steps, "steps", minimum=0)
     x = mirror_map.check_primal(x0, "x0")
     out = [x]
     for t in range(steps):
@@ -451,8 +441,9 @@ def projected_gradient_descent(
     Iterates may reach the boundary (exact zeros), unlike :func:`exponentiated_gradient`.
     Returns shape ``(steps + 1, K)``.
     """
-    _check_lr_arg(lr)
-    steps = _check_steps(steps)
+    if not callable(lr) and not isinstance(lr, Sequence):
+        check_positive_real(lr, "lr")  # a number (a schedule is checked at each step)
+    steps = check_integer(steps, "steps", minimum=0)
     x = check_simplex(as_tensor(x0, "x0"), "x0", atol=1e-9, interior=False)
     out = [x]
     for t in range(steps):
@@ -487,13 +478,14 @@ def natural_gradient_descent_natural(
     fam = type(family) if isinstance(family, ExponentialFamily) else family
     if not (isinstance(fam, type) and issubclass(fam, ExponentialFamily)):
         raise TypeError(f"family must be an ExponentialFamily class or instance, got {family!r}")
-    _check_lr_arg(lr)
-    steps = _check_steps(steps)
+    if not callable(lr) and not isinstance(lr, Sequence):
+        check_positive_real(lr, "lr")  # a number (a schedule is checked at each step)
+    steps = check_integer(steps, "steps", minimum=0)
     eta = check_finite(as_tensor(eta0, "eta0"), "eta0")
     if eta.ndim != 1:
         raise ValueError(f"eta0 must be a flat vector, got shape {tuple(eta.shape)}")
     try:
-        fam._check_natural(eta)
+        fam.check_natural(eta)
     except ValueError as exc:
         raise ValueError(f"eta0 is not a valid natural parameter: {exc}") from exc
     mean_map = torch.func.grad(fam.log_partition)
@@ -503,7 +495,7 @@ def natural_gradient_descent_natural(
     for t in range(steps):
         eta = eta - _lr_at(lr, t) * natural_gradient(fisher(eta), objective(eta))
         try:
-            fam._check_natural(eta)
+            fam.check_natural(eta)
         except ValueError as exc:
             raise ValueError(f"natural-gradient descent left the natural parameter space at step {t + 1} ({exc}): reduce lr") from exc
         out.append(eta)
