@@ -9,9 +9,9 @@ r"""K-FAC: Kronecker-factored approximate natural gradient :cite:`martens2015opt
     Dense references: the true Fisher of a small network and its layer blocks (via
     ``torch.func``), exact natural-gradient descent, and the cost of the exact block against
     K-FAC's factors.
-:mod:`igbook.kfac.experiments`
-    The chapter's training experiment: a deep autoencoder on scikit-learn digits, seeded runs of
-    SGD, Adam, K-FAC and exact natural gradient, time to a target loss.
+
+The chapter's training experiment (the digits autoencoder) is an experiment set-up, not library
+code: :mod:`igbook.experiments.kfac_autoencoder`.
 """
 
 from igbook.kfac.core import (
