@@ -31,6 +31,8 @@ from igbook.fisher.likelihoods import (
     get_likelihood,
 )
 from igbook.fisher.types import FISHER_TYPE_ALIASES, FisherType, as_fisher_type
+from igbook.fisher.layout import ORDERS, ParameterLayout, parameter_layout, reorder
+from igbook.fisher.problem import ModelProblem
 from igbook.fisher.models import (
     CurvatureOperator,
     curvature_matrix,
@@ -81,6 +83,11 @@ __all__ = [
     "ggn_matrix",
     "hessian_matrix",
     "CurvatureOperator",
+    "ModelProblem",
+    "ParameterLayout",
+    "parameter_layout",
+    "reorder",
+    "ORDERS",
     "fisher_vector_product",
     "ggn_vector_product",
     "hessian_vector_product",

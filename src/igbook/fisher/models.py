@@ -60,14 +60,28 @@ which requires the model to treat data points independently (no batch statistics
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, hessian, jacrev, jvp, vjp, vmap
+from torch.func import grad, hessian, jacrev, vmap
 
-from igbook.fisher.likelihoods import Likelihood, get_likelihood
+from igbook.fisher.layout import Params, flatten_params, model_params, param_slices, unflatten_params
+from igbook.fisher.likelihoods import Likelihood
+from igbook.fisher.problem import (
+    ModelProblem,
+    check_mc_samples,
+    mc_generator,
+    needs_targets,
+    output_factors,
+    output_matrices,
+)
+from igbook.fisher.products import (
+    CurvatureOperator,
+    fisher_vector_product,
+    ggn_vector_product,
+    hessian_vector_product,
+)
 from igbook.fisher.types import FisherType, as_fisher_type
 
 __all__ = [
@@ -91,250 +105,8 @@ __all__ = [
     "hessian_vector_product",
 ]
 
-Params = Mapping[str, Tensor]
 Structure = Literal["dense", "diagonal", "blocks", "layers"]
 _STRUCTURES = ("dense", "diagonal", "blocks", "layers")
-
-
-# ------------------------------------------------------------------------- parameters
-def model_params(model: nn.Module) -> dict[str, Tensor]:
-    """Detached copies of the trainable parameters of ``model``, in registration order."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def flatten_params(params: Params) -> Tensor:
-    """Concatenate the tensors of ``params`` (each flattened row-major) into one flat vector."""
-    if not isinstance(params, Mapping) or not params:
-        raise ValueError("params must be a non-empty dict of name -> tensor")
-    return torch.cat([t.reshape(-1) for t in params.values()])
-
-
-def param_slices(params: Params) -> dict[str, slice]:
-    """Where each tensor of ``params`` lives in the flat vector of :func:`flatten_params`."""
-    out, i = {}, 0
-    for name, t in params.items():
-        out[name] = slice(i, i + t.numel())
-        i += t.numel()
-    return out
-
-
-def unflatten_params(vec: Tensor, like: Params) -> dict[str, Tensor]:
-    """Split a flat vector into tensors shaped like ``like`` (inverse of :func:`flatten_params`)."""
-    total = sum(t.numel() for t in like.values())
-    if not isinstance(vec, Tensor) or vec.shape[-1:] != (total,):
-        shape = tuple(vec.shape) if isinstance(vec, Tensor) else type(vec).__name__
-        raise ValueError(f"vector must have last axis of size {total} (the number of parameters), got {shape}")
-    lead = vec.shape[:-1]
-    return {n: vec[..., s].reshape(*lead, *like[n].shape) for n, s in param_slices(like).items()}
-
-
-# ------------------------------------------------------------------------- validation
-class _Problem:
-    """Validated model, parameters, data and likelihood, with the functional forward pass."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        params: Params | None,
-        x: Tensor,
-        y: Tensor | None,
-        likelihood: Likelihood | str,
-        *,
-        need_y: bool,
-        what: str,
-        keep_vjp: bool = False,
-    ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
-        self.lik = get_likelihood(likelihood)
-        named = dict(model.named_parameters())
-        if params is None:
-            params = {n: p.detach() for n, p in named.items() if p.requires_grad}
-        if not isinstance(params, Mapping) or not params:
-            raise ValueError("params must be a non-empty dict name -> tensor (or None for all parameters)")
-        checked: dict[str, Tensor] = {}
-        for name, t in params.items():
-            if name not in named:
-                raise ValueError(f"params[{name!r}] is not a parameter of the model; its parameters are {list(named)}")
-            if not isinstance(t, Tensor) or not t.is_floating_point():
-                raise TypeError(f"params[{name!r}] must be a floating-point tensor")
-            if t.shape != named[name].shape:
-                raise ValueError(
-                    f"params[{name!r}] must have the parameter's shape {tuple(named[name].shape)}, got {tuple(t.shape)}"
-                )
-            if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"params[{name!r}] must be finite, got a value that is NaN or infinite")
-            checked[name] = t.detach()
-        self.params = checked
-        self.frozen = {
-            **{n: p.detach() for n, p in named.items() if n not in checked},
-            **{n: b for n, b in model.named_buffers()},
-        }
-        self.num_params = sum(t.numel() for t in checked.values())
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a tensor of inputs (data points first), got {type(x).__name__}")
-        if x.ndim == 0 or x.shape[0] == 0:
-            raise ValueError(f"x must hold at least one data point along its first axis, got shape {tuple(x.shape)}")
-        if x.is_floating_point():
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError("x must be finite, got a value that is NaN or infinite")
-            x = x.to(next(iter(checked.values())).dtype)
-        self.x = x
-        self.n = x.shape[0]
-        self.vjp_fn: Callable[[Tensor], tuple[dict[str, Tensor]]] | None = None
-        try:
-            if keep_vjp:  # one forward pass that also records the reverse-mode pull-back
-                out, self.vjp_fn = vjp(lambda p: self._call(p, x), self.params)
-            else:
-                with torch.no_grad():
-                    out = self._call(self.params, x)
-        except RuntimeError as exc:  # a shape the model does not accept: name the argument
-            raise ValueError(
-                f"x of shape {tuple(x.shape)} does not fit the model (the forward pass failed: {exc})"
-            ) from exc
-        if not isinstance(out, Tensor):
-            raise TypeError(f"the model must return a tensor, got {type(out).__name__}")
-        if out.ndim == 0 or out.shape[0] != self.n:
-            raise ValueError(
-                f"the model output must have the data points on its first axis ({self.n}), got shape {tuple(out.shape)}"
-            )
-        f = self.lik.flatten_output(out.detach())
-        if not bool(torch.isfinite(f).all()):
-            raise ValueError("the model output is not finite at these parameters")
-        self.out_shape = tuple(out.shape)
-        self.f = f
-        self.c = f.shape[1]
-        if y is None:
-            if need_y:
-                raise ValueError(f"y (the observed targets) is required for {what}")
-            self.y = None
-        else:
-            self.y = self.lik.check_targets(y, out)
-
-    def _call(self, p: Params, x: Tensor) -> Tensor:
-        return functional_call(self.model, (dict(p), self.frozen), (x,))
-
-    def f_batch(self, p: Params) -> Tensor:
-        """All outputs, ``(N, C)``."""
-        return self.lik.flatten_output(self._call(p, self.x))
-
-    def f_single(self, p: Params, xn: Tensor) -> Tensor:
-        """One data point's output, ``(C,)``."""
-        return self.lik.flatten_output(self._call(p, xn.unsqueeze(0))).squeeze(0)
-
-    def loss(self, p: Params) -> Tensor:
-        assert self.y is not None
-        return self.lik.nll(self.f_batch(p), self.y).mean()
-
-    def check_vector(self, v: Tensor | Params, name: str = "v") -> tuple[Tensor, bool]:
-        if isinstance(v, Mapping):
-            if list(v) != list(self.params):
-                raise ValueError(f"{name} must have the keys of params {list(self.params)}, got {list(v)}")
-            for k, t in v.items():
-                if t.shape != self.params[k].shape:
-                    raise ValueError(f"{name}[{k!r}] must have shape {tuple(self.params[k].shape)}, got {tuple(t.shape)}")
-            flat, as_dict = flatten_params(v), True
-        elif isinstance(v, Tensor):
-            if v.shape != (self.num_params,):
-                raise ValueError(
-                    f"{name} must be a flat vector of shape ({self.num_params},) (the number of parameters), "
-                    f"got {tuple(v.shape)}"
-                )
-            flat, as_dict = v, False
-        else:
-            raise TypeError(f"{name} must be a tensor or a dict of tensors, got {type(v).__name__}")
-        dtype = next(iter(self.params.values())).dtype
-        flat = flat.to(dtype)
-        if not bool(torch.isfinite(flat).all()):
-            raise ValueError(f"{name} must be finite, got a value that is NaN or infinite")
-        return flat, as_dict
-
-
-def _num_samples(mc_samples: int) -> int:
-    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
-        raise ValueError(f"mc_samples must be an int >= 1, got {mc_samples!r}")
-    return mc_samples
-
-
-def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-        return generator
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int (or pass a torch.Generator), got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
-
-
-def _output_matrices(
-    prob: _Problem,
-    ftype: FisherType,
-    mc_samples: int,
-    seed: int | None,
-    generator: torch.Generator | None,
-    f: Tensor | None = None,
-) -> Tensor:
-    """The output-space matrices :math:`M_n`, shape ``(N, C, C)``."""
-    lik = prob.lik
-    f = prob.f if f is None else f
-    if ftype is FisherType.EXACT:
-        return lik.output_fisher(f)
-    if ftype is FisherType.MC:
-        k = _num_samples(mc_samples)
-        r = lik.output_gradient_samples(f, ftype, mc_samples=k, generator=_generator(seed, generator))
-        return torch.einsum("knc,knd->ncd", r, r)  # r carries the 1/sqrt(k)
-    assert prob.y is not None
-    if ftype is FisherType.EMPIRICAL:
-        r = lik.output_grad(f, prob.y)
-        return r.unsqueeze(-1) * r.unsqueeze(-2)
-    if ftype is FisherType.GGN:
-        return lik.output_hessian(f, prob.y)
-    raise ValueError(f"{ftype} has no output-space matrix")  # pragma: no cover
-
-
-def _psd_factor(m: Tensor) -> Tensor | None:
-    r""":math:`S` with :math:`SS^\top = M` for a batch of symmetric PSD matrices (eigh), or ``None`` if indefinite."""
-    w, v = torch.linalg.eigh(0.5 * (m + m.transpose(-1, -2)))
-    scale = w.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
-    if bool((w < -1e-10 * scale).any()):
-        return None
-    return v * w.clamp_min(0).sqrt().unsqueeze(-2)
-
-
-def _output_factors(
-    prob: _Problem,
-    ftype: FisherType,
-    mc_samples: int,
-    seed: int | None,
-    generator: torch.Generator | None,
-) -> Tensor | tuple[Tensor]:
-    r"""Square-root factors ``(N, C, K)`` of the output matrices, or ``(M,)`` if they are indefinite.
-
-    ``K`` is ``C`` (exact Fisher, GGN), ``k`` for ``k <= C`` Monte Carlo samples (the sampled
-    output gradients themselves, scaled by :math:`1/\sqrt k`) and 1 for the empirical Fisher, so
-    the rows cost ``K`` vector-Jacobian products per data point.
-    """
-    lik, f = prob.lik, prob.f
-    if ftype is FisherType.EXACT or (ftype is FisherType.GGN and lik.canonical):
-        return lik.output_fisher_factor(f)
-    if ftype is FisherType.MC:
-        k = _num_samples(mc_samples)
-        if k <= prob.c:
-            r = lik.output_gradient_samples(f, ftype, mc_samples=k, generator=_generator(seed, generator))
-            return r.permute(1, 2, 0)  # (N, C, k), carries the 1/sqrt(k)
-    if ftype is FisherType.EMPIRICAL:
-        assert prob.y is not None
-        return lik.output_grad(f, prob.y).unsqueeze(-1)
-    m = _output_matrices(prob, ftype, mc_samples, seed, generator)
-    fac = _psd_factor(m)
-    return (m,) if fac is None else fac
-
-
-def _needs_y(ftype: FisherType) -> bool:
-    return ftype in (FisherType.EMPIRICAL, FisherType.GGN, FisherType.HESSIAN)
 
 
 def _structure(structure: str) -> str:
@@ -375,7 +147,7 @@ def per_example_gradients(
     is the gradient of :eq:`eq-mean-loss` and :math:`\frac1N G^\top G` is the empirical Fisher.
     ``chunk_size`` bounds the number of data points vmapped at once (memory).
     """
-    prob = _Problem(model, params, x, y, likelihood, need_y=True, what="per-example gradients")
+    prob = ModelProblem(model, params, x, y, likelihood, need_y=True, what="per-example gradients")
     lik = prob.lik
 
     def loss_single(p: Params, xn: Tensor, yn: Tensor) -> Tensor:
@@ -446,8 +218,8 @@ def output_curvature(
     ftype = as_fisher_type(fisher_type)
     if ftype is FisherType.HESSIAN:
         raise ValueError("the Hessian is not a pull-back J^T M J and has no output-space matrix")
-    prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
-    return prob.f, _output_matrices(prob, ftype, mc_samples, seed, generator)
+    prob = ModelProblem(model, params, x, y, likelihood, need_y=needs_targets(ftype), what=f"fisher_type={ftype.value!r}")
+    return prob.f, output_matrices(prob, ftype, mc_samples, seed, generator)
 
 
 def curvature_matrix(
@@ -515,7 +287,7 @@ def curvature_matrix(
     """
     ftype = as_fisher_type(fisher_type)
     structure = _structure(structure)  # type: ignore[assignment]
-    prob = _Problem(model, params, x, y, likelihood, need_y=_needs_y(ftype), what=f"fisher_type={ftype.value!r}")
+    prob = ModelProblem(model, params, x, y, likelihood, need_y=needs_targets(ftype), what=f"fisher_type={ftype.value!r}")
     _chunk(chunk_size, prob.n)
     if structure == "diagonal":  # the linear-layer closed form when it applies (igbook.fisher.diagonal)
         from igbook._validation import check_choice
@@ -524,8 +296,8 @@ def curvature_matrix(
         if check_choice(strategy, "strategy", DIAGONAL_STRATEGIES) != "vmap":
             fast = linear_curvature_diagonal(
                 prob.model, prob.params, prob.x, prob.y, prob.lik, ftype,
-                mc_samples=_num_samples(mc_samples) if ftype is FisherType.MC else 1,
-                generator=_generator(seed, generator) if ftype is FisherType.MC else None,
+                mc_samples=check_mc_samples(mc_samples) if ftype is FisherType.MC else 1,
+                generator=mc_generator(seed, generator) if ftype is FisherType.MC else None,
                 chunk_size=chunk_size, outputs=prob.f,
             )
             if fast is not None:
@@ -545,7 +317,7 @@ def curvature_matrix(
     )
     dtype = prob.f.dtype
     p = prob.num_params
-    factors = _output_factors(prob, ftype, mc_samples, seed, generator)
+    factors = output_factors(prob, ftype, mc_samples, seed, generator)
     if isinstance(factors, tuple):  # indefinite output matrices: rows J_n and M_n J_n
         m = factors[0]
         jac_fn = vmap(jacrev(prob.f_single), in_dims=(None, 0))
@@ -600,7 +372,7 @@ def curvature_matrix(
     return acc / prob.n
 
 
-def _hessian(prob: _Problem, structure: str) -> Tensor | dict[str, Tensor]:
+def _hessian(prob: ModelProblem, structure: str) -> Tensor | dict[str, Tensor]:
     params = prob.params
     if structure in ("dense", "diagonal"):
         theta = flatten_params(params)
@@ -724,162 +496,3 @@ def hessian_matrix(
 ) -> Tensor | dict[str, Tensor]:
     r"""Hessian :math:`\nabla^2_\theta L` of the mean loss :eq:`eq-mean-loss` (via :func:`torch.func.hessian`)."""
     return curvature_matrix(model, params, x, y, likelihood, FisherType.HESSIAN, structure=structure)
-
-
-# ------------------------------------------------------------------------- operators
-class CurvatureOperator:
-    r"""Matrix-free curvature matrix: ``op @ v`` without forming the :math:`P\times P` matrix.
-
-    At construction it runs one forward pass, keeps the reverse-mode pull-back
-    (:func:`torch.func.vjp`) and the output-space matrices :math:`M_n`; each product is then
-
-    .. math::
-
-        G v = \frac1N\sum_n J_n^\top\big(M_n\,(J_n v)\big):
-
-    one forward-mode product :math:`u = Jv` for the whole batch (:func:`torch.func.jvp`), a
-    batched :math:`C\times C` multiplication, and one vector-Jacobian product. For
-    ``FisherType.HESSIAN`` it is a forward-over-reverse Hessian-vector product
-    :cite:`pascanu2014revisiting`. The Monte Carlo labels are drawn once, at construction, so
-    the operator is a fixed symmetric matrix (as conjugate gradient requires).
-
-    Vectors may be flat tensors of shape ``(P,)`` (returned flat) or dicts shaped like
-    ``params`` (returned as dicts).
-
-    Attributes
-    ----------
-    dim : int
-        Number of parameters :math:`P`.
-    params : dict
-        The parameters the curvature is taken at.
-    fisher_type : FisherType
-        Which matrix this is.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        params: Params | None,
-        x: Tensor,
-        y: Tensor | None,
-        likelihood: Likelihood | str,
-        fisher_type: FisherType | str = FisherType.EXACT,
-        *,
-        mc_samples: int = 1,
-        seed: int | None = 0,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        self.fisher_type = as_fisher_type(fisher_type)
-        self._prob = prob = _Problem(
-            model, params, x, y, likelihood, need_y=_needs_y(self.fisher_type),
-            what=f"fisher_type={self.fisher_type.value!r}", keep_vjp=self.fisher_type is not FisherType.HESSIAN,
-        )
-        self.params = prob.params
-        self.dim = prob.num_params
-        #: model outputs :math:`f_n` at ``params``, shape ``(N, C)``
-        self.outputs = prob.f
-        if self.fisher_type is FisherType.HESSIAN:
-            self._grad_fn = grad(prob.loss)
-        else:
-            #: output-space matrices :math:`M_n`, shape ``(N, C, C)``
-            self.output_matrices = _output_matrices(prob, self.fisher_type, mc_samples, seed, generator)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
-
-    def _matvec_flat(self, v: Tensor) -> Tensor:
-        prob = self._prob
-        vd = unflatten_params(v, prob.params)
-        if self.fisher_type is FisherType.HESSIAN:
-            _, hv = jvp(self._grad_fn, (prob.params,), (vd,))
-            return flatten_params(hv)
-        _, jv = jvp(prob.f_batch, (prob.params,), (vd,))  # (N, C)
-        w = (self.output_matrices @ jv.unsqueeze(-1)).squeeze(-1) / prob.n
-        return self._pullback(w)
-
-    def _pullback(self, w: Tensor) -> Tensor:
-        r""":math:`\sum_n J_n^\top w_n` for ``w`` of shape ``(N, C)``, flat."""
-        assert self._prob.vjp_fn is not None
-        (g,) = self._prob.vjp_fn(w.reshape(self._prob.out_shape))
-        return flatten_params(g)
-
-    def matvec(self, v: Tensor | Params) -> Tensor | dict[str, Tensor]:
-        """The product with a flat vector ``(P,)`` or a dict shaped like ``params``."""
-        flat, as_dict = self._prob.check_vector(v)
-        out = self._matvec_flat(flat)
-        return unflatten_params(out, self.params) if as_dict else out
-
-    __call__ = matvec
-
-    def __matmul__(self, v: Tensor | Params) -> Tensor | dict[str, Tensor]:
-        return self.matvec(v)
-
-    def gradient(self) -> Tensor:
-        r"""Gradient :math:`\nabla_\theta L` of the mean loss (flat), from the cached forward pass."""
-        prob = self._prob
-        if prob.y is None:
-            raise ValueError("the gradient needs the targets y; pass y when building the operator")
-        if self.fisher_type is FisherType.HESSIAN:
-            return flatten_params(self._grad_fn(prob.params))
-        r = prob.lik.output_grad(self.outputs, prob.y) / prob.n
-        return self._pullback(r)
-
-    def loss(self) -> float:
-        """Value of the mean loss :eq:`eq-mean-loss` at ``params`` (needs ``y``)."""
-        prob = self._prob
-        if prob.y is None:
-            raise ValueError("the loss needs the targets y; pass y when building the operator")
-        return float(prob.lik.nll(prob.f, prob.y).mean())
-
-    def to_dense(self) -> Tensor:
-        """The :math:`P\\times P` matrix, one product per column (for checks on small models)."""
-        eye = torch.eye(self.dim, dtype=next(iter(self.params.values())).dtype)
-        cols = torch.stack([self._matvec_flat(e) for e in eye], dim=1)
-        return 0.5 * (cols + cols.T)
-
-
-def fisher_vector_product(
-    model: nn.Module,
-    params: Params | None,
-    x: Tensor,
-    y: Tensor | None,
-    likelihood: Likelihood | str,
-    v: Tensor | Params,
-    fisher_type: FisherType | str = FisherType.EXACT,
-    *,
-    mc_samples: int = 1,
-    seed: int | None = 0,
-    generator: torch.Generator | None = None,
-) -> Tensor | dict[str, Tensor]:
-    r"""One product :math:`F v` (or ``G v``/``H v`` for ``fisher_type="ggn"``/``"hessian"``).
-
-    Builds a :class:`CurvatureOperator` and applies it once; for many products at the same
-    parameters (conjugate gradient) build the operator once instead.
-    """
-    op = CurvatureOperator(model, params, x, y, likelihood, fisher_type, mc_samples=mc_samples, seed=seed, generator=generator)
-    return op.matvec(v)
-
-
-def ggn_vector_product(
-    model: nn.Module,
-    params: Params | None,
-    x: Tensor,
-    y: Tensor,
-    likelihood: Likelihood | str,
-    v: Tensor | Params,
-) -> Tensor | dict[str, Tensor]:
-    r"""One generalized Gauss-Newton-vector product :math:`\frac1N\sum_n J_n^\top\nabla^2_f\ell_n J_n v`."""
-    return fisher_vector_product(model, params, x, y, likelihood, v, FisherType.GGN)
-
-
-def hessian_vector_product(
-    model: nn.Module,
-    params: Params | None,
-    x: Tensor,
-    y: Tensor,
-    likelihood: Likelihood | str,
-    v: Tensor | Params,
-) -> Tensor | dict[str, Tensor]:
-    r"""One Hessian-vector product :math:`\nabla^2_\theta L\,v` (forward-over-reverse)."""
-    return fisher_vector_product(model, params, x, y, likelihood, v, FisherType.HESSIAN)
