@@ -35,7 +35,7 @@ from torch import Tensor
 from torch.func import hessian, jacfwd, vmap
 
 from igbook._validation import as_tensor, check_finite, check_shape
-from igbook.families import ExponentialFamily
+from igbook.families import family_class
 
 __all__ = [
     "Chart",
@@ -55,6 +55,8 @@ __all__ = [
     "metric_function",
     "natural_map",
     "raise_index",
+    "metric_at",
+    "rk4_geodesic",
 ]
 
 Chart = Literal["params", "natural", "mean"]
@@ -62,20 +64,13 @@ Metric = Callable[[Tensor], Tensor]
 
 
 # ------------------------------------------------------------------------------------- helpers
-def _family(family: object) -> type[ExponentialFamily]:
-    cls = family if isinstance(family, type) else type(family)
-    if not (isinstance(cls, type) and issubclass(cls, ExponentialFamily)):
-        raise TypeError(f"family must be an igbook.families exponential family (class or instance), got {family!r}")
-    return cls
-
-
 def natural_map(family: object, chart: Chart = "params") -> Callable[[Tensor], Tensor]:
     r"""The pure map :math:`\theta\mapsto\eta(\theta)` from a chart to the natural parameter.
 
     ``chart`` is ``"params"`` (the usual coordinates), ``"natural"`` (identity) or ``"mean"``
     (:math:`\nabla A^*`). The result can be traced by :mod:`torch.func`.
     """
-    cls = _family(family)
+    cls = family_class(family)
     if chart == "params":
         return cls.natural_from_params
     if chart == "natural":
@@ -87,7 +82,7 @@ def natural_map(family: object, chart: Chart = "params") -> Callable[[Tensor], T
 
 def _point(family: object, theta: object, chart: Chart, name: str = "theta") -> Tensor:
     """Validate a point of the chart: a finite 1-D tensor inside the parameter space."""
-    cls = _family(family)
+    cls = family_class(family)
     t = check_finite(as_tensor(theta, name), name)
     if t.ndim == 0:
         t = t.reshape(1)
@@ -108,7 +103,14 @@ def _point(family: object, theta: object, chart: Chart, name: str = "theta") -> 
     return t
 
 
-def _metric_at(metric: Metric, theta: Tensor) -> Tensor:
+def metric_at(metric: Metric, theta: Tensor) -> Tensor:
+    r"""Evaluate a metric function at a checked point: :math:`g(\theta)`, a ``(d, d)`` tensor.
+
+    ``metric`` must be callable and return a ``(d, d)`` tensor for a ``(d,)`` point ``theta``
+    (a Riemannian metric in coordinates :cite:`amari2000methods`); otherwise this raises
+    :class:`TypeError`/:class:`ValueError` naming ``metric``. Used by every function that takes
+    a metric, before it differentiates it.
+    """
     if not callable(metric):
         raise TypeError(f"metric must be a function theta -> (d, d) matrix, got {type(metric).__name__}")
     g = metric(theta)
@@ -126,7 +128,7 @@ def metric_function(family: object, chart: Chart = "params") -> Metric:
     :cite:`amari2000methods`; no validation, so it can be differentiated (for :func:`levi_civita`,
     :func:`gaussian_curvature`, :func:`integrate_geodesic`).
     """
-    cls = _family(family)
+    cls = family_class(family)
     to_eta = natural_map(cls, chart)
 
     def g(theta: Tensor) -> Tensor:
@@ -149,7 +151,7 @@ def cubic_tensor(family: object, theta: object, chart: Chart = "params") -> Tens
     :math:`T_{ijk} = \sum_{abc}\partial_a\partial_b\partial_c A\;J_{ai}J_{bj}J_{ck}`, the third cumulant of
     the sufficient statistic pulled back to the chart :cite:`amari2000methods,chentsov1982statistical`.
     """
-    cls = _family(family)
+    cls = family_class(family)
     t = _point(cls, theta, chart)
     to_eta = natural_map(cls, chart)
     jac = jacfwd(to_eta)(t)
@@ -163,7 +165,7 @@ def e_connection(family: object, theta: object, chart: Chart = "params") -> Tens
     It is :math:`\E[\partial_i\partial_j\ell\,\partial_k\ell]`; it vanishes in the natural chart
     (the family is e-flat) :cite:`amari2000methods`.
     """
-    cls = _family(family)
+    cls = family_class(family)
     t = _point(cls, theta, chart)
     to_eta = natural_map(cls, chart)
     jac = jacfwd(to_eta)(t)
@@ -178,7 +180,7 @@ def m_connection(family: object, theta: object, chart: Chart = "params") -> Tens
     It is :math:`\E[(\partial_i\partial_j\ell + \partial_i\ell\,\partial_j\ell)\,\partial_k\ell]`; it vanishes in the
     mean chart (the family is m-flat) :cite:`amari2000methods`.
     """
-    cls = _family(family)
+    cls = family_class(family)
     t = _point(cls, theta, chart)
     to_eta = natural_map(cls, chart)
 
@@ -230,7 +232,7 @@ def levi_civita(metric: Metric, theta: object) -> Tensor:
     """
     t = check_finite(as_tensor(theta, "theta"), "theta")
     check_shape(t, "theta", (None,))
-    _metric_at(metric, t)
+    metric_at(metric, t)
     return _levi_civita(metric, t)
 
 
@@ -241,7 +243,7 @@ def duality_defect(family: object, theta: object, alpha: float = 0.0, chart: Cha
     Fisher metric :cite:`amari2000methods`. The metric derivative is taken by autograd of
     :func:`metric_function`, independently of the connection formulas.
     """
-    cls = _family(family)
+    cls = family_class(family)
     t = _point(cls, theta, chart)
     dg = jacfwd(metric_function(cls, chart))(t).permute(2, 0, 1)  # [k, i, j] = d_k g_ij
     ga = alpha_connection(cls, t, alpha, chart)
@@ -265,7 +267,7 @@ def gaussian_curvature(metric: Metric, theta: object) -> Tensor:
     """
     t = check_finite(as_tensor(theta, "theta"), "theta")
     check_shape(t, "theta", (2,))
-    g = _metric_at(metric, t)
+    g = metric_at(metric, t)
     d1 = jacfwd(metric)(t)  # [a, b, c] = d_c g_ab
     d2 = jacfwd(jacfwd(metric))(t)  # [a, b, c, e] = d_c d_e g_ab
     e_, f_, g_ = g[0, 0], g[0, 1], g[1, 1]
@@ -293,9 +295,18 @@ def geodesic_acceleration(metric: Metric, theta: Tensor, velocity: Tensor) -> Te
     return -torch.linalg.solve(metric(theta), torch.einsum("ijl,i,j->l", gamma, velocity, velocity))
 
 
-def _rk4(acceleration: Callable[[Tensor, Tensor], Tensor], th: Tensor, v: Tensor, steps: int,
-         t_end: float) -> tuple[Tensor, Tensor]:
-    """Classical RK4 for the first-order system (theta, v)' = (v, acceleration(theta, v)), batched over rows."""
+def rk4_geodesic(acceleration: Callable[[Tensor, Tensor], Tensor], th: Tensor, v: Tensor, steps: int,
+                 t_end: float) -> tuple[Tensor, Tensor]:
+    r"""Classical fourth-order Runge-Kutta for :math:`(\theta, v)' = (v, a(\theta, v))`, batched over rows.
+
+    ``th`` and ``v`` are ``(B, d)``; ``acceleration`` is batched, ``(B, d), (B, d) -> (B, d)`` (for a
+    geodesic :math:`a^k = -\Gamma^k_{ij}v^iv^j`, e.g. :func:`batched_acceleration`). Takes
+    ``steps`` equal steps of size :math:`h = t_\mathrm{end}/\text{steps}` and returns the points
+    and velocities, each ``(steps + 1, B, d)``; the global error is :math:`O(h^4)`
+    :cite:`amari2000methods`. Raises :class:`ValueError` if the curve leaves the domain of the
+    metric (a non-finite point). The arguments are trusted (callers validate them):
+    :func:`integrate_geodesic` is the checked single-curve entry point.
+    """
     h = t_end / steps
     xs, vs = [th], [v]
     for _ in range(steps):
@@ -337,14 +348,14 @@ def integrate_geodesic(metric: Metric, theta0: object, velocity0: object, *, t_e
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     if not (isinstance(t_end, (int, float)) and t_end > 0):
         raise ValueError(f"t_end must be a number > 0, got {t_end!r}")
-    _metric_at(metric, th)
+    metric_at(metric, th)
     acc = acceleration if acceleration is not None else batched_acceleration(metric)
-    xs, vs = _rk4(acc, th.unsqueeze(0), v.unsqueeze(0), steps, float(t_end))
+    xs, vs = rk4_geodesic(acc, th.unsqueeze(0), v.unsqueeze(0), steps, float(t_end))
     return xs[:, 0], vs[:, 0]
 
 
 def _flat_geodesic(family: object, p: object, q: object, num: int, flat: str, chart: Chart) -> Tensor:
-    cls = _family(family)
+    cls = family_class(family)
     tp, tq = _point(cls, p, chart, "p"), _point(cls, q, chart, "q")
     if tp.shape != tq.shape:
         raise ValueError(f"p and q must have the same shape, got {tuple(tp.shape)} and {tuple(tq.shape)}")

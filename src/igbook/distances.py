@@ -31,7 +31,7 @@ from igbook._validation import (
     check_shape,
     check_symmetric_positive_definite,
 )
-from igbook.connections import Metric, _metric_at, _rk4, batched_acceleration
+from igbook.connections import Metric, batched_acceleration, metric_at, rk4_geodesic
 
 __all__ = [
     "Geodesic",
@@ -79,7 +79,7 @@ def geodesic_shooting(metric: Metric, theta0: object, theta1: object, *, steps: 
     :cite:`amari2000methods`. Raises :class:`ValueError` if Newton fails.
     """
     a, b = _two_points(theta0, theta1)
-    _metric_at(metric, a)
+    metric_at(metric, a)
     if not (isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
     if not tol > 0:
@@ -92,7 +92,7 @@ def geodesic_shooting(metric: Metric, theta0: object, theta1: object, *, steps: 
 
     def ends(vs: Tensor) -> Tensor:
         try:
-            return _rk4(acc, a.expand(vs.shape[0], d), vs, steps, 1.0)[0][-1]
+            return rk4_geodesic(acc, a.expand(vs.shape[0], d), vs, steps, 1.0)[0][-1]
         except ValueError:
             return torch.full_like(vs, float("nan"))
 
@@ -120,7 +120,7 @@ def geodesic_shooting(metric: Metric, theta0: object, theta1: object, *, steps: 
         v, r, err = v_new, r_new, e_new
     if not err <= target:
         raise ValueError(f"geodesic shooting did not converge in {max_iter} iterations (end-point error {err:.2e})")
-    pts = _rk4(acc, a.unsqueeze(0), v.unsqueeze(0), steps, 1.0)[0][:, 0]
+    pts = rk4_geodesic(acc, a.unsqueeze(0), v.unsqueeze(0), steps, 1.0)[0][:, 0]
     length = torch.sqrt(v @ metric(a) @ v)
     return Geodesic(pts, length, err, it)
 
@@ -136,7 +136,7 @@ def geodesic_energy(metric: Metric, theta0: object, theta1: object, *, num: int 
     Christoffel symbols, no ODE) :cite:`amari2000methods`.
     """
     a, b = _two_points(theta0, theta1)
-    _metric_at(metric, a)
+    metric_at(metric, a)
     if not (isinstance(num, int) and num >= 3):
         raise ValueError(f"num must be an int >= 3, got {num!r}")
     s = torch.linspace(0, 1, num, dtype=a.dtype).unsqueeze(-1)

@@ -31,7 +31,7 @@ from igbook._validation import (
     check_shape,
     check_symmetric_positive_definite,
 )
-from igbook.connections import _family
+from igbook.families import family_class
 
 __all__ = [
     "ScaledCovariance",
@@ -73,7 +73,7 @@ def family_score(family: object, to_params: Callable[[Tensor], Tensor] | None = 
     vectorized with :func:`torch.func.vmap`. ``to_params`` maps a chart :math:`\phi` to the usual
     coordinates (default: the usual coordinates themselves), e.g. ``(mu, log sigma) -> (mu, sigma)``.
     """
-    cls = _family(family)
+    cls = family_class(family)
     if to_params is not None and not callable(to_params):
         raise TypeError(f"to_params must be a function phi -> theta, got {type(to_params).__name__}")
     chart = to_params if to_params is not None else (lambda th: th)

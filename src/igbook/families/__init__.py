@@ -47,13 +47,14 @@ The package is split along these lines: :mod:`~igbook.families.base` (the interf
 
 from __future__ import annotations
 
-from igbook.families.base import ExponentialFamily
+from igbook.families.base import ExponentialFamily, family_class
 from igbook.families.conjugate import Beta, Gamma, NormalGamma
 from igbook.families.elementary import Bernoulli, Categorical, Exponential, Poisson
 from igbook.families.gaussian import Gaussian, MultivariateGaussian
 
 __all__ = [
     "ExponentialFamily",
+    "family_class",
     "Bernoulli",
     "Categorical",
     "Gaussian",

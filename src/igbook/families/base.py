@@ -18,7 +18,7 @@ from torch.func import hessian
 
 from igbook._validation import as_tensor, check_finite, check_shape
 
-__all__ = ["ExponentialFamily"]
+__all__ = ["ExponentialFamily", "family_class"]
 
 
 class ExponentialFamily(ABC):
@@ -292,3 +292,16 @@ class ExponentialFamily(ABC):
 
     def _expected_log_h(self) -> Tensor:
         return torch.zeros((), dtype=self.params.dtype)
+
+
+def family_class(family: object) -> type[ExponentialFamily]:
+    """The :class:`ExponentialFamily` subclass of ``family``, given as a class or a distribution.
+
+    The one check behind every function of :mod:`igbook.connections`, :mod:`igbook.efficiency`
+    and :mod:`igbook.natgrad` that accepts "a family" (class or instance); raises
+    :class:`TypeError` naming ``family`` otherwise (:cite:t:`amari2016information` for the families).
+    """
+    cls = family if isinstance(family, type) else type(family)
+    if not (isinstance(cls, type) and issubclass(cls, ExponentialFamily)):
+        raise TypeError(f"family must be an igbook.families exponential family (class or instance), got {family!r}")
+    return cls

@@ -5,6 +5,8 @@ r"""Natural-gradient directions and steps.
 ``igbook.natgrad.families``
     natural-gradient descent on the exponential families of :mod:`igbook.families`, in any
     coordinate system.
+``igbook.natgrad.trust_region``, ``igbook.natgrad.loops``
+    KL trust-region and KL-proximal steps; descent loops and learning-rate tuning.
 ``igbook.natgrad.networks``
     natural-gradient steps for networks: damped conjugate gradient on Fisher/GGN-vector products.
 """
@@ -16,36 +18,34 @@ from igbook.natgrad.core import (
     natural_gradient_cg,
     trust_region_step_size,
 )
-
 from igbook.natgrad.families import (
     APPROXIMATIONS,
     Chart,
     NaturalGradient,
-    Trajectory,
-    TrustRegionStep,
     approximate_step,
-    best_learning_rate,
     chart,
     chart_names,
-    descend,
     euclidean_step,
     fisher_in_chart,
     fisher_vector_product,
-    iterations_to_tolerance,
-    kl_ball_steepest_descent,
     kl_between,
     kl_loss,
-    kl_proximal_step,
     natural_gradient_at,
     natural_step,
     submanifold_chart,
-    trust_region_step,
 )
+from igbook.natgrad.loops import Trajectory, best_learning_rate, descend, iterations_to_tolerance
 from igbook.natgrad.networks import (
     NaturalGradientDescent,
     NaturalGradientResult,
     natural_gradient_direction,
     ngd_step,
+)
+from igbook.natgrad.trust_region import (
+    TrustRegionStep,
+    kl_ball_steepest_descent,
+    kl_proximal_step,
+    trust_region_step,
 )
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
     "conjugate_gradient",
     "natural_gradient_cg",
     "trust_region_step_size",
-    # natgrad.families
+    # natgrad.families, natgrad.trust_region, natgrad.loops
     "Chart",
     "chart",
     "chart_names",

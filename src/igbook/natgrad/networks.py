@@ -33,16 +33,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from igbook._safety import check_nonfinite_mode, first_nonfinite, nonfinite_error
 from igbook._validation import check_seed
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
-from igbook.fisher.types import FisherType, as_fisher_type
 from igbook.fisher.models import (
     CurvatureOperator,
     flatten_params,
     unflatten_params,
 )
+from igbook.fisher.types import FisherType, as_fisher_type
 from igbook.natgrad.core import conjugate_gradient, trust_region_step_size
-from igbook._safety import check_nonfinite_mode, first_nonfinite, nonfinite_error
 
 __all__ = [
     "NaturalGradientResult",
