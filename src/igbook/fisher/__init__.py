@@ -31,6 +31,26 @@ from igbook.fisher.likelihoods import (
     get_likelihood,
 )
 from igbook.fisher.types import FISHER_TYPE_ALIASES, FisherType, as_fisher_type
+from igbook.fisher.operators import (
+    BlockDiagonalCurvature,
+    Curvature,
+    DenseCurvature,
+    DiagonalCurvature,
+    KroneckerCurvature,
+)
+from igbook.fisher.kronecker import (
+    BIAS_MODES,
+    KRONECKER_FISHER_TYPES,
+    KroneckerFactors,
+    backpropagate_output_vectors,
+    kfac_factors,
+    kronecker_curvature,
+    kronecker_layers,
+    layer_input_rows,
+    layer_output_rows,
+    unsupported_layer_reason,
+)
+from igbook.fisher.curvature import CURVATURE_STRUCTURES, curvature, layer_blocks
 from igbook.fisher.layout import ORDERS, ParameterLayout, parameter_layout, reorder
 from igbook.fisher.problem import ModelProblem
 from igbook.fisher.models import (
@@ -84,6 +104,24 @@ __all__ = [
     "hessian_matrix",
     "CurvatureOperator",
     "ModelProblem",
+    "Curvature",
+    "DenseCurvature",
+    "DiagonalCurvature",
+    "BlockDiagonalCurvature",
+    "KroneckerCurvature",
+    "curvature",
+    "CURVATURE_STRUCTURES",
+    "layer_blocks",
+    "KroneckerFactors",
+    "kfac_factors",
+    "kronecker_curvature",
+    "kronecker_layers",
+    "KRONECKER_FISHER_TYPES",
+    "BIAS_MODES",
+    "unsupported_layer_reason",
+    "layer_input_rows",
+    "layer_output_rows",
+    "backpropagate_output_vectors",
     "ParameterLayout",
     "parameter_layout",
     "reorder",

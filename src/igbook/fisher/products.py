@@ -13,12 +13,13 @@ from torch.func import grad, jvp
 
 from igbook.fisher.layout import Params, flatten_params, unflatten_params
 from igbook.fisher.likelihoods import Likelihood
+from igbook.fisher.operators import Curvature
 from igbook.fisher.problem import ModelProblem, needs_targets, output_matrices
 from igbook.fisher.types import FisherType, as_fisher_type
 
 __all__ = ["CurvatureOperator", "fisher_vector_product", "ggn_vector_product", "hessian_vector_product"]
 
-class CurvatureOperator:
+class CurvatureOperator(Curvature):
     r"""Matrix-free curvature matrix: ``op @ v`` without forming the :math:`P\times P` matrix.
 
     At construction it runs one forward pass, keeps the reverse-mode pull-back
@@ -34,8 +35,10 @@ class CurvatureOperator:
     :cite:`pascanu2014revisiting`. The Monte Carlo labels are drawn once, at construction, so
     the operator is a fixed symmetric matrix (as conjugate gradient requires).
 
-    Vectors may be flat tensors of shape ``(P,)`` (returned flat) or dicts shaped like
-    ``params`` (returned as dicts).
+    Vectors may be flat tensors of shape ``(P,)`` (returned flat), stacks ``(P, K)`` (one
+    product per column) or dicts shaped like ``params`` (returned as dicts). It is a
+    :class:`~igbook.fisher.operators.Curvature`: ``solve``/``inverse`` go through the dense
+    matrix (for large models run :func:`igbook.natgrad.conjugate_gradient` on :meth:`matvec`).
 
     Attributes
     ----------
@@ -75,9 +78,27 @@ class CurvatureOperator:
             #: output-space matrices :math:`M_n`, shape ``(N, C, C)``
             self.output_matrices = output_matrices(prob, self.fisher_type, mc_samples, seed, generator)
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
+        self.size = self.dim
+        self.dtype = prob.f.dtype
+        self._blocks = {}
+        self._settings = {"mc_samples": mc_samples, "seed": seed, "generator": generator}
+        self._model, self._x, self._y, self._likelihood = model, x, y, likelihood
+
+    def _apply(self, v: Tensor) -> Tensor:
+        return torch.stack([self._matvec_flat(v[:, k]) for k in range(v.shape[1])], dim=1)
+
+    def diagonal(self) -> Tensor:
+        """The diagonal, computed directly (:func:`igbook.fisher.fisher_diagonal`, same labels' seed)."""
+        from igbook.fisher.models import curvature_matrix  # models re-exports this module
+
+        if self.fisher_type is FisherType.HESSIAN or self._settings["generator"] is not None:
+            return self.to_dense().diagonal().clone()
+        d = curvature_matrix(
+            self._model, self.params, self._x, self._y, self._likelihood, self.fisher_type,
+            structure="diagonal", mc_samples=self._settings["mc_samples"], seed=self._settings["seed"],
+        )
+        assert isinstance(d, Tensor)
+        return d
 
     def _matvec_flat(self, v: Tensor) -> Tensor:
         prob = self._prob
@@ -95,8 +116,10 @@ class CurvatureOperator:
         (g,) = self._prob.vjp_fn(w.reshape(self._prob.out_shape))
         return flatten_params(g)
 
-    def matvec(self, v: Tensor | Params) -> Tensor | dict[str, Tensor]:
-        """The product with a flat vector ``(P,)`` or a dict shaped like ``params``."""
+    def matvec(self, v: Tensor | Params) -> Tensor | dict[str, Tensor]:  # type: ignore[override]
+        """The product with a flat vector ``(P,)``, a stack ``(P, K)`` or a dict shaped like ``params``."""
+        if isinstance(v, Tensor) and v.ndim == 2:
+            return super().matvec(v)
         flat, as_dict = self._prob.check_vector(v)
         out = self._matvec_flat(flat)
         return unflatten_params(out, self.params) if as_dict else out
