@@ -279,7 +279,7 @@ KNOWN_GAPS: dict[str, str] = {}
 #: and they run on every node of quadrature grids), each with its checked public twin: the
 #: docstring must say so and name the twin, and the two must agree on in-domain input
 UNCHECKED_BY_DESIGN: dict[str, str] = {
-    "igbook.mixtures.log_prob_single": "igbook.mixtures.log_prob",
+    "igbook.mixtures.model.log_prob_single": "igbook.mixtures.model.log_prob",
 }
 
 #: callables whose in-domain call cannot be guessed from the signature (need a model, a
@@ -391,10 +391,10 @@ NO_AUTOMATIC_CALL: set[str] = {
     "igbook.mirror.natural_gradient_descent_natural",
     "igbook.mirror.projected_gradient_descent",
     "igbook.mirror.proximal_objective",
-    "igbook.mixtures.expectation",
-    "igbook.mixtures.flow",
-    "igbook.mixtures.flow_pair",
-    "igbook.mixtures.natural_gradient_field",
+    "igbook.mixtures.flows.flow",
+    "igbook.mixtures.flows.flow_pair",
+    "igbook.mixtures.flows.natural_gradient_field",
+    "igbook.mixtures.model.expectation",
     "igbook.natgrad.core.conjugate_gradient",
     "igbook.natgrad.core.natural_gradient_cg",
     "igbook.natgrad.families.approximate_step",

@@ -56,41 +56,24 @@ KNOWN_VIOLATIONS: dict[str, str] = {
     "planned experiments": "igbook.experiments is being created (set-ups shared by chapter, tests, benchmark)",
     "planned book": "igbook.book is being created (what only the book needs: style, tables, setup)",
     # (c) private names imported from another module
-    "private igbook.continual.methods imports igbook.continual.importance._restrict_logits":
-        "continual is being moved onto igbook.fisher; make it public or move it",
-    "private igbook.kfac.dense imports igbook.kfac.core._check_choice":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.kfac.dense imports igbook.kfac.core._check_decay":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.kfac.dense imports igbook.kfac.core._check_fisher_type":
-        "replaced by igbook.fisher.as_fisher_type",
-    "private igbook.kfac.dense imports igbook.kfac.core._check_positive_real":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.kfac.dense imports igbook.kfac.core._flat_outputs":
-        "kfac is being split along its seams; the helper becomes public",
-    "private igbook.live.mixture imports igbook.widgets.mixture._flow_seeds":
-        "widgets.mixture is being split; the flow seeds become public",
-    "private igbook.optim.mesu imports igbook.optim.bgd._check_bounds":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.optim.mesu imports igbook.optim.bgd._check_mean_field":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.optim.mesu imports igbook.optim.bgd._check_nonneg":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.optim.mesu imports igbook.optim.bgd._check_pos":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.optim.mesu imports igbook.optim.bgd._check_ratio_max":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.optim.mesu imports igbook.optim.bgd._check_sigma_init":
-        "private checks are being replaced by igbook._validation",
-    "private igbook.optim.mesu imports igbook.optim.bgd._clamp_and_bound":
-        "the shared mean-field update is being made public",
+    "private igbook.continual.methods imports igbook.continual.importance._restrict_logits": "continual is being moved onto igbook.fisher; make it public or move it",
+    "private igbook.kfac.dense imports igbook.kfac.core._check_choice": "private checks are being replaced by igbook._validation",
+    "private igbook.kfac.dense imports igbook.kfac.core._check_decay": "private checks are being replaced by igbook._validation",
+    "private igbook.kfac.dense imports igbook.kfac.core._check_fisher_type": "replaced by igbook.fisher.as_fisher_type",
+    "private igbook.kfac.dense imports igbook.kfac.core._check_positive_real": "private checks are being replaced by igbook._validation",
+    "private igbook.kfac.dense imports igbook.kfac.core._flat_outputs": "kfac is being split along its seams; the helper becomes public",
+    "private igbook.optim.mesu imports igbook.optim.bgd._check_bounds": "private checks are being replaced by igbook._validation",
+    "private igbook.optim.mesu imports igbook.optim.bgd._check_mean_field": "private checks are being replaced by igbook._validation",
+    "private igbook.optim.mesu imports igbook.optim.bgd._check_nonneg": "private checks are being replaced by igbook._validation",
+    "private igbook.optim.mesu imports igbook.optim.bgd._check_pos": "private checks are being replaced by igbook._validation",
+    "private igbook.optim.mesu imports igbook.optim.bgd._check_ratio_max": "private checks are being replaced by igbook._validation",
+    "private igbook.optim.mesu imports igbook.optim.bgd._check_sigma_init": "private checks are being replaced by igbook._validation",
+    "private igbook.optim.mesu imports igbook.optim.bgd._clamp_and_bound": "the shared mean-field update is being made public",
     # (e) modules over MAX_LINES lines: split into a package along the seams, <= ~600 each
     "size igbook/optim/blr.py": "split VON/VOGN/Vadam/IVON and their shared base",
     "size igbook/kfac/core.py": "split factors (hooks), preconditioner and optimizer",
     "size igbook/continual/methods.py": "split the methods (regularizers, Bayesian, projection)",
-    "size igbook/widgets/mixture.py": "split state functions, drawing and controls",
     "size igbook/fisher/models.py": "split parameters/problem, dense curvature, operators",
-    "size igbook/mixtures.py": "split into a package (quadrature Fisher, flows)",
 }
 
 
@@ -217,7 +200,9 @@ def architecture_table() -> dict[str, set[str]]:
         deps = set(re.findall(r"`([^`]+)`", cells[2]))
         rows[mod.group(1)] = deps
     if not rows:
-        raise AssertionError("ARCHITECTURE.md: no modules table (header '| module | holds | depends on |')")
+        raise AssertionError(
+            "ARCHITECTURE.md: no modules table (header '| module | holds | depends on |')"
+        )
     for mod, deps in rows.items():
         unknown = sorted(deps - set(rows))
         if unknown:
@@ -294,8 +279,16 @@ def edge_findings() -> dict[str, str]:
 
 def table_findings() -> dict[str, str]:
     table, code = set(architecture_table()), package_modules()
-    found = {f"missing {m}": "a module of the package with no row in the table" for m in sorted(code - table)}
-    found.update({f"planned {m}": "a table row for a module the package does not have" for m in sorted(table - code)})
+    found = {
+        f"missing {m}": "a module of the package with no row in the table"
+        for m in sorted(code - table)
+    }
+    found.update(
+        {
+            f"planned {m}": "a table row for a module the package does not have"
+            for m in sorted(table - code)
+        }
+    )
     return found
 
 
@@ -310,7 +303,9 @@ def private_findings() -> dict[str, str]:
             prefix = ".".join(parts[: i + 1])
             if parts[i].startswith("_") and prefix not in SHARED_PRIVATE_MODULES:
                 owner = ".".join(parts[:i])
-                if owner == "igbook" or not (imp.source == owner or imp.source.startswith(owner + ".")):
+                if owner == "igbook" or not (
+                    imp.source == owner or imp.source.startswith(owner + ".")
+                ):
                     found[f"private {imp.source} imports {prefix}"] = imp.where
                 break
         if imp.name is not None and imp.name.startswith("_") and not imp.name.startswith("__"):
@@ -390,7 +385,9 @@ def test_relative_imports_are_resolved(tmp_path: Path) -> None:
 def test_table_parses_and_has_no_cycle() -> None:
     table = architecture_table()
     assert {"_validation", "fisher", "natgrad", "kfac", "exercises"} <= set(table)
-    assert not table["_validation"], "_validation is the bottom layer and depends on no igbook module"
+    assert not table["_validation"], (
+        "_validation is the bottom layer and depends on no igbook module"
+    )
     bad = cycles(table)
     assert not bad, f"the table of ARCHITECTURE.md has dependency cycles: {bad}"
 
@@ -463,13 +460,21 @@ def test_known_violations_are_spelled_as_findings() -> None:
 @pytest.mark.parametrize(
     ("code", "expected"),
     [
-        ("from igbook.kfac.core import _private\n", {"private igbook.x.m imports igbook.kfac.core._private"}),
-        ("from igbook.live._core import LiveFigure\n", {"private igbook.x.m imports igbook.live._core"}),
+        (
+            "from igbook.kfac.core import _private\n",
+            {"private igbook.x.m imports igbook.kfac.core._private"},
+        ),
+        (
+            "from igbook.live._core import LiveFigure\n",
+            {"private igbook.x.m imports igbook.live._core"},
+        ),
         ("from igbook._validation import check_scalar\n", set()),
         ("import igbook._safety\n", set()),
     ],
 )
-def test_private_check_detects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str, expected: set[str]) -> None:
+def test_private_check_detects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str, expected: set[str]
+) -> None:
     """The private-name check flags what it should on a synthetic module (it can fail)."""
     path = tmp_path / "m.py"
     path.write_text(code)

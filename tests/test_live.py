@@ -229,9 +229,9 @@ def test_mixture_port_equals_igbook(browser: Any, pages: Any) -> None:
 
 def test_mixture_flows_equal_igbook(browser: Any, pages: Any) -> None:
     _open(browser, pages, "lib.html")
-    from igbook.widgets.mixture import _flow_seeds
+    from igbook.widgets.mixture import flow_seeds
 
-    seeds = _flow_seeds(-3.0, 3.0)
+    seeds = flow_seeds(-3.0, 3.0)
     target, s, steps, dt = [-1.2, 0.8], 0.9, 20, 0.15
     lam_far = 0.5 / s**2
     out = _js(browser, f"L.mixture.flowPair({json.dumps(seeds.tolist())}, {target}, {s}, {steps}, {dt}, {dt * 2 * s * s},"

@@ -38,7 +38,7 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
                               Span, Switch)
     from bokeh.plotting import figure
 
-    from igbook.widgets.mixture import MixtureControls, _flow_seeds, spectrum_curve
+    from igbook.widgets.mixture import MixtureControls, flow_seeds, spectrum_curve
 
     c = MixtureControls(mu1=mu1, mu2=mu2, sigma=sigma, probe=probe, grid_n=grid_n, ellipse_scale=ellipse_scale,
                         flow=flow)
@@ -135,7 +135,7 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     flow_label = Div(text="particle flows along both fields", styles={"color": "inherit", "margin-top": "2px"})
     readout = Div(text="", sizing_mode="stretch_width", styles={"color": "inherit"})
 
-    seeds = _flow_seeds(lo, hi).tolist()
+    seeds = flow_seeds(lo, hi).tolist()
     cfg = {"extent": [lo, hi], "probe": list(c.probe) if c.probe else None, "flowSeeds": seeds, "flowSteps": FLOW_STEPS,
            "flowDt": FLOW_DT, "deltaMin": float(delta[0]),
            "colors": {"euclidean": euclid_color, "natural": natural_color}}
