@@ -14,11 +14,12 @@ unexport MPLBACKEND
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: book test test-package test-notebooks test-book test-site test-lab venv lab serve clean strip bench chapter-times help student student-site macros
+.PHONY: book lint test test-package test-notebooks test-book test-site test-lab venv lab serve clean strip bench chapter-times help student student-site macros
 
 help:
 	@echo "make book   build the website into _build/html (executes every chapter)"
 	@echo "make test   package tests, every notebook under nbval, warnings-as-errors book build"
+	@echo "make lint   ruff check and ruff format --check (package, tests, tools, benchmarks, chapters)"
 	@echo "make lab    JupyterLab on the book;  make serve  serve _build/html on localhost:8000"
 	@echo "make student       student notebooks (no solutions, self-checks kept) in _build/student"
 	@echo "make student-site  the website without solutions, in _build/student-site/_build/html"
@@ -36,6 +37,12 @@ book: $(STAMP)
 	@echo "The site is in $(CURDIR)/_build/html/index.html"
 
 test: test-package test-notebooks test-book test-site test-lab
+
+# Lint and format check over the package, tests, tools, benchmarks and the chapters' code cells
+# (configuration in pyproject.toml, [tool.ruff]). Fix with: ruff check --fix . && ruff format .
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-package: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile -m "not browser and not lab" tests
