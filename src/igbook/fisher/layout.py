@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from igbook._validation import check_choice
+from igbook._validation import check_choice, check_finite
 
 __all__ = [
     "Params",
@@ -29,6 +29,7 @@ __all__ = [
     "ParameterLayout",
     "parameter_layout",
     "reorder",
+    "layer_vector",
     "ORDERS",
 ]
 
@@ -173,3 +174,29 @@ def reorder(t: Tensor, model: nn.Module, *, source: str = "flat", target: str = 
     index = dst.flatten(src.unflatten(positions)).round().long()
     out = t.index_select(0, index)
     return out.index_select(1, index) if matrix else out
+
+
+def layer_vector(weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    r"""Column-major vectorization ``[vec(W), b]`` of a layer's weight (and bias).
+
+    The weight is viewed as a matrix of shape ``(out, rest)`` (a ``Conv2d`` kernel
+    ``(out, in, kh, kw)`` becomes ``(out, in*kh*kw)``) and :math:`\operatorname{vec}` stacks its
+    columns, the ordering in which the K-FAC block is :math:`A\otimes G` :cite:`martens2015optimizing`.
+    Both tensors must be finite (a NaN gradient is refused here, not stacked).
+    """
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"weight must be a tensor, got {type(weight).__name__}")
+    if weight.ndim < 2:
+        raise ValueError(f"weight must have at least 2 axes (out, in, ...), got shape {tuple(weight.shape)}")
+    check_finite(weight, "weight")
+    w = weight.reshape(weight.shape[0], -1)
+    parts = [w.T.reshape(-1)]
+    if bias is not None:
+        if not isinstance(bias, Tensor):
+            raise TypeError(f"bias must be a tensor or None, got {type(bias).__name__}")
+        check_finite(bias, "bias")
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+        parts.append(bias)
+    return torch.cat(parts)
+

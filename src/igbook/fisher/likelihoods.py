@@ -71,8 +71,8 @@ class Likelihood(ABC):
         """Model output (first axis = data points) as a ``(N, C)`` matrix; raise on a bad shape."""
 
     @abstractmethod
-    def check_targets(self, y: Tensor, output: Tensor) -> Tensor:
-        """Validate targets against the model output and return them in flat form."""
+    def check_targets(self, y: Tensor, output: Tensor, name: str = "y") -> Tensor:
+        """Validate targets against the model output and return them in flat form (errors name ``name``)."""
 
     # ------------------------------------------------------------------ pure functions
     @abstractmethod
@@ -206,17 +206,17 @@ class GaussianLikelihood(Likelihood):
         _check_float_output(output)
         return output.reshape(output.shape[0], -1)
 
-    def check_targets(self, y: Tensor, output: Tensor) -> Tensor:
+    def check_targets(self, y: Tensor, output: Tensor, name: str = "y") -> Tensor:
         if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a tensor, got {type(y).__name__}")
+            raise TypeError(f"{name} must be a tensor, got {type(y).__name__}")
         if tuple(y.shape) != tuple(output.shape):
             raise ValueError(
-                f"y must have the shape of the model output {tuple(output.shape)} for a Gaussian "
+                f"{name} must have the shape of the model output {tuple(output.shape)} for a Gaussian "
                 f"likelihood, got {tuple(y.shape)}"
             )
         y = y.to(output.dtype)
         if not bool(torch.isfinite(y).all()):
-            raise ValueError("y must be finite, got a value that is NaN or infinite")
+            raise ValueError(f"{name} must be finite, got a value that is NaN or infinite")
         return y.reshape(y.shape[0], -1)
 
     def nll(self, f: Tensor, y: Tensor) -> Tensor:
@@ -277,18 +277,18 @@ class CategoricalLikelihood(Likelihood):
             )
         return output
 
-    def check_targets(self, y: Tensor, output: Tensor) -> Tensor:
+    def check_targets(self, y: Tensor, output: Tensor, name: str = "y") -> Tensor:
         if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a tensor of class labels, got {type(y).__name__}")
+            raise TypeError(f"{name} must be a tensor of class labels, got {type(y).__name__}")
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"y must hold integer class labels for a categorical likelihood, got {y.dtype}")
+            raise TypeError(f"{name} must hold integer class labels for a categorical likelihood, got {y.dtype}")
         if tuple(y.shape) != (output.shape[0],):
             raise ValueError(
-                f"y must have shape ({output.shape[0]},) (one label per data point), got {tuple(y.shape)}"
+                f"{name} must have shape ({output.shape[0]},) (one label per data point), got {tuple(y.shape)}"
             )
         c = output.shape[1]
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
-            raise ValueError(f"y must hold labels in 0..{c - 1}, got values in [{int(y.min())}, {int(y.max())}]")
+            raise ValueError(f"{name} must hold labels in 0..{c - 1}, got values in [{int(y.min())}, {int(y.max())}]")
         return y.long()
 
     def nll(self, f: Tensor, y: Tensor) -> Tensor:
@@ -379,20 +379,20 @@ class BernoulliLikelihood(Likelihood):
         _check_float_output(output)
         return output.reshape(output.shape[0], -1)
 
-    def check_targets(self, y: Tensor, output: Tensor) -> Tensor:
+    def check_targets(self, y: Tensor, output: Tensor, name: str = "y") -> Tensor:
         if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a tensor of 0/1 labels, got {type(y).__name__}")
+            raise TypeError(f"{name} must be a tensor of 0/1 labels, got {type(y).__name__}")
         one = output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)
         if tuple(y.shape) != tuple(output.shape) and not (one and tuple(y.shape) == (output.shape[0],)):
             raise ValueError(
-                f"y must have the shape of the model output {tuple(output.shape)}"
+                f"{name} must have the shape of the model output {tuple(output.shape)}"
                 + (f" or ({output.shape[0]},)" if one else "")
                 + f", got {tuple(y.shape)}"
             )
         yf = y.to(output.dtype).reshape(output.shape[0], -1)
         if not bool(((yf >= 0) & (yf <= 1)).all()):
             raise ValueError(
-                "y must hold labels in {0, 1} (or intensities in [0, 1]) for a Bernoulli likelihood"
+                f"{name} must hold labels in {{0, 1}} (or intensities in [0, 1]) for a Bernoulli likelihood"
             )
         return yf
 

@@ -3,7 +3,7 @@ r"""Dense references for K-FAC: the true Fisher of a small network, its layer bl
 Everything here materializes :math:`d\times d` matrices, so it is for networks with a few
 thousand parameters at most: it is what K-FAC is compared *against*. The Fisher of a network
 :math:`f(x;\theta)` with likelihood :math:`p(y\mid f)` is the pull-back of the output Fisher
-:math:`H_n` (see :func:`igbook.kfac.core.output_gradient_samples`) through the Jacobian
+:math:`H_n` (see :meth:`igbook.fisher.likelihoods.Likelihood.output_gradient_samples`) through the Jacobian
 :math:`J_n = \partial f(x_n)/\partial\theta`,
 
 .. math::
@@ -25,20 +25,22 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, vmap
 
-from igbook._validation import check_count, check_seed
-from igbook.kfac.core import (
-    LIKELIHOODS,
-    _check_choice,
-    _check_decay,
-    _check_fisher_type,
-    _check_positive_real,
-    _flat_outputs,
-    output_gradient_samples,
-)
-from igbook.natgrad.core import natural_gradient
 from igbook._safety import check_nonfinite_mode, first_nonfinite, nonfinite_error
+from igbook._validation import (
+    check_choice,
+    check_count,
+    check_positive_real,
+    check_scalar,
+    check_seed,
+)
+from igbook.fisher.kronecker import REDUCTIONS
+from igbook.fisher.layout import ParameterLayout, parameter_layout, reorder
+from igbook.fisher.likelihoods import Likelihood, get_likelihood
+from igbook.fisher.models import curvature_matrix
+from igbook.fisher.types import FisherType
+from igbook.kfac.core import check_factor_decay, check_fisher_type
+from igbook.natgrad.core import natural_gradient
 
 __all__ = [
     "ParameterLayout",
@@ -50,90 +52,33 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ParameterLayout:
-    """How a network's trainable parameters are stacked into one vector.
-
-    ``entries`` lists ``(parameter name, module name, slice, column_major)``; ``layers`` maps a
-    ``Linear``/``Conv2d`` module name to the slice of its ``[vec(W), b]`` block.
-    """
-
-    entries: tuple[tuple[str, str, slice, bool], ...]
-    layers: dict[str, slice]
-    size: int
-
-    def flatten(self, tensors: dict[str, Tensor]) -> Tensor:
-        """Stack per-parameter tensors (e.g. gradients) into one vector in this layout."""
-        out = []
-        for pname, _, _, colmajor in self.entries:
-            t = tensors[pname]
-            out.append(t.reshape(t.shape[0], -1).T.reshape(-1) if colmajor else t.reshape(-1))
-        return torch.cat(out)
-
-    def unflatten(self, vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Inverse of :meth:`flatten`: cut ``vector`` into tensors shaped like ``like``."""
-        out = {}
-        for pname, _, sl, colmajor in self.entries:
-            ref = like[pname]
-            v = vector[sl]
-            if colmajor:
-                k = ref[0].numel()
-                v = v.reshape(k, ref.shape[0]).T
-            out[pname] = v.reshape(ref.shape)
-        return out
-
-
-def _layout(model: nn.Module) -> tuple[ParameterLayout, dict[str, Tensor]]:
-    entries: list[tuple[str, str, slice, bool]] = []
-    layers: dict[str, slice] = {}
-    params: dict[str, Tensor] = {}
-    pos = 0
-    for mname, m in model.named_modules():
-        own = [(n, p) for n, p in m.named_parameters(recurse=False) if p.requires_grad]
-        if not own:
-            continue
-        is_layer = isinstance(m, (nn.Linear, nn.Conv2d))
-        start = pos
-        # weight first, then bias, for layers; others in registration order
-        if is_layer:
-            own.sort(key=lambda np_: 0 if np_[0] == "weight" else 1)
-        for n, p in own:
-            full = f"{mname}.{n}" if mname else n
-            colmajor = is_layer and n == "weight"
-            entries.append((full, mname, slice(pos, pos + p.numel()), colmajor))
-            params[full] = p
-            pos += p.numel()
-        if is_layer:
-            layers[mname or "<model>"] = slice(start, pos)
-    if pos == 0:
-        raise ValueError("model has no trainable parameters")
-    return ParameterLayout(tuple(entries), layers, pos), params
-
-
 def network_fisher(
     model: nn.Module,
     inputs: Tensor,
     *,
-    likelihood: str,
-    fisher_type: str = "type2",
+    likelihood: Likelihood | str,
+    fisher_type: FisherType | str = FisherType.EXACT,
     targets: Tensor | None = None,
     mc_samples: int = 1,
     seed: int = 0,
     reduction: str = "mean",
 ) -> tuple[Tensor, ParameterLayout]:
-    r"""The dense Fisher (type-2 = GGN, Monte Carlo or empirical) of a network on a batch.
+    r"""The dense Fisher (exact = GGN, Monte Carlo or empirical) of a network, in K-FAC's parameter order.
 
     .. math::
 
         F = \frac{1}{N}\sum_{n=1}^N\sum_k J_n^\top v_{kn} v_{kn}^\top J_n
 
-    with :math:`v_{kn}` from :func:`igbook.kfac.core.output_gradient_samples` (``reduction="sum"``
-    drops the :math:`1/N`). Returns ``(F, layout)``; ``F`` has the dtype of the parameters.
+    with :math:`v_{kn}` from :meth:`igbook.fisher.likelihoods.Likelihood.output_gradient_samples`
+    (``reduction="sum"`` drops the :math:`1/N`): :func:`igbook.fisher.curvature_matrix`
+    reordered by :func:`igbook.fisher.reorder` into the ``"kronecker"`` layout, so that its layer
+    blocks line up with :meth:`igbook.kfac.KFACPreconditioner.dense_block`. Returns
+    ``(F, layout)``; ``F`` has the dtype of the parameters.
 
     Parameters
     ----------
     model
-        The network; it is called on one example at a time (shape ``(1, ...)``).
+        The network.
     inputs
         A batch, shape ``(N, ...)``.
     likelihood, fisher_type, targets, mc_samples
@@ -141,51 +86,17 @@ def network_fisher(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
-    fisher_type = _check_fisher_type(fisher_type)
-    reduction = _check_choice(reduction, "reduction", ("mean", "sum"))
+    lik = get_likelihood(likelihood)
+    ftype = check_fisher_type(fisher_type, lik)
+    reduction = check_choice(reduction, "reduction", REDUCTIONS)
     if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[0] < 1:
         raise ValueError("inputs must be a tensor with a non-empty batch axis")
-    layout, params = _layout(model)
-    detached = {name: v.detach() for name, v in params.items()}
-
-    def f(p: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(model, p, (x.unsqueeze(0),)).reshape(-1)
-
-    n = inputs.shape[0]
-    with torch.no_grad():
-        outputs = model(inputs)
-    outputs = _flat_outputs(outputs, likelihood)
-    gen = torch.Generator().manual_seed(seed)
-    V = output_gradient_samples(
-        outputs, likelihood=likelihood, fisher_type=fisher_type, targets=targets,
-        mc_samples=mc_samples, generator=gen,
-    ).to(outputs.dtype)  # (K, N, C)
-    k, c = V.shape[0], V.shape[2]
-
-    def flat(d: dict[str, Tensor], lead: int) -> Tensor:
-        cols = []
-        for pname, _, _, colmajor in layout.entries:
-            t = d[pname]
-            if colmajor:
-                t = t.reshape(*t.shape[:lead], t.shape[lead], -1).transpose(-1, -2)
-            cols.append(t.reshape(*t.shape[:lead], -1))
-        return torch.cat(cols, dim=-1)
-
-    if k < c:  # few vectors per point (Monte Carlo, empirical): one vector-Jacobian product each
-        def vjp_row(xi: Tensor, vi: Tensor) -> dict[str, Tensor]:
-            return torch.func.grad(lambda p: (f(p, xi) * vi).sum())(detached)
-
-        rows = vmap(vmap(vjp_row, in_dims=(0, 0)), in_dims=(None, 0))(inputs, V.reshape(k, n, *outputs.shape[1:]))
-        U = flat(rows, 2).reshape(-1, layout.size)
-    else:  # as many vectors as outputs (type-2): the full Jacobian, then J^T v
-        jac = vmap(jacrev(f), in_dims=(None, 0))(detached, inputs)
-        J = flat(jac, 2)  # (N, C, d)
-        U = torch.einsum("ncd,knc->knd", J, V.to(J.dtype)).reshape(-1, layout.size)
-    Fm = U.T @ U
-    if reduction == "mean":
-        Fm = Fm / n
-    return Fm, layout
+    fm = curvature_matrix(model, None, inputs, targets, lik, ftype, mc_samples=mc_samples, seed=check_seed(seed))
+    assert isinstance(fm, Tensor)
+    fm = reorder(fm, model, matrix=True)
+    if reduction == "sum":
+        fm = fm * inputs.shape[0]
+    return fm, parameter_layout(model, "kronecker")
 
 
 def layer_fisher_blocks(
@@ -231,11 +142,11 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         self,
         model: nn.Module,
         *,
-        likelihood: str,
+        likelihood: Likelihood | str,
         lr: float = 1.0,
         damping: float = 1e-3,
         momentum: float = 0.0,
-        fisher_type: str = "type2",
+        fisher_type: FisherType | str = FisherType.EXACT,
         mc_samples: int = 1,
         curvature_decay: float = 0.95,
         kl_clip: float | None = None,
@@ -245,22 +156,23 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         """See the class docstring; ``nonfinite`` is ``"raise"`` (default) or ``"skip"``."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        lr = _check_positive_real(lr, "lr")
-        self.curvature_decay = _check_decay(curvature_decay)
-        self.kl_clip = None if kl_clip is None else _check_positive_real(kl_clip, "kl_clip")
-        damping = _check_positive_real(damping, "damping")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        lr = check_positive_real(lr, "lr")
+        self.curvature_decay = check_factor_decay(curvature_decay)
+        self.kl_clip = None if kl_clip is None else check_positive_real(kl_clip, "kl_clip")
+        damping = check_positive_real(damping, "damping")
+        momentum = check_scalar(momentum, "momentum", low=0.0, high=1.0, closed_high=False)
         params = [p for p in model.parameters() if p.requires_grad]
         super().__init__(params, {"lr": lr, "damping": damping, "momentum": float(momentum)})
         self.model = model
-        self.likelihood = _check_choice(likelihood, "likelihood", LIKELIHOODS)
-        self.fisher_type = _check_fisher_type(fisher_type)
+        self.likelihood = get_likelihood(likelihood)
+        self.fisher_type = check_fisher_type(fisher_type, self.likelihood)
         self.mc_samples = check_count(mc_samples, "mc_samples")
         self._seed = check_seed(seed)
         self._calls = 0
         self.fisher: Tensor | None = None
-        self.layout, self._named = _layout(model)
+        self.layout = parameter_layout(model, "kronecker")
+        named = dict(model.named_parameters())
+        self._named = {e[0]: named[e[0]] for e in self.layout.entries}
         self.nonfinite = check_nonfinite_mode(nonfinite)
         #: number of steps skipped under ``nonfinite="skip"``
         self.skipped_steps = 0
