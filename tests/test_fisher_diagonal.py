@@ -87,7 +87,7 @@ def test_monte_carlo_labels_are_the_same_draws(kind: str) -> None:
 def test_empirical_diagonal_is_the_mean_squared_per_example_gradient() -> None:
     model, x, y, lik = data("categorical")
     ref = torch.zeros(sum(p.numel() for p in model.parameters()), dtype=D)
-    for xn, yn in zip(x, y):
+    for xn, yn in zip(x, y, strict=True):
         model.zero_grad()
         nn.functional.cross_entropy(model(xn[None]), yn[None]).backward()
         ref += torch.cat([p.grad.reshape(-1) for p in model.parameters()]) ** 2

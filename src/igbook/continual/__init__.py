@@ -3,11 +3,16 @@ r"""Continual learning as geometry: task streams, EWC, online EWC, SI, BGD, MESU
 :mod:`igbook.continual.streams`
     Permuted and split digits (task- and class-incremental), streaming and boundary-aware.
 :mod:`igbook.continual.importance`
-    The diagonal Fisher of a classifier (exact, sampled, empirical, batched), the full-Fisher
-    quadratic form, the KL between predictive distributions, the EWC penalty.
+    The diagonal Fisher of a classifier (exact, Monte Carlo, empirical: the curvature core
+    :func:`igbook.fisher.models.fisher_diagonal` with a likelihood; and the batched squared
+    gradients), the full-Fisher quadratic form, the KL between predictive distributions, the
+    EWC penalty.
 :mod:`igbook.continual.methods`
-    One interface (:class:`~igbook.continual.methods.ContinualLearner`) over fine-tuning, EWC,
-    online EWC, SI, BGD, MESU and FOPNG.
+    One interface (:class:`~igbook.continual.learner.ContinualLearner`) over fine-tuning, EWC,
+    online EWC, SI, BGD, MESU and FOPNG, and the factory :func:`make_learner`; the methods live
+    in :mod:`igbook.continual.learner` (interface, fine-tuning),
+    :mod:`igbook.continual.regularization` (EWC, online EWC, SI),
+    :mod:`igbook.continual.bayesian` (BGD, MESU) and :mod:`igbook.continual.projection` (FOPNG).
 :mod:`igbook.continual.runner`
     Run a learner through a stream; the accuracy matrix and timings.
 :mod:`igbook.continual.metrics`
@@ -21,11 +26,13 @@ The Gaussian-weight optimizers themselves are :class:`igbook.optim.MESU` and
 
 from igbook.continual.importance import (
     FISHER_KINDS,
+    batched_gradient_diagonal,
     diagonal_fisher,
     ewc_penalty,
     fisher_quadratic_form,
     named_params,
     predictive_kl,
+    restrict_logits,
 )
 from igbook.continual.methods import (
     EWC,
@@ -65,7 +72,8 @@ from igbook.continual.streams import (
 from igbook.continual.uncertainty import entropy, ood_auc, roc_auc, uncertainty_decomposition
 
 __all__ = [
-    "FISHER_KINDS", "diagonal_fisher", "ewc_penalty", "fisher_quadratic_form", "named_params", "predictive_kl",
+    "FISHER_KINDS", "batched_gradient_diagonal", "diagonal_fisher", "ewc_penalty", "fisher_quadratic_form",
+    "named_params", "predictive_kl", "restrict_logits",
     "EWC", "FOPNG", "METHODS", "SI", "BGDLearner", "BinaryLogits", "ContinualLearner", "FineTuning",
     "MESULearner", "OnlineEWC", "fopng_direction", "make_learner", "mlp",
     "average_accuracy", "backward_transfer", "forgetting", "html_table", "markdown_table", "mean_std",

@@ -10,38 +10,47 @@ For a classifier :math:`p(y\mid x,\theta)=\mathrm{softmax}(f(x;\theta))_y` and i
     \Big(\frac{\partial\log p(y\mid x_k,\theta)}{\partial\theta_i}\Big)^2
     :cite:`kirkpatrick2017overcoming,martens2020new`.
 
-Implementations of EWC differ in how they estimate it :cite:`vandeven2022three`:
+It is computed by the curvature core, :func:`igbook.fisher.models.fisher_diagonal`, with the
+core's vocabulary: a likelihood (:mod:`igbook.fisher.likelihoods`, the categorical by
+default) and a :class:`~igbook.fisher.types.FisherType`. Implementations of EWC differ in the
+estimate :cite:`vandeven2022three`:
 
-``"exact"`` (default)
+``fisher_type="exact"`` (default)
     the expectation over the label computed exactly, as in :eq:`eq-diag-fisher`
-    (van de Ven's ``'all'``). Costs one Jacobian of the :math:`C` log-probabilities per example.
-``"sample"``
-    one label :math:`\tilde y_k\sim p(\cdot\mid x_k,\theta)` per example: an unbiased
-    Monte Carlo estimate of :eq:`eq-diag-fisher`.
-``"empirical"``
+    (van de Ven's ``'all'``).
+``fisher_type="mc"``
+    ``mc_samples`` labels :math:`\tilde y_k\sim p(\cdot\mid x_k,\theta)` per example (seeded):
+    an unbiased Monte Carlo estimate of :eq:`eq-diag-fisher`.
+``fisher_type="empirical"``
     the observed label :math:`y_k` instead of the expectation, the *empirical Fisher*; it is
     not the Fisher in general and differs most where the model is wrong
     :cite:`kunstner2019limitations`.
-``"batched"``
+:func:`batched_gradient_diagonal`
     squared gradients of the *minibatch-mean* loss, averaged over minibatches (Avalanche).
     For a minibatch of :math:`B` examples, :math:`\E[(\bar g)^2] = (\E g)^2 + \mathrm{Var}(g)/B`:
     near a minimum, where the mean gradient vanishes, it is about :math:`1/B` times the
     empirical Fisher, so the EWC strength it needs is about :math:`B` times larger.
 
-All per-example derivatives are vectorized with :func:`torch.func.vmap` over examples.
-Parameters are handled as dicts ``name -> tensor`` in ``model.named_parameters()`` order.
+The old spellings ``kind="exact"|"sample"|"empirical"|"batched"`` still work and emit a
+:class:`DeprecationWarning`. Task-incremental heads (``active``) restrict the likelihood to
+the active classes by wrapping the model's output (:func:`restrict_logits`). Parameters are
+handled as dicts ``name -> tensor`` in ``model.named_parameters()`` order.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, jvp, vmap
+from torch.func import functional_call, grad, jvp
 
-from igbook._validation import check_finite
+from igbook._validation import as_tensor, check_count, check_finite, check_nonempty
+from igbook.fisher.likelihoods import CategoricalLikelihood, Likelihood, get_likelihood
+from igbook.fisher.models import fisher_diagonal, output_curvature
+from igbook.fisher.types import FisherType, as_fisher_type
 
 __all__ = [
     "FISHER_KINDS",
@@ -49,12 +58,18 @@ __all__ = [
     "restrict_logits",
     "local_targets",
     "diagonal_fisher",
+    "batched_gradient_diagonal",
     "fisher_quadratic_form",
     "predictive_kl",
     "ewc_penalty",
 ]
 
-FISHER_KINDS = ("exact", "sample", "empirical", "batched")
+#: the estimates of the diagonal Fisher that :class:`~igbook.continual.regularization.EWC` accepts:
+#: three :class:`~igbook.fisher.types.FisherType` values and ``"batched"``
+#: (:func:`batched_gradient_diagonal`)
+FISHER_KINDS = ("exact", "mc", "empirical", "batched")
+#: the old ``kind=`` spellings of :func:`diagonal_fisher` -> ``fisher_type`` (deprecated)
+_KIND_ALIASES = {"exact": FisherType.EXACT, "sample": FisherType.MC, "empirical": FisherType.EMPIRICAL}
 Params = dict[str, Tensor]
 
 
@@ -68,26 +83,8 @@ def named_params(model: nn.Module) -> Params:
     return out
 
 
-def restrict_logits(logits: Tensor, active: Sequence[int] | Tensor | None) -> Tensor:
-    """The logits of the ``active`` classes only (all of them when ``active`` is ``None``).
-
-    ``logits`` is a finite floating tensor whose last axis holds the classes; ``active`` is
-    ``None`` or a non-empty 1-D sequence (or integer tensor) of class indices in
-    ``[0, logits.shape[-1])``. Both are checked; the losses and predictives of
-    :mod:`igbook.continual`, traced by :mod:`torch.func`, call an unchecked twin.
-    """
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating tensor, got {logits.dtype}")
-    if logits.ndim == 0:
-        raise ValueError("logits must have a class axis, got a scalar")
-    check_finite(logits, "logits")
-    c = logits.shape[-1]
-    if c == 0:
-        raise ValueError(f"logits must have at least one class along its last axis, got shape {tuple(logits.shape)}")
-    if active is None:
-        return logits
+def _class_index(active: Sequence[int] | Tensor, c: int) -> Tensor:
+    """``active`` as a checked 1-D long tensor of class indices in ``[0, c)``."""
     if isinstance(active, Tensor):
         if active.is_floating_point() or active.is_complex() or active.dtype == torch.bool:
             raise TypeError(f"active must hold integer class indices, got a {active.dtype} tensor")
@@ -104,43 +101,102 @@ def restrict_logits(logits: Tensor, active: Sequence[int] | Tensor | None) -> Te
         raise ValueError(f"active must be a non-empty 1-D sequence of class indices, got shape {tuple(idx.shape)}")
     if bool(((idx < 0) | (idx >= c)).any()):
         raise ValueError(f"active must hold class indices in [0, {c}) (the last axis of logits), got {idx.tolist()}")
-    return _restrict_logits(logits, idx)
+    return idx
 
 
-def _restrict_logits(logits: Tensor, active: Sequence[int] | Tensor | None) -> Tensor:
+def restrict_logits(logits: Tensor, active: Sequence[int] | Tensor | None) -> Tensor:
+    """The logits of the ``active`` classes only (all of them when ``active`` is ``None``).
+
+    ``logits`` is a finite floating tensor whose last axis holds the classes; ``active`` is
+    ``None`` or a non-empty 1-D sequence (or integer tensor) of class indices in
+    ``[0, logits.shape[-1])``. Both are checked, so the function cannot run inside
+    :func:`torch.func.vmap`; code traced by :mod:`torch.func` (and the curvature core) sees
+    the restriction as part of the model instead (:func:`diagonal_fisher` wraps the model).
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating tensor, got {logits.dtype}")
+    if logits.ndim == 0:
+        raise ValueError("logits must have a class axis, got a scalar")
+    check_finite(logits, "logits")
+    c = logits.shape[-1]
+    if c == 0:
+        raise ValueError(f"logits must have at least one class along its last axis, got shape {tuple(logits.shape)}")
     if active is None:
         return logits
-    idx = torch.as_tensor(active, dtype=torch.long, device=logits.device)
-    return logits.index_select(-1, idx)
+    return logits.index_select(-1, _class_index(active, c).to(logits.device))
+
+
+class _ActiveOutputs(nn.Module):
+    """``model`` followed by the selection of the ``active`` outputs (no parameters of its own)."""
+
+    def __init__(self, model: nn.Module, index: Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.index = index
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x).index_select(-1, self.index)
 
 
 def local_targets(y: Tensor, active: Sequence[int] | Tensor | None, num_classes: int) -> Tensor:
     """Map global labels ``y`` to positions within ``active`` (identity when ``active`` is ``None``)."""
     if active is None:
         return y
-    idx = torch.as_tensor(active, dtype=torch.long)
+    num_classes = check_count(num_classes, "num_classes")
+    idx = _class_index(active, num_classes)
+    if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"y must be a tensor of integer class labels, got {getattr(y, 'dtype', type(y).__name__)}")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise ValueError(f"y must hold labels in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
     lookup = torch.full((num_classes,), -1, dtype=torch.long)
     lookup[idx] = torch.arange(len(idx))
-    out = lookup[y.cpu()].to(y.device)
+    out = lookup[y.cpu().long()].to(y.device)
     if bool((out < 0).any()):
         raise ValueError(f"y holds labels outside the active classes {idx.tolist()}")
     return out
 
 
-def _check_x(x: Tensor, name: str = "x") -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch (examples along axis 0), got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} must be finite")
-    return x
+def _inputs(x: Tensor) -> Tensor:
+    x = as_tensor(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x must be a batch of inputs (examples along axis 0), got shape {tuple(x.shape)}")
+    return check_finite(check_nonempty(x, "x"), "x")
 
 
-def _check_chunk(chunk_size: int) -> int:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    return chunk_size
+def _setup(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor | None,
+    active: Sequence[int] | Tensor | None,
+    params: Mapping[str, Tensor] | None,
+) -> tuple[nn.Module, dict[str, Tensor], Tensor, Tensor | None, str]:
+    """The (wrapped) model, its parameters, the inputs, the local labels and the name prefix."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    x = _inputs(x)
+    if params is None:
+        p0 = named_params(model)
+    else:
+        if not isinstance(params, Mapping) or not params:
+            raise ValueError("params must be a non-empty dict name -> tensor (or None for the model's parameters)")
+        p0 = {k: v.detach() for k, v in params.items()}
+    if active is None:
+        return model, p0, x, y, ""
+    with torch.no_grad():
+        z = functional_call(model, p0, (x[:1].to(next(iter(p0.values())).dtype),))
+    idx = _class_index(active, int(z.shape[-1])).to(z.device)
+    y_local = None if y is None else local_targets(y, idx, int(z.shape[-1]))
+    return _ActiveOutputs(model, idx), {f"model.{k}": v for k, v in p0.items()}, x, y_local, "model."
+
+
+def _unflatten(flat: Tensor, p0: Mapping[str, Tensor], prefix: str) -> Params:
+    out, i = {}, 0
+    for k, v in p0.items():
+        out[k[len(prefix):]] = flat[i : i + v.numel()].reshape(v.shape)
+        i += v.numel()
+    return out
 
 
 def diagonal_fisher(
@@ -148,15 +204,27 @@ def diagonal_fisher(
     x: Tensor,
     y: Tensor | None = None,
     *,
-    kind: str = "exact",
-    active: Sequence[int] | None = None,
-    params: Params | None = None,
-    batch_size: int = 16,
-    chunk_size: int = 256,
+    fisher_type: FisherType | str = FisherType.EXACT,
+    likelihood: Likelihood | str | None = None,
+    active: Sequence[int] | Tensor | None = None,
+    params: Mapping[str, Tensor] | None = None,
+    mc_samples: int = 1,
+    seed: int | None = 0,
     generator: torch.Generator | None = None,
-    fast: bool = True,
+    chunk_size: int | None = None,
+    strategy: str = "auto",
+    kind: str | None = None,
+    batch_size: int | None = None,
 ) -> Params:
-    r"""Diagonal Fisher of a softmax classifier, a mean over the examples in ``x``.
+    r"""Diagonal Fisher of a classifier, a mean over the examples in ``x``, as a dict of tensors.
+
+    :math:`\operatorname{diag}F = \frac1n\sum_k \operatorname{diag}\big(J_k^\top M_k J_k\big)`
+    with :math:`J_k` the Jacobian of the (restricted) logits and :math:`M_k` the output matrix
+    of ``fisher_type`` (:eq:`eq-diag-fisher` for ``"exact"``)
+    :cite:`kirkpatrick2017overcoming,martens2020new`, computed by
+    :func:`igbook.fisher.models.fisher_diagonal`: for a multilayer perceptron by the closed
+    form of per-example gradients of linear layers (:mod:`igbook.fisher.diagonal`,
+    :cite:`dangel2020backpack`), otherwise by :func:`torch.func.vmap`.
 
     Parameters
     ----------
@@ -165,159 +233,118 @@ def diagonal_fisher(
     x
         Inputs, shape ``(n, ...)``.
     y
-        Labels, needed by ``kind="empirical"`` and ``"batched"``.
-    kind
-        ``"exact"``, ``"sample"``, ``"empirical"`` or ``"batched"`` (module docstring).
+        Labels (global class indices), needed by ``fisher_type="empirical"``.
+    fisher_type
+        ``"exact"`` (default), ``"mc"`` or ``"empirical"`` (module docstring); ``"ggn"`` and
+        ``"hessian"`` are accepted too (the GGN equals the Fisher for the categorical).
+    likelihood
+        A :class:`~igbook.fisher.likelihoods.Likelihood` (or its name) of the outputs; the
+        categorical (softmax) by default.
     active
-        Restrict the softmax to these classes (task-incremental heads).
+        Restrict the likelihood to these output classes (task-incremental heads): the model's
+        output is wrapped by :func:`torch.Tensor.index_select`, and the labels mapped to
+        positions within ``active`` (:func:`local_targets`).
     params
-        Parameters at which to evaluate (default: the model's current ones).
-    batch_size
-        Minibatch size of ``kind="batched"`` (minibatches in the order of ``x``).
+        Parameters at which to evaluate (default: the model's current trainable ones).
+    mc_samples, seed, generator
+        Labels per example and the randomness of ``"mc"`` (``generator``, if given, wins).
     chunk_size
-        Examples per vectorized chunk (bounds memory: ``chunk_size * C * P`` numbers).
-    generator
-        Randomness of ``kind="sample"``.
-    fast
-        If every trainable parameter belongs to an :class:`torch.nn.Linear` used once per
-        forward pass (an MLP), use the closed form of per-example gradients of a linear layer,
-        :math:`\partial\ell/\partial W = \delta a^\top` with :math:`\delta` the back-propagated
-        signal at the layer's output and :math:`a` its input, so that
-        :math:`\sum_k (\partial\ell_k/\partial W)^2 = (\delta^2)^\top a^2` costs one batched
-        backward pass per class :cite:`dangel2020backpack`. Otherwise (or with ``fast=False``)
-        per-example gradients come from :func:`torch.func.vmap`. Both give the same numbers.
+        Examples per vectorized chunk (bounds memory; ``None``: the core's choice).
+    strategy
+        ``"auto"``, ``"vmap"`` or ``"linear"`` (:func:`igbook.fisher.models.curvature_matrix`).
+    kind
+        Deprecated: ``"exact"``, ``"sample"`` (now ``fisher_type="mc"``), ``"empirical"``,
+        or ``"batched"`` (now :func:`batched_gradient_diagonal`, with ``batch_size``, 16 by
+        default); emits a :class:`DeprecationWarning`.
+    batch_size
+        Only with the deprecated ``kind="batched"``.
 
     Returns
     -------
     dict
-        ``name -> tensor`` shaped like each parameter, entries :math:`\geq 0`.
+        ``name -> tensor`` shaped like each parameter, entries :math:`\geq 0` for the Fisher types.
     """
-    if kind not in FISHER_KINDS:
-        raise ValueError(f"kind must be one of {FISHER_KINDS}, got {kind!r}")
-    x = _check_x(x)
-    _check_chunk(chunk_size)
-    p0 = named_params(model) if params is None else {k: v.detach() for k, v in params.items()}
-    n = int(x.shape[0])
-    if kind in ("empirical", "batched"):
-        if y is None:
-            raise ValueError(f"kind={kind!r} needs the labels y")
-        if y.shape[0] != n:
-            raise ValueError(f"y must have one label per row of x ({n}), got {int(y.shape[0])}")
+    if kind is not None:
+        if fisher_type not in (FisherType.EXACT, "exact"):
+            raise ValueError("pass either fisher_type or the deprecated kind, not both")
+        if kind == "batched":
+            warnings.warn(
+                "diagonal_fisher(kind='batched') is deprecated; use batched_gradient_diagonal(model, x, y, batch_size=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return batched_gradient_diagonal(
+                model, x, y, batch_size=16 if batch_size is None else batch_size, likelihood=likelihood,
+                active=active, params=params,
+            )
+        if kind not in _KIND_ALIASES:
+            raise ValueError(f"kind must be one of {(*_KIND_ALIASES, 'batched')} (deprecated: use fisher_type), got {kind!r}")
+        fisher_type = _KIND_ALIASES[kind]
+        warnings.warn(
+            f"diagonal_fisher(kind={kind!r}) is deprecated; use fisher_type={fisher_type.value!r}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    elif batch_size is not None:
+        raise ValueError("batch_size belongs to batched_gradient_diagonal (or the deprecated kind='batched')")
+    ftype = as_fisher_type(fisher_type)
+    if ftype in (FisherType.EMPIRICAL, FisherType.GGN, FisherType.HESSIAN) and y is None:
+        raise ValueError(f"fisher_type={ftype.value!r} needs the labels y")
+    lik = CategoricalLikelihood() if likelihood is None else get_likelihood(likelihood)
+    net, p0, x, y_local, prefix = _setup(model, x, y, active, params)
+    flat = fisher_diagonal(
+        net, p0, x, y_local, lik, ftype, mc_samples=mc_samples, seed=seed, generator=generator,
+        chunk_size=chunk_size, strategy=strategy,
+    )
+    return _unflatten(flat, p0, prefix)
 
-    def log_probs(p: Params, xn: Tensor) -> Tensor:
-        z = functional_call(model, p, (xn.unsqueeze(0),))[0]
-        return torch.log_softmax(_restrict_logits(z, active), dim=-1)
+
+def batched_gradient_diagonal(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 16,
+    likelihood: Likelihood | str | None = None,
+    active: Sequence[int] | Tensor | None = None,
+    params: Mapping[str, Tensor] | None = None,
+) -> Params:
+    r"""Squared minibatch-mean gradients, averaged over consecutive minibatches (Avalanche's EWC).
+
+    With :math:`B_1, B_2, \dots, B_m` the consecutive minibatches of ``batch_size`` examples
+    of ``x`` (the last may be shorter) and :math:`\bar g_j = \nabla_\theta\frac{1}{|B_j|}
+    \sum_{k\in B_j}\ell_k` the gradient of the minibatch-mean negative log-likelihood,
+
+    .. math::
+
+        \hat F_{ii} = \frac1m\sum_{j=1}^m \bar g_{j,i}^{\,2}.
+
+    It is not a Fisher: :math:`\E[\bar g^2] = (\E g)^2 + \mathrm{Var}(g)/B`, about :math:`1/B`
+    times the empirical Fisher near a minimum :cite:`vandeven2022three` (compare
+    :func:`igbook.fisher.models.minibatch_gradient_second_moment`, its expectation over random
+    minibatches). ``likelihood`` (categorical by default), ``active`` and ``params`` are as in
+    :func:`diagonal_fisher`.
+    """
+    batch_size = check_count(batch_size, "batch_size")
+    if y is None:
+        raise ValueError("batched_gradient_diagonal needs the labels y")
+    lik = CategoricalLikelihood() if likelihood is None else get_likelihood(likelihood)
+    net, p0, x, y_local, prefix = _setup(model, x, y, active, params)
+    x = x.to(next(iter(p0.values())).dtype) if x.is_floating_point() else x
+    with torch.no_grad():
+        yf = lik.check_targets(y_local, functional_call(net, p0, (x,)))  # type: ignore[arg-type]
+
+    def batch_loss(p: Params, xb: Tensor, yb: Tensor) -> Tensor:
+        return lik.nll(lik.flatten_output(functional_call(net, p, (xb,))), yb).mean()
 
     out = {k: torch.zeros_like(v) for k, v in p0.items()}
-    y_local = None
-    if y is not None and kind in ("empirical", "batched"):
-        with torch.no_grad():
-            num_classes = int(functional_call(model, p0, (x[:1],)).shape[-1])
-        y_local = local_targets(y, active, num_classes)
-    if kind == "batched":
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-
-        def batch_loss(p: Params, xb: Tensor, yb: Tensor) -> Tensor:
-            z = _restrict_logits(functional_call(model, p, (xb,)), active)
-            return nn.functional.cross_entropy(z, yb)
-
-        m = 0
-        for start in range(0, n, batch_size):
-            g = grad(batch_loss)(p0, x[start : start + batch_size], y_local[start : start + batch_size])  # type: ignore[index]
-            for k in out:
-                out[k] += g[k] ** 2
-            m += 1
-        return {k: v / m for k, v in out.items()}
-
-    if kind == "sample":
-        with torch.no_grad():
-            probs = torch.softmax(_restrict_logits(functional_call(model, p0, (x,)), active), -1)
-        y_local = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-        kind = "empirical"
-    if fast:
-        out_fast = _linear_fisher(model, p0, x, active, y_local if kind == "empirical" else None)
-        if out_fast is not None:
-            return out_fast
-    for start in range(0, n, chunk_size):
-        xc = x[start : start + chunk_size]
-        if kind == "exact":
-            jac = vmap(jacrev(log_probs), in_dims=(None, 0))(p0, xc)  # name -> (b, C, *shape)
-            with torch.no_grad():
-                probs = vmap(log_probs, in_dims=(None, 0))(p0, xc).exp()  # (b, C)
-            for k in out:
-                w = probs.reshape(*probs.shape, *([1] * (jac[k].ndim - 2)))
-                out[k] += (w * jac[k] ** 2).sum(dim=(0, 1))
-            continue
-        yl = y_local[start : start + chunk_size]  # type: ignore[index]
-
-        def lp_label(p: Params, xn: Tensor, yn: Tensor) -> Tensor:
-            return log_probs(p, xn).gather(0, yn.reshape(1)).squeeze(0)
-
-        g = vmap(grad(lp_label), in_dims=(None, 0, 0))(p0, xc, yl)
+    n, m = int(x.shape[0]), 0
+    for start in range(0, n, batch_size):
+        g = grad(batch_loss)(p0, x[start : start + batch_size], yf[start : start + batch_size])
         for k in out:
-            out[k] += (g[k] ** 2).sum(0)
-    return {k: v / n for k, v in out.items()}
-
-
-def _linear_fisher(
-    model: nn.Module, p0: Params, x: Tensor, active: Sequence[int] | None, y_local: Tensor | None
-) -> Params | None:
-    """Diagonal Fisher of an MLP from layer inputs and output signals (None if not applicable)."""
-    names = {id(v): k for k, v in model.named_parameters()}
-    linears: list[tuple[nn.Linear, str, str | None]] = []
-    covered: set[str] = set()
-    for mod in model.modules():
-        own = [k for k, _ in mod.named_parameters(recurse=False)]
-        if not own:
-            continue
-        if not isinstance(mod, nn.Linear):
-            return None
-        wname = names[id(mod.weight)]
-        bname = names[id(mod.bias)] if mod.bias is not None else None
-        linears.append((mod, wname, bname))
-        covered.update(n for n in (wname, bname) if n is not None)
-    if covered != set(p0):
-        return None
-    inputs: dict[int, list[Tensor]] = {}
-    outputs: dict[int, list[Tensor]] = {}
-
-    def hook(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
-        inputs.setdefault(id(mod), []).append(inp[0].detach())
-        outputs.setdefault(id(mod), []).append(out)
-
-    handles = [mod.register_forward_hook(hook) for mod, _, _ in linears]
-    try:
-        with torch.enable_grad():
-            p_req = {k: v.detach().requires_grad_() for k, v in p0.items()}
-            logits = functional_call(model, p_req, (x,))
-            if any(len(outputs.get(id(m), [])) != 1 for m, _, _ in linears) or logits.ndim != 2:
-                return None
-            if not all(o.requires_grad for m, _, _ in linears for o in outputs[id(m)]):
-                return None
-            logp = torch.log_softmax(_restrict_logits(logits, active), -1)
-            outs = [outputs[id(m)][0] for m, _, _ in linears]
-            ins = [inputs[id(m)][0] for m, _, _ in linears]
-            if any(a.ndim != 2 for a in ins):
-                return None
-            res = {k: torch.zeros_like(v) for k, v in p0.items()}
-            if y_local is not None:
-                targets = [(logp.gather(1, y_local.unsqueeze(1)).sum(), None)]
-            else:
-                probs = logp.detach().exp()
-                targets = [(logp[:, c].sum(), probs[:, c]) for c in range(logp.shape[1])]
-            for i, (obj, weight) in enumerate(targets):
-                deltas = torch.autograd.grad(obj, outs, retain_graph=i < len(targets) - 1)
-                for (m, wname, bname), d, a in zip(linears, deltas, ins):
-                    d2 = d * d if weight is None else weight.unsqueeze(1) * d * d
-                    res[wname] += d2.T @ (a * a)
-                    if bname is not None:
-                        res[bname] += d2.sum(0)
-    finally:
-        for h in handles:
-            h.remove()
-    n = x.shape[0]
-    return {k: v / n for k, v in res.items()}
+            out[k] += g[k] ** 2
+        m += 1
+    return {k[len(prefix):]: v / m for k, v in out.items()}
 
 
 def fisher_quadratic_form(
@@ -325,35 +352,36 @@ def fisher_quadratic_form(
     x: Tensor,
     delta: Params,
     *,
-    active: Sequence[int] | None = None,
+    active: Sequence[int] | Tensor | None = None,
     params: Params | None = None,
+    likelihood: Likelihood | str | None = None,
 ) -> Tensor:
     r"""The full-Fisher quadratic form :math:`\delta^\top F\delta` without forming :math:`F`.
 
-    With :math:`u_k = J_k\delta` the directional derivative of the logits (one forward-mode
-    Jacobian-vector product) and :math:`\Lambda(p) = \mathrm{diag}(p)-pp^\top` the Fisher of the
-    categorical in logit coordinates,
+    With :math:`u_k = J_k\delta` the directional derivative of the outputs (one forward-mode
+    Jacobian-vector product) and :math:`\Lambda(f_k)` the output Fisher of the likelihood
+    (from :func:`igbook.fisher.models.output_curvature`; for the categorical
+    :math:`\Lambda(p) = \mathrm{diag}(p)-pp^\top` in logit coordinates),
 
     .. math::
 
-        \delta^\top F\delta = \frac1n\sum_k u_k^\top\Lambda(p_k)\,u_k
+        \delta^\top F\delta = \frac1n\sum_k u_k^\top\Lambda(f_k)\,u_k
         = \frac1n\sum_k\Big(\sum_c p_{kc}u_{kc}^2 - \big(\sum_c p_{kc}u_{kc}\big)^2\Big).
 
     The EWC penalty keeps only the diagonal of :math:`F`; comparing the two shows what the
-    diagonal approximation drops.
+    diagonal approximation drops :cite:`martens2020new`.
     """
-    x = _check_x(x)
-    p0 = named_params(model) if params is None else {k: v.detach() for k, v in params.items()}
-    if set(delta) != set(p0):
-        raise ValueError(f"delta must have the parameter names {list(p0)}, got {list(delta)}")
-    tangent = {k: delta[k].to(p0[k].dtype) for k in p0}
-
-    def logits(p: Params) -> Tensor:
-        return _restrict_logits(functional_call(model, p, (x,)), active)
-
-    z, u = jvp(logits, (p0,), (tangent,))
-    p = torch.softmax(z, dim=-1)
-    return ((p * u * u).sum(-1) - (p * u).sum(-1) ** 2).mean()
+    lik = CategoricalLikelihood() if likelihood is None else get_likelihood(likelihood)
+    net, p0, x, _, prefix = _setup(model, x, None, active, params)
+    if not isinstance(delta, Mapping):
+        raise TypeError(f"delta must be a dict of tensors (name -> tensor), got {type(delta).__name__}")
+    if {prefix + k for k in delta} != set(p0):
+        raise ValueError(f"delta must have the parameter names {[k[len(prefix):] for k in p0]}, got {list(delta)}")
+    tangent = {k: delta[k[len(prefix):]].to(p0[k].dtype) for k in p0}
+    x = x.to(next(iter(p0.values())).dtype) if x.is_floating_point() else x
+    _, m = output_curvature(net, p0, x, None, lik, FisherType.EXACT)  # (n, C, C)
+    _, u = jvp(lambda p: lik.flatten_output(functional_call(net, p, (x,))), (p0,), (tangent,))
+    return torch.einsum("nc,ncd,nd->n", u, m, u).mean()
 
 
 def predictive_kl(
@@ -362,16 +390,16 @@ def predictive_kl(
     params_a: Params,
     params_b: Params,
     *,
-    active: Sequence[int] | None = None,
+    active: Sequence[int] | Tensor | None = None,
 ) -> Tensor:
     r"""Mean over inputs of :math:`\KL{p(\cdot\mid x,\theta_a)}{p(\cdot\mid x,\theta_b)}`.
 
     For :math:`\theta_b=\theta_a+\delta` it equals :math:`\tfrac12\delta^\top F(\theta_a)\delta +
     O(\|\delta\|^3)`; EWC replaces :math:`F` by its diagonal.
     """
-    x = _check_x(x)
-    la = torch.log_softmax(_restrict_logits(functional_call(model, params_a, (x,)), active), -1)
-    lb = torch.log_softmax(_restrict_logits(functional_call(model, params_b, (x,)), active), -1)
+    x = _inputs(x)
+    la = torch.log_softmax(restrict_logits(functional_call(model, params_a, (x,)), active), -1)
+    lb = torch.log_softmax(restrict_logits(functional_call(model, params_b, (x,)), active), -1)
     return (la.exp() * (la - lb)).sum(-1).mean()
 
 

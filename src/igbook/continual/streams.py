@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from igbook._validation import check_finite, check_real, check_seed
+from igbook._validation import check_count, check_finite, check_real, check_seed
 from igbook.data import load
 
 __all__ = [
@@ -97,12 +97,6 @@ class TaskStream:
         return self.tasks[i]
 
 
-def _check_int(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 def permuted_digits(
     num_tasks: int = 10,
     *,
@@ -127,7 +121,7 @@ def permuted_digits(
     dtype
         Floating dtype of the inputs.
     """
-    _check_int(num_tasks, "num_tasks", 1)
+    check_count(num_tasks, "num_tasks")
     seed = check_seed(seed)
     data = load("digits", seed=check_seed(split_seed, "split_seed"), test_fraction=check_real(test_fraction, "test_fraction"), dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
@@ -216,7 +210,7 @@ def minibatches(
 
     The arguments are checked when the function is called, not when the first batch is drawn.
     """
-    _check_int(batch_size, "batch_size", 1)
+    check_count(batch_size, "batch_size")
     for name, t in (("x", x), ("y", y)):
         if not isinstance(t, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
@@ -249,7 +243,7 @@ def stream_batches(
     """
     if not isinstance(stream, TaskStream):
         raise TypeError(f"stream must be a TaskStream, got {type(stream).__name__}")
-    _check_int(epochs, "epochs", 1)
+    check_count(epochs, "epochs")
     gen = torch.Generator().manual_seed(check_seed(seed))
     for task in stream:
         for _ in range(epochs):

@@ -237,9 +237,9 @@ def linear_curvature_diagonal(
         sq = [torch.zeros_like(h) for h in outs]
         for k in range(n_dirs):
             deltas = torch.autograd.grad(f, outs, grad_outputs=vecs[k, lo:hi], retain_graph=k < n_dirs - 1)
-            for s, d in zip(sq, deltas):
+            for s, d in zip(sq, deltas, strict=True):
                 s.add_(d * d if weights is None else weights[k, lo:hi, None] * d * d)
-        for (_, wname, bname), (a, _), s in zip(layers, caught, sq):
+        for (_, wname, bname), (a, _), s in zip(layers, caught, sq, strict=True):
             if wname is not None:
                 acc[wname] += s.T @ (a * a)
             if bname is not None:
