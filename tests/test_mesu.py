@@ -328,7 +328,6 @@ def test_sampled_params_restores_means() -> None:
         ({"sigma_init": 0.0}, "sigma_init"),
         ({"sigma_init": -1.0}, "sigma_init"),
         ({"num_samples": 0}, "num_samples"),
-        ({"num_samples": 2.5}, "num_samples"),
         ({"clamp_grad": -1.0}, "clamp_grad"),
         ({"momentum_mu": 1.0}, "momentum_mu"),
         ({"ratio_max": 0.0}, "ratio_max"),
@@ -350,6 +349,8 @@ def test_mesu_bad_group_and_calls() -> None:
         MESU([p], second_order="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="seed"):
         MESU([p], seed=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="num_samples"):  # a count is an int (igbook._validation)
+        MESU([p], num_samples=2.5)  # type: ignore[arg-type]
     opt = MESU([p])
     with pytest.raises(ValueError, match="closure"):
         opt.step()

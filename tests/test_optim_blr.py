@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from igbook.fisher import CategoricalLikelihood, FisherType, GaussianLikelihood
 from igbook.optim import (
     IVON,
     VOGN,
@@ -122,7 +123,7 @@ class _Replicas(nn.Module):
 def test_vogn_sampled_fisher_converges_to_mean_field_posterior(linreg) -> None:
     x, y, mean, mf_var = linreg
     model = _Replicas(32)
-    opt = VOGN(model.parameters(), lr=0.1, data_size=N, beta=0.98, prior_precision=PRIOR, fisher="sampled", seed=2)
+    opt = VOGN(model.parameters(), lr=0.1, data_size=N, beta=0.98, prior_precision=PRIOR, fisher_type="mc", seed=2)
     closure = PerExampleClosure(model, x, y[:, None].expand(N, 32), likelihood="gaussian", noise_std=SIGMA)
     means, variances = [], []
     for k in range(800):
@@ -157,6 +158,91 @@ def test_vogn_empirical_fisher_converges_to_its_own_biased_fixed_point(linreg) -
             means.append(model.weight.detach().mean(0))
             variances.append((1 / opt.posterior_precision()[0]).mean(0))
     _check_posterior(means, variances, mean, v)
+
+
+@pytest.mark.parametrize("fisher_type", [FisherType.EXACT, FisherType.GGN])
+def test_vogn_exact_fisher_follows_the_closed_form_curvature(linreg, fisher_type: FisherType) -> None:
+    """For linear regression the Fisher = GGN diagonal is the constant mean(x_ij^2) / sigma^2:
+    VOGN's curvature then follows s_k = beta^k s_0 + (1 - beta^k) h exactly (no Monte Carlo
+    error, whatever the weight samples), and the means still converge to the posterior mean."""
+    x, y, mean, mf_var = linreg
+    model = _Replicas(8)
+    beta, steps = 0.98, 300
+    opt = VOGN(model.parameters(), lr=0.1, data_size=N, beta=beta, prior_precision=PRIOR, fisher_type=fisher_type, seed=4)
+    closure = PerExampleClosure(model, x, y[:, None].expand(N, 8), likelihood=GaussianLikelihood(variance=SIGMA**2))
+    means = []
+    for k in range(steps):
+        opt.step(closure)
+        if k >= 200:
+            means.append(model.weight.detach().mean(0))
+    h = (x**2).mean(0) / SIGMA**2  # closed form, independent of igbook.fisher
+    s = beta**steps * 1.0 + (1 - beta**steps) * h
+    torch.testing.assert_close(opt.posterior_precision()[0], (N * s + PRIOR).expand(8, D), rtol=1e-10, atol=0)
+    err = ((torch.stack(means).mean(0) - mean) / mf_var.sqrt()).abs()
+    assert float(err.max()) < 0.1, err
+
+
+def test_vogn_fisher_keyword_is_a_deprecated_alias() -> None:
+    p = [nn.Parameter(torch.zeros(2, dtype=DT))]
+    with pytest.warns(DeprecationWarning, match="fisher_type=FisherType.MC"):
+        opt = VOGN(p, lr=0.1, data_size=10, fisher="sampled")
+    assert opt.fisher_type is FisherType.MC
+    with pytest.warns(DeprecationWarning, match="fisher_type=FisherType.EMPIRICAL"):
+        assert VOGN(p, lr=0.1, data_size=10, fisher="empirical").fisher_type is FisherType.EMPIRICAL
+    with pytest.warns(DeprecationWarning, match="FisherType.MC"):  # the old value, passed by position
+        assert VOGN(p, 0.1, 10, 0.999, 1.0, 1.0, 1, "sampled").fisher_type is FisherType.MC
+    assert VOGN(p, lr=0.1, data_size=10).fisher_type is FisherType.EMPIRICAL
+    with pytest.raises(ValueError, match="fisher_type only"):
+        VOGN(p, lr=0.1, data_size=10, fisher="sampled", fisher_type="mc")
+    with pytest.raises(ValueError, match="fisher_type"):  # a possibly negative curvature is VON's
+        VOGN(p, lr=0.1, data_size=10, fisher_type=FisherType.HESSIAN)
+
+
+def test_per_example_closure_curvature_matches_independent_paths(toy) -> None:
+    """The closure's curvature diagonals (igbook.fisher) against autograd: the empirical one
+    against squared per-example gradients of a loop, the exact Fisher against
+    diag(J^T (diag p - p p^T) J) with J from torch.func.jacrev, one example at a time."""
+    x, y = toy
+    model = _mlp(7)
+    closure = PerExampleClosure(model, x, y, likelihood=CategoricalLikelihood())
+    params = list(model.parameters())
+    loop = [torch.autograd.grad(nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params) for i in range(len(y))]
+    emp = closure.curvature_diagonal(params, FisherType.EMPIRICAL)
+    for j, e in enumerate(emp):
+        torch.testing.assert_close(e, torch.stack([g[j] ** 2 for g in loop]).mean(0), rtol=1e-10, atol=1e-14)
+    names = [n for n, _ in model.named_parameters()]
+    exact = [torch.zeros_like(p) for p in params]
+    for i in range(len(y)):
+        jac = torch.func.jacrev(
+            lambda *ps: torch.func.functional_call(model, dict(zip(names, ps)), (x[i : i + 1],))[0],
+            argnums=tuple(range(len(params))),
+        )(*[p.detach() for p in params])
+        prob = model(x[i : i + 1])[0].softmax(-1).detach()
+        lam = torch.diag(prob) - torch.outer(prob, prob)
+        for j, jj in enumerate(jac):
+            jf = jj.reshape(prob.shape[0], -1)
+            exact[j] += ((lam @ jf) * jf).sum(0).reshape(params[j].shape) / len(y)
+    for a, b in zip(closure.curvature_diagonal(params, "exact"), exact):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-14)
+
+
+def test_per_example_closure_noise_std_is_the_gaussian_likelihood(linreg) -> None:
+    x, y, _, _ = linreg
+    model = _Replicas(2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -0.2, 0.1], [1.0, 0.0, -1.0]], dtype=DT))
+    a = PerExampleClosure(model, x, y[:, None].expand(N, 2), likelihood="gaussian", noise_std=SIGMA)
+    b = PerExampleClosure(model, x, y[:, None].expand(N, 2), likelihood=GaussianLikelihood(variance=SIGMA**2))
+    assert a.noise_std == pytest.approx(SIGMA, rel=1e-15) and a.likelihood.variance == SIGMA**2
+    la, ga = a.per_example_gradients([model.weight])
+    lb, gb = b.per_example_gradients([model.weight])
+    torch.testing.assert_close(la, lb, rtol=0, atol=0)
+    torch.testing.assert_close(ga[0], gb[0], rtol=0, atol=0)
+    # the gradient of a Gaussian NLL, by hand: (f - y) x / sigma^2 for each example and replica
+    r = x @ model.weight.detach().T - y[:, None]
+    torch.testing.assert_close(ga[0], r[:, :, None] * x[:, None, :] / SIGMA**2, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="noise_std"):
+        PerExampleClosure(model, x, y[:, None].expand(N, 2), likelihood=GaussianLikelihood(), noise_std=0.5)
 
 
 def test_vadam_fixed_point_is_not_the_posterior_with_full_batches(linreg) -> None:
@@ -586,7 +672,7 @@ BAD_HYPER = [
     (lambda: VON(_p(), lr=0.1, data_size=10, prior_precision=-2.0), ValueError, "prior_precision"),
     (lambda: VON(_p(), lr=0.1, data_size=10, hessian="fisher"), ValueError, "hessian"),
     (lambda: VON(_p(), lr=0.1, data_size=10, hutchinson_samples=0), ValueError, "hutchinson_samples"),
-    (lambda: VOGN(_p(), lr=0.1, data_size=10, fisher="true"), ValueError, "fisher"),
+    (lambda: VOGN(_p(), lr=0.1, data_size=10, fisher_type="true"), ValueError, "fisher_type"),
     (lambda: VOGN(_p(), lr=0.1, data_size=2.5), TypeError, "data_size"),
     (lambda: VOGN(_p(), lr=0.1, data_size=10, beta=-0.5), ValueError, "beta"),
 ]

@@ -69,7 +69,7 @@ def make(name: str, dtype: torch.dtype, nonfinite: str = "raise", **kw: Any) -> 
     elif name == "VON":
         opt = VON(ps, lr=0.05, data_size=100, beta=0.9, prior_precision=10.0, mc_samples=2, seed=1, **common)
     elif name == "VOGN":
-        opt = VOGN(ps, lr=0.05, data_size=100, beta=0.9, mc_samples=2, fisher="sampled", seed=1, **common)
+        opt = VOGN(ps, lr=0.05, data_size=100, beta=0.9, mc_samples=2, fisher_type="mc", seed=1, **common)
     elif name == "BGD":
         opt = BGD(ps, sigma_init=0.05, num_samples=2, seed=1, **common)
     elif name == "MESU":

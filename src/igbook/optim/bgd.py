@@ -62,67 +62,18 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from igbook._validation import as_tensor, check_finite, check_positive, check_seed
 from igbook._safety import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
+from igbook._validation import check_count, check_nonnegative_real, check_seed
+from igbook.optim.mean_field import (
+    SigmaInit,
+    check_mean_field,
+    check_ratio_max,
+    check_sigma_bounds,
+    check_sigma_init,
+    clamp_and_bound,
+)
 
 __all__ = ["GaussianMeanFieldOptimizer", "BGD", "bgd_update"]
-
-SigmaInit = float | Callable[[Tensor], "Tensor | float"]
-
-
-def _check_nonneg(value: float, name: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_pos(value: float, name: str, *, allow_inf: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if ok and not allow_inf and not math.isfinite(value):
-        ok = False
-    if not ok or (isinstance(value, float) and math.isnan(value)):
-        raise ValueError(f"{name} must be a {'' if allow_inf else 'finite '}number > 0, got {value!r}")
-
-
-def _check_sigma_init(value: Any) -> None:
-    if callable(value):
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"sigma_init must be a finite number > 0 or a callable(param) -> sigma, got {value!r}")
-
-
-def _check_bounds(bounds: Any, name: str) -> None:
-    if bounds is None:
-        return
-    try:
-        lo, hi = bounds
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be None or a pair (low, high), got {bounds!r}") from exc
-    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and 0 < lo < hi and math.isfinite(hi)):
-        raise ValueError(f"{name} must satisfy 0 < low < high < inf, got {bounds!r}")
-
-
-def _check_ratio_max(value: Any) -> None:
-    if value is not None:
-        _check_pos(value, "ratio_max")
-
-
-def _check_num_samples(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"num_samples must be an integer >= 1, got {value!r}")
-    return value
-
-
-
-def _check_mean_field(mu: object, sigma: object, grad_mu: object, grad_sigma: object) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Finite means and gradients, positive sigmas, all of one shape (the checked updates of BGD and MESU)."""
-    mu = check_finite(as_tensor(mu, "mu"), "mu")
-    sigma = check_positive(as_tensor(sigma, "sigma", dtype=mu.dtype), "sigma")
-    grad_mu = check_finite(as_tensor(grad_mu, "grad_mu", dtype=mu.dtype), "grad_mu")
-    grad_sigma = check_finite(as_tensor(grad_sigma, "grad_sigma", dtype=mu.dtype), "grad_sigma")
-    for nm, t in (("sigma", sigma), ("grad_mu", grad_mu), ("grad_sigma", grad_sigma)):
-        if t.shape != mu.shape:
-            raise ValueError(f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}")
-    return mu, sigma, grad_mu, grad_sigma
 
 def bgd_update(
     mu: Tensor, sigma: Tensor, grad_mu: Tensor, grad_sigma: Tensor, *, eta: float = 1.0
@@ -156,8 +107,8 @@ def bgd_update(
         If an input is not a finite real tensor, ``sigma`` is not > 0, the shapes differ, or
         ``eta`` is not a finite number >= 0.
     """
-    mu, sigma, grad_mu, grad_sigma = _check_mean_field(mu, sigma, grad_mu, grad_sigma)
-    _check_nonneg(eta, "eta")
+    mu, sigma, grad_mu, grad_sigma = check_mean_field(mu, sigma, grad_mu, grad_sigma)
+    check_nonnegative_real(eta, "eta")
     return _bgd_update(mu, sigma, grad_mu, grad_sigma, eta=eta)
 
 
@@ -207,7 +158,7 @@ class GaussianMeanFieldOptimizer(Optimizer):
         generator: torch.Generator | None = None,
         nonfinite: str = "raise",
     ) -> None:
-        self.num_samples = _check_num_samples(num_samples)
+        self.num_samples = check_count(num_samples, "num_samples")
         self.nonfinite = check_nonfinite_mode(nonfinite)
         #: number of steps skipped under ``nonfinite="skip"``
         self.skipped_steps = 0
@@ -233,7 +184,7 @@ class GaussianMeanFieldOptimizer(Optimizer):
                 self._state(p, group)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        _check_sigma_init(group["sigma_init"])
+        check_sigma_init(group["sigma_init"])
 
     def _state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         state = self.state[p]
@@ -269,7 +220,7 @@ class GaussianMeanFieldOptimizer(Optimizer):
         ``(S, *p.shape)``. ``weights`` are detached; call ``requires_grad_()`` on them to
         differentiate a loss evaluated at the samples.
         """
-        s = self.num_samples if num_samples is None else _check_num_samples(num_samples)
+        s = self.num_samples if num_samples is None else check_count(num_samples, "num_samples")
         weights, noise = [], []
         for p, g in self._params():
             sigma = self._state(p, g)["sigma"]
@@ -460,22 +411,6 @@ class GaussianMeanFieldOptimizer(Optimizer):
             self.generator.set_state(rng)
 
 
-def _clamp_and_bound(
-    p: Tensor, sigma: Tensor, d_mu: Tensor, d_sigma: Tensor, group: dict[str, Any]
-) -> None:
-    """Shared post-processing of MESU/BGD deltas: ``ratio_max`` clamp, add, ``sigma_bounds`` clamp."""
-    ratio = group.get("ratio_max")
-    if ratio is not None:
-        lim = ratio * sigma
-        d_mu = torch.maximum(torch.minimum(d_mu, lim), -lim)
-        d_sigma = torch.maximum(torch.minimum(d_sigma, lim), -lim)
-    p.add_(d_mu)
-    sigma.add_(d_sigma)
-    bounds = group.get("sigma_bounds")
-    if bounds is not None:
-        sigma.clamp_(bounds[0], bounds[1])
-
-
 class BGD(GaussianMeanFieldOptimizer):
     r"""Bayesian Gradient Descent :cite:`zeno2018task` (diagonal FOO-VB :cite:`zeno2021task`).
 
@@ -530,11 +465,11 @@ class BGD(GaussianMeanFieldOptimizer):
         generator: torch.Generator | None = None,
         nonfinite: str = "raise",
     ) -> None:
-        _check_nonneg(eta, "eta")
-        _check_nonneg(lr_sigma, "lr_sigma")
-        _check_sigma_init(sigma_init)
-        _check_ratio_max(ratio_max)
-        _check_bounds(sigma_bounds, "sigma_bounds")
+        check_nonnegative_real(eta, "eta")
+        check_nonnegative_real(lr_sigma, "lr_sigma")
+        check_sigma_init(sigma_init)
+        check_ratio_max(ratio_max)
+        check_sigma_bounds(sigma_bounds, "sigma_bounds")
         defaults = dict(eta=eta, sigma_init=sigma_init, lr_sigma=lr_sigma, ratio_max=ratio_max, sigma_bounds=sigma_bounds)
         super().__init__(
             params, defaults, num_samples=num_samples, seed=seed, generator=generator, nonfinite=nonfinite
@@ -542,12 +477,12 @@ class BGD(GaussianMeanFieldOptimizer):
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         super()._validate_group(group)
-        _check_nonneg(group["eta"], "eta")
-        _check_nonneg(group["lr_sigma"], "lr_sigma")
-        _check_ratio_max(group["ratio_max"])
-        _check_bounds(group["sigma_bounds"], "sigma_bounds")
+        check_nonnegative_real(group["eta"], "eta")
+        check_nonnegative_real(group["lr_sigma"], "lr_sigma")
+        check_ratio_max(group["ratio_max"])
+        check_sigma_bounds(group["sigma_bounds"], "sigma_bounds")
 
     def _update(self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor) -> None:
         sigma = state["sigma"]
         new_mu, new_sigma = _bgd_update(p, sigma, g_mu, g_sigma, eta=group["eta"])
-        _clamp_and_bound(p, sigma, new_mu - p, group["lr_sigma"] * (new_sigma - sigma), group)
+        clamp_and_bound(p, sigma, new_mu - p, group["lr_sigma"] * (new_sigma - sigma), group)

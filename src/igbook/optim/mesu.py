@@ -50,30 +50,33 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_positive
-from igbook.optim.bgd import (
-    GaussianMeanFieldOptimizer,
+from igbook._validation import (
+    as_tensor,
+    check_finite,
+    check_nonnegative_real,
+    check_positive,
+    check_positive_real,
+    check_scalar,
+)
+from igbook.optim.bgd import GaussianMeanFieldOptimizer
+from igbook.optim.mean_field import (
     SigmaInit,
-    _check_bounds,
-    _check_mean_field,
-    _check_nonneg,
-    _check_pos,
-    _check_ratio_max,
-    _check_sigma_init,
-    _clamp_and_bound,
+    check_mean_field,
+    check_ratio_max,
+    check_sigma_bounds,
+    check_sigma_init,
+    clamp_and_bound,
 )
 
 __all__ = ["MESU", "mesu_delta", "mesu_stationary_variance"]
 
 
-def _check_N(N: Any) -> None:
-    if isinstance(N, bool) or not isinstance(N, (int, float)) or math.isnan(N) or N < 1:
-        raise ValueError(f"N (the memory window, in minibatches) must be a number >= 1 or math.inf, got {N!r}")
-
-
-def _check_momentum(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+def check_memory_window(N: Any) -> float:
+    """MESU's memory window N in minibatches: a number >= 1, or ``math.inf`` (no forgetting)."""
+    try:
+        return check_scalar(N, "N", low=1.0, allow_inf=True)
+    except (TypeError, ValueError):
+        raise ValueError(f"N (the memory window, in minibatches) must be a number >= 1 or math.inf, got {N!r}") from None
 
 
 def mesu_delta(
@@ -108,12 +111,12 @@ def mesu_delta(
     tuple of Tensor
         ``(delta_mu, delta_sigma)`` with the shapes of ``mu``.
     """
-    mu, sigma, grad_mu, grad_sigma = _check_mean_field(mu, sigma, grad_mu, grad_sigma)
-    _check_N(N)
+    mu, sigma, grad_mu, grad_sigma = check_mean_field(mu, sigma, grad_mu, grad_sigma)
+    check_memory_window(N)
     check_positive(as_tensor(sigma_prior, "sigma_prior", dtype=mu.dtype), "sigma_prior")
     check_finite(as_tensor(mu_prior, "mu_prior", dtype=mu.dtype), "mu_prior")
-    _check_nonneg(lr_mu, "lr_mu")
-    _check_nonneg(lr_sigma, "lr_sigma")
+    check_nonnegative_real(lr_mu, "lr_mu")
+    check_nonnegative_real(lr_sigma, "lr_sigma")
     return _mesu_delta(mu, sigma, grad_mu, grad_sigma, N, sigma_prior, mu_prior, lr_mu, lr_sigma)
 
 
@@ -150,8 +153,8 @@ def mesu_stationary_variance(hessian_diag: Tensor | float, N: float, sigma_prior
     h = as_tensor(hessian_diag, "hessian_diag")
     if not bool(torch.isfinite(h).all()) or not bool((h >= 0).all()):
         raise ValueError("hessian_diag must be finite and >= 0 (a diagonal curvature)")
-    _check_N(N)
-    _check_pos(sigma_prior, "sigma_prior")
+    check_memory_window(N)
+    check_positive_real(sigma_prior, "sigma_prior")
     if math.isinf(N):
         return torch.where(h > 0, torch.zeros_like(h), torch.full_like(h, sigma_prior**2))
     return 1.0 / (N * h + 1.0 / sigma_prior**2)
@@ -256,21 +259,19 @@ class MESU(GaussianMeanFieldOptimizer):
         )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
-        _check_sigma_init(group["sigma_init"])
-        _check_pos(group["sigma_prior"], "sigma_prior")
-        _check_N(group["N"])
-        mp = group["mu_prior"]
-        if isinstance(mp, bool) or not isinstance(mp, (int, float)) or not math.isfinite(mp):
-            raise ValueError(f"mu_prior must be a finite number, got {mp!r}")
-        _check_nonneg(group["lr_mu"], "lr_mu")
-        _check_nonneg(group["lr_sigma"], "lr_sigma")
-        _check_nonneg(group["clamp_grad"], "clamp_grad")
-        _check_momentum(group["momentum_mu"], "momentum_mu")
-        _check_momentum(group["momentum_sigma"], "momentum_sigma")
+        check_sigma_init(group["sigma_init"])
+        check_positive_real(group["sigma_prior"], "sigma_prior")
+        check_memory_window(group["N"])
+        check_scalar(group["mu_prior"], "mu_prior")
+        check_nonnegative_real(group["lr_mu"], "lr_mu")
+        check_nonnegative_real(group["lr_sigma"], "lr_sigma")
+        check_nonnegative_real(group["clamp_grad"], "clamp_grad")
+        check_scalar(group["momentum_mu"], "momentum_mu", low=0.0, high=1.0, closed_high=False)
+        check_scalar(group["momentum_sigma"], "momentum_sigma", low=0.0, high=1.0, closed_high=False)
         if not isinstance(group["second_order"], bool):
             raise TypeError(f"second_order must be a bool, got {type(group['second_order']).__name__}")
-        _check_ratio_max(group["ratio_max"])
-        _check_bounds(group["sigma_bounds"], "sigma_bounds")
+        check_ratio_max(group["ratio_max"])
+        check_sigma_bounds(group["sigma_bounds"], "sigma_bounds")
 
     def _update(self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor) -> None:
         sigma = state["sigma"]
@@ -295,4 +296,4 @@ class MESU(GaussianMeanFieldOptimizer):
         if group["second_order"]:
             denom = 1.0 + sigma * g_sigma.abs()
             d_mu, d_sigma = d_mu / denom, d_sigma / denom
-        _clamp_and_bound(p, sigma, d_mu, d_sigma, group)
+        clamp_and_bound(p, sigma, d_mu, d_sigma, group)

@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from igbook._validation import check_callable, check_count, check_simplex
+
 __all__ = [
     "sampled_params",
     "predictive",
@@ -74,12 +76,8 @@ def predictive(
         raise TypeError(
             f"optimizer must have a sampled_params() context manager, got {type(optimizer).__name__}"
         )
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool):
-        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    check_callable(fn, "fn")
+    check_count(num_samples, "num_samples")
     outs: list[Tensor] = []
     mean: Tensor | None = None
     with torch.no_grad():
@@ -99,6 +97,7 @@ def predictive(
 
 
 def _check_probs_labels(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Predicted class probabilities ``(n, classes)`` (rows on the simplex) and integer labels ``(n,)``."""
     if not isinstance(probs, Tensor) or not isinstance(labels, Tensor):
         raise TypeError("probs and labels must be tensors")
     if probs.ndim != 2 or probs.shape[1] < 2 or probs.shape[0] == 0:
@@ -109,11 +108,8 @@ def _check_probs_labels(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
     if bool((labels < 0).any()) or bool((labels >= probs.shape[1]).any()):
         raise ValueError(f"labels must lie in [0, {probs.shape[1]})")
-    if not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
-        raise ValueError("probs must be finite and non-negative")
     tol = 1e-4 if probs.dtype in (torch.float16, torch.bfloat16, torch.float32) else 1e-8
-    if not bool(torch.allclose(probs.sum(1), torch.ones(1, dtype=probs.dtype), atol=tol, rtol=0)):
-        raise ValueError("probs must sum to 1 along axis 1 (pass probabilities, not logits)")
+    check_simplex(probs, "probs (probabilities, not logits)", atol=tol, interior=False)
     return probs, labels.long()
 
 
@@ -132,8 +128,7 @@ def reliability_curve(probs: Tensor, labels: Tensor, num_bins: int = 10) -> Reli
     :math:`(b/B, (b+1)/B]` and return each bin's mean confidence and accuracy
     :cite:`guo2017calibration`."""
     probs, labels = _check_probs_labels(probs, labels)
-    if not isinstance(num_bins, int) or isinstance(num_bins, bool) or num_bins < 1:
-        raise ValueError(f"num_bins must be an int >= 1, got {num_bins!r}")
+    check_count(num_bins, "num_bins")
     conf, pred = probs.max(1)
     correct = (pred == labels).to(probs.dtype)
     edges = torch.linspace(0.0, 1.0, num_bins + 1, dtype=probs.dtype)

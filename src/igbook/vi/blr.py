@@ -39,6 +39,14 @@ Gaussian) or a ``(d,)`` positive vector (diagonal Gaussian); ``loss`` maps a fla
 parameter vector to a scalar tensor and must be traceable by :mod:`torch.func`
 (``grad``, ``hessian``, ``vmap``); ``lr`` is the BLR step size :math:`\rho`. The optimizers
 built from these equations (VON, VOGN, Vadam, IVON) live in :mod:`igbook.optim.blr`.
+
+Which curvature: here always the Hessian of :math:`\bar\ell` (``FisherType.HESSIAN`` in the
+vocabulary of :class:`igbook.fisher.FisherType`), whose expectation under :math:`q` is what
+the BLR needs; ``method`` only chooses how that expectation is estimated. When
+:math:`\bar\ell` is a negative log-likelihood of a network, replacing the Hessian by the
+generalized Gauss-Newton matrix or a Fisher (``FisherType.GGN``, ``EXACT``, ``MC``,
+``EMPIRICAL``, for a likelihood of :mod:`igbook.fisher.likelihoods`) keeps the precision
+positive definite: that is :class:`igbook.optim.VOGN` and its ``fisher_type``.
 """
 
 from __future__ import annotations
@@ -55,12 +63,16 @@ from torch.func import vmap
 
 from igbook._validation import (
     as_tensor,
+    check_callable,
+    check_choice,
+    check_count,
     check_finite,
     check_nonempty,
     check_positive,
+    check_positive_real,
     check_shape,
     check_symmetric_positive_definite,
-    make_generator,
+    resolve_generator,
 )
 
 __all__ = [
@@ -118,12 +130,16 @@ class BLRTrace(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# validation (the generic checks are igbook._validation's; these say what a BLR state is)
 # --------------------------------------------------------------------------------------------
 
 
 def _check_state(mean: Tensor, precision: Tensor) -> tuple[Tensor, Tensor]:
-    """Validate a Gaussian in mean/precision form; returns float tensors of one dtype."""
+    """Validate a Gaussian in mean/precision form; returns float tensors of one dtype.
+
+    ``mean`` is a finite flat vector; ``precision`` a positive vector (diagonal Gaussian) or a
+    symmetric positive-definite matrix (full Gaussian) of the matching size.
+    """
     mean = as_tensor(mean, "mean")
     if mean.ndim != 1 or mean.numel() == 0:
         raise ValueError(f"mean must be a non-empty flat vector of shape (d,), got {tuple(mean.shape)}")
@@ -131,21 +147,9 @@ def _check_state(mean: Tensor, precision: Tensor) -> tuple[Tensor, Tensor]:
     precision = as_tensor(precision, "precision", dtype=mean.dtype)
     d = mean.shape[0]
     if precision.ndim == 1:
-        check_shape(precision, "precision", (d,))
-        check_finite(precision, "precision")
-        if not bool((precision > 0).all()):
-            raise ValueError(
-                f"precision (diagonal) must be > 0 entrywise, got min {float(precision.min()):.6g}"
-            )
+        check_positive(check_shape(precision, "precision", (d,)), "precision (diagonal)")
     elif precision.ndim == 2:
-        check_shape(precision, "precision", (d, d))
-        check_finite(precision, "precision")
-        scale = float(precision.abs().max().clamp_min(1.0))
-        if not bool(((precision - precision.T).abs() <= 1e-8 * scale).all()):
-            raise ValueError("precision must be a symmetric matrix")
-        _, info = torch.linalg.cholesky_ex(precision)
-        if int(info) != 0:
-            raise ValueError("precision must be positive definite (its Cholesky factorization failed)")
+        check_symmetric_positive_definite(check_shape(precision, "precision", (d, d)), "precision")
     else:
         raise ValueError(
             f"precision must have shape ({d},) (diagonal) or ({d}, {d}) (full), got {tuple(precision.shape)}"
@@ -154,30 +158,19 @@ def _check_state(mean: Tensor, precision: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _check_lr(lr: float, *, allow_above_one: bool) -> float:
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool):
-        raise TypeError(f"lr must be a real number, got {type(lr).__name__}")
-    lr = float(lr)
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be finite and > 0, got {lr}")
-    if not allow_above_one and lr > 1:
+    """The BLR step size: ``> 0``, and ``<= 1`` whenever the precision is updated."""
+    rho = check_positive_real(lr, "lr")
+    if not allow_above_one and rho > 1:
         raise ValueError(
             f"lr must lie in (0, 1] when the precision is updated (a convex combination of the old "
-            f"precision and the expected Hessian), got {lr}"
+            f"precision and the expected Hessian), got {rho}"
         )
-    return lr
-
-
-def _check_int(value: int, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return rho
 
 
 def _check_loss(loss: Loss, mean: Tensor) -> None:
-    if not callable(loss):
-        raise TypeError(f"loss must be a callable taking a (d,) tensor, got {type(loss).__name__}")
+    """``loss`` is callable and returns a finite scalar tensor at the mean."""
+    check_callable(loss, "loss")
     out = loss(mean)
     if not isinstance(out, Tensor):
         raise TypeError(f"loss must return a tensor, got {type(out).__name__}")
@@ -187,18 +180,19 @@ def _check_loss(loss: Loss, mean: Tensor) -> None:
         raise ValueError("loss is not finite at the mean")
 
 
-def _check_positive_definite(precision: Tensor, what: str) -> None:
-    if precision.ndim == 1:
-        ok = bool((precision > 0).all()) and bool(torch.isfinite(precision).all())
-    else:
-        _, info = torch.linalg.cholesky_ex(precision)
-        ok = int(info) == 0 and bool(torch.isfinite(precision).all())
-    if not ok:
+def _check_updated_precision(precision: Tensor, what: str) -> None:
+    """An updated precision is still positive definite, or raise (no NaN from a bad step)."""
+    try:
+        if precision.ndim == 1:
+            check_positive(precision, what)
+        else:
+            check_symmetric_positive_definite(precision, what)
+    except ValueError:
         raise ValueError(
             f"{what} is not positive definite: the expected Hessian has too much negative "
             "curvature for this step; use a smaller lr, more Monte Carlo samples, or a "
-            "Gauss-Newton/Fisher curvature"
-        )
+            "Gauss-Newton/Fisher curvature (FisherType.GGN or EXACT, e.g. igbook.optim.VOGN)"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,8 +217,8 @@ def sample_gaussian(
     ``(n, d)`` tensor from ``generator`` (or a fresh one seeded with ``seed``).
     """
     mean, precision = _check_state(mean, precision)
-    _check_int(num_samples, "num_samples", 1)
-    gen = make_generator(seed, generator)
+    check_count(num_samples, "num_samples")
+    gen = resolve_generator(seed, generator)
     eps = torch.randn(num_samples, mean.shape[0], generator=gen, dtype=mean.dtype)
     if precision.ndim == 1:
         return mean + eps / precision.sqrt()
@@ -271,10 +265,9 @@ def gaussian_expectations(
         Randomness of the samples (one of them, or neither for the global generator).
     """
     mean, precision = _check_state(mean, precision)
-    if method not in EXPECTATION_METHODS:
-        raise ValueError(f"method must be one of {EXPECTATION_METHODS}, got {method!r}")
-    _check_int(num_samples, "num_samples", 1)
-    gen = make_generator(seed, generator)
+    check_choice(method, "method", EXPECTATION_METHODS)
+    check_count(num_samples, "num_samples")
+    gen = resolve_generator(seed, generator)
     _check_loss(loss, mean)
     diagonal = precision.ndim == 1
     g_fn = func_grad(loss)
@@ -435,7 +428,7 @@ def blr_step(
         new_prec = precision
     else:
         new_prec = (1.0 - rho) * precision + rho * h
-        _check_positive_definite(new_prec, "the updated precision")
+        _check_updated_precision(new_prec, "the updated precision")
     if new_prec.ndim == 1:
         new_mean = mean - rho * g / new_prec
     else:
@@ -475,7 +468,7 @@ def blr_natural_step(
     new_eta1 = (1.0 - rho) * eta1 - rho * d1
     new_eta2 = (1.0 - rho) * eta2 - rho * d2
     new_prec = -2.0 * new_eta2 if new_eta2.ndim == 1 else -(new_eta2 + new_eta2.T)
-    _check_positive_definite(new_prec, "the updated precision")
+    _check_updated_precision(new_prec, "the updated precision")
     return from_natural_parameters(new_eta1, new_eta2)
 
 
@@ -498,8 +491,8 @@ def run_blr(
     reproducible.
     """
     mean, precision = _check_state(mean, precision)
-    _check_int(num_steps, "num_steps", 0)
-    gen = make_generator(seed, generator)
+    check_count(num_steps, "num_steps", minimum=0)
+    gen = resolve_generator(seed, generator)
     means, precs = [mean], [precision]
     for _ in range(num_steps):
         mean, precision = blr_step(
