@@ -198,7 +198,7 @@ def base_call(qual: str, fn: Callable[..., Any]) -> dict[str, Any] | None:
         kw = {**kw, **{k: v for k, v in fixed.items() if k not in kw}}
         try:
             out = _call(fn, kw)
-        except Exception:  # noqa: BLE001, S112 - a guess outside the domain
+        except Exception:
             continue
         if _finite(out):
             return kw
@@ -255,7 +255,7 @@ def check_one(qual: str, param: str, kind: str) -> str | None:
         if _mentions(exc, param):
             return None
         return f"{type(exc).__name__} without the name {param!r}: {exc}"[:300]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"{type(exc).__name__} (not ValueError/TypeError): {exc}"[:300]
     if kind in OUTSIDE:
         return "accepted a value outside the domain"
@@ -285,6 +285,25 @@ UNCHECKED_BY_DESIGN: dict[str, str] = {
 #: callables whose in-domain call cannot be guessed from the signature (need a model, a
 #: closure, an optimizer or a family instance); they are covered by their own test modules
 NO_AUTOMATIC_CALL: set[str] = {
+    # the curvature core (igbook.fisher): need a model and a batch; bad input in test_curvature_core.py
+    "igbook.fisher.curvature.curvature",
+    "igbook.fisher.curvature.layer_blocks",
+    "igbook.fisher.kronecker.backpropagate_output_vectors",
+    "igbook.fisher.kronecker.kfac_factors",
+    "igbook.fisher.kronecker.kronecker_curvature",
+    "igbook.fisher.kronecker.kronecker_layers",
+    "igbook.fisher.layout.parameter_layout",
+    "igbook.fisher.layout.reorder",
+    "igbook.fisher.operators.BlockDiagonalCurvature",
+    "igbook.fisher.operators.Curvature",
+    "igbook.fisher.problem.ModelProblem",
+    "igbook.fisher.problem.mc_generator",
+    "igbook.fisher.problem.needs_targets",
+    "igbook.fisher.problem.output_factors",
+    "igbook.fisher.problem.output_matrices",
+    "igbook.fisher.types.as_fisher_type",
+    "igbook.kfac.inverses.damped_inverse",
+    "igbook.kfac.inverses.psd_eigh",
     "igbook.connections.alpha_connection",
     "igbook.connections.batched_acceleration",
     "igbook.connections.cubic_tensor",
@@ -356,30 +375,30 @@ NO_AUTOMATIC_CALL: set[str] = {
     "igbook.fisher.empirical_fisher.preconditioned_field",
     "igbook.fisher.likelihoods.Likelihood",
     "igbook.fisher.likelihoods.get_likelihood",
-    "igbook.fisher.models.CurvatureOperator",
+    "igbook.fisher.products.CurvatureOperator",
     "igbook.fisher.models.curvature_matrix",
     "igbook.fisher.diagonal.linear_curvature_diagonal",
     "igbook.fisher.models.fisher_diagonal",
     "igbook.fisher.models.fisher_matrix",
-    "igbook.fisher.models.fisher_vector_product",
-    "igbook.fisher.models.flatten_params",
+    "igbook.fisher.products.fisher_vector_product",
+    "igbook.fisher.layout.flatten_params",
     "igbook.fisher.models.ggn_matrix",
-    "igbook.fisher.models.ggn_vector_product",
+    "igbook.fisher.products.ggn_vector_product",
     "igbook.fisher.models.hessian_matrix",
-    "igbook.fisher.models.hessian_vector_product",
+    "igbook.fisher.products.hessian_vector_product",
     "igbook.fisher.models.minibatch_gradient_second_moment",
-    "igbook.fisher.models.model_params",
+    "igbook.fisher.layout.model_params",
     "igbook.fisher.models.output_curvature",
-    "igbook.fisher.models.param_slices",
+    "igbook.fisher.layout.param_slices",
     "igbook.fisher.models.per_example_gradients",
-    "igbook.fisher.models.unflatten_params",
+    "igbook.fisher.layout.unflatten_params",
     "igbook.geometry.curve_length",
     "igbook.geometry.fisher_rao_distance",
     "igbook.geometry.fisher_rao_gaussian",
-    "igbook.kfac.core.KFAC",
+    "igbook.kfac.optimizer.KFAC",
     "igbook.kfac.core.KFACPreconditioner",
-    "igbook.kfac.core.negative_log_likelihood",
-    "igbook.kfac.core.output_gradient_samples",
+    "igbook.kfac.losses.negative_log_likelihood",
+    "igbook.kfac.losses.output_gradient_samples",
     "igbook.kfac.dense.DenseNaturalGradient",
     "igbook.kfac.dense.layer_fisher_blocks",
     "igbook.kfac.dense.network_fisher",

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from igbook._validation import check_choice, check_count
 from igbook.experiments.models import mlp
-from igbook.kfac.core import KFAC, negative_log_likelihood
+from igbook.kfac import KFAC, negative_log_likelihood
 from igbook.kfac.dense import DenseNaturalGradient
 
 __all__ = [

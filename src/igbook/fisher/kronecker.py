@@ -85,8 +85,21 @@ class KroneckerFactors:
         return KroneckerCurvature(self.A, self.G, bias=self.bias)
 
 
+def _check_module(m: object) -> None:
+    if not isinstance(m, nn.Module):
+        raise TypeError(f"m must be a torch.nn.Module (a layer), got {type(m).__name__}")
+
+
+def _check_rows(t: object, name: str, m: nn.Module) -> None:
+    if not isinstance(t, Tensor) or not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {type(t).__name__}")
+    if t.ndim < (3 if isinstance(m, nn.Conv2d) else 1):
+        raise ValueError(f"{name} must have the layer's feature axes, got shape {tuple(t.shape)}")
+
+
 def unsupported_layer_reason(m: nn.Module) -> str | None:
     """Why K-FAC cannot factor the layer ``m`` (``None`` for ``nn.Linear`` and plain ``nn.Conv2d``)."""
+    _check_module(m)
     if isinstance(m, nn.Conv2d):
         if m.groups != 1:
             return "grouped convolution"
@@ -134,6 +147,8 @@ def kronecker_layers(model: nn.Module) -> tuple[dict[str, nn.Module], list[str]]
 
 def layer_input_rows(m: nn.Module, x: Tensor) -> Tensor:
     """Rows ``a`` of a layer's input, positions expanded (unfolded patches for a convolution): ``(rows, in)``."""
+    _check_module(m)
+    _check_rows(x, "x", m)
     if isinstance(m, nn.Conv2d):
         if x.ndim == 3:
             x = x.unsqueeze(0)
@@ -144,6 +159,8 @@ def layer_input_rows(m: nn.Module, x: Tensor) -> Tensor:
 
 def layer_output_rows(m: nn.Module, g: Tensor) -> Tensor:
     """Rows of a gradient with respect to a layer's output, positions expanded: ``(rows, out)``."""
+    _check_module(m)
+    _check_rows(g, "g", m)
     if isinstance(m, nn.Conv2d):
         if g.ndim == 3:
             g = g.unsqueeze(0)

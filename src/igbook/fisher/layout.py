@@ -21,7 +21,6 @@ from torch import Tensor, nn
 from igbook._validation import check_choice, check_finite
 
 __all__ = [
-    "Params",
     "model_params",
     "flatten_params",
     "unflatten_params",
