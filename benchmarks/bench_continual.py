@@ -141,7 +141,7 @@ def remembering(seeds: list[int]) -> dict[str, Any]:
                     "epistemic_in": float(uncertainty_decomposition(p_in).epistemic.mean()),
                 }
 
-            learner = MESULearner(mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=seed), N=N, seed=seed, **{k: v for k, v in MESU_COMMON.items()})
+            learner = MESULearner(mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=seed), N=N, seed=seed, **MESU_COMMON)
             res = run_stream(learner, stream, epochs=REMEMBER["epochs"], batch_size=PROTOCOL["batch_size"], seed=seed, on_task_end=log)
             rec = {k: [d[k] for d in res.logs] for k in res.logs[0]}
             rec["newest_accuracy"] = [float(v) for v in res.accuracy.diagonal()]
@@ -154,7 +154,8 @@ def remembering(seeds: list[int]) -> dict[str, Any]:
             agg[k] = [arr.mean(0).tolist(), std.tolist()]
         key = "inf" if math.isinf(N) else out["finite_key"]
         out["runs"][key] = agg
-        print(f"remembering N={key}: newest {agg['newest_accuracy'][0][-1]:.3f} epistemic AUC {agg['epistemic_auc'][0][-1]:.3f} "
+        print(f"remembering N={key}: newest {agg['newest_accuracy'][0][-1]:.3f} "
+              f"epistemic AUC {agg['epistemic_auc'][0][-1]:.3f} "
               f"sigma2 {agg['sigma_layer2'][0][-1]:.4f}", flush=True)
     return out
 
@@ -184,7 +185,8 @@ def timing(repeats: int = 3, tasks: int = 3) -> dict[str, Any]:
         ],
     }
     for r in out["records"]:
-        print(f"timing {r['method']:11s} {r['seconds_per_task']:.3f} s/task  {r['ms_per_step']:.2f} ms/step  x{r['relative_to_SGD']}", flush=True)
+        print(f"timing {r['method']:11s} {r['seconds_per_task']:.3f} s/task  "
+              f"{r['ms_per_step']:.2f} ms/step  x{r['relative_to_SGD']}", flush=True)
     return out
 
 
@@ -205,7 +207,8 @@ def tune(epochs: int) -> dict[str, Any]:
                     print(f"tune {family:9s} {method:11s} {hyper} -> diverged ({exc})", flush=True)
                     continue
                 scores.append((r["average_accuracy"], hyper))
-                print(f"tune {family:9s} {method:11s} {hyper} -> avg {r['average_accuracy']:.3f} newest {r['mean_newest_accuracy']:.3f}", flush=True)
+                print(f"tune {family:9s} {method:11s} {hyper} -> "
+                      f"avg {r['average_accuracy']:.3f} newest {r['mean_newest_accuracy']:.3f}", flush=True)
             chosen[family][method] = max(scores, key=lambda s: s[0])[1]
     return chosen
 
@@ -276,7 +279,8 @@ def main() -> None:
                 rs = [one_run("permuted", method, hyper, seed, epochs) for seed in SWEEP_SEEDS]
                 ms = mean_std([{k: val for k, val in r.items() if isinstance(val, float)} for r in rs])
                 sweeps[method]["points"].append({"value": "inf" if math.isinf(v) else v, **{k: list(m) for k, m in ms.items()}})
-                print(f"sweep {method:5s} {knob}={v:g}: avg {ms['average_accuracy'][0]:.3f} newest {ms['mean_newest_accuracy'][0]:.3f} forget {ms['forgetting'][0]:.3f}", flush=True)
+                print(f"sweep {method:5s} {knob}={v:g}: avg {ms['average_accuracy'][0]:.3f} "
+                      f"newest {ms['mean_newest_accuracy'][0]:.3f} forget {ms['forgetting'][0]:.3f}", flush=True)
     elapsed = time.perf_counter() - t_start
 
     result = {

@@ -42,7 +42,14 @@ from pathlib import Path
 import torch
 
 from igbook.data import load
-from igbook.vi.cvi import BayesianLogisticRegression, VIResult, cvi, euclidean_vi, steps_to_reach, steps_to_settle
+from igbook.vi.cvi import (
+    BayesianLogisticRegression,
+    VIResult,
+    cvi,
+    euclidean_vi,
+    steps_to_reach,
+    steps_to_settle,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "cvi.json"
@@ -176,12 +183,16 @@ def main() -> None:
             "cvi_over_gd_first_below_tol": ratio_first,
             "claim_cvi_at_most_one_tenth": holds,
         }
-        print(f"\nestimator: {estimator}   ELBO* = {target:.8f}  (|natural grad| {opt['natural_gradient_max']:.1e}, |Euclidean grad| {opt['euclidean_gradient_max']:.1e})")
+        print(f"\nestimator: {estimator}   ELBO* = {target:.8f}  "
+              f"(|natural grad| {opt['natural_gradient_max']:.1e}, |Euclidean grad| {opt['euclidean_gradient_max']:.1e})")
         print(f"{'method':8s} {'rho / lr':>9s} {'iterations':>10s} {'time to 1e-3 [ms]':>18s} {'ms / iter':>10s}")
         for r in table:
-            print(f"{r['method']:8s} {r['setting']:9.3g} {r['iterations']:10d} {1e3 * r['median_seconds_to_target']:18.1f} {r['median_ms_per_iteration']:10.2f}")
-        print(f"CVI / best gradient ascent iterations: settle {cvi_best}/{gd_best} = {ratio if ratio is None else round(ratio, 3)}, "
-              f"first below 1e-3 {cvi_first}/{gd_first} = {ratio_first if ratio_first is None else round(ratio_first, 3)}  (claim: <= 0.1)")
+            print(f"{r['method']:8s} {r['setting']:9.3g} {r['iterations']:10d} "
+                  f"{1e3 * r['median_seconds_to_target']:18.1f} {r['median_ms_per_iteration']:10.2f}")
+        print(f"CVI / best gradient ascent iterations: "
+              f"settle {cvi_best}/{gd_best} = {ratio if ratio is None else round(ratio, 3)}, "
+              f"first below 1e-3 {cvi_first}/{gd_first} "
+              f"= {ratio_first if ratio_first is None else round(ratio_first, 3)}  (claim: <= 0.1)")
         for method in ("cvi", "gd", "adam"):
             print(f"  {method} grid (setting: settle/first, None = not within the budget or diverged): "
                   + ", ".join(f"{r['setting']:g}: {r['iterations']}/{r['first_below_tol']}" for r in grids[method]))

@@ -153,7 +153,7 @@ def main() -> None:
     for ftype in ("exact", "ggn", "empirical", "mc", "hessian"):
         op = CurvatureOperator(model, None, x, y, lik, ftype, mc_samples=1, seed=0)
         t_prod, _, r_prod = paired(lambda op=op: op @ v, gradient_pass, args.repeats)
-        t_once, _, r_once = paired(
+        _t_once, _, r_once = paired(
             lambda ftype=ftype: CurvatureOperator(model, None, x, y, lik, ftype, mc_samples=1, seed=0) @ v,
             gradient_pass, args.repeats,
         )
@@ -175,10 +175,12 @@ def main() -> None:
     print(f"one gradient (autograd forward + backward of the mean cross-entropy): {1e3 * t_grad:.2f} ms")
     print(f"{'curvature':10s} {'product (ms)':>13s} {'x gradient':>11s} {'build+1 product':>16s}")
     for r in rows:
-        print(f"{r['curvature']:10s} {r['product_ms']:13.2f} {r['product_in_gradients']:11.2f} {r['build_and_product_in_gradients']:16.2f}")
+        print(f"{r['curvature']:10s} {r['product_ms']:13.2f} "
+              f"{r['product_in_gradients']:11.2f} {r['build_and_product_in_gradients']:16.2f}")
     print(f"\n{'per-example quantity':38s} {'P':>7s} {'N':>4s} {'vmap (ms)':>10s} {'loop (ms)':>10s} {'loop/vmap':>10s}")
     for r in per_example_small + per_example:
-        print(f"{r['quantity']:38s} {r['parameters']:7d} {r['examples']:4d} {r['vmap_ms']:10.1f} {r['loop_ms']:10.1f} {r['loop_over_vmap']:10.1f}")
+        print(f"{r['quantity']:38s} {r['parameters']:7d} {r['examples']:4d} "
+              f"{r['vmap_ms']:10.1f} {r['loop_ms']:10.1f} {r['loop_over_vmap']:10.1f}")
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
@@ -191,7 +193,8 @@ def main() -> None:
         "gradient_ms": 1e3 * t_grad,
         "products": rows,
         "per_example": {"small_mlp_64-32-10_tanh": per_example_small, "mlp_784-256-128-10_relu": per_example},
-        "reference": "curvlinops (RTX A6000, MNIST MLP, batch 512): GGN/EF/MC products 4.1-5.7 gradients, Hessian 5.3",
+        "reference": "curvlinops (RTX A6000, MNIST MLP, batch 512): "
+                     "GGN/EF/MC products 4.1-5.7 gradients, Hessian 5.3",
     }, indent=2) + "\n")
     print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
 

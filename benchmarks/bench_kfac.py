@@ -301,7 +301,7 @@ def main() -> None:
     print(f"{'method':8s} {'reached':>8s} {'iterations':>11s} {'wall s':>8s} {'CPU s':>8s}")
     for m in ("sgd", "adam", "kfac"):
         s = summary[m]
-        print(f"{m:8s} {str(s['reached']):>8s} {s['iterations']:11.0f} {s['seconds']:8.1f} {s['cpu_seconds']:8.1f}")
+        print(f"{m:8s} {s['reached']!s:>8s} {s['iterations']:11.0f} {s['seconds']:8.1f} {s['cpu_seconds']:8.1f}")
     if summary["kfac"]["reached"]:
         bound = "" if summary["adam"]["reached"] else " (upper bound: Adam did not reach the target)"
         print(f"K-FAC / Adam: wall {summary['kfac']['seconds'] / summary['adam']['seconds']:.3f}, "

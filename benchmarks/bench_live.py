@@ -103,9 +103,15 @@ def main() -> None:
     ap.add_argument("--site", default=str(ROOT / "_build" / "html"))
     args = ap.parse_args()
 
+    from igbook.live import (
+        Control,
+        Series,
+        bokeh_js_files,
+        frames_figure,
+        gaussian_half_plane,
+        mixture_explorer,
+    )
     from test_site import Browser, Server, chromium_executable
-
-    from igbook.live import Control, Series, bokeh_js_files, frames_figure, gaussian_half_plane, mixture_explorer
 
     exe = chromium_executable()
     if exe is None:

@@ -43,10 +43,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import torch  # noqa: E402
+import torch
 
-from igbook import mixtures as mx  # noqa: E402
-from igbook.widgets.mixture import MixtureControls, MixtureExplorer, mixture_state  # noqa: E402
+from igbook import mixtures as mx
+from igbook.widgets.mixture import MixtureControls, MixtureExplorer, mixture_state
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "mixture.json"

@@ -60,7 +60,8 @@ def test_gaussian_alpha_connection_closed_form_and_quadrature() -> None:
         z, w = np.polynomial.hermite_e.hermegauss(40)
         x = torch.tensor(mu + s * z)
         w = torch.tensor(w / math.sqrt(2 * math.pi))
-        lp = lambda t, x=x: Gaussian.log_prob_params(t, x)
+        def lp(t, x=x):
+            return Gaussian.log_prob_params(t, x)
         sc = torch.func.jacfwd(lp)(th)  # (n, 2)
         he = torch.func.hessian(lp)(th)  # (n, 2, 2)
         quad = torch.einsum("n,nij,nk->ijk", w, he + 0.5 * (1 - alpha) * sc[:, :, None] * sc[:, None, :], sc)
@@ -78,7 +79,7 @@ def test_levi_civita_christoffel_of_gaussian() -> None:
     torch.testing.assert_close(gam, want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("family,theta", [(Gaussian, [0.3, 1.7]), (Gamma, [2.5, 0.8]), (Beta, [1.5, 3.0]),
+@pytest.mark.parametrize(("family", "theta"), [(Gaussian, [0.3, 1.7]), (Gamma, [2.5, 0.8]), (Beta, [1.5, 3.0]),
                                           (Categorical, [0.2, 0.5]), (Poisson, [2.0])])
 def test_duality_cubic_tensor_and_levi_civita(family, theta) -> None:  # type: ignore[no-untyped-def]
     th = torch.tensor(theta)
@@ -112,7 +113,8 @@ def test_brioschi_curvature() -> None:
     # the 3-category simplex is a piece of a sphere of radius 2: K = 1/4
     assert abs(float(cn.gaussian_curvature(cn.metric_function(Categorical), [0.2, 0.3])) - 0.25) < 1e-10
     # a sphere of radius 3 in (polar, azimuth) coordinates: K = 1/9
-    sph = lambda t: torch.diag(torch.stack([torch.tensor(9.0), 9 * torch.sin(t[0]) ** 2]))
+    def sph(t):
+        return torch.diag(torch.stack([torch.tensor(9.0), 9 * torch.sin(t[0]) ** 2]))
     assert abs(float(cn.gaussian_curvature(sph, [1.0, 0.5])) - 1 / 9) < 1e-10
 
 
@@ -159,8 +161,10 @@ def test_gamma_beta_accelerations_match_autograd() -> None:
 
 def test_new_distances_metric_axioms_and_checks() -> None:
     pts = [(2.0, 1.0), (5.0, 3.0), (1.2, 0.4)]
-    gamma = lambda *a: ds.fisher_rao_gamma(*a, steps=20)
-    beta = lambda *a: ds.fisher_rao_beta(*a, steps=20)
+    def gamma(*a):
+        return ds.fisher_rao_gamma(*a, steps=20)
+    def beta(*a):
+        return ds.fisher_rao_beta(*a, steps=20)
     for f in (gamma, beta):
         d01, d12, d02 = f(*pts[0], *pts[1]), f(*pts[1], *pts[2]), f(*pts[0], *pts[2])
         assert float(f(*pts[1], *pts[0]) - d01) ** 2 < 1e-14  # symmetry
@@ -176,7 +180,8 @@ def test_new_distances_metric_axioms_and_checks() -> None:
     assert abs(float(gamma(2.0, 1.0, 5.0, 3.0) - gamma(2.0, 7.0, 5.0, 21.0))) < 1e-8
     assert abs(float(beta(2.0, 1.0, 5.0, 3.0) - beta(1.0, 2.0, 3.0, 5.0))) < 1e-8
     # an independent algorithm: energy minimization of a polyline (O(n^-2) discretization error)
-    g_ab = lambda t: torch.diag(torch.exp(t)) @ Beta.fisher_from_natural(torch.exp(t) - 1) @ torch.diag(torch.exp(t))
+    def g_ab(t):
+        return torch.diag(torch.exp(t)) @ Beta.fisher_from_natural(torch.exp(t) - 1) @ torch.diag(torch.exp(t))
     en = ds.geodesic_energy(g_ab, torch.log(torch.tensor([2.0, 1.0])), torch.log(torch.tensor([5.0, 3.0])), num=10,
                             max_iter=60)
     assert abs(float(en.length) - float(beta(2.0, 1.0, 5.0, 3.0))) < 1e-2
@@ -335,7 +340,8 @@ def test_online_natural_gradient_is_fisher_efficient() -> None:
     r, n = 1000, 200
     g = torch.Generator().manual_seed(4)
     x = 0.3 + 1.0 * torch.randn(r, n, generator=g)
-    fisher = lambda th: torch.diag_embed(torch.stack([1 / th[:, 1] ** 2, 2 / th[:, 1] ** 2], -1))
+    def fisher(th):
+        return torch.diag_embed(torch.stack([1 / th[:, 1] ** 2, 2 / th[:, 1] ** 2], -1))
     th = ef.online_natural_gradient(ef.family_score(Gaussian), fisher, [0.0, 2.0], x)
     sc = ef.scaled_covariance(th, n)
     z = sc.z(torch.diag(torch.tensor([1.0, 0.5])))

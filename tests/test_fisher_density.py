@@ -127,7 +127,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("call,name", BAD, ids=[f"{i}-{n}" for i, (_, n) in enumerate(BAD)])
+@pytest.mark.parametrize(("call", "name"), BAD, ids=[f"{i}-{n}" for i, (_, n) in enumerate(BAD)])
 def test_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]
     # the name as a word of the message (a one-letter name must not match inside other words)
     with pytest.raises((ValueError, TypeError), match=rf"(?<![\w.]){re.escape(name)}(?!\w)"):

@@ -32,7 +32,7 @@ def gaussian_metric(th: torch.Tensor) -> torch.Tensor:
     return Gaussian(th[0], th[1]).fisher()
 
 
-@pytest.mark.parametrize("a,b", [((-1.0, 0.5), (2.0, 1.5)), ((0.0, 0.3), (0.0, 3.0)), ((1.0, 1.0), (1.2, 0.9)), ((-3.0, 2.0), (3.0, 2.0))])
+@pytest.mark.parametrize(("a", "b"), [((-1.0, 0.5), (2.0, 1.5)), ((0.0, 0.3), (0.0, 3.0)), ((1.0, 1.0), (1.2, 0.9)), ((-3.0, 2.0), (3.0, 2.0))])
 def test_gaussian_distance_is_the_geodesic_length(a, b) -> None:  # type: ignore[no-untyped-def]
     path = gaussian_geodesic(*a, *b, num=4001)
     torch.testing.assert_close(path[0], torch.tensor(a, dtype=D), rtol=0, atol=1e-10)
@@ -48,7 +48,7 @@ def test_geodesic_is_shorter_than_other_paths() -> None:
 
 
 @pytest.mark.parametrize(
-    "p,q,closed",
+    ("p", "q", "closed"),
     [
         (Bernoulli(0.2), Bernoulli(0.7), lambda p, q: fisher_rao_bernoulli(p.p, q.p)),
         (Poisson(1.0), Poisson(9.0), lambda p, q: fisher_rao_poisson(p.rate, q.rate)),
@@ -80,7 +80,7 @@ def test_bernoulli_is_binomial_one_and_categorical_two() -> None:
 
 
 @pytest.mark.parametrize(
-    "p,q",
+    ("p", "q"),
     [
         (Gaussian(0.0, 1.0), Gaussian(1e-3, 1.0 + 1e-3)),
         (Categorical(torch.tensor([0.2, 0.3, 0.5], dtype=D)), Categorical(torch.tensor([0.2005, 0.2995, 0.5], dtype=D))),
@@ -158,7 +158,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("call,name", BAD, ids=[f"{i}" for i in range(len(BAD))])
+@pytest.mark.parametrize(("call", "name"), BAD, ids=[f"{i}" for i in range(len(BAD))])
 def test_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]
     # the name as a word of the message (a one-letter name must not match inside other words)
     with pytest.raises((ValueError, TypeError), match=rf"(?<![\w.]){re.escape(name)}(?!\w)"):
@@ -228,7 +228,8 @@ def test_one_dimensional_distances_are_metrics(p1, p2, p3, r1, r2, r3) -> None: 
 
 
 def test_ellipse_conventions_squared_length_and_kl_ball() -> None:
-    """ellipse_points(eps) is d^T F d = eps; with eps = 2 epsilon the points sit at KL = epsilon (1 + O(sqrt(epsilon)))."""
+    """ellipse_points(eps) is d^T F d = eps; with eps = 2 epsilon the points sit at
+    KL = epsilon (1 + O(sqrt(epsilon)))."""
     p = Gaussian(0.4, 0.7)
     worst = []
     for epsilon in (1e-3, 1e-4, 1e-5):

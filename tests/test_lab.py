@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from test_site import (
     Browser,
     _event_problems,

@@ -248,7 +248,8 @@ def _frame(browser: Any) -> dict[str, Any]:
       const out = [];
       for (const root of [...Bokeh.index]) for (const v of walk(root)) if (v.frame) {
         const r = v.el.getBoundingClientRect(), f = v.frame.bbox, m = v.model;
-        out.push({left: r.left + f.left, top: r.top + f.top, w: f.width, h: f.height, title: m.title ? m.title.text : "",
+        out.push({left: r.left + f.left, top: r.top + f.top, w: f.width, h: f.height,
+                  title: m.title ? m.title.text : "",
                   x0: m.x_range.start, x1: m.x_range.end, y0: m.y_range.start, y1: m.y_range.end}); }
       return out; })()""")
 

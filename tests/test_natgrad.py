@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igbook import natgrad as ng
-from igbook.families import Bernoulli, Categorical, Exponential, Gaussian, MultivariateGaussian, Poisson
+from igbook.families import (
+    Bernoulli,
+    Categorical,
+    Exponential,
+    Gaussian,
+    MultivariateGaussian,
+    Poisson,
+)
 
 D = torch.float64
 
@@ -261,7 +268,7 @@ def test_leaving_the_parameter_space_is_reported() -> None:
 
 
 @pytest.mark.parametrize(
-    "call, exc, match",
+    ("call", "exc", "match"),
     [
         (lambda: ng.chart(Gaussian, "polar"), ValueError, "unknown chart"),
         (lambda: ng.chart(Bernoulli, "log_sigma"), ValueError, "unknown chart"),

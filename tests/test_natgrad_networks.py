@@ -120,7 +120,7 @@ def test_natural_gradient_step_is_invariant_to_linear_reparameterization() -> No
 
 
 def test_custom_gradient_and_warm_start() -> None:
-    model, x, y, lik = classification()
+    model, x, _y, lik = classification()
     g = torch.ones(sum(p.numel() for p in model.parameters()), dtype=D)
     res = natural_gradient_direction(model, None, x, None, lik, 0.1, gradient=g, cg_rtol=1e-12)
     f = fisher_matrix(model, None, x, None, lik)
@@ -269,17 +269,17 @@ def test_bad_inputs_raise_clear_errors() -> None:
         NaturalGradientDescent(model.parameters(), model, lik, kl_clip=0.0)
     with pytest.raises(ValueError, match="parameter of model"):
         NaturalGradientDescent([nn.Parameter(torch.zeros(2))], model, lik)
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         NaturalGradientDescent(model.parameters(), "model", lik)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="likelihood must be one of"):
         NaturalGradientDescent(model.parameters(), model, "poisson")
     opt = NaturalGradientDescent(model.parameters(), model, lik)
     lik.nll(model(x), y).mean().backward()
     model[0].weight.grad[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="gradient .* not finite"):
+    with pytest.raises(ValueError, match=r"gradient .* not finite"):
         opt.step(inputs=x)
     model[0].weight.grad.zero_()
-    with pytest.raises(ValueError, match="y .* is required"):
+    with pytest.raises(ValueError, match=r"y .* is required"):
         NaturalGradientDescent(model.parameters(), model, lik, fisher_type="empirical").step(inputs=x)
 
 

@@ -31,7 +31,7 @@ import urllib.request
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -94,7 +94,7 @@ def chromium_executable() -> str | None:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".ipynb": "application/json", ".js": "text/javascript", ".woff": "font/woff"}
+    extensions_map: ClassVar[dict[str, str]] = {**SimpleHTTPRequestHandler.extensions_map, ".ipynb": "application/json", ".js": "text/javascript", ".woff": "font/woff"}
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -530,7 +530,7 @@ def test_internal_links_resolve(site: Path) -> None:
         src = site / page
         for link in _parse(src).links:
             parts = urllib.parse.urlsplit(link)
-            if parts.scheme or link.startswith("//") or link.startswith(("mailto:", "javascript:")):
+            if parts.scheme or link.startswith(("//", "mailto:", "javascript:")):
                 continue
             target = (src.parent / urllib.parse.unquote(parts.path)).resolve() if parts.path else src
             if target.is_dir():

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+
 from test_site import PAGES, browser, server, site  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.browser

@@ -141,7 +141,7 @@ def _no_nan_ok(browser: Any) -> bool:
 
 
 @pytest.mark.parametrize("page", NOTEBOOK_PAGES)
-def test_live_figures_respond(page: str, server: Any, browser: Any) -> None:  # noqa: F811
+def test_live_figures_respond(page: str, server: Any, browser: Any) -> None:
     start = browser.goto(server.base + page)
     names = browser.js("[...document.querySelectorAll('[data-igbook-live]')].map(e => e.dataset.igbookLive)")
     chapter = page.rsplit("/", 1)[-1].removesuffix(".html")
@@ -157,7 +157,7 @@ def test_live_figures_respond(page: str, server: Any, browser: Any) -> None:  # 
 
 
 @pytest.mark.parametrize("page", NOTEBOOK_PAGES)
-def test_precomputed_figures_show_what_igbook_wrote(page: str, server: Any, browser: Any) -> None:  # noqa: F811
+def test_precomputed_figures_show_what_igbook_wrote(page: str, server: Any, browser: Any) -> None:
     browser.goto(server.base + page)
     written = browser.js("Object.fromEntries([...document.querySelectorAll('script[data-igbook-live-data]')]"
                          ".map(s => [s.dataset.igbookLiveData, JSON.parse(s.textContent)]))")
@@ -186,7 +186,7 @@ def test_precomputed_figures_show_what_igbook_wrote(page: str, server: Any, brow
                     assert st["readouts"][key.removeprefix("readout:")] == values[k], f"{name}: {key}, frame {k}"
 
 
-def test_ported_figures_start_at_igbook_numbers(server: Any, browser: Any) -> None:  # noqa: F811
+def test_ported_figures_start_at_igbook_numbers(server: Any, browser: Any) -> None:
     from igbook.geometry import fisher_rao_gaussian
     from igbook.widgets.mixture import mixture_state
 

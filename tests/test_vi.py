@@ -22,7 +22,13 @@ from igbook.vi.conjugate import (
     gaussian_information_posterior,
     ngvi_step,
 )
-from igbook.vi.cvi import BayesianLogisticRegression, cvi, euclidean_vi, gauss_hermite, steps_to_reach
+from igbook.vi.cvi import (
+    BayesianLogisticRegression,
+    cvi,
+    euclidean_vi,
+    gauss_hermite,
+    steps_to_reach,
+)
 from igbook.vi.svi import GaussianMixture, conjugate_svi, robbins_monro, svi
 from igbook.vi.vmp import mean_field_elbo, mean_field_kl, normal_gamma_messages, vmp_normal_gamma
 
@@ -102,7 +108,7 @@ def test_posteriors_match_textbook_formulas() -> None:
     post = bl.posterior((X_LIN, Y_LIN))
     torch.testing.assert_close(post.mean_vector, mean, rtol=1e-11, atol=1e-12)
     torch.testing.assert_close(post.cov, torch.linalg.inv(prec), rtol=1e-10, atol=1e-14)
-    m2, c2 = bl.posterior_mean_cov((X_LIN, Y_LIN))
+    m2, _c2 = bl.posterior_mean_cov((X_LIN, Y_LIN))
     torch.testing.assert_close(m2, mean, rtol=1e-11, atol=1e-12)
     # Normal-Gamma (Bishop 2.44 / Murphy 2007)
     y, n = Y_NG, Y_NG.shape[0]
@@ -310,7 +316,7 @@ def test_robbins_monro_schedule() -> None:
     assert s(1) == pytest.approx(2**-0.7)
     assert s(100) == pytest.approx(101**-0.7)
     for bad in [(0.5, 1.0), (1.1, 1.0), (0.7, -1.0)]:
-        with pytest.raises(ValueError, match="kappa|tau"):
+        with pytest.raises(ValueError, match=r"kappa|tau"):
             robbins_monro(*bad)
     with pytest.raises(ValueError, match="counted from 1"):
         s(0)
@@ -375,7 +381,7 @@ def test_gaussian_mixture_cavi_is_full_batch_svi_and_svi_reaches_it() -> None:
     # the CAVI fixed point is stationary: one more sweep changes nothing
     torch.testing.assert_close(gm.prior_natural + gm.messages(cav[-1], x), cav[-1], rtol=1e-10, atol=1e-10)
     res = gm.svi(x, init, batch_size=50, steps=1500, rho=robbins_monro(0.7, 1.0), seed=1)
-    m_svi, v_svi = gm.moments(res.final)
+    m_svi, _v_svi = gm.moments(res.final)
     m_cav, v_cav = gm.moments(cav[-1])
     # within a few posterior standard deviations of the full-batch answer
     assert float((m_svi - m_cav).abs().max()) < 4 * math.sqrt(float(v_cav.max()))
@@ -434,7 +440,7 @@ def _toy_logistic(n: int = 80, d: int = 3, seed: int = 0, estimator: str = "quad
 
 def test_gauss_hermite_is_exact_for_polynomials() -> None:
     z, w = gauss_hermite(10)
-    for k in range(0, 20):
+    for k in range(20):
         want = 0.0 if k % 2 else float(special.factorial2(k - 1)) if k else 1.0
         scale = float((w * z.abs() ** k).sum())
         assert abs(float((w * z**k).sum()) - want) < 1e-13 * scale
@@ -619,9 +625,13 @@ def test_ngvi_exercise_self_checks_accept_right_and_explain_wrong_answers() -> N
     assert not ex.check_poisson_message(lambda y: 1 / 0)
     assert ex.check_vmp_precision_shape(1.0 + 11 / 2, 1.0, 10)
     assert "exact" in ex.check_vmp_precision_shape(1.0 + 10 / 2, 1.0, 10).message
-    right = lambda a, b, g, h, nu, rho: ((1 - rho) * a + rho * (g - h * nu), (1 - rho) * b - rho * h)  # noqa: E731
+    def right(a, b, g, h, nu, rho):  # type: ignore[no-untyped-def]
+        return ((1 - rho) * a + rho * (g - h * nu), (1 - rho) * b - rho * h)
+
     assert ex.check_cvi_site_update(right)
-    wrong = lambda a, b, g, h, nu, rho: ((1 - rho) * a + rho * g, (1 - rho) * b - rho * h)  # noqa: E731
+    def wrong(a, b, g, h, nu, rho):  # type: ignore[no-untyped-def]
+        return ((1 - rho) * a + rho * g, (1 - rho) * b - rho * h)
+
     assert "-h nu" in ex.check_cvi_site_update(wrong).message
 
 

@@ -37,7 +37,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import Directive, directives
@@ -523,7 +523,7 @@ class BenchmarkDirective(Directive):
 
     required_arguments = 1
     has_content = False
-    option_spec = {"script": directives.unchanged}
+    option_spec: ClassVar[dict[str, Any]] = {"script": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         env = self.state.document.settings.env
@@ -735,7 +735,8 @@ class ChapterGraphDirective(Directive):
         svg = svg.replace("<svg ", '<svg role="img" aria-label="Chapter dependency graph" ', 1)
         fig = nodes.container(classes=["igbook-graph"])
         fig += nodes.raw("", f'<div class="igbook-graph-svg">{svg}</div>', format="html")
-        fig += nodes.paragraph(text="An arrow from A to B: B uses A (a link from B to A in the text). Arrows implied by a longer path are left out; the table below lists every prerequisite.", classes=["igbook-caption"])
+        fig += nodes.paragraph(text="An arrow from A to B: B uses A (a link from B to A in the text). "
+                                    "Arrows implied by a longer path are left out; the table below lists every prerequisite.", classes=["igbook-caption"])
         return [fig]
 
 

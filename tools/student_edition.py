@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "_build" / "student")
     args = ap.parse_args(argv)
     written = build(args.out)
-    print(f"{len(written)} student notebooks in {args.out / 'book'}; `make student-site` builds the website from {args.out}")
+    print(f"{len(written)} student notebooks in {args.out / 'book'}; "
+          f"`make student-site` builds the website from {args.out}")
     return 0
 
 

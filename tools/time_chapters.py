@@ -18,7 +18,7 @@ import os
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         },
         "settings": {"kernel": "python3 (this environment)", "working_directory": "book/", "repeats": 1, "load_average_1min_at_start": load_start},
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "chapters": ordered,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
