@@ -1,16 +1,33 @@
-r"""Fisher information.
+r"""Fisher information: the curvature core of igbook.
 
-Two halves, one convention (a Fisher matrix is an *expectation*, i.e. a mean over samples or
-data points, never a sum):
+One vocabulary for every curvature in the package (``natgrad``, ``kfac``, ``continual``,
+``optim`` and ``vi`` consume it, none keeps its own copy). A Fisher matrix is an *expectation*,
+a mean over samples or data points, never a sum.
 
+:mod:`igbook.fisher.types`
+    :class:`FisherType` (exact, Monte Carlo, empirical, GGN, Hessian) and :func:`as_fisher_type`,
+    which also resolves the deprecated spellings ``"type2"`` and ``"sample"``.
+:mod:`igbook.fisher.likelihoods`
+    The one likelihood family: Gaussian (any variance), categorical, Bernoulli (logit, probit;
+    one or many outputs), each with its loss, sampling, output gradient, output Fisher and its
+    factor, and the vectors that curvature code back-propagates
+    (:meth:`Likelihood.output_gradient_samples`).
 :mod:`igbook.fisher.density`
-    Fisher information of a differentiable log-density :math:`\log p(x\mid\theta)`: the
-    covariance of the score and the expected negative Hessian, exactly on a finite support or
-    by Monte Carlo; the pull-back of a metric under a change of coordinates.
-``igbook.fisher.models``
-    Fisher information of conditional models :math:`p(y\mid f(x;\theta))` (networks with a
-    likelihood): exact, Monte Carlo and empirical Fisher, generalized Gauss-Newton, Hessian;
-    dense, diagonal, per-layer blocks, and matrix-vector products.
+    Fisher information of a differentiable log-density: score covariance, expected negative
+    Hessian, Monte Carlo with standard errors, pull-back under a change of coordinates.
+:mod:`igbook.fisher.models`, :mod:`igbook.fisher.products`, :mod:`igbook.fisher.diagonal`
+    Curvature of networks with a likelihood: dense, diagonal, per-tensor and per-layer blocks,
+    matrix-free products (:class:`CurvatureOperator`), per-example gradients.
+:mod:`igbook.fisher.kronecker`
+    K-FAC's Kronecker factors, functionally (:func:`kfac_factors`), and the layer statistics
+    that :class:`igbook.kfac.KFACPreconditioner` averages.
+:mod:`igbook.fisher.operators`, :mod:`igbook.fisher.curvature`
+    One protocol, :class:`Curvature` (``matvec`` on ``(P,)`` or ``(P, K)``, ``to_dense``,
+    ``diagonal``, damped ``solve``/``inverse``, named layer blocks), with dense, diagonal,
+    block-diagonal and Kronecker structures; :func:`curvature` builds any of them for a network.
+:mod:`igbook.fisher.layout`
+    The two flat parameter orders (row-major ``"flat"``, K-FAC's column-major ``"kronecker"``)
+    and :func:`reorder` between them.
 """
 
 from igbook.fisher.density import (
@@ -51,7 +68,7 @@ from igbook.fisher.kronecker import (
     unsupported_layer_reason,
 )
 from igbook.fisher.curvature import CURVATURE_STRUCTURES, curvature, layer_blocks
-from igbook.fisher.layout import ORDERS, ParameterLayout, parameter_layout, reorder
+from igbook.fisher.layout import ORDERS, ParameterLayout, layer_vector, parameter_layout, reorder
 from igbook.fisher.problem import ModelProblem
 from igbook.fisher.models import (
     CurvatureOperator,
@@ -125,6 +142,7 @@ __all__ = [
     "ParameterLayout",
     "parameter_layout",
     "reorder",
+    "layer_vector",
     "ORDERS",
     "fisher_vector_product",
     "ggn_vector_product",

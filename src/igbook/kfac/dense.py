@@ -13,8 +13,9 @@ thousand parameters at most: it is what K-FAC is compared *against*. The Fisher 
 (the generalized Gauss-Newton matrix, :cite:`martens2020new`), computed with
 :func:`torch.func.jacrev` and :func:`torch.func.vmap` over :func:`torch.func.functional_call`.
 Parameters of ``nn.Linear``/``nn.Conv2d`` layers are ordered as in
-:func:`igbook.kfac.core.layer_vector` (``[vec(W), b]``, column-major), so the layer blocks of
-:func:`network_fisher` line up with :meth:`igbook.kfac.core.KFACPreconditioner.dense_block`.
+:func:`igbook.fisher.layer_vector` (``[vec(W), b]``, column-major: the ``"kronecker"`` order of
+:func:`igbook.fisher.reorder`), so the layer blocks of :func:`network_fisher` line up with
+:meth:`igbook.kfac.KFACPreconditioner.dense_block`.
 """
 
 from __future__ import annotations
