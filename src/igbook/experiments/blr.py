@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from igbook._validation import check_choice, check_count
 from igbook.experiments.models import mlp
+from igbook.fisher import FisherType
 from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam
 from igbook.optim.sampling import ClassificationMetrics, classification_metrics, predictive
 
@@ -152,8 +153,8 @@ def run_linreg(
     if name == "VON":
         opt = VON([w], lr=hp["lr"], data_size=n, beta=hp["beta"], prior_precision=lam, seed=seed)
     elif name.startswith("VOGN"):
-        fisher = "sampled" if name.endswith("sampled") else "empirical"
-        opt = VOGN([w], lr=hp["lr"], data_size=n, beta=hp["beta"], prior_precision=lam, fisher=fisher, seed=seed)
+        ftype = FisherType.MC if name.endswith("sampled") else FisherType.EMPIRICAL
+        opt = VOGN([w], lr=hp["lr"], data_size=n, beta=hp["beta"], prior_precision=lam, fisher_type=ftype, seed=seed)
     elif name == "Vadam":
         opt = Vadam([w], lr=hp["lr"], data_size=n, prior_precision=lam, seed=seed)
     else:
