@@ -40,9 +40,13 @@ STRATEGIES = ("linear", "vmap")
 TYPES = ("exact", "mc", "empirical")
 
 
-def one(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ftype: str, strategy: str) -> tuple[float, torch.Tensor]:
+def one(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ftype: str, strategy: str
+) -> tuple[float, torch.Tensor]:
     t0 = time.perf_counter()
-    out = fisher_diagonal(model, None, x, y, CategoricalLikelihood(), ftype, seed=0, strategy=strategy)
+    out = fisher_diagonal(
+        model, None, x, y, CategoricalLikelihood(), ftype, seed=0, strategy=strategy
+    )
     return time.perf_counter() - t0, out
 
 
@@ -68,30 +72,66 @@ def main() -> None:
                     times[s].append(dt)
             med = {s: statistics.median(v) for s, v in times.items()}
             diff = float((outs["linear"] - outs["vmap"]).abs().max() / outs["vmap"].abs().max())
-            rows.append({
-                "dtype": str(dtype).replace("torch.", ""), "fisher_type": ftype,
-                "linear_s": round(med["linear"], 5), "vmap_s": round(med["vmap"], 5),
-                "speedup": round(med["vmap"] / med["linear"], 2), "max_rel_diff": diff,
-            })
-    head = f"{'dtype':8s} {'fisher_type':11s} {'linear (s)':>11s} {'vmap (s)':>10s} {'speed-up':>9s} {'max rel. diff':>14s}"
-    print(f"diagonal Fisher, MLP 64-100-10 (ReLU), N = {int(x.shape[0])}, {args.threads} thread(s), median of {args.repeats}")
-    print(head)
+            rows.append(
+                {
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "fisher_type": ftype,
+                    "linear_s": round(med["linear"], 5),
+                    "vmap_s": round(med["vmap"], 5),
+                    "speedup": round(med["vmap"] / med["linear"], 2),
+                    "max_rel_diff": diff,
+                }
+            )
+    cols = ("dtype", "fisher_type", "linear (s)", "vmap (s)", "speed-up", "max rel. diff")
+    widths = (8, 11, 11, 10, 9, 14)
+    n, th, rep = int(x.shape[0]), args.threads, args.repeats
+    print(f"diagonal Fisher, MLP 64-100-10 (ReLU), N = {n}, {th} thread(s), median of {rep}")
+    print(
+        " ".join(
+            f"{c:>{w}s}" if i > 1 else f"{c:{w}s}"
+            for i, (c, w) in enumerate(zip(cols, widths, strict=True))
+        )
+    )
     for r in rows:
-        print(f"{r['dtype']:8s} {r['fisher_type']:11s} {r['linear_s']:11.4f} {r['vmap_s']:10.4f} {r['speedup']:8.1f}x {r['max_rel_diff']:14.2e}")
+        cells = (
+            f"{r['dtype']:8s}",
+            f"{r['fisher_type']:11s}",
+            f"{r['linear_s']:11.4f}",
+            f"{r['vmap_s']:10.4f}",
+            f"{r['speedup']:8.1f}x",
+            f"{r['max_rel_diff']:14.2e}",
+        )
+        print(" ".join(cells))
     faster = all(r["speedup"] > 1 for r in rows)
     print(f"linear strategy faster in every case: {faster} (so strategy='auto' defaults to it)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "diagonal Fisher: linear-layer closed form vs torch.func.vmap (igbook.fisher.fisher_diagonal)",
-        "settings": {
-            "model": "mlp((64, 100, 10), activation='relu', seed=0)", "likelihood": "categorical",
-            "data": "permuted_digits(1, seed=0)[0].x_train", "num_examples": int(x.shape[0]),
-            "threads": args.threads, "repeats": args.repeats, "mc_samples": 1, "chunk_size": None,
-        },
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "processor": platform.processor() or platform.machine()},
-        "rows": rows,
-        "linear_faster_everywhere": faster,
-    }, indent=1) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "diagonal Fisher: linear-layer closed form vs torch.func.vmap "
+                "(igbook.fisher.fisher_diagonal)",
+                "settings": {
+                    "model": "mlp((64, 100, 10), activation='relu', seed=0)",
+                    "likelihood": "categorical",
+                    "data": "permuted_digits(1, seed=0)[0].x_train",
+                    "num_examples": int(x.shape[0]),
+                    "threads": args.threads,
+                    "repeats": args.repeats,
+                    "mc_samples": 1,
+                    "chunk_size": None,
+                },
+                "machine": {
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "processor": platform.processor() or platform.machine(),
+                },
+                "rows": rows,
+                "linear_faster_everywhere": faster,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

@@ -30,8 +30,8 @@ from igbook.continual import (
     fisher_quadratic_form,
     fopng_direction,
     forgetting,
-    make_learner,
     html_table,
+    make_learner,
     markdown_table,
     mean_std,
     minibatches,
@@ -68,7 +68,9 @@ def small_model_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, x, y
 
 
-def _full_fisher(model: nn.Module, x: torch.Tensor, active: tuple[int, ...] | None = None) -> torch.Tensor:
+def _full_fisher(
+    model: nn.Module, x: torch.Tensor, active: tuple[int, ...] | None = None
+) -> torch.Tensor:
     """Reference: F = mean_x J_logp^T diag(p) J_logp from torch.func.jacrev, dense."""
     p0 = named_params(model)
     names = list(p0)
@@ -108,7 +110,9 @@ def test_permuted_digits_structure() -> None:
     for t in s.tasks[1:]:
         torch.testing.assert_close(t.y_train, base.y_train, rtol=0, atol=0)
         # each task is a column permutation of the first: same multiset of values per row
-        torch.testing.assert_close(t.x_train.sort(1).values, base.x_train.sort(1).values, rtol=0, atol=0)
+        torch.testing.assert_close(
+            t.x_train.sort(1).values, base.x_train.sort(1).values, rtol=0, atol=0
+        )
         assert not torch.equal(t.x_train, base.x_train)
     again = permuted_digits(10, seed=0)
     assert torch.equal(again[5].x_train, s[5].x_train)
@@ -146,15 +150,23 @@ def test_ood_digits_is_a_new_permutation() -> None:
 
 
 @pytest.mark.parametrize(
-    "call, exc, match",
+    ("call", "exc", "match"),
     [
         (lambda: permuted_digits(0), ValueError, "num_tasks"),
         (lambda: split_digits("domain"), ValueError, "scenario"),
         (lambda: split_digits("task", class_order=[0, 1, 2]), ValueError, "class_order"),
         (lambda: TaskStream("empty", "domain", (), 64, 10), ValueError, "empty"),
-        (lambda: TaskStream("x", "weird", permuted_digits(1).tasks, 64, 10), ValueError, "scenario"),
+        (
+            lambda: TaskStream("x", "weird", permuted_digits(1).tasks, 64, 10),
+            ValueError,
+            "scenario",
+        ),
         (lambda: list(minibatches(torch.zeros(3, 2), torch.zeros(3), 0)), ValueError, "batch_size"),
-        (lambda: list(minibatches(torch.zeros(3, 2), torch.zeros(4), 2)), ValueError, "same number of rows"),
+        (
+            lambda: list(minibatches(torch.zeros(3, 2), torch.zeros(4), 2)),
+            ValueError,
+            "same number of rows",
+        ),
         (lambda: list(stream_batches(permuted_digits(1), epochs=0)), ValueError, "epochs"),
         (lambda: list(stream_batches([1, 2])), TypeError, "TaskStream"),  # type: ignore[arg-type]
     ],
@@ -169,7 +181,9 @@ def test_stream_bad_input(call, exc, match) -> None:  # type: ignore[no-untyped-
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["auto", "linear", "vmap"])
 @pytest.mark.parametrize("active", [None, (1, 3)])
-def test_exact_diagonal_fisher_matches_torch_func_reference(small_model_data, strategy: str, active) -> None:  # type: ignore[no-untyped-def]
+def test_exact_diagonal_fisher_matches_torch_func_reference(
+    small_model_data, strategy: str, active
+) -> None:  # type: ignore[no-untyped-def]
     model, x, y = small_model_data
     F = _full_fisher(model, x, active)
     f = diagonal_fisher(model, x, active=active, strategy=strategy, chunk_size=7)
@@ -177,7 +191,9 @@ def test_exact_diagonal_fisher_matches_torch_func_reference(small_model_data, st
     torch.testing.assert_close(_flat(f), F.diagonal(), rtol=1e-10, atol=1e-14)
     if active is not None:  # labels of the active classes are mapped to positions within them
         keep = torch.isin(y, torch.tensor(active))
-        emp = diagonal_fisher(model, x[keep], y[keep], fisher_type="empirical", active=active, strategy=strategy)
+        emp = diagonal_fisher(
+            model, x[keep], y[keep], fisher_type="empirical", active=active, strategy=strategy
+        )
         ref = torch.zeros_like(_flat(f))
         for xn, yn in zip(x[keep], y[keep], strict=True):
             model.zero_grad()
@@ -189,14 +205,22 @@ def test_exact_diagonal_fisher_matches_torch_func_reference(small_model_data, st
 
 
 @pytest.mark.parametrize(
-    "kind, fisher_type", [("exact", "exact"), ("sample", "mc"), ("empirical", "empirical"), ("batched", None)]
+    ("kind", "fisher_type"),
+    [("exact", "exact"), ("sample", "mc"), ("empirical", "empirical"), ("batched", None)],
 )
-def test_kind_is_a_deprecated_alias_of_fisher_type(small_model_data, kind: str, fisher_type: str | None) -> None:  # type: ignore[no-untyped-def]
+def test_kind_is_a_deprecated_alias_of_fisher_type(
+    small_model_data, kind: str, fisher_type: str | None
+) -> None:  # type: ignore[no-untyped-def]
     """The old ``kind=`` spellings warn (naming the new spelling) and give exactly the new numbers."""
     model, x, y = small_model_data
     g_old, g_new = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
-    with pytest.warns(DeprecationWarning, match="batched_gradient_diagonal" if fisher_type is None else "fisher_type"):
-        old = diagonal_fisher(model, x, y, kind=kind, batch_size=8 if fisher_type is None else None, generator=g_old)
+    with pytest.warns(
+        DeprecationWarning,
+        match="batched_gradient_diagonal" if fisher_type is None else "fisher_type",
+    ):
+        old = diagonal_fisher(
+            model, x, y, kind=kind, batch_size=8 if fisher_type is None else None, generator=g_old
+        )
     if fisher_type is None:
         new = batched_gradient_diagonal(model, x, y, batch_size=8)
     else:
@@ -238,7 +262,9 @@ def test_restrict_logits_is_checked() -> None:
 
 
 @pytest.mark.parametrize("strategy", ["auto", "vmap"])
-def test_empirical_fisher_is_the_mean_squared_per_example_gradient(small_model_data, strategy: str) -> None:  # type: ignore[no-untyped-def]
+def test_empirical_fisher_is_the_mean_squared_per_example_gradient(
+    small_model_data, strategy: str
+) -> None:  # type: ignore[no-untyped-def]
     model, x, y = small_model_data
     ref = torch.zeros(sum(p.numel() for p in model.parameters()), dtype=D)
     for xn, yn in zip(x, y):
@@ -270,9 +296,12 @@ def test_sampled_fisher_is_unbiased(small_model_data) -> None:  # type: ignore[n
     rel = (_flat(f) - _flat(exact)).norm() / _flat(exact).norm()
     assert float(rel) < 0.05, float(rel)
     # entrywise within 5 standard errors: 40 independent estimates with 300 labels per input each
-    reps = torch.stack([
-        _flat(diagonal_fisher(model, x.repeat(300, 1), fisher_type="mc", seed=s)) for s in range(40)
-    ])
+    reps = torch.stack(
+        [
+            _flat(diagonal_fisher(model, x.repeat(300, 1), fisher_type="mc", seed=s))
+            for s in range(40)
+        ]
+    )
     se = reps.std(0) / math.sqrt(40)
     keep = se > 0
     z = (reps.mean(0) - _flat(exact))[keep] / se[keep]
@@ -301,9 +330,13 @@ def test_fisher_quadratic_form_is_the_full_fisher(small_model_data) -> None:  # 
     model, x, _ = small_model_data
     F = _full_fisher(model, x)
     gen = torch.Generator().manual_seed(2)
-    delta = {k: torch.randn(v.shape, generator=gen, dtype=D) for k, v in named_params(model).items()}
+    delta = {
+        k: torch.randn(v.shape, generator=gen, dtype=D) for k, v in named_params(model).items()
+    }
     d = _flat(delta)
-    torch.testing.assert_close(fisher_quadratic_form(model, x, delta), d @ F @ d, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(
+        fisher_quadratic_form(model, x, delta), d @ F @ d, rtol=1e-10, atol=1e-14
+    )
 
 
 def test_ewc_penalty_formula(small_model_data) -> None:  # type: ignore[no-untyped-def]
@@ -333,7 +366,7 @@ def test_ewc_penalty_approximates_the_predictive_kl(small_model_data) -> None:  
         errs.append(abs(float(kl / (eps**2 * quad)) - 1))
     assert errs[-1] < 1e-2 and errs[2] < errs[1] < errs[0]  # converges, at rate O(eps)
     # one coordinate: the diagonal is exact, so the EWC penalty is the KL to second order
-    k0 = list(p0)[0]
+    k0 = next(iter(p0))
     e = {k: torch.zeros_like(v) for k, v in p0.items()}
     e[k0].view(-1)[3] = 1.0
     moved = {k: p0[k] + 1e-3 * e[k] for k in p0}
@@ -345,8 +378,12 @@ def test_ewc_penalty_approximates_the_predictive_kl(small_model_data) -> None:  
 # ---------------------------------------------------------------------------------------------
 # EWC, online EWC and SI learners
 # ---------------------------------------------------------------------------------------------
-def _task(x: torch.Tensor, y: torch.Tensor, index: int = 0, active: tuple[int, ...] | None = None) -> Task:
-    return Task(index, f"t{index}", x, y, x, y, tuple(range(4)) if active is None else active, active)
+def _task(
+    x: torch.Tensor, y: torch.Tensor, index: int = 0, active: tuple[int, ...] | None = None
+) -> Task:
+    return Task(
+        index, f"t{index}", x, y, x, y, tuple(range(4)) if active is None else active, active
+    )
 
 
 def test_ewc_learner_penalty_and_gradient(small_model_data) -> None:  # type: ignore[no-untyped-def]
@@ -358,7 +395,9 @@ def test_ewc_learner_penalty_and_gradient(small_model_data) -> None:  # type: ig
         learner.observe(x, y)
     fisher = diagonal_fisher(base, x)  # same initialization as model at the anchor
     now = named_params(model)
-    torch.testing.assert_close(learner.penalty(), ewc_penalty(now, named_params(base), fisher, lam=2.5), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        learner.penalty(), ewc_penalty(now, named_params(base), fisher, lam=2.5), rtol=1e-12, atol=0
+    )
     # closed-form gradient == autograd of the penalty
     pen = learner.penalty()
     auto = torch.autograd.grad(pen, learner.params)
@@ -482,7 +521,10 @@ def test_fopng_reference_code_variant() -> None:
     one = torch.ones_like(f_new)
     # equal when F_new is the identity (and no damping) ...
     torch.testing.assert_close(
-        fopng_direction(g, G, f_old, one, variant="reference_code"), fopng_direction(g, G, f_old, one), rtol=1e-9, atol=1e-12
+        fopng_direction(g, G, f_old, one, variant="reference_code"),
+        fopng_direction(g, G, f_old, one),
+        rtol=1e-9,
+        atol=1e-12,
     )
     # ... but not for a multiple of it: the reference code's projection is not invariant to the scale of F_new
     v = -fopng_direction(g, G, f_old, 0.5 * one, variant="reference_code")
@@ -494,7 +536,9 @@ def test_fopng_reference_code_variant() -> None:
     # and it need not descend: a two-dimensional example where it points uphill
     g2, G2 = torch.tensor([1.0, 0.6], dtype=D), torch.tensor([[1.0], [0.5]], dtype=D)
     fo, fn = torch.tensor([1.0, 2.0], dtype=D), torch.tensor([4.0, 0.5], dtype=D)
-    assert float(g2 @ fopng_direction(g2, G2, fo, fn, variant="reference_code")) < 0  # -direction ascends
+    assert (
+        float(g2 @ fopng_direction(g2, G2, fo, fn, variant="reference_code")) < 0
+    )  # -direction ascends
     assert float(g2 @ fopng_direction(g2, G2, fo, fn)) > 0
 
 
@@ -506,23 +550,32 @@ def test_fopng_paper_name_is_a_deprecated_alias() -> None:
     assert torch.equal(old, fopng_direction(g, G, f_old, f_new, variant="reference_code"))
     with pytest.warns(DeprecationWarning, match="reference_code"):
         learner = FOPNG(mlp(64, (16,), 10, seed=0, dtype=D), variant="paper")
-    assert learner.variant == "reference_code" and learner.hyperparameters()["variant"] == "reference_code"
+    assert (
+        learner.variant == "reference_code"
+        and learner.hyperparameters()["variant"] == "reference_code"
+    )
     with pytest.raises(ValueError, match="variant"):
         fopng_direction(g, G, f_old, f_new, variant="authors")
 
 
 def test_fopng_learner_steps_are_fisher_orthogonal(perm3: TaskStream) -> None:
     model = mlp(64, (16,), 10, seed=0, dtype=D)
-    learner = FOPNG(model, lr=0.05, directions_per_task=10, fisher_samples=200, fisher_refresh=5, seed=0)
+    learner = FOPNG(
+        model, lr=0.05, directions_per_task=10, fisher_samples=200, fisher_refresh=5, seed=0
+    )
     t0, t1 = perm3[0], perm3[1]
     learner.begin_task(t0)
-    for xb, yb in list(minibatches(t0.x_train, t0.y_train, 32, generator=torch.Generator().manual_seed(0)))[:10]:
+    for xb, yb in list(
+        minibatches(t0.x_train, t0.y_train, 32, generator=torch.Generator().manual_seed(0))
+    )[:10]:
         learner.observe(xb, yb)
     learner.end_task(t0)
     assert learner.G.shape == (sum(p.numel() for p in learner.params), 10)
     learner.begin_task(t1)
     gen = torch.Generator().manual_seed(1)
-    for xb, yb in list(minibatches(t1.x_train, t1.y_train, 32, generator=gen))[:8]:  # crosses a refresh
+    for xb, yb in list(minibatches(t1.x_train, t1.y_train, 32, generator=gen))[
+        :8
+    ]:  # crosses a refresh
         before = torch.cat([p.detach().reshape(-1) for p in learner.params])
         learner.observe(xb, yb)
         step = torch.cat([p.detach().reshape(-1) for p in learner.params]) - before
@@ -535,8 +588,11 @@ def test_fopng_learner_steps_are_fisher_orthogonal(perm3: TaskStream) -> None:
     g = torch.randn(learner.G.shape[0], generator=gen, dtype=D)
     torch.testing.assert_close(
         learner.projected_direction(g),
-        fopng_direction(g, learner.G, learner.fisher_old, learner.fisher_new, damping=learner.damping),
-        rtol=1e-9, atol=1e-12,
+        fopng_direction(
+            g, learner.G, learner.fisher_old, learner.fisher_new, damping=learner.damping
+        ),
+        rtol=1e-9,
+        atol=1e-12,
     )
 
 
@@ -591,14 +647,25 @@ def test_metrics_on_a_hand_computed_matrix() -> None:
     assert abs(forgetting(R) - 0.2) < 1e-15  # (0.8 - 0.6 + 0.9 - 0.7) / 2
     assert abs(backward_transfer(R) - (-0.05)) < 1e-15  # (0.1 - 0.2) / 2
     s = summarize(R)
-    assert set(s) == {"average_accuracy", "newest_accuracy", "mean_newest_accuracy", "forgetting", "backward_transfer"}
+    assert set(s) == {
+        "average_accuracy",
+        "newest_accuracy",
+        "mean_newest_accuracy",
+        "forgetting",
+        "backward_transfer",
+    }
     ms = mean_std([{"a": 1.0}, {"a": 3.0}])
     assert ms["a"] == (2.0, math.sqrt(2.0))
 
 
 @pytest.mark.parametrize(
-    "R, match",
-    [([[0.5, 0.2]], "square"), ([[1.5]], r"\[0, 1\]"), ([[float("nan")]], r"\[0, 1\]"), ([], "square")],
+    ("R", "match"),
+    [
+        ([[0.5, 0.2]], "square"),
+        ([[1.5]], r"\[0, 1\]"),
+        ([[float("nan")]], r"\[0, 1\]"),
+        ([], "square"),
+    ],
 )
 def test_metrics_bad_input(R, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=match):
@@ -608,7 +675,11 @@ def test_metrics_bad_input(R, match) -> None:  # type: ignore[no-untyped-def]
 def test_tables() -> None:
     assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
     h = html_table(["a", "b<"], [[1, "x&y"]], caption="c")
-    assert h.startswith('<table class="igbook-table igbook-output-table"><caption>c</caption>') and "<th>b&lt;</th>" in h and "<td>x&amp;y</td>" in h
+    assert (
+        h.startswith('<table class="igbook-table igbook-output-table"><caption>c</caption>')
+        and "<th>b&lt;</th>" in h
+        and "<td>x&amp;y</td>" in h
+    )
     with pytest.raises(ValueError, match="one entry per header"):
         html_table(["a"], [[1, 2]])
     with pytest.raises(ValueError, match="one entry per header"):
@@ -626,7 +697,9 @@ def test_entropy_and_decomposition_extremes() -> None:
     assert abs(float(entropy(torch.full((8,), 1 / 8, dtype=D))) - 3.0) < 1e-14
     same = torch.tensor([[[0.2, 0.8]]] * 5, dtype=D)  # all samples agree
     u = uncertainty_decomposition(same)
-    assert float(u.epistemic) == 0.0 and abs(float(u.aleatoric) - float(entropy(same[0, 0]))) < 1e-14
+    assert (
+        float(u.epistemic) == 0.0 and abs(float(u.aleatoric) - float(entropy(same[0, 0]))) < 1e-14
+    )
     disagree = torch.eye(4, dtype=D).unsqueeze(1)  # 4 confident samples, 4 different classes
     u = uncertainty_decomposition(disagree)
     assert float(u.aleatoric) == 0.0 and abs(float(u.epistemic) - 2.0) < 1e-14
@@ -669,12 +742,18 @@ def test_ood_auc_and_bad_input() -> None:
 # Runner: reproducibility, modes, task-incremental masking
 # ---------------------------------------------------------------------------------------------
 def _tiny_stream(scenario: str = "perm") -> TaskStream:
-    if scenario == "perm":
-        full = permuted_digits(2, seed=3)
-    else:
-        full = split_digits(scenario)
+    full = permuted_digits(2, seed=3) if scenario == "perm" else split_digits(scenario)
     tasks = tuple(
-        Task(t.index, t.name, t.x_train[:160], t.y_train[:160], t.x_test[:80], t.y_test[:80], t.classes, t.active_classes)
+        Task(
+            t.index,
+            t.name,
+            t.x_train[:160],
+            t.y_train[:160],
+            t.x_test[:80],
+            t.y_test[:80],
+            t.classes,
+            t.active_classes,
+        )
         for t in full.tasks[:2]
     )
     return TaskStream(full.name, full.scenario, tasks, full.num_inputs, full.num_classes)
@@ -685,22 +764,42 @@ def test_seeded_runs_are_reproducible(method: str) -> None:
     stream = _tiny_stream()
     kw = {"fisher_samples": 64} if method == "fopng" else {}
     results = [
-        run_stream(make_learner(method, mlp(64, (16,), 10, seed=2), seed=5, **kw), stream, batch_size=16, epochs=2, seed=1)
+        run_stream(
+            make_learner(method, mlp(64, (16,), 10, seed=2), seed=5, **kw),
+            stream,
+            batch_size=16,
+            epochs=2,
+            seed=1,
+        )
         for _ in range(2)
     ]
     assert torch.equal(results[0].accuracy, results[1].accuracy)
-    assert results[0].accuracy.shape == (2, 2) and float(results[0].accuracy[0, 0]) > 0.2  # it learns (chance 0.1)
+    assert (
+        results[0].accuracy.shape == (2, 2) and float(results[0].accuracy[0, 0]) > 0.2
+    )  # it learns (chance 0.1)
 
 
 def test_streaming_mode() -> None:
     stream = _tiny_stream()
-    a = run_stream(MESULearner(mlp(64, (16,), 10, seed=2), N=200.0, num_samples=2), stream, batch_size=32, task_boundaries=False)
-    b = run_stream(MESULearner(mlp(64, (16,), 10, seed=2), N=200.0, num_samples=2), stream, batch_size=32, task_boundaries=True)
+    a = run_stream(
+        MESULearner(mlp(64, (16,), 10, seed=2), N=200.0, num_samples=2),
+        stream,
+        batch_size=32,
+        task_boundaries=False,
+    )
+    b = run_stream(
+        MESULearner(mlp(64, (16,), 10, seed=2), N=200.0, num_samples=2),
+        stream,
+        batch_size=32,
+        task_boundaries=True,
+    )
     assert torch.equal(a.accuracy, b.accuracy)  # MESU never uses task boundaries
     with pytest.raises(ValueError, match="task boundaries"):
         run_stream(EWC(mlp(64, (16,), 10)), stream, task_boundaries=False)
     c = run_stream(FineTuning(mlp(64, (16,), 10)), stream, batch_size=32, eval_every=3)
-    assert c.curve is not None and c.curve.shape == (len(c.curve_steps), 2) and c.curve_steps[0] == 3
+    assert (
+        c.curve is not None and c.curve.shape == (len(c.curve_steps), 2) and c.curve_steps[0] == 3
+    )
 
 
 def test_task_incremental_predictions_stay_in_the_task() -> None:
@@ -714,7 +813,7 @@ def test_task_incremental_predictions_stay_in_the_task() -> None:
 
 
 @pytest.mark.parametrize(
-    "build, match",
+    ("build", "match"),
     [
         (lambda m: EWC(m, lam=-1.0), "lam"),
         (lambda m: EWC(m, fisher="hessian"), "fisher"),
@@ -736,11 +835,31 @@ def test_task_incremental_predictions_stay_in_the_task() -> None:
         (lambda m: diagonal_fisher(m, torch.zeros(0, 64)), "empty"),
         (lambda m: diagonal_fisher(m, torch.zeros(3, 64), active=[10]), "active"),
         (lambda m: diagonal_fisher(m, torch.zeros(3, 64), batch_size=4), "batch_size"),
-        (lambda m: batched_gradient_diagonal(m, torch.zeros(3, 64), torch.zeros(3, dtype=torch.long), batch_size=0), "batch_size"),
+        (
+            lambda m: batched_gradient_diagonal(
+                m, torch.zeros(3, 64), torch.zeros(3, dtype=torch.long), batch_size=0
+            ),
+            "batch_size",
+        ),
         (lambda m: run_stream(FineTuning(m), _tiny_stream(), epochs=0), "epochs"),
-        (lambda m: fopng_direction(torch.zeros(3), torch.zeros(2, 1), torch.ones(3), torch.ones(3)), "directions"),
-        (lambda m: fopng_direction(torch.zeros(3), torch.zeros(3, 1), -torch.ones(3), torch.ones(3)), "fisher_old"),
-        (lambda m: fopng_direction(torch.zeros(3), torch.zeros(3, 1), torch.ones(3), torch.zeros(3)), "damping"),
+        (
+            lambda m: fopng_direction(
+                torch.zeros(3), torch.zeros(2, 1), torch.ones(3), torch.ones(3)
+            ),
+            "directions",
+        ),
+        (
+            lambda m: fopng_direction(
+                torch.zeros(3), torch.zeros(3, 1), -torch.ones(3), torch.ones(3)
+            ),
+            "fisher_old",
+        ),
+        (
+            lambda m: fopng_direction(
+                torch.zeros(3), torch.zeros(3, 1), torch.ones(3), torch.zeros(3)
+            ),
+            "damping",
+        ),
     ],
 )
 def test_learner_bad_input(build, match) -> None:  # type: ignore[no-untyped-def]
@@ -749,7 +868,7 @@ def test_learner_bad_input(build, match) -> None:  # type: ignore[no-untyped-def
 
 
 def test_learner_type_errors() -> None:
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         FineTuning("not a model")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="ContinualLearner"):
         run_stream("sgd", _tiny_stream())  # type: ignore[arg-type]
@@ -790,7 +909,9 @@ def test_continual_exercise_self_checks_accept_right_and_explain_wrong_answers()
     assert not ex.check_backward_transfer(-bwt, R)
 
     # (2 (N H + 1/sp^2) - 1/sp^2) / H minibatches; "about 2N" is accepted within 5%
-    assert ex.check_halving_time(10_200, 5000, 0.02, 0.5) and ex.check_halving_time(10_000, 5000, 0.02, 0.5)
+    assert ex.check_halving_time(10_200, 5000, 0.02, 0.5) and ex.check_halving_time(
+        10_000, 5000, 0.02, 0.5
+    )
     assert "twice that precision" in ex.check_halving_time(5000, 5000, 0.02, 0.5).message
     assert not ex.check_halving_time(20_000, 5000, 0.02, 0.5)
     assert ex.check_batched_lambda(80, 5000, 64) and not ex.check_batched_lambda(5000, 5000, 64)

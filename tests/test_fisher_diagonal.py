@@ -35,10 +35,14 @@ TYPES = ["exact", "mc", "empirical", "ggn"]
 
 def mlp(d_out: int, *, inplace: bool = False, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6), nn.ReLU(inplace=inplace), nn.Linear(6, d_out)).to(D)
+    return nn.Sequential(
+        nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 6), nn.ReLU(inplace=inplace), nn.Linear(6, d_out)
+    ).to(D)
 
 
-def data(kind: str, n: int = 23, seed: int = 1) -> tuple[nn.Module, torch.Tensor, torch.Tensor, object]:
+def data(
+    kind: str, n: int = 23, seed: int = 1
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor, object]:
     lik, c = LIKELIHOODS[kind]
     model = mlp(c)
     gen = torch.Generator().manual_seed(seed)
@@ -71,11 +75,15 @@ def test_linear_strategy_equals_vmap_and_the_dense_diagonal(kind: str, ftype: st
 @pytest.mark.parametrize("kind", ["gaussian", "categorical", "bernoulli"])
 def test_monte_carlo_labels_are_the_same_draws(kind: str) -> None:
     """Same generator state in, same labels drawn, same generator state out (k <= C and k > C)."""
-    model, x, y, lik = data(kind)
+    model, x, _, lik = data(kind)
     for k in (1, 7):
         g1, g2 = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
-        fast = fisher_diagonal(model, None, x, None, lik, "mc", mc_samples=k, generator=g1, strategy="linear")
-        slow = fisher_diagonal(model, None, x, None, lik, "mc", mc_samples=k, generator=g2, strategy="vmap")
+        fast = fisher_diagonal(
+            model, None, x, None, lik, "mc", mc_samples=k, generator=g1, strategy="linear"
+        )
+        slow = fisher_diagonal(
+            model, None, x, None, lik, "mc", mc_samples=k, generator=g2, strategy="vmap"
+        )
         torch.testing.assert_close(fast, slow, **TOL)
         assert torch.equal(g1.get_state(), g2.get_state())
     # another seed gives another estimate (the draws are used)
@@ -98,19 +106,24 @@ def test_empirical_diagonal_is_the_mean_squared_per_example_gradient() -> None:
 
 def test_subsets_chunks_in_place_activations_and_bias_free_layers() -> None:
     model, x, y, lik = data("categorical")
-    params = {k: v.detach() for k, v in model.named_parameters() if k.startswith(("2.", "4.weight"))}
+    params = {
+        k: v.detach() for k, v in model.named_parameters() if k.startswith(("2.", "4.weight"))
+    }
     fast = fisher_diagonal(model, params, x, y, lik, strategy="linear", chunk_size=5)
     slow = fisher_diagonal(model, params, x, y, lik, strategy="vmap")
     torch.testing.assert_close(fast, slow, **TOL)
     # ReLU(inplace=True) after a linear layer must not corrupt the captured layer output
     m2 = mlp(4, inplace=True)
     torch.testing.assert_close(
-        fisher_diagonal(m2, None, x, y, lik, strategy="linear"), fisher_diagonal(m2, None, x, y, lik, strategy="vmap"), **TOL
+        fisher_diagonal(m2, None, x, y, lik, strategy="linear"),
+        fisher_diagonal(m2, None, x, y, lik, strategy="vmap"),
+        **TOL,
     )
     m3 = nn.Sequential(nn.Linear(5, 4, bias=False), nn.Softplus(), nn.Linear(4, 4)).to(D)
     torch.testing.assert_close(
         fisher_diagonal(m3, None, x, y, lik, "empirical", strategy="linear"),
-        fisher_diagonal(m3, None, x, y, lik, "empirical", strategy="vmap"), **TOL,
+        fisher_diagonal(m3, None, x, y, lik, "empirical", strategy="vmap"),
+        **TOL,
     )
 
 
@@ -176,7 +189,9 @@ def test_hessian_has_no_closed_form_and_bad_strategy_raises() -> None:
     with pytest.raises(ValueError, match="strategy='linear'"):
         fisher_diagonal(model, None, x, y, lik, "hessian", strategy="linear")
     auto = fisher_diagonal(model, None, x, y, lik, "hessian")
-    torch.testing.assert_close(auto, torch.diagonal(curvature_matrix(model, None, x, y, lik, "hessian")), **TOL)
+    torch.testing.assert_close(
+        auto, torch.diagonal(curvature_matrix(model, None, x, y, lik, "hessian")), **TOL
+    )
     assert DIAGONAL_STRATEGIES == ("auto", "vmap", "linear")
     with pytest.raises(ValueError, match="strategy"):
         fisher_diagonal(model, None, x, y, lik, strategy="backpack")

@@ -1,9 +1,8 @@
 r"""Gaussian weights: Bayesian gradient descent (BGD) and MESU behind the learner interface.
 
-=====================  ===================================================================================
-:class:`BGDLearner`    Gaussian weights, Bayesian gradient descent, no forgetting :cite:`zeno2018task`
-:class:`MESULearner`   Gaussian weights, MESU: variance-scaled steps and forgetting over a window of :math:`N` minibatches :cite:`bonnet2025bayesian`
-=====================  ===================================================================================
+* :class:`BGDLearner`: Gaussian weights, Bayesian gradient descent, no forgetting :cite:`zeno2018task`
+* :class:`MESULearner`: Gaussian weights, MESU: variance-scaled steps and forgetting over a window of
+  :math:`N` minibatches :cite:`bonnet2025bayesian`
 
 Both minimize the expected cross-entropy under their Gaussian posterior, *summed* over the
 minibatch by default (MESU's memory window ``N`` counts minibatches), with weight samples
@@ -59,14 +58,18 @@ class _GaussianLearner(ContinualLearner):
 
     bayesian = True
 
-    def __init__(self, model: nn.Module, *, reduction: str, num_test_samples: int, seed: int) -> None:
+    def __init__(
+        self, model: nn.Module, *, reduction: str, num_test_samples: int, seed: int
+    ) -> None:
         super().__init__(model, seed=seed)
         self.reduction = check_choice(reduction, "reduction", ("sum", "mean"))
         self.num_test_samples = check_count(num_test_samples, "num_test_samples")
         self.eval_generator = torch.Generator().manual_seed(seed + 7919)
         self.opt: BGD | MESU
 
-    def _sigma_groups(self, sigma_init: float | str, scale: float) -> list[dict[str, Any]] | list[Tensor]:
+    def _sigma_groups(
+        self, sigma_init: float | str, scale: float
+    ) -> list[dict[str, Any]] | list[Tensor]:
         if sigma_init == "fan_in":
             return fan_in_sigma_groups(self.model, scale)
         check_positive_real(sigma_init, "sigma_init")
@@ -97,8 +100,14 @@ class _GaussianLearner(ContinualLearner):
         return float(loss.detach())
 
     @torch.no_grad()
-    def sample_proba(self, x: Tensor, active: Active = None, num_samples: int | None = None) -> Tensor:
-        s = self.num_test_samples if num_samples is None else check_count(num_samples, "num_samples")
+    def sample_proba(
+        self, x: Tensor, active: Active = None, num_samples: int | None = None
+    ) -> Tensor:
+        s = (
+            self.num_test_samples
+            if num_samples is None
+            else check_count(num_samples, "num_samples")
+        )
         weights, _ = self.opt.draw_samples(s, generator=self.eval_generator)
         return torch.softmax(restrict_logits(self._batched_logits(weights, x), active), -1)
 
@@ -157,13 +166,20 @@ class BGDLearner(_GaussianLearner):
         self.sigma_init = sigma_init
         self.ratio_max = ratio_max
         self.opt = BGD(
-            self._sigma_groups(sigma_init, sigma_scale), eta=eta, num_samples=num_samples, ratio_max=ratio_max, seed=seed
+            self._sigma_groups(sigma_init, sigma_scale),
+            eta=eta,
+            num_samples=num_samples,
+            ratio_max=ratio_max,
+            seed=seed,
         )
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "eta": self.eta, "sigma_init": self.sigma_init, "num_samples": self.opt.num_samples,
-            "reduction": self.reduction, "ratio_max": self.ratio_max,
+            "eta": self.eta,
+            "sigma_init": self.sigma_init,
+            "num_samples": self.opt.num_samples,
+            "reduction": self.reduction,
+            "ratio_max": self.ratio_max,
         }
 
 
@@ -223,12 +239,20 @@ class MESULearner(_GaussianLearner):
         self.sigma_init = sigma_init
         self.mesu_kwargs = dict(mesu_kwargs)
         self.opt = MESU(
-            self._sigma_groups(sigma_init, sigma_scale), sigma_prior=sigma_prior, N=N,
-            num_samples=num_samples, seed=seed, **mesu_kwargs,
+            self._sigma_groups(sigma_init, sigma_scale),
+            sigma_prior=sigma_prior,
+            N=N,
+            num_samples=num_samples,
+            seed=seed,
+            **mesu_kwargs,
         )
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "N": self.N, "sigma_prior": self.sigma_prior, "sigma_init": self.sigma_init,
-            "num_samples": self.opt.num_samples, "reduction": self.reduction, **self.mesu_kwargs,
+            "N": self.N,
+            "sigma_prior": self.sigma_prior,
+            "sigma_init": self.sigma_init,
+            "num_samples": self.opt.num_samples,
+            "reduction": self.reduction,
+            **self.mesu_kwargs,
         }

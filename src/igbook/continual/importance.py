@@ -69,7 +69,11 @@ __all__ = [
 #: (:func:`batched_gradient_diagonal`)
 FISHER_KINDS = ("exact", "mc", "empirical", "batched")
 #: the old ``kind=`` spellings of :func:`diagonal_fisher` -> ``fisher_type`` (deprecated)
-_KIND_ALIASES = {"exact": FisherType.EXACT, "sample": FisherType.MC, "empirical": FisherType.EMPIRICAL}
+_KIND_ALIASES = {
+    "exact": FisherType.EXACT,
+    "sample": FisherType.MC,
+    "empirical": FisherType.EMPIRICAL,
+}
 Params = dict[str, Tensor]
 
 
@@ -93,14 +97,22 @@ def _class_index(active: Sequence[int] | Tensor, c: int) -> Tensor:
         try:
             items = list(active)
         except TypeError as exc:
-            raise TypeError(f"active must be None or a sequence of class indices, got {type(active).__name__}") from exc
-        if isinstance(active, str) or any(isinstance(a, bool) or not isinstance(a, (int, Tensor)) for a in items):
+            raise TypeError(
+                f"active must be None or a sequence of class indices, got {type(active).__name__}"
+            ) from exc
+        if isinstance(active, str) or any(
+            isinstance(a, bool) or not isinstance(a, (int, Tensor)) for a in items
+        ):
             raise TypeError(f"active must hold integer class indices, got {active!r}")
         idx = torch.as_tensor([int(a) for a in items], dtype=torch.long)
     if idx.ndim != 1 or idx.numel() == 0:
-        raise ValueError(f"active must be a non-empty 1-D sequence of class indices, got shape {tuple(idx.shape)}")
+        raise ValueError(
+            f"active must be a non-empty 1-D sequence of class indices, got shape {tuple(idx.shape)}"
+        )
     if bool(((idx < 0) | (idx >= c)).any()):
-        raise ValueError(f"active must hold class indices in [0, {c}) (the last axis of logits), got {idx.tolist()}")
+        raise ValueError(
+            f"active must hold class indices in [0, {c}) (the last axis of logits), got {idx.tolist()}"
+        )
     return idx
 
 
@@ -122,7 +134,9 @@ def restrict_logits(logits: Tensor, active: Sequence[int] | Tensor | None) -> Te
     check_finite(logits, "logits")
     c = logits.shape[-1]
     if c == 0:
-        raise ValueError(f"logits must have at least one class along its last axis, got shape {tuple(logits.shape)}")
+        raise ValueError(
+            f"logits must have at least one class along its last axis, got shape {tuple(logits.shape)}"
+        )
     if active is None:
         return logits
     return logits.index_select(-1, _class_index(active, c).to(logits.device))
@@ -146,10 +160,19 @@ def local_targets(y: Tensor, active: Sequence[int] | Tensor | None, num_classes:
         return y
     num_classes = check_count(num_classes, "num_classes")
     idx = _class_index(active, num_classes)
-    if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"y must be a tensor of integer class labels, got {getattr(y, 'dtype', type(y).__name__)}")
+    if (
+        not isinstance(y, Tensor)
+        or y.is_floating_point()
+        or y.is_complex()
+        or y.dtype == torch.bool
+    ):
+        raise TypeError(
+            f"y must be a tensor of integer class labels, got {getattr(y, 'dtype', type(y).__name__)}"
+        )
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"y must hold labels in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(
+            f"y must hold labels in [0, {num_classes}), got values in [{int(y.min())}, {int(y.max())}]"
+        )
     lookup = torch.full((num_classes,), -1, dtype=torch.long)
     lookup[idx] = torch.arange(len(idx))
     out = lookup[y.cpu().long()].to(y.device)
@@ -161,7 +184,9 @@ def local_targets(y: Tensor, active: Sequence[int] | Tensor | None, num_classes:
 def _inputs(x: Tensor) -> Tensor:
     x = as_tensor(x, "x")
     if x.ndim < 2:
-        raise ValueError(f"x must be a batch of inputs (examples along axis 0), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be a batch of inputs (examples along axis 0), got shape {tuple(x.shape)}"
+        )
     return check_finite(check_nonempty(x, "x"), "x")
 
 
@@ -180,7 +205,9 @@ def _setup(
         p0 = named_params(model)
     else:
         if not isinstance(params, Mapping) or not params:
-            raise ValueError("params must be a non-empty dict name -> tensor (or None for the model's parameters)")
+            raise ValueError(
+                "params must be a non-empty dict name -> tensor (or None for the model's parameters)"
+            )
         p0 = {k: v.detach() for k, v in params.items()}
     if active is None:
         return model, p0, x, y, ""
@@ -188,13 +215,19 @@ def _setup(
         z = functional_call(model, p0, (x[:1].to(next(iter(p0.values())).dtype),))
     idx = _class_index(active, int(z.shape[-1])).to(z.device)
     y_local = None if y is None else local_targets(y, idx, int(z.shape[-1]))
-    return _ActiveOutputs(model, idx), {f"model.{k}": v for k, v in p0.items()}, x, y_local, "model."
+    return (
+        _ActiveOutputs(model, idx),
+        {f"model.{k}": v for k, v in p0.items()},
+        x,
+        y_local,
+        "model.",
+    )
 
 
 def _unflatten(flat: Tensor, p0: Mapping[str, Tensor], prefix: str) -> Params:
     out, i = {}, 0
     for k, v in p0.items():
-        out[k[len(prefix):]] = flat[i : i + v.numel()].reshape(v.shape)
+        out[k[len(prefix) :]] = flat[i : i + v.numel()].reshape(v.shape)
         i += v.numel()
     return out
 
@@ -269,16 +302,25 @@ def diagonal_fisher(
             raise ValueError("pass either fisher_type or the deprecated kind, not both")
         if kind == "batched":
             warnings.warn(
-                "diagonal_fisher(kind='batched') is deprecated; use batched_gradient_diagonal(model, x, y, batch_size=...)",
+                "diagonal_fisher(kind='batched') is deprecated; "
+                "use batched_gradient_diagonal(model, x, y, batch_size=...)",
                 DeprecationWarning,
                 stacklevel=2,
             )
             return batched_gradient_diagonal(
-                model, x, y, batch_size=16 if batch_size is None else batch_size, likelihood=likelihood,
-                active=active, params=params,
+                model,
+                x,
+                y,
+                batch_size=16 if batch_size is None else batch_size,
+                likelihood=likelihood,
+                active=active,
+                params=params,
             )
         if kind not in _KIND_ALIASES:
-            raise ValueError(f"kind must be one of {(*_KIND_ALIASES, 'batched')} (deprecated: use fisher_type), got {kind!r}")
+            choices = (*_KIND_ALIASES, "batched")
+            raise ValueError(
+                f"kind must be one of {choices} (deprecated: use fisher_type), got {kind!r}"
+            )
         fisher_type = _KIND_ALIASES[kind]
         warnings.warn(
             f"diagonal_fisher(kind={kind!r}) is deprecated; use fisher_type={fisher_type.value!r}",
@@ -286,15 +328,26 @@ def diagonal_fisher(
             stacklevel=2,
         )
     elif batch_size is not None:
-        raise ValueError("batch_size belongs to batched_gradient_diagonal (or the deprecated kind='batched')")
+        raise ValueError(
+            "batch_size belongs to batched_gradient_diagonal (or the deprecated kind='batched')"
+        )
     ftype = as_fisher_type(fisher_type)
     if ftype in (FisherType.EMPIRICAL, FisherType.GGN, FisherType.HESSIAN) and y is None:
         raise ValueError(f"fisher_type={ftype.value!r} needs the labels y")
     lik = CategoricalLikelihood() if likelihood is None else get_likelihood(likelihood)
     net, p0, x, y_local, prefix = _setup(model, x, y, active, params)
     flat = fisher_diagonal(
-        net, p0, x, y_local, lik, ftype, mc_samples=mc_samples, seed=seed, generator=generator,
-        chunk_size=chunk_size, strategy=strategy,
+        net,
+        p0,
+        x,
+        y_local,
+        lik,
+        ftype,
+        mc_samples=mc_samples,
+        seed=seed,
+        generator=generator,
+        chunk_size=chunk_size,
+        strategy=strategy,
     )
     return _unflatten(flat, p0, prefix)
 
@@ -344,7 +397,7 @@ def batched_gradient_diagonal(
         for k in out:
             out[k] += g[k] ** 2
         m += 1
-    return {k[len(prefix):]: v / m for k, v in out.items()}
+    return {k[len(prefix) :]: v / m for k, v in out.items()}
 
 
 def fisher_quadratic_form(
@@ -374,10 +427,14 @@ def fisher_quadratic_form(
     lik = CategoricalLikelihood() if likelihood is None else get_likelihood(likelihood)
     net, p0, x, _, prefix = _setup(model, x, None, active, params)
     if not isinstance(delta, Mapping):
-        raise TypeError(f"delta must be a dict of tensors (name -> tensor), got {type(delta).__name__}")
+        raise TypeError(
+            f"delta must be a dict of tensors (name -> tensor), got {type(delta).__name__}"
+        )
     if {prefix + k for k in delta} != set(p0):
-        raise ValueError(f"delta must have the parameter names {[k[len(prefix):] for k in p0]}, got {list(delta)}")
-    tangent = {k: delta[k[len(prefix):]].to(p0[k].dtype) for k in p0}
+        raise ValueError(
+            f"delta must have the parameter names {[k[len(prefix) :] for k in p0]}, got {list(delta)}"
+        )
+    tangent = {k: delta[k[len(prefix) :]].to(p0[k].dtype) for k in p0}
     x = x.to(next(iter(p0.values())).dtype) if x.is_floating_point() else x
     _, m = output_curvature(net, p0, x, None, lik, FisherType.EXACT)  # (n, C, C)
     _, u = jvp(lambda p: lik.flatten_output(functional_call(net, p, (x,))), (p0,), (tangent,))
@@ -411,7 +468,9 @@ def ewc_penalty(params: Params, anchor: Params, fisher: Params, lam: float = 1.0
     """
     for nm, d in (("params", params), ("anchor", anchor), ("fisher", fisher)):
         if not isinstance(d, Mapping):
-            raise TypeError(f"{nm} must be a dict of tensors (name -> tensor), got {type(d).__name__}")
+            raise TypeError(
+                f"{nm} must be a dict of tensors (name -> tensor), got {type(d).__name__}"
+            )
     if set(params) != set(anchor) or set(params) != set(fisher):
         raise ValueError("params, anchor and fisher must have the same parameter names")
     if isinstance(lam, bool) or not isinstance(lam, (int, float)):

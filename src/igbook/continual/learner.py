@@ -80,7 +80,9 @@ class ContinualLearner:
         return local_targets(y, active, self.num_classes)
 
     @torch.no_grad()
-    def sample_proba(self, x: Tensor, active: Active = None, num_samples: int | None = None) -> Tensor:
+    def sample_proba(
+        self, x: Tensor, active: Active = None, num_samples: int | None = None
+    ) -> Tensor:
         """Class probabilities over the ``active`` classes, shape ``(S, n, C_active)``."""
         return torch.softmax(restrict_logits(self.model(x), active), -1).unsqueeze(0)
 
@@ -125,7 +127,15 @@ class FineTuning(ContinualLearner):
 
     name = "SGD"
 
-    def __init__(self, model: nn.Module, *, lr: float = 0.05, optimizer: str = "sgd", momentum: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        lr: float = 0.05,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(model, seed=seed)
         self.lr = check_positive_real(lr, "lr")
         self.optimizer_name = check_choice(optimizer, "optimizer", ("sgd", "adam"))
@@ -153,13 +163,17 @@ class FineTuning(ContinualLearner):
     def task_loss(self, x: Tensor, y: Tensor, active: Active = None) -> Tensor:
         """Minibatch-mean cross-entropy over the ``active`` classes."""
         logits = self.model(x)
-        return nn.functional.cross_entropy(restrict_logits(logits, active), self._targets(logits, y, active))
+        return nn.functional.cross_entropy(
+            restrict_logits(logits, active), self._targets(logits, y, active)
+        )
 
     def observe(self, x: Tensor, y: Tensor, active: Active = None) -> float:
         self.opt.zero_grad(set_to_none=True)
         loss = self.task_loss(x, y, active)
         loss.backward()
-        task_grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in self.params]
+        task_grads = [
+            torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in self.params
+        ]
         pen = self.penalty_gradient()
         if pen is not None:
             for p, g in zip(self.params, pen, strict=True):
@@ -172,7 +186,8 @@ class FineTuning(ContinualLearner):
         if not all(bool(torch.isfinite(p).all()) for p in self.params):
             raise RuntimeError(
                 f"{self.name} diverged (a parameter became non-finite at step {self.steps}): the penalty "
-                "is too stiff for the learning rate (SGD needs lr * curvature of the penalty < 2); lower lr or the strength"
+                "is too stiff for the learning rate (SGD needs lr * curvature of the penalty < 2); "
+                "lower lr or the strength"
             )
         self._after_step(task_grads, before)
         self.steps += 1

@@ -13,15 +13,25 @@ Every method is a :class:`~igbook.continual.learner.ContinualLearner` wrapping a
 
 The methods and the geometry each one uses:
 
-=====================  ===================================================================================
-:class:`FineTuning`    plain SGD on the current minibatch: the Euclidean baseline that forgets
-:class:`EWC`           a quadratic penalty per old task, :math:`\tfrac\lambda2\sum_i F_{ii}(\theta_i-\theta^*_i)^2`, the diagonal quadratic approximation of the KL between predictive distributions :cite:`kirkpatrick2017overcoming`
-:class:`OnlineEWC`     one running Fisher :math:`F^*\leftarrow\gamma F^*+F_t` and one anchor :cite:`schwarz2018progress`
-:class:`SI`            importance from the path integral of the loss decrease :cite:`zenke2017continual`
-:class:`BGDLearner`    Gaussian weights, Bayesian gradient descent, no forgetting :cite:`zeno2018task`
-:class:`MESULearner`   Gaussian weights, MESU: variance-scaled steps and forgetting over a window of :math:`N` minibatches :cite:`bonnet2025bayesian`
-:class:`FOPNG`         natural-gradient steps projected to be Fisher-orthogonal to stored old-task gradients :cite:`garg2026fisher`
-=====================  ===================================================================================
+* :class:`~igbook.continual.learner.FineTuning`:
+  plain SGD on the current minibatch: the Euclidean baseline that forgets
+* :class:`~igbook.continual.regularization.EWC`:
+  a quadratic penalty per old task, :math:`\tfrac\lambda2\sum_i F_{ii}(\theta_i-\theta^*_i)^2`,
+  the diagonal quadratic approximation of the KL between predictive distributions
+  :cite:`kirkpatrick2017overcoming`
+* :class:`~igbook.continual.regularization.OnlineEWC`:
+  one running Fisher :math:`F^*\leftarrow\gamma F^*+F_t` and one anchor
+  :cite:`schwarz2018progress`
+* :class:`~igbook.continual.regularization.SI`:
+  importance from the path integral of the loss decrease :cite:`zenke2017continual`
+* :class:`~igbook.continual.bayesian.BGDLearner`:
+  Gaussian weights, Bayesian gradient descent, no forgetting :cite:`zeno2018task`
+* :class:`~igbook.continual.bayesian.MESULearner`:
+  Gaussian weights, MESU: variance-scaled steps and forgetting over a window of
+  :math:`N` minibatches :cite:`bonnet2025bayesian`
+* :class:`~igbook.continual.projection.FOPNG`:
+  natural-gradient steps projected to be Fisher-orthogonal to stored old-task gradients
+  :cite:`garg2026fisher`
 
 Point-estimate methods minimize the minibatch-*mean* cross-entropy; the penalties of EWC, online
 EWC and SI are added through their closed-form gradients (so the path integral of SI uses
@@ -77,7 +87,8 @@ def mlp(
     dtype: torch.dtype = torch.float32,
 ) -> nn.Sequential:
     """A ReLU multilayer perceptron with seeded PyTorch default initialization."""
-    for name, v in (("in_features", in_features), ("out_features", out_features), *((f"hidden[{i}]", h) for i, h in enumerate(hidden))):
+    sizes = (("in_features", in_features), ("out_features", out_features))
+    for name, v in (*sizes, *((f"hidden[{i}]", h) for i, h in enumerate(hidden))):
         check_count(v, name)
     seed = check_seed(seed)
     gen_state = torch.random.get_rng_state()
@@ -119,7 +130,10 @@ METHODS: dict[str, type[ContinualLearner]] = {
 
 
 def make_learner(method: str, model: nn.Module, **hyperparameters: Any) -> ContinualLearner:
-    """Build a learner by name: one of ``METHODS`` (``"sgd"``, ``"ewc"``, ``"online_ewc"``, ``"si"``, ``"bgd"``, ``"mesu"``, ``"fopng"``)."""
+    """Build a learner by name: one of ``METHODS``.
+
+    ``"sgd"``, ``"ewc"``, ``"online_ewc"``, ``"si"``, ``"bgd"``, ``"mesu"`` or ``"fopng"``.
+    """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     return METHODS[method](model, **hyperparameters)

@@ -41,7 +41,9 @@ def check_accuracy_matrix(R: Tensor | Sequence[Sequence[float]]) -> Tensor:
     """Validate and return ``R`` as a float64 square matrix with entries in [0, 1]."""
     r = torch.as_tensor(R, dtype=torch.float64)
     if r.ndim != 2 or r.shape[0] != r.shape[1] or r.shape[0] == 0:
-        raise ValueError(f"R must be a non-empty square matrix (tasks x tasks), got shape {tuple(r.shape)}")
+        raise ValueError(
+            f"R must be a non-empty square matrix (tasks x tasks), got shape {tuple(r.shape)}"
+        )
     if not bool(torch.isfinite(r).all()) or not bool(((r >= 0) & (r <= 1)).all()):
         raise ValueError("R must hold accuracies in [0, 1]")
     return r
@@ -113,12 +115,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     """A GitHub/MyST Markdown table (for printing benchmark tables in notebooks and scripts)."""
     if any(len(r) != len(header) for r in rows):
         raise ValueError("every row must have one entry per header column")
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = [
+        "| " + " | ".join(str(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str | None = None) -> str:
+def html_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str | None = None
+) -> str:
     """The same table as HTML (notebook outputs: the book renders Markdown outputs as CommonMark,
     which has no tables)."""
     if any(len(r) != len(header) for r in rows):
@@ -127,4 +134,5 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[object]], *, capti
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table class=\"igbook-table igbook-output-table\">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    table = '<table class="igbook-table igbook-output-table">'
+    return f"{table}{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -116,7 +116,9 @@ def _fopng_variant(variant: str) -> str:
     if variant == "paper":
         warnings.warn(
             'FOPNG variant="paper" is deprecated, use variant="reference_code": the formula is known '
-            "only from the authors' code, not verified against the paper", DeprecationWarning, stacklevel=3,
+            "only from the authors' code, not verified against the paper",
+            DeprecationWarning,
+            stacklevel=3,
         )
         return "reference_code"
     if variant not in ("exact", "reference_code"):
@@ -199,12 +201,16 @@ class FOPNG(ContinualLearner):
         self.lr = check_positive_real(lr, "lr")
         self.directions_per_task = check_count(directions_per_task, "directions_per_task")
         self.max_directions = check_count(max_directions, "max_directions")
-        self.fisher_mix = check_scalar(fisher_mix, "fisher_mix", low=0.0, high=1.0, closed_low=False)
+        self.fisher_mix = check_scalar(
+            fisher_mix, "fisher_mix", low=0.0, high=1.0, closed_low=False
+        )
         self.damping = check_positive_real(damping, "damping")
         self.variant = _fopng_variant(variant)
         self.fisher_refresh = check_count(fisher_refresh, "fisher_refresh")
         self.fisher_samples = check_count(fisher_samples, "fisher_samples")
-        self.first_task_lr = None if first_task_lr is None else check_positive_real(first_task_lr, "first_task_lr")
+        self.first_task_lr = (
+            None if first_task_lr is None else check_positive_real(first_task_lr, "first_task_lr")
+        )
         self.generator = torch.Generator().manual_seed(seed)
         p = sum(q.numel() for q in self.params)
         dtype = self.params[0].dtype
@@ -219,8 +225,12 @@ class FOPNG(ContinualLearner):
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "lr": self.lr, "directions_per_task": self.directions_per_task, "max_directions": self.max_directions,
-            "fisher_mix": self.fisher_mix, "damping": self.damping, "variant": self.variant,
+            "lr": self.lr,
+            "directions_per_task": self.directions_per_task,
+            "max_directions": self.max_directions,
+            "fisher_mix": self.fisher_mix,
+            "damping": self.damping,
+            "variant": self.variant,
         }
 
     def _flat_fisher(self, task: Task) -> Tensor:
@@ -268,7 +278,9 @@ class FOPNG(ContinualLearner):
         for p in self.params:
             p.grad = None
         logits = self.model(x)
-        loss = nn.functional.cross_entropy(restrict_logits(logits, active), self._targets(logits, y, active))
+        loss = nn.functional.cross_entropy(
+            restrict_logits(logits, active), self._targets(logits, y, active)
+        )
         grads = torch.autograd.grad(loss, self.params)
         g = torch.cat([q.reshape(-1) for q in grads]).detach()
         with torch.no_grad():
@@ -280,7 +292,9 @@ class FOPNG(ContinualLearner):
                 norm = torch.sqrt((d * (self.fisher_new + self.damping) * d).sum())
                 step = torch.zeros_like(d) if float(norm) == 0.0 else -self.lr * d / norm
             if not bool(torch.isfinite(step).all()):
-                raise RuntimeError(f"FOPNG produced a non-finite step at step {self.steps}; increase damping")
+                raise RuntimeError(
+                    f"FOPNG produced a non-finite step at step {self.steps}; increase damping"
+                )
             vector_to_parameters(theta + step, self.params)
         self._since_refresh += 1
         self.steps += 1
@@ -291,9 +305,15 @@ class FOPNG(ContinualLearner):
         k = min(self.directions_per_task, n)
         idx = torch.randperm(n, generator=self.generator)[:k]
         p0 = named_params(self.model)
-        cls = None if task.active_classes is None else torch.as_tensor(task.active_classes, dtype=torch.long)
+        cls = (
+            None
+            if task.active_classes is None
+            else torch.as_tensor(task.active_classes, dtype=torch.long)
+        )
 
-        def mean_logit(p: dict[str, Tensor], xn: Tensor) -> Tensor:  # traced by vmap: no value checks
+        def mean_logit(
+            p: dict[str, Tensor], xn: Tensor
+        ) -> Tensor:  # traced by vmap: no value checks
             z = functional_call(self.model, p, (xn.unsqueeze(0),))[0]
             return (z if cls is None else z.index_select(-1, cls)).mean()
 
@@ -302,8 +322,14 @@ class FOPNG(ContinualLearner):
 
     def end_task(self, task: Task) -> None:
         f_task = self._flat_fisher(task)
-        self.fisher_old = f_task if self.tasks_done == 0 else (1 - self.fisher_mix) * self.fisher_old + self.fisher_mix * f_task
-        self.G = torch.cat([self.G, self._ogd_directions(task).to(self.G.dtype)], dim=1)[:, -self.max_directions :]
+        self.fisher_old = (
+            f_task
+            if self.tasks_done == 0
+            else (1 - self.fisher_mix) * self.fisher_old + self.fisher_mix * f_task
+        )
+        self.G = torch.cat([self.G, self._ogd_directions(task).to(self.G.dtype)], dim=1)[
+            :, -self.max_directions :
+        ]
         self.tasks_done += 1
         self._task = None
         self._refresh()

@@ -1,10 +1,11 @@
 r"""Regularization methods: a quadratic penalty that anchors the parameters important for old tasks.
 
-=====================  ===================================================================================
-:class:`EWC`           a quadratic penalty per old task, :math:`\tfrac\lambda2\sum_i F_{ii}(\theta_i-\theta^*_i)^2`, the diagonal quadratic approximation of the KL between predictive distributions :cite:`kirkpatrick2017overcoming`
-:class:`OnlineEWC`     one running Fisher :math:`F^*\leftarrow\gamma F^*+F_t` and one anchor :cite:`schwarz2018progress`
-:class:`SI`            importance from the path integral of the loss decrease :cite:`zenke2017continual`
-=====================  ===================================================================================
+* :class:`EWC`: a quadratic penalty per old task, :math:`\tfrac\lambda2\sum_i F_{ii}(\theta_i-\theta^*_i)^2`,
+  the diagonal quadratic approximation of the KL between predictive distributions
+  :cite:`kirkpatrick2017overcoming`
+* :class:`OnlineEWC`: one running Fisher :math:`F^*\leftarrow\gamma F^*+F_t` and one anchor
+  :cite:`schwarz2018progress`
+* :class:`SI`: importance from the path integral of the loss decrease :cite:`zenke2017continual`
 
 All three minimize the minibatch-*mean* cross-entropy (:class:`~igbook.continual.learner.FineTuning`)
 and add the penalty through its closed-form gradient, so the path integral of SI uses the
@@ -39,7 +40,8 @@ class EWC(FineTuning):
 
     .. math::
 
-        \mathcal L(\theta) = L_t(\theta) + \frac{\lambda}{2}\sum_{s<t}\sum_i F^{(s)}_{ii}\big(\theta_i-\theta^{*(s)}_i\big)^2,
+        \mathcal L(\theta) = L_t(\theta)
+        + \frac{\lambda}{2}\sum_{s<t}\sum_i F^{(s)}_{ii}\big(\theta_i-\theta^{*(s)}_i\big)^2,
 
     with :math:`\theta^{*(s)}` the parameters at the end of task :math:`s` and
     :math:`F^{(s)}` the diagonal Fisher there (:func:`igbook.continual.importance.diagonal_fisher`, the
@@ -92,7 +94,9 @@ class EWC(FineTuning):
                 self.fisher_kind = as_fisher_type(fisher, allowed=allowed, name="fisher").value
             except ValueError:
                 raise ValueError(f"fisher must be one of {FISHER_KINDS}, got {fisher!r}") from None
-        self.fisher_samples = None if fisher_samples is None else check_count(fisher_samples, "fisher_samples")
+        self.fisher_samples = (
+            None if fisher_samples is None else check_count(fisher_samples, "fisher_samples")
+        )
         self.fisher_batch_size = check_count(fisher_batch_size, "fisher_batch_size")
         self.generator = torch.Generator().manual_seed(seed)
         self.anchors: list[tuple[list[Tensor], list[Tensor]]] = []  # (fisher, theta*) per task
@@ -112,7 +116,12 @@ class EWC(FineTuning):
             )
         else:
             f = diagonal_fisher(
-                self.model, x, y, fisher_type=self.fisher_kind, active=task.active_classes, generator=self.generator
+                self.model,
+                x,
+                y,
+                fisher_type=self.fisher_kind,
+                active=task.active_classes,
+                generator=self.generator,
             )
         return [f[k] for k in self.names]
 
@@ -163,7 +172,9 @@ class OnlineEWC(EWC):
 
     name = "Online EWC"
 
-    def __init__(self, model: nn.Module, *, gamma: float = 1.0, gamma_in_penalty: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, model: nn.Module, *, gamma: float = 1.0, gamma_in_penalty: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(model, **kwargs)
         self.gamma = check_scalar(gamma, "gamma", low=0.0, high=1.0)
         self.gamma_in_penalty = bool(gamma_in_penalty)
@@ -178,7 +189,9 @@ class OnlineEWC(EWC):
         if self.fisher_star is None:
             self.fisher_star = f
         else:
-            self.fisher_star = [self.gamma * fs + ft for fs, ft in zip(self.fisher_star, f, strict=True)]
+            self.fisher_star = [
+                self.gamma * fs + ft for fs, ft in zip(self.fisher_star, f, strict=True)
+            ]
         self.anchor = [p.detach().clone() for p in self.params]
         scale = self.gamma if self.gamma_in_penalty else 1.0
         self.anchors = [([scale * fs for fs in self.fisher_star], self.anchor)]
@@ -238,7 +251,9 @@ class SI(FineTuning):
 
     def end_task(self, task: Task) -> None:
         with torch.no_grad():
-            for imp, w, p, s in zip(self.importance, self.omega, self.params, self.task_start, strict=True):
+            for imp, w, p, s in zip(
+                self.importance, self.omega, self.params, self.task_start, strict=True
+            ):
                 imp.add_(w / ((p - s) ** 2 + self.xi))
                 w.zero_()
             self.anchor = [p.detach().clone() for p in self.params]
@@ -254,4 +269,7 @@ class SI(FineTuning):
         if self.c == 0:
             return None
         with torch.no_grad():
-            return [2 * self.c * imp * (p - a) for p, imp, a in zip(self.params, self.importance, self.anchor, strict=True)]
+            return [
+                2 * self.c * imp * (p - a)
+                for p, imp, a in zip(self.params, self.importance, self.anchor, strict=True)
+            ]

@@ -102,7 +102,9 @@ def run_stream(
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1):
+    if eval_every is not None and (
+        isinstance(eval_every, bool) or not isinstance(eval_every, int) or eval_every < 1
+    ):
         raise ValueError(f"eval_every must be None or an integer >= 1, got {eval_every!r}")
     if not task_boundaries and learner.requires_task_boundaries:
         raise ValueError(

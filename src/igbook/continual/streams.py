@@ -123,7 +123,12 @@ def permuted_digits(
     """
     check_count(num_tasks, "num_tasks")
     seed = check_seed(seed)
-    data = load("digits", seed=check_seed(split_seed, "split_seed"), test_fraction=check_real(test_fraction, "test_fraction"), dtype=dtype)
+    data = load(
+        "digits",
+        seed=check_seed(split_seed, "split_seed"),
+        test_fraction=check_real(test_fraction, "test_fraction"),
+        dtype=dtype,
+    )
     gen = torch.Generator().manual_seed(seed)
     d = data.num_features
     tasks = []
@@ -141,7 +146,9 @@ def permuted_digits(
                 active_classes=None,
             )
         )
-    return TaskStream(name="permuted-digits", scenario="domain", tasks=tuple(tasks), num_inputs=d, num_classes=10)
+    return TaskStream(
+        name="permuted-digits", scenario="domain", tasks=tuple(tasks), num_inputs=d, num_classes=10
+    )
 
 
 def split_digits(
@@ -166,8 +173,15 @@ def split_digits(
         raise ValueError(f"scenario must be 'task' or 'class', got {scenario!r}")
     order = list(range(10)) if class_order is None else [int(c) for c in class_order]
     if sorted(order) != list(range(10)):
-        raise ValueError(f"class_order must be a permutation of 0..9, got {list(class_order or [])}")
-    data = load("digits", seed=check_seed(split_seed, "split_seed"), test_fraction=check_real(test_fraction, "test_fraction"), dtype=dtype)
+        raise ValueError(
+            f"class_order must be a permutation of 0..9, got {list(class_order or [])}"
+        )
+    data = load(
+        "digits",
+        seed=check_seed(split_seed, "split_seed"),
+        test_fraction=check_real(test_fraction, "test_fraction"),
+        dtype=dtype,
+    )
     tasks = []
     for t in range(5):
         cls = (order[2 * t], order[2 * t + 1])
@@ -186,11 +200,17 @@ def split_digits(
             )
         )
     return TaskStream(
-        name=f"split-digits-{scenario}", scenario=scenario, tasks=tuple(tasks), num_inputs=data.num_features, num_classes=10
+        name=f"split-digits-{scenario}",
+        scenario=scenario,
+        tasks=tuple(tasks),
+        num_inputs=data.num_features,
+        num_classes=10,
     )
 
 
-def ood_digits(*, seed: int = 10_000, split_seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
+def ood_digits(
+    *, seed: int = 10_000, split_seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Out-of-distribution inputs: the digits test images under a fresh pixel permutation.
 
     The MESU paper uses permuted MNIST as the OOD set of a network trained on MNIST; this is
@@ -204,7 +224,12 @@ def ood_digits(*, seed: int = 10_000, split_seed: int = 0, dtype: torch.dtype = 
 
 
 def minibatches(
-    x: Tensor, y: Tensor, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    *,
+    generator: torch.Generator | None = None,
+    shuffle: bool = True,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield ``(x, y)`` minibatches of one pass (the last one may be smaller), shuffled with ``generator``.
 
@@ -220,7 +245,9 @@ def minibatches(
             check_finite(t, name)
     n = int(x.shape[0])
     if int(y.shape[0]) != n:
-        raise ValueError(f"x and y must have the same number of rows, got {n} and {int(y.shape[0])}")
+        raise ValueError(
+            f"x and y must have the same number of rows, got {n} and {int(y.shape[0])}"
+        )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)

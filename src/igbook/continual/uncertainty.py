@@ -33,7 +33,6 @@ from igbook._validation import as_tensor, check_finite, check_simplex
 __all__ = ["entropy", "Uncertainty", "uncertainty_decomposition", "roc_auc", "ood_auc"]
 
 
-
 def entropy(probs: Tensor, dim: int = -1, *, base: float = 2.0) -> Tensor:
     r"""Shannon entropy :math:`-\sum p\log p` along ``dim`` (with :math:`0\log 0 = 0`), in base ``base``.
 
@@ -109,7 +108,7 @@ def roc_auc(scores_in: Tensor, scores_out: Tensor) -> float:
     sorted_v, order = torch.sort(allv, stable=True)
     ranks = torch.empty_like(sorted_v)
     # mid-ranks of tied groups
-    uniq, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
+    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
     ends = torch.cumsum(counts, 0).to(torch.float64)
     mid = ends - (counts.to(torch.float64) - 1) / 2
     ranks[order] = mid[inverse]
@@ -119,7 +118,9 @@ def roc_auc(scores_in: Tensor, scores_out: Tensor) -> float:
     return float(u / (n_in * n_out))
 
 
-def ood_auc(sample_probs_in: Tensor, sample_probs_out: Tensor, *, score: str = "epistemic") -> float:
+def ood_auc(
+    sample_probs_in: Tensor, sample_probs_out: Tensor, *, score: str = "epistemic"
+) -> float:
     """OOD-detection AUC from posterior-sample probabilities of in- and out-of-distribution inputs.
 
     ``score`` is ``"epistemic"``, ``"aleatoric"`` or ``"predictive"`` (the uncertainty used to

@@ -173,7 +173,9 @@ def linear_curvature_diagonal(
         params = {n: p.detach() for n, p in named.items() if p.requires_grad}
     names = list(params)
     if not names:
-        raise ValueError("params must be a non-empty dict name -> tensor (or None for all parameters)")
+        raise ValueError(
+            "params must be a non-empty dict name -> tensor (or None for all parameters)"
+        )
     layers = _linear_layers(model, names)
     if layers is None:
         return None
@@ -221,8 +223,12 @@ def linear_curvature_diagonal(
     if outputs is None:
         with torch.no_grad():
             outputs = torch.cat(
-                [lik.flatten_output(functional_call(model, (theta, frozen), (x[lo : lo + chunk],)))
-                 for lo in range(0, n_total, chunk)]
+                [
+                    lik.flatten_output(
+                        functional_call(model, (theta, frozen), (x[lo : lo + chunk],))
+                    )
+                    for lo in range(0, n_total, chunk)
+                ]
             )
     vecs, weights = _directions(lik, outputs, ftype, y, mc_samples, generator)  # (K, N, C), (K, N)
     n_dirs = vecs.shape[0]
@@ -236,7 +242,9 @@ def linear_curvature_diagonal(
         outs = [h for _, h in caught]
         sq = [torch.zeros_like(h) for h in outs]
         for k in range(n_dirs):
-            deltas = torch.autograd.grad(f, outs, grad_outputs=vecs[k, lo:hi], retain_graph=k < n_dirs - 1)
+            deltas = torch.autograd.grad(
+                f, outs, grad_outputs=vecs[k, lo:hi], retain_graph=k < n_dirs - 1
+            )
             for s, d in zip(sq, deltas, strict=True):
                 s.add_(d * d if weights is None else weights[k, lo:hi, None] * d * d)
         for (_, wname, bname), (a, _), s in zip(layers, caught, sq, strict=True):
