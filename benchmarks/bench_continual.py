@@ -141,7 +141,8 @@ def remembering(seeds: list[int]) -> dict[str, Any]:
                     "epistemic_in": float(uncertainty_decomposition(p_in).epistemic.mean()),
                 }
 
-            learner = MESULearner(mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=seed), N=N, seed=seed, **MESU_COMMON)
+            net = mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=seed)
+            learner = MESULearner(net, N=N, seed=seed, **MESU_COMMON)
             res = run_stream(learner, stream, epochs=REMEMBER["epochs"], batch_size=PROTOCOL["batch_size"], seed=seed, on_task_end=log)
             rec = {k: [d[k] for d in res.logs] for k in res.logs[0]}
             rec["newest_accuracy"] = [float(v) for v in res.accuracy.diagonal()]
@@ -171,7 +172,8 @@ def timing(repeats: int = 3, tasks: int = 3) -> dict[str, Any]:
     per: dict[str, list[float]] = {k: [] for k in LABELS}
     for rep in range(repeats):
         for key in LABELS:
-            learner = make_learner(key, mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=rep), seed=rep, **CONFIG["permuted"][key])
+            net = mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=rep)
+            learner = make_learner(key, net, seed=rep, **CONFIG["permuted"][key])
             res = run_stream(learner, stream, epochs=PROTOCOL["epochs"], batch_size=PROTOCOL["batch_size"], seed=rep)
             per[key] += [float(v) for v in res.train_seconds[1:]]
     steps = math.ceil(stream[0].num_train / PROTOCOL["batch_size"]) * PROTOCOL["epochs"]

@@ -252,7 +252,9 @@ def main() -> None:
     ng_steps = 20 if args.quick else 200
     tiny_runs = []
     for method, cfg in TINY_CONFIGS.items():
-        r = train_autoencoder(method, images, widths=TINY, steps=ng_steps, batch_size=TINY_BATCH_SIZE, eval_every=10, seed=0, **cfg)
+        r = train_autoencoder(
+            method, images, widths=TINY, steps=ng_steps, batch_size=TINY_BATCH_SIZE, eval_every=10, seed=0, **cfg
+        )
         tiny_runs.append(r.as_dict())
         print(f"  {method:5s}: excess {r.losses[-1] - floor:.3f} after {ng_steps} steps, "
               f"{1e3 * r.seconds[-1] / ng_steps:.1f} ms/step")
@@ -291,7 +293,8 @@ def main() -> None:
             "kfac_over_sgd_step": bool(step_cost["kfac_over_sgd"] <= 2.0),
         },
         "asdl": asdl_result,
-        "tiny_network": {"widths": list(TINY), "steps": ng_steps, "batch_size": TINY_BATCH_SIZE, "configs": TINY_CONFIGS, "runs": tiny_runs},
+        "tiny_network": {"widths": list(TINY), "steps": ng_steps, "batch_size": TINY_BATCH_SIZE,
+                         "configs": TINY_CONFIGS, "runs": tiny_runs},
         "total_seconds": time.perf_counter() - t_start,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,8 @@ def linreg_problem(
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     x[:, 1] += 0.5 * x[:, 0]
-    y = x @ torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64) + noise_std * torch.randn(n, generator=g, dtype=torch.float64)
+    noise = noise_std * torch.randn(n, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64) + noise
     prec = x.T @ x / noise_std**2 + prior_precision * torch.eye(3, dtype=torch.float64)
     mean = torch.linalg.solve(prec, x.T @ y / noise_std**2)
     return LinregProblem(x, y, noise_std, prior_precision, mean, prec)
@@ -158,7 +159,9 @@ def run_linreg(
     elif name == "Vadam":
         opt = Vadam([w], lr=hp["lr"], data_size=n, prior_precision=lam, seed=seed)
     else:
-        opt = IVON([w], lr=hp["lr"], ess=n, hess_init=hp["hess_init"], beta2=hp["beta2"], weight_decay=lam / n, seed=seed)
+        opt = IVON(
+            [w], lr=hp["lr"], ess=n, hess_init=hp["hess_init"], beta2=hp["beta2"], weight_decay=lam / n, seed=seed
+        )
 
     def avg_nll() -> Tensor:
         r = y[:, None] - x @ w.T
@@ -355,7 +358,7 @@ def train_classifier(
             idx = perm[i : i + batch_size]
             xb, yb = x[idx], y[idx]
 
-            def closure() -> Tensor:
+            def closure(xb: Tensor = xb, yb: Tensor = yb) -> Tensor:
                 opt.zero_grad()
                 loss = nn.functional.cross_entropy(model(xb), yb)
                 loss.backward()

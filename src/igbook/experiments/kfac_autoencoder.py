@@ -96,7 +96,10 @@ def digits_images(*, dtype: torch.dtype = torch.float32, seed: int = 0) -> Tenso
 
 
 def entropy_floor(images: Tensor) -> float:
-    r"""The smallest achievable Bernoulli loss, :math:`\frac1N\sum_{n,d} H(x_{nd})`, reached when every output equals its target."""
+    r"""The smallest achievable Bernoulli loss, :math:`\frac1N\sum_{n,d} H(x_{nd})`.
+
+    It is reached when every output equals its target (a pixel at 0 or 1 contributes 0).
+    """
     x = images.double().clamp(1e-12, 1 - 1e-12)
     h = -(x * x.log() + (1 - x) * (1 - x).log())
     h = torch.where((images == 0) | (images == 1), torch.zeros_like(h), h)
@@ -218,7 +221,7 @@ def train_autoencoder(
 
 def time_to_target(run: TrainingRun, target: float) -> tuple[int, float, float] | None:
     """First recorded ``(iteration, wall seconds, CPU seconds)`` at which the loss is ``<= target``, or ``None``."""
-    for it, s, c, v in zip(run.iterations, run.seconds, run.cpu_seconds, run.losses):
+    for it, s, c, v in zip(run.iterations, run.seconds, run.cpu_seconds, run.losses, strict=True):
         if v <= target:
             return it, s, c
     return None

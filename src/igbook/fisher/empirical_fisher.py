@@ -290,9 +290,9 @@ def linear_regression_flows(
         t0, t1, path = s0, s1, [(s0, s1)]
         for t in range(1, num_steps):
             q = (t0 * t0, t0 * t1, t1 * t1, t0, t1)
-            a = sum(u * v for u, v in zip(coef[0], q)) + coef[0][5] + jitter
-            bb = sum(u * v for u, v in zip(coef[1], q)) + coef[1][5]
-            cc = sum(u * v for u, v in zip(coef[2], q)) + coef[2][5] + jitter
+            a = sum(u * v for u, v in zip(coef[0], q, strict=False)) + coef[0][5] + jitter
+            bb = sum(u * v for u, v in zip(coef[1], q, strict=False)) + coef[1][5]
+            cc = sum(u * v for u, v in zip(coef[2], q, strict=False)) + coef[2][5] + jitter
             g0 = hm[0][0] * t0 + hm[0][1] * t1 - rhs[0]
             g1 = hm[1][0] * t0 + hm[1][1] * t1 - rhs[1]
             det = a * cc - bb * bb
