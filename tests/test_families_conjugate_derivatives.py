@@ -35,7 +35,9 @@ POINTS = [
     Bernoulli(torch.tensor(0.3, dtype=D)),
     Categorical(torch.tensor([0.2, 0.5, 0.3], dtype=D)),
     Gaussian(0.4, 1.7),
-    MultivariateGaussian(torch.tensor([0.3, -0.2], dtype=D), torch.tensor([[1.5, 0.3], [0.3, 0.8]], dtype=D)),
+    MultivariateGaussian(
+        torch.tensor([0.3, -0.2], dtype=D), torch.tensor([[1.5, 0.3], [0.3, 0.8]], dtype=D)
+    ),
     Poisson(2.5),
     Exponential(1.3),
     Beta(2.5, 0.7),
@@ -85,7 +87,9 @@ def test_second_derivative_of_the_inverse_mean_map(p: ExponentialFamily) -> None
         assert _rel(got, want) < 1e-8
 
 
-@pytest.mark.parametrize("p", [q for q in POINTS if isinstance(q, (Beta, Gamma))], ids=lambda q: repr(q.params.tolist()))
+@pytest.mark.parametrize(
+    "p", [q for q in POINTS if isinstance(q, (Beta, Gamma))], ids=lambda q: repr(q.params.tolist())
+)
 def test_curvature_is_the_same_in_mean_and_usual_coordinates(p: ExponentialFamily) -> None:
     """Gaussian curvature (Brioschi, second derivatives of the metric, so third derivatives of
     :math:`\\eta(\\mu)`) is a scalar: the mean chart (through the Newton solve) must agree with

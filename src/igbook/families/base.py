@@ -277,9 +277,7 @@ class ExponentialFamily(ABC):
 
     def _check_same_family(self, other: object) -> None:
         if type(other) is not type(self):
-            raise TypeError(
-                f"other must be a {type(self).__name__}, got {type(other).__name__}"
-            )
+            raise TypeError(f"other must be a {type(self).__name__}, got {type(other).__name__}")
         if other.params.shape != self.params.shape:  # type: ignore[attr-defined]
             raise ValueError(
                 f"other must have parameters of shape {tuple(self.params.shape)}, "
@@ -303,5 +301,7 @@ def family_class(family: object) -> type[ExponentialFamily]:
     """
     cls = family if isinstance(family, type) else type(family)
     if not (isinstance(cls, type) and issubclass(cls, ExponentialFamily)):
-        raise TypeError(f"family must be an igbook.families exponential family (class or instance), got {family!r}")
+        raise TypeError(
+            f"family must be an igbook.families exponential family (class or instance), got {family!r}"
+        )
     return cls

@@ -5,6 +5,7 @@ are computed by a damped Newton solve (``_newton_natural_from_mean``), exact to 
 differentiable to any order used in the book (Hessians of :math:`A^*`, derivatives of the Fisher
 metric in mean coordinates).
 """
+
 from __future__ import annotations
 
 import math
@@ -103,7 +104,9 @@ def _newton_natural_from_mean(
             dec = float(g @ step)  # squared Newton decrement
             if not math.isfinite(dec):
                 raise ValueError("the Newton solve for the natural parameter diverged")
-            tiny_residual = float(g.abs().max()) <= 8 * torch.finfo(g.dtype).eps * (1.0 + float(mu_d.abs().max()))
+            tiny_residual = float(g.abs().max()) <= 8 * torch.finfo(g.dtype).eps * (
+                1.0 + float(mu_d.abs().max())
+            )
             tiny_step = float(step.abs().max()) <= 1e-14 * (1.0 + float(eta.abs().max()))
             if dec < 1e-28 or tiny_residual or tiny_step:
                 break
@@ -118,10 +121,14 @@ def _newton_natural_from_mean(
                         break
                 t *= 0.5
                 if t < 1e-30:
-                    raise ValueError("the Newton solve for the natural parameter failed to make progress")
+                    raise ValueError(
+                        "the Newton solve for the natural parameter failed to make progress"
+                    )
             eta = new
         else:
-            raise ValueError(f"the Newton solve for the natural parameter did not converge in {max_iter} steps")
+            raise ValueError(
+                f"the Newton solve for the natural parameter did not converge in {max_iter} steps"
+            )
     eta = eta.detach()
     for _ in range(graph_steps):
         eta = eta - torch.linalg.solve(fisher_natural(eta), family.mean_from_natural(eta) - mu)
@@ -174,7 +181,8 @@ class Beta(ExponentialFamily):
 
     @classmethod
     def fisher_from_natural(cls, eta: Tensor) -> Tensor:
-        r"""Closed-form :math:`F(\eta) = \mathrm{diag}(\psi'(\alpha), \psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`
+        r"""Closed-form
+        :math:`F(\eta) = \mathrm{diag}(\psi'(\alpha), \psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`
         with :math:`(\alpha, \beta) = \eta + 1` (unchecked, pure; :meth:`fisher_natural` is the checked twin)."""
         ab = eta + 1.0
         return torch.diag(torch.polygamma(1, ab)) - torch.polygamma(1, ab.sum())
@@ -303,7 +311,8 @@ class Gamma(ExponentialFamily):
     @classmethod
     def fisher_from_natural(cls, eta: Tensor) -> Tensor:
         r"""Closed-form :math:`F(\eta) = \begin{pmatrix}\psi'(\alpha) & 1/\beta\\ 1/\beta & \alpha/\beta^2\end{pmatrix}`
-        with :math:`(\alpha, \beta) = (\eta_0 + 1, -\eta_1)` (unchecked, pure; :meth:`fisher_natural` is the checked twin)."""
+        with :math:`(\alpha, \beta) = (\eta_0 + 1, -\eta_1)` (unchecked, pure; :meth:`fisher_natural` is the
+        checked twin)."""
         a, b = eta[0] + 1.0, -eta[1]
         return torch.stack(
             [torch.stack([torch.polygamma(1, a), 1.0 / b]), torch.stack([1.0 / b, a / b**2])]
@@ -317,7 +326,11 @@ class Gamma(ExponentialFamily):
         a = (3.0 - s + torch.sqrt((s - 3.0) ** 2 + 24.0 * s)) / (12.0 * s)
         eta0 = torch.stack([a - 1.0, -a / m[1]])
         return _newton_natural_from_mean(
-            cls, mu, eta0, cls.fisher_from_natural, lambda eta: bool(eta[0] > -1) and bool(eta[1] < 0)
+            cls,
+            mu,
+            eta0,
+            cls.fisher_from_natural,
+            lambda eta: bool(eta[0] > -1) and bool(eta[1] < 0),
         )
 
     @classmethod
@@ -482,7 +495,9 @@ class NormalGamma(ExponentialFamily):
         if not bool(mu[1] - mu[0] ** 2 / mu[2] > 0):
             raise ValueError("mu must satisfy mu[1] > mu[0]**2 / mu[2] (a positive 1/kappa)")
         if not bool(mu[3] < torch.log(mu[2])):
-            raise ValueError("mu must satisfy mu[3] = E[log tau] < log E[tau] (Jensen's inequality)")
+            raise ValueError(
+                "mu must satisfy mu[3] = E[log tau] < log E[tau] (Jensen's inequality)"
+            )
 
     @classmethod
     def from_params(cls, theta: Tensor) -> NormalGamma:
@@ -496,7 +511,9 @@ class NormalGamma(ExponentialFamily):
     def _check_x(self, x: Tensor) -> None:
         check_finite(x, "x")
         if x.ndim == 0 or x.shape[-1] != 2:
-            raise ValueError(f"x must have a last axis of size 2 (mean, precision), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have a last axis of size 2 (mean, precision), got shape {tuple(x.shape)}"
+            )
         if not bool((x[..., 1] > 0).all()):
             raise ValueError("x[..., 1] (a precision) must be > 0 for a NormalGamma distribution")
 
@@ -518,7 +535,8 @@ class NormalGamma(ExponentialFamily):
         With :math:`c = (m, m^2, 1)`, :math:`\bar\tau = \alpha/\beta`:
         :math:`\mathrm{Cov}(\mathbb E[T\mid\tau])` has blocks :math:`cc^\top\alpha/\beta^2`,
         :math:`c/\beta` and :math:`\psi'(\alpha)`, and :math:`\mathbb E[\mathrm{Cov}(T\mid\tau)]`
-        adds :math:`\begin{pmatrix}\bar\tau/\kappa & 2m\bar\tau/\kappa\\ 2m\bar\tau/\kappa & 4m^2\bar\tau/\kappa + 2/\kappa^2\end{pmatrix}`
+        adds :math:`\begin{pmatrix}\bar\tau/\kappa & 2m\bar\tau/\kappa\\ 2m\bar\tau/\kappa & 4m^2\bar\tau/\kappa +
+        2/\kappa^2\end{pmatrix}`
         to the :math:`(\tau m, \tau m^2)` block.
         """
         m, k, a, b = self.params
@@ -550,7 +568,8 @@ class NormalGamma(ExponentialFamily):
         )
 
     def fisher(self) -> Tensor:
-        """Fisher information in :math:`(\\text{loc}, \\kappa, \\alpha, \\beta)`, the pull-back :math:`J^\\top F_\\eta J`."""
+        """Fisher information in :math:`(\\text{loc}, \\kappa, \\alpha, \\beta)`, the pull-back
+        :math:`J^\\top F_\\eta J`."""
         j = self._jacobian_natural_params()
         return j.T @ self.fisher_natural() @ j
 

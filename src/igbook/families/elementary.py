@@ -5,6 +5,7 @@ enumerates or truncates) and the exponential distribution, each with closed-form
 information in natural and usual coordinates and a textbook KL divergence
 :cite:`wainwright2008graphical,amari2016information`.
 """
+
 from __future__ import annotations
 
 import math
@@ -192,7 +193,9 @@ class Categorical(ExponentialFamily):
     @classmethod
     def _check_mean(cls, mu: Tensor) -> None:
         if not bool((mu > 0).all()) or not bool(mu.sum() < 1):
-            raise ValueError("mu must have positive entries summing to less than 1 (the free probabilities)")
+            raise ValueError(
+                "mu must have positive entries summing to less than 1 (the free probabilities)"
+            )
 
     @classmethod
     def from_params(cls, theta: Tensor) -> Categorical:
@@ -232,7 +235,6 @@ class Categorical(ExponentialFamily):
                 f"other must have {self.num_categories} categories, got {other.num_categories}"
             )
         return (self.probs * torch.log(self.probs / other.probs)).sum()
-
 
 
 # =============================================================================================
@@ -307,7 +309,9 @@ class Poisson(ExponentialFamily):
 
     def sample(self, n, *, seed=None, generator=None):  # type: ignore[no-untyped-def]
         g = resolve_generator(seed, generator)
-        return torch.poisson(self.rate * torch.ones(check_count(n, "n"), dtype=self.params.dtype), generator=g)
+        return torch.poisson(
+            self.rate * torch.ones(check_count(n, "n"), dtype=self.params.dtype), generator=g
+        )
 
     def support(self, tail: float = 1e-15) -> Tensor:
         r"""Counts ``0..k_max``, with ``k_max`` past the mode where the omitted tail is below ``tail``.

@@ -4,6 +4,7 @@ r"""Univariate and multivariate Gaussians in minimal exponential-family form.
 :cite:t:`costa2015fisher`) and :class:`MultivariateGaussian` (full covariance, information
 form, Fisher information by Isserlis' theorem).
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,7 @@ class Gaussian(ExponentialFamily):
 
     @classmethod
     def log_partition(cls, eta: Tensor) -> Tensor:
-        return -eta[0] ** 2 / (4 * eta[1]) - 0.5 * torch.log(-2 * eta[1])
+        return -(eta[0] ** 2) / (4 * eta[1]) - 0.5 * torch.log(-2 * eta[1])
 
     @classmethod
     def mean_from_natural(cls, eta: Tensor) -> Tensor:
@@ -160,7 +161,8 @@ class MultivariateGaussian(ExponentialFamily):
     :math:`\Lambda=\Sigma^{-1}`, :math:`A(\eta) = \tfrac12 m^\top\Lambda m - \tfrac12\log\det\Lambda`
     and :math:`h(x) = (2\pi)^{-d/2}`. Usual coordinates: :math:`(m,\; \Sigma_{ii},\; \Sigma_{ij}\ (i>j))`,
     where the Fisher information is :math:`\Sigma^{-1}` for the mean block and
-    :math:`\tfrac12\operatorname{tr}(\Sigma^{-1}\partial_a\Sigma\,\Sigma^{-1}\partial_b\Sigma)` for the covariance block.
+    :math:`\tfrac12\operatorname{tr}(\Sigma^{-1}\partial_a\Sigma\,\Sigma^{-1}\partial_b\Sigma)` for the covariance
+    block.
     """
 
     mean_vector: Tensor
@@ -204,7 +206,9 @@ class MultivariateGaussian(ExponentialFamily):
         k = torch.arange(n)
         place[i * d + j, k] = 1.0
         place[j * d + i, k] = 1.0
-        scale = torch.cat([torch.ones(d, dtype=v.dtype), torch.full((n - d,), offdiag_scale, dtype=v.dtype)])
+        scale = torch.cat(
+            [torch.ones(d, dtype=v.dtype), torch.full((n - d,), offdiag_scale, dtype=v.dtype)]
+        )
         return (place @ (scale * v)).reshape(d, d)
 
     @classmethod
@@ -225,7 +229,10 @@ class MultivariateGaussian(ExponentialFamily):
         d = shift.shape[-1]
         i, j = _pairs(d)
         coef = torch.cat(
-            [torch.full((d,), -0.5, dtype=precision.dtype), -torch.ones(len(i) - d, dtype=precision.dtype)]
+            [
+                torch.full((d,), -0.5, dtype=precision.dtype),
+                -torch.ones(len(i) - d, dtype=precision.dtype),
+            ]
         )
         return torch.cat([shift, precision[..., i, j] * coef], -1)
 
@@ -235,7 +242,9 @@ class MultivariateGaussian(ExponentialFamily):
         m, cov = theta[:d], cls._sym_from_pairs(theta[d:], d, 1.0)
         lam = torch.linalg.inv(cov)
         i, j = _pairs(d)
-        coef = lam[i, j] * torch.cat([torch.full((d,), -0.5, dtype=theta.dtype), -torch.ones(len(i) - d, dtype=theta.dtype)])
+        coef = lam[i, j] * torch.cat(
+            [torch.full((d,), -0.5, dtype=theta.dtype), -torch.ones(len(i) - d, dtype=theta.dtype)]
+        )
         return torch.cat([lam @ m, coef])
 
     @classmethod
@@ -283,7 +292,9 @@ class MultivariateGaussian(ExponentialFamily):
     @classmethod
     def _check_natural(cls, eta: Tensor) -> None:
         cls._dim_from_len(eta.shape[0])
-        check_symmetric_positive_definite(cls.precision_from_natural(eta), "the precision -2*eta2 implied by eta")
+        check_symmetric_positive_definite(
+            cls.precision_from_natural(eta), "the precision -2*eta2 implied by eta"
+        )
 
     @classmethod
     def _check_mean(cls, mu: Tensor) -> None:

@@ -28,11 +28,14 @@ __all__ = ["natural_gradient_field", "gradient_angle", "flow", "flow_pair"]
 def _solve2(f: Tensor, g: Tensor) -> Tensor:
     a, b, c = f[..., 0, 0], f[..., 0, 1], f[..., 1, 1]
     det = a * c - b * b
-    return torch.stack([(c * g[..., 0] - b * g[..., 1]) / det, (a * g[..., 1] - b * g[..., 0]) / det], -1)
+    return torch.stack(
+        [(c * g[..., 0] - b * g[..., 1]) / det, (a * g[..., 1] - b * g[..., 0]) / det], -1
+    )
 
 
-def natural_gradient_field(theta: object, loss: MixtureLoss, *, damping: float = 0.0,
-                           rule: QuadratureRule | None = None) -> tuple[Tensor, Tensor]:
+def natural_gradient_field(
+    theta: object, loss: MixtureLoss, *, damping: float = 0.0, rule: QuadratureRule | None = None
+) -> tuple[Tensor, Tensor]:
     r"""Euclidean gradient :math:`g` and natural gradient :math:`(F+\lambda I)^{-1}g` at every ``theta``.
 
     The 2x2 systems are solved in closed form for the whole batch. With ``damping = 0`` a
@@ -41,7 +44,9 @@ def natural_gradient_field(theta: object, loss: MixtureLoss, *, damping: float =
     ``damping > 0`` there.
     """
     if not isinstance(loss, MixtureLoss):
-        raise TypeError(f"loss must be a MixtureLoss (KLToTarget or NegativeLogLikelihood), got {type(loss).__name__}")
+        raise TypeError(
+            f"loss must be a MixtureLoss (KLToTarget or NegativeLogLikelihood), got {type(loss).__name__}"
+        )
     lam = check_nonnegative_real(damping, "damping")
     theta = check_theta(theta)
     g = loss.gradient(theta)
@@ -64,7 +69,9 @@ def gradient_angle(u: object, v: object) -> Tensor:
     v = check_finite(as_tensor(v, "v", dtype=u.dtype), "v")
     nu, nv = torch.linalg.vector_norm(u, dim=-1), torch.linalg.vector_norm(v, dim=-1)
     if bool((nu == 0).any()) or bool((nv == 0).any()):
-        raise ValueError("u and v must be non-zero vectors (the angle of a zero vector is undefined)")
+        raise ValueError(
+            "u and v must be non-zero vectors (the angle of a zero vector is undefined)"
+        )
     if u.shape[-1] == 2 and v.shape[-1] == 2:
         # atan2 form: accurate for tiny angles, where arccos loses half the digits
         cross = u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
@@ -73,8 +80,16 @@ def gradient_angle(u: object, v: object) -> Tensor:
     return torch.rad2deg(torch.arccos(cos))
 
 
-def flow_pair(particles: object, loss: MixtureLoss, *, steps: int = 100, dt_natural: float = 0.05,
-              dt_euclidean: float = 0.05, damping: float = 1e-3, max_step: float | None = None) -> tuple[Tensor, Tensor]:
+def flow_pair(
+    particles: object,
+    loss: MixtureLoss,
+    *,
+    steps: int = 100,
+    dt_natural: float = 0.05,
+    dt_euclidean: float = 0.05,
+    damping: float = 1e-3,
+    max_step: float | None = None,
+) -> tuple[Tensor, Tensor]:
     r"""The natural and the Euclidean flow of :func:`flow` from the same particles, integrated together.
 
     Each Euler step evaluates the loss gradient once for both particle sets (one batched
@@ -86,7 +101,10 @@ def flow_pair(particles: object, loss: MixtureLoss, *, steps: int = 100, dt_natu
     if not isinstance(loss, MixtureLoss):
         raise TypeError(f"loss must be a MixtureLoss, got {type(loss).__name__}")
     steps = check_integer(steps, "steps", minimum=1)
-    dt_n, dt_e = check_positive_real(dt_natural, "dt_natural"), check_positive_real(dt_euclidean, "dt_euclidean")
+    dt_n, dt_e = (
+        check_positive_real(dt_natural, "dt_natural"),
+        check_positive_real(dt_euclidean, "dt_euclidean"),
+    )
     lam = check_positive_real(damping, "damping")
     cap = 0.25 * loss.sigma if max_step is None else check_positive_real(max_step, "max_step")
     th0 = check_theta(particles, "particles")
@@ -104,11 +122,21 @@ def flow_pair(particles: object, loss: MixtureLoss, *, steps: int = 100, dt_natu
         nat, euc = nat + step[:k], euc + step[k:]
         out_n.append(nat)
         out_e.append(euc)
-    return torch.stack(out_n).reshape((steps + 1,) + shape), torch.stack(out_e).reshape((steps + 1,) + shape)
+    return torch.stack(out_n).reshape((steps + 1,) + shape), torch.stack(out_e).reshape(
+        (steps + 1,) + shape
+    )
 
 
-def flow(particles: object, loss: MixtureLoss, *, method: str = "natural", steps: int = 100, dt: float = 0.05,
-         damping: float = 1e-3, max_step: float | None = None) -> Tensor:
+def flow(
+    particles: object,
+    loss: MixtureLoss,
+    *,
+    method: str = "natural",
+    steps: int = 100,
+    dt: float = 0.05,
+    damping: float = 1e-3,
+    max_step: float | None = None,
+) -> Tensor:
     r"""Particles following the negative natural or Euclidean gradient field, by explicit Euler steps.
 
     .. math:: \theta_{t+1} = \theta_t - \Delta t\,(F(\theta_t)+\lambda I)^{-1}\nabla L(\theta_t)
@@ -127,7 +155,11 @@ def flow(particles: object, loss: MixtureLoss, *, method: str = "natural", steps
         raise TypeError(f"loss must be a MixtureLoss, got {type(loss).__name__}")
     steps = check_integer(steps, "steps", minimum=1)
     dt = check_positive_real(dt, "dt")
-    lam = check_positive_real(damping, "damping") if method == "natural" else check_nonnegative_real(damping, "damping")
+    lam = (
+        check_positive_real(damping, "damping")
+        if method == "natural"
+        else check_nonnegative_real(damping, "damping")
+    )
     cap = 0.25 * loss.sigma if max_step is None else check_positive_real(max_step, "max_step")
     th = check_theta(particles, "particles").clone()
     out = [th]

@@ -56,7 +56,9 @@ def check_theta(theta: object, name: str = "theta") -> Tensor:
     of the mixture manifold :cite:`amari1998natural`, or raise naming ``name``."""
     t = check_finite(as_tensor(theta, name), name)
     if t.ndim == 0 or t.shape[-1] != 2:
-        raise ValueError(f"{name} must have last axis of size 2 (mu1, mu2), got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have last axis of size 2 (mu1, mu2), got shape {tuple(t.shape)}"
+        )
     return t
 
 
@@ -81,7 +83,8 @@ def check_sigma(sigma: object, like: Tensor | None = None) -> Tensor:
 # quadrature
 @dataclass(frozen=True)
 class QuadratureRule:
-    r"""Nodes :math:`z_j` and weights :math:`w_j` with :math:`\mathbb E_{\mathcal N(0,1)}[g] \approx \sum_j w_j g(z_j)`."""
+    r"""Nodes :math:`z_j` and weights :math:`w_j` with
+    :math:`\mathbb E_{\mathcal N(0,1)}[g] \approx \sum_j w_j g(z_j)`."""
 
     nodes: Tensor
     weights: Tensor
@@ -91,9 +94,13 @@ class QuadratureRule:
         z = check_finite(as_tensor(self.nodes, "nodes"), "nodes")
         w = check_finite(as_tensor(self.weights, "weights", dtype=z.dtype), "weights")
         if z.ndim != 1 or w.shape != z.shape:
-            raise ValueError(f"nodes and weights must be 1-D of equal length, got {tuple(z.shape)} and {tuple(w.shape)}")
+            raise ValueError(
+                f"nodes and weights must be 1-D of equal length, got {tuple(z.shape)} and {tuple(w.shape)}"
+            )
         if abs(float(w.sum()) - 1.0) > 1e-10:
-            raise ValueError(f"weights must sum to 1 (a rule for a probability), got {float(w.sum()):.12g}")
+            raise ValueError(
+                f"weights must sum to 1 (a rule for a probability), got {float(w.sum()):.12g}"
+            )
         object.__setattr__(self, "nodes", z)
         object.__setattr__(self, "weights", w)
 
@@ -189,8 +196,14 @@ def density(x: object, theta: object, sigma: object = 1.0) -> Tensor:
     return torch.exp(log_prob(x, theta, sigma))
 
 
-def sample(n: int, theta: object, sigma: float = 1.0, *, seed: int | None = None,
-           generator: torch.Generator | None = None) -> Tensor:
+def sample(
+    n: int,
+    theta: object,
+    sigma: float = 1.0,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Draw ``n`` points from the mixture at one ``theta`` (shape ``(2,)``), reproducibly."""
     n = check_integer(n, "n", minimum=1)
     theta = check_theta(theta)
@@ -212,7 +225,8 @@ def _resp(x: Tensor, mu1: Tensor, mu2: Tensor, sigma: Tensor) -> tuple[Tensor, T
 
 
 def responsibilities(x: object, theta: object, sigma: object = 1.0) -> Tensor:
-    r""":math:`(r_1(x), r_2(x))` stacked on a last axis; :math:`r_1 = \mathrm{sigmoid}\big((\mu_1-\mu_2)(x-\bar\mu)/\sigma^2\big)`."""
+    r""":math:`(r_1(x), r_2(x))` stacked on a last axis;
+    :math:`r_1 = \mathrm{sigmoid}\big((\mu_1-\mu_2)(x-\bar\mu)/\sigma^2\big)`."""
     theta = check_theta(theta)
     s = check_sigma(sigma, theta)
     x = check_finite(as_tensor(x, "x", dtype=theta.dtype), "x")
@@ -251,7 +265,8 @@ def _neg_hess(x: Tensor, mu1: Tensor, mu2: Tensor, sigma: Tensor) -> Tensor:
 def negative_hessian(x: object, theta: object, sigma: object = 1.0) -> Tensor:
     r"""Negative Hessian :math:`-\nabla^2_\theta\log p(x\mid\theta)`, shape ``batch + (n, 2, 2)``.
 
-    .. math:: -\partial_i\partial_j\log p = \delta_{ij}\frac{r_i}{\sigma^2} - r_i(\delta_{ij}-r_j)\frac{(x-\mu_i)(x-\mu_j)}{\sigma^4}.
+    .. math:: -\partial_i\partial_j\log p = \delta_{ij}\frac{r_i}{\sigma^2} -
+        r_i(\delta_{ij}-r_j)\frac{(x-\mu_i)(x-\mu_j)}{\sigma^4}.
     """
     theta = check_theta(theta)
     s = check_sigma(sigma, theta)
@@ -261,8 +276,11 @@ def negative_hessian(x: object, theta: object, sigma: object = 1.0) -> Tensor:
     return _neg_hess(x, *_split(theta, s, x))
 
 
-def quadrature_nodes(theta: object, sigma: object = 1.0, rule: QuadratureRule | None = None) -> tuple[Tensor, Tensor]:
-    r"""Nodes ``x`` (shape ``batch + (2n,)``) and weights ``w`` (shape ``(2n,)``) with :math:`\mathbb E_{p(\cdot\mid\theta)}[g]\approx\sum_j w_j g(x_j)`.
+def quadrature_nodes(
+    theta: object, sigma: object = 1.0, rule: QuadratureRule | None = None
+) -> tuple[Tensor, Tensor]:
+    r"""Nodes ``x`` (shape ``batch + (2n,)``) and weights ``w`` (shape ``(2n,)``) with
+    :math:`\mathbb E_{p(\cdot\mid\theta)}[g]\approx\sum_j w_j g(x_j)`.
 
     The nodes are :math:`\mu_k + \sigma z_j` for both components; the weights
     :math:`\tfrac12 w_j` do not depend on :math:`\theta`. They sum to one, so they can be passed
@@ -278,15 +296,20 @@ def quadrature_nodes(theta: object, sigma: object = 1.0, rule: QuadratureRule | 
     return x, w
 
 
-def expectation(fn, theta: object, sigma: object = 1.0, rule: QuadratureRule | None = None) -> Tensor:  # type: ignore[no-untyped-def]
-    r""":math:`\mathbb E_{p(x\mid\theta)}[f(x)]` by quadrature, for ``fn(x)`` mapping nodes ``batch + (m,)`` to ``batch + (m, ...)``."""
+def expectation(
+    fn, theta: object, sigma: object = 1.0, rule: QuadratureRule | None = None
+) -> Tensor:  # type: ignore[no-untyped-def]
+    r""":math:`\mathbb E_{p(x\mid\theta)}[f(x)]` by quadrature, for ``fn(x)`` mapping nodes ``batch + (m,)`` to
+    ``batch + (m, ...)``."""
     x, w = quadrature_nodes(theta, sigma, rule)
     vals = fn(x)
     extra = vals.ndim - x.ndim
     return (vals * w.reshape(w.shape + (1,) * extra)).sum(x.ndim - 1)
 
 
-def fisher(theta: object, sigma: object = 1.0, *, form: str = "score", rule: QuadratureRule | None = None) -> Tensor:
+def fisher(
+    theta: object, sigma: object = 1.0, *, form: str = "score", rule: QuadratureRule | None = None
+) -> Tensor:
     r"""Fisher information of the mixture at every ``theta`` (shape ``batch + (2,)`` to ``batch + (2, 2)``).
 
     .. math::
@@ -324,8 +347,6 @@ def fisher(theta: object, sigma: object = 1.0, *, form: str = "score", rule: Qua
     return torch.einsum("...nij,n->...ij", h, w)
 
 
-
-
 # ------------------------------------------------------------------------------------------
 # losses
 def _adaptive_rule(theta: Tensor, sigma: Tensor, rule: QuadratureRule | None) -> QuadratureRule:
@@ -339,8 +360,11 @@ def _adaptive_rule(theta: Tensor, sigma: Tensor, rule: QuadratureRule | None) ->
     return _DEFAULT_RULE if h == 0.1 else trapezoid_rule(h)
 
 
-def kl_divergence(theta_p: object, theta_q: object, sigma: object = 1.0, rule: QuadratureRule | None = None) -> Tensor:
-    r""":math:`\mathrm{KL}(p_{\theta_p}\,\|\,p_{\theta_q}) = \mathbb E_{p_{\theta_p}}[\log p_{\theta_p} - \log p_{\theta_q}]` by quadrature (broadcasts)."""
+def kl_divergence(
+    theta_p: object, theta_q: object, sigma: object = 1.0, rule: QuadratureRule | None = None
+) -> Tensor:
+    r""":math:`\mathrm{KL}(p_{\theta_p}\,\|\,p_{\theta_q}) = \mathbb E_{p_{\theta_p}}[\log p_{\theta_p} - \log
+    p_{\theta_q}]` by quadrature (broadcasts)."""
     tp, tq = check_theta(theta_p, "theta_p"), check_theta(theta_q, "theta_q")
     tp, tq = torch.broadcast_tensors(tp, tq.to(tp.dtype))
     s = check_sigma(sigma, tp)
@@ -364,7 +388,8 @@ class MixtureLoss:
 
 @dataclass(frozen=True)
 class KLToTarget(MixtureLoss):
-    r"""Population loss :math:`L(\theta) = \mathrm{KL}(p_{\theta^*}\,\|\,p_\theta)` (expected NLL minus the target's entropy).
+    r"""Population loss :math:`L(\theta) = \mathrm{KL}(p_{\theta^*}\,\|\,p_\theta)` (expected NLL minus the
+    target's entropy).
 
     Minimal (zero) at :math:`\theta^*` and at its mirror image :math:`(\mu_2^*,\mu_1^*)`, the
     same distribution. Gradient :math:`\nabla L = -\mathbb E_{p_{\theta^*}}[\nabla_\theta\log p_\theta(x)]`,
@@ -385,7 +410,9 @@ class KLToTarget(MixtureLoss):
     def _nodes(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         s = torch.tensor(self.sigma, dtype=theta.dtype)
         target = self.target.to(theta.dtype)
-        r = _adaptive_rule(torch.cat([theta.detach().reshape(-1, 2), target.reshape(1, 2)]), s, self.rule)
+        r = _adaptive_rule(
+            torch.cat([theta.detach().reshape(-1, 2), target.reshape(1, 2)]), s, self.rule
+        )
         x, w = quadrature_nodes(target, s, r)
         return x.expand(theta.shape[:-1] + x.shape), w, s
 
@@ -417,7 +444,9 @@ class NegativeLogLikelihood(MixtureLoss):
         object.__setattr__(self, "sigma", check_positive_real(self.sigma, "sigma"))
 
     @classmethod
-    def from_target(cls, target: object, n: int, sigma: float = 1.0, *, seed: int = 0) -> NegativeLogLikelihood:
+    def from_target(
+        cls, target: object, n: int, sigma: float = 1.0, *, seed: int = 0
+    ) -> NegativeLogLikelihood:
         """``n`` points drawn (seeded) from the mixture at ``target``."""
         return cls(sample(n, target, sigma, seed=seed), sigma)
 

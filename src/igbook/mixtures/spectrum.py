@@ -40,7 +40,8 @@ ISOTROPIC_SEPARATION = 1.6362557214809716
 
 
 def parameter_grid(low: float = -3.0, high: float = 3.0, n: int = 25) -> Tensor:
-    r"""An ``n x n`` grid of :math:`(\mu_1,\mu_2)` on :math:`[\text{low},\text{high}]^2`, shape ``(n, n, 2)`` (``[i, j] = (x_j, y_i)``)."""
+    r"""An ``n x n`` grid of :math:`(\mu_1,\mu_2)` on :math:`[\text{low},\text{high}]^2`, shape ``(n, n, 2)``
+    (``[i, j] = (x_j, y_i)``)."""
     n = check_integer(n, "n", minimum=2)
     low, high = check_real(low, "low"), check_real(high, "high")
     if not (math.isfinite(low) and math.isfinite(high) and high > low):
@@ -74,16 +75,25 @@ def fisher_eigen(fisher_matrix: object) -> tuple[Tensor, Tensor]:
 
 
 def condition_number(fisher_matrix: object) -> Tensor:
-    r""":math:`\kappa = \lambda_{\max}/\lambda_{\min}`; ``inf`` where :math:`\lambda_{\min}=0` (on the singular line :math:`\mu_1=\mu_2`)."""
+    r""":math:`\kappa = \lambda_{\max}/\lambda_{\min}`; ``inf`` where :math:`\lambda_{\min}=0` (on the singular
+    line :math:`\mu_1=\mu_2`)."""
     evals, _ = fisher_eigen(fisher_matrix)
     lo, hi = evals[..., 0], evals[..., 1]
     if bool((hi <= 0).any()):
         raise ValueError("fisher_matrix must not be the zero matrix (condition number undefined)")
-    return torch.where(lo > 0, hi / lo.clamp_min(torch.finfo(lo.dtype).tiny), torch.full_like(lo, math.inf))
+    return torch.where(
+        lo > 0, hi / lo.clamp_min(torch.finfo(lo.dtype).tiny), torch.full_like(lo, math.inf)
+    )
 
 
-def ellipse_outlines(centers: object, fisher_matrix: object, eps: float = 1.0, *, num: int = 40,
-                     max_semi_axis: float | None = None) -> tuple[Tensor, Tensor]:
+def ellipse_outlines(
+    centers: object,
+    fisher_matrix: object,
+    eps: float = 1.0,
+    *,
+    num: int = 40,
+    max_semi_axis: float | None = None,
+) -> tuple[Tensor, Tensor]:
     r"""Fisher ellipses :math:`\{\theta: (\theta-c)^\top F (\theta-c) = \varepsilon\}` for a whole field.
 
     Semi-axes are :math:`\sqrt{\varepsilon/\lambda_i}` along the eigenvectors of :math:`F`. The level is
@@ -104,7 +114,9 @@ def ellipse_outlines(centers: object, fisher_matrix: object, eps: float = 1.0, *
     evals, evecs = fisher_eigen(fisher_matrix)
     centers = check_theta(centers, "centers").to(evals.dtype)
     if centers.shape[:-1] != evals.shape[:-1]:
-        raise ValueError(f"centers batch {tuple(centers.shape[:-1])} must match fisher batch {tuple(evals.shape[:-1])}")
+        raise ValueError(
+            f"centers batch {tuple(centers.shape[:-1])} must match fisher batch {tuple(evals.shape[:-1])}"
+        )
     tiny = torch.finfo(evals.dtype).tiny
     semi = torch.sqrt(eps / evals.clamp_min(tiny))
     clipped = torch.zeros(evals.shape[:-1], dtype=torch.bool)

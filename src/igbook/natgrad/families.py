@@ -112,11 +112,15 @@ def chart(family: type[ExponentialFamily] | ExponentialFamily, name: str | Chart
     if not isinstance(name, str):
         raise TypeError(f"chart must be a name or a Chart, got {type(name).__name__}")
     if name not in chart_names(cls):
-        raise ValueError(f"unknown chart {name!r} for {cls.__name__}; choose one of {chart_names(cls)}")
+        raise ValueError(
+            f"unknown chart {name!r} for {cls.__name__}; choose one of {chart_names(cls)}"
+        )
     if name == "params":
         return Chart("params", lambda p: p, lambda t: t, "usual coordinates")
     if name == "natural":
-        return Chart("natural", cls.params_from_natural, cls.natural_from_params, "natural parameter eta")
+        return Chart(
+            "natural", cls.params_from_natural, cls.natural_from_params, "natural parameter eta"
+        )
     if name == "mean":
         return Chart(
             "mean",
@@ -167,7 +171,9 @@ def submanifold_chart(base_params: Tensor, free: Sequence[int], name: str = "sub
     return Chart(name, to_params, from_params, f"coordinates {idx} free, others fixed")
 
 
-def checked_distribution(cls: type[ExponentialFamily], theta: Tensor, what: str) -> ExponentialFamily:
+def checked_distribution(
+    cls: type[ExponentialFamily], theta: Tensor, what: str
+) -> ExponentialFamily:
     """The distribution of ``cls`` at usual coordinates ``theta``, or :class:`ValueError` saying
     that ``what`` (a step, a point) left the parameter space (:cite:t:`amari2016information`)."""
     try:
@@ -178,12 +184,16 @@ def checked_distribution(cls: type[ExponentialFamily], theta: Tensor, what: str)
         raise ValueError(f"{what} left the parameter space of {cls.__name__}: {exc}") from exc
 
 
-def start_point(dist: ExponentialFamily, which: str | Chart) -> tuple[type[ExponentialFamily], Chart, Tensor]:
+def start_point(
+    dist: ExponentialFamily, which: str | Chart
+) -> tuple[type[ExponentialFamily], Chart, Tensor]:
     r"""``(family, chart, phi)`` for a step from ``dist`` in the chart ``which``: the checked
     starting point of every step and loop, :math:`\phi = \phi(\theta)` detached
     (:cite:t:`amari1998natural`)."""
     if not isinstance(dist, ExponentialFamily):
-        raise TypeError(f"dist must be a distribution of igbook.families, got {type(dist).__name__}")
+        raise TypeError(
+            f"dist must be a distribution of igbook.families, got {type(dist).__name__}"
+        )
     cls = type(dist)
     ch = chart(cls, which)
     phi = ch.from_params(dist.params).detach()
@@ -192,8 +202,11 @@ def start_point(dist: ExponentialFamily, which: str | Chart) -> tuple[type[Expon
 
 # ------------------------------------------------------------------------------------------
 # KL and losses
-def kl_between(family: type[ExponentialFamily] | ExponentialFamily, theta_p: Tensor, theta_q: Tensor) -> Tensor:
-    r""":math:`\mathrm{KL}(q_{\theta_p}\|q_{\theta_q})` in the Bregman form of the log-partition; pure and differentiable.
+def kl_between(
+    family: type[ExponentialFamily] | ExponentialFamily, theta_p: Tensor, theta_q: Tensor
+) -> Tensor:
+    r""":math:`\mathrm{KL}(q_{\theta_p}\|q_{\theta_q})` in the Bregman form of the log-partition; pure and
+    differentiable.
 
     .. math:: \mathrm{KL} = A(\eta_q) - A(\eta_p) - (\eta_q-\eta_p)^\top\nabla A(\eta_p),
 
@@ -206,28 +219,34 @@ def kl_between(family: type[ExponentialFamily] | ExponentialFamily, theta_p: Ten
 
 
 def kl_loss(target: ExponentialFamily, *, reverse: bool = False) -> Loss:
-    r"""Loss :math:`\theta\mapsto\mathrm{KL}(p^*\|q_\theta)` (``reverse=False``: fitting by maximum likelihood) or :math:`\mathrm{KL}(q_\theta\|p^*)`.
+    r"""Loss :math:`\theta\mapsto\mathrm{KL}(p^*\|q_\theta)` (``reverse=False``: fitting by maximum likelihood) or
+    :math:`\mathrm{KL}(q_\theta\|p^*)`.
 
     The forward KL equals the expected negative log-likelihood under the target minus its
     entropy; in natural coordinates its gradient is :math:`\mu(\eta)-\mu^*` and its Hessian is
     the Fisher matrix, so natural-gradient descent on it with step 1 is Newton's method.
     """
     if not isinstance(target, ExponentialFamily):
-        raise TypeError(f"target must be a distribution of igbook.families, got {type(target).__name__}")
+        raise TypeError(
+            f"target must be a distribution of igbook.families, got {type(target).__name__}"
+        )
     cls, tp = type(target), target.params
 
     if reverse:
+
         def loss(theta: Tensor) -> Tensor:
             return kl_between(cls, theta, tp.to(theta.dtype))
     else:
+
         def loss(theta: Tensor) -> Tensor:
             return kl_between(cls, tp.to(theta.dtype), theta)
 
     return loss
 
 
-def local_model(cls: type[ExponentialFamily], ch: Chart, phi: Tensor, loss: Loss, *, fisher: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+def local_model(
+    cls: type[ExponentialFamily], ch: Chart, phi: Tensor, loss: Loss, *, fisher: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     r"""Loss value, gradient, usual parameters and (optionally) the pulled-back Fisher at ``phi``.
 
     One small autograd graph gives :math:`\nabla_\phi L` and the rows of
@@ -243,8 +262,10 @@ def local_model(cls: type[ExponentialFamily], ch: Chart, phi: Tensor, loss: Loss
         (g,) = torch.autograd.grad(val, p, retain_graph=fisher)
         f_phi = None
         if fisher:
-            rows = [torch.autograd.grad(theta[i], p, retain_graph=True, allow_unused=True)[0]
-                    for i in range(theta.shape[0])]
+            rows = [
+                torch.autograd.grad(theta[i], p, retain_graph=True, allow_unused=True)[0]
+                for i in range(theta.shape[0])
+            ]
             jac = torch.stack([torch.zeros_like(p) if r is None else r for r in rows])
     val, g, theta = val.detach(), g.detach(), theta.detach()
     if not (bool(torch.isfinite(val)) and bool(torch.isfinite(g).all())):
@@ -273,12 +294,15 @@ def loss_and_gradient(loss: Loss, ch: Chart, phi: Tensor) -> tuple[Tensor, Tenso
 # ------------------------------------------------------------------------------------------
 # Fisher in a chart
 def fisher_in_chart(dist: ExponentialFamily, which: str | Chart = "params") -> Tensor:
-    r"""Fisher information of ``dist`` in the chart, :math:`F_\phi = J^\top F_\theta J` (closed-form :math:`F_\theta`)."""
+    r"""Fisher information of ``dist`` in the chart, :math:`F_\phi = J^\top F_\theta J` (closed-form
+    :math:`F_\theta`)."""
     cls, ch, phi = start_point(dist, which)
     return reparameterized_fisher(lambda th: cls.from_params(th).fisher(), ch.to_params, phi)
 
 
-def fisher_vector_product(dist: ExponentialFamily, which: str | Chart = "params") -> Callable[[Tensor], Tensor]:
+def fisher_vector_product(
+    dist: ExponentialFamily, which: str | Chart = "params"
+) -> Callable[[Tensor], Tensor]:
     r"""Matrix-free :math:`v\mapsto J^\top F_\theta (J v)` in the chart, by one ``jvp`` and one ``vjp``.
 
     For :func:`igbook.natgrad.core.natural_gradient_cg`; the Fisher in the chart is never formed.
@@ -315,27 +339,40 @@ class NaturalGradient:
         return self.grad @ self.direction
 
 
-def natural_gradient_at(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", *,
-                        damping: float = 0.0) -> NaturalGradient:
+def natural_gradient_at(
+    dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", *, damping: float = 0.0
+) -> NaturalGradient:
     r"""Gradient, Fisher and natural gradient :math:`(F_\phi+\lambda I)^{-1}\nabla_\phi L` at ``dist`` in the chart."""
     cls, ch, phi = start_point(dist, which)
     val, g, _, f = local_model(cls, ch, phi, loss, fisher=True)
     assert f is not None
     if f.shape != (g.shape[0], g.shape[0]):
-        raise ValueError(f"the chart gives a gradient of length {g.shape[0]} but a Fisher of shape {tuple(f.shape)}")
+        raise ValueError(
+            f"the chart gives a gradient of length {g.shape[0]} but a Fisher of shape {tuple(f.shape)}"
+        )
     return NaturalGradient(ch.name, phi, val, g, f, natural_gradient(f, g, damping))
 
 
-def natural_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", lr: float = 0.1, *,
-                 damping: float = 0.0) -> ExponentialFamily:
+def natural_step(
+    dist: ExponentialFamily,
+    loss: Loss,
+    which: str | Chart = "params",
+    lr: float = 0.1,
+    *,
+    damping: float = 0.0,
+) -> ExponentialFamily:
     r"""One step :math:`\phi - \rho(F_\phi+\lambda I)^{-1}\nabla_\phi L`, returned as a distribution."""
     lr = check_positive_real(lr, "lr")
     ng = natural_gradient_at(dist, loss, which, damping=damping)
     ch = chart(type(dist), which)
-    return checked_distribution(type(dist), ch.to_params(ng.coords - lr * ng.direction), "the natural step")
+    return checked_distribution(
+        type(dist), ch.to_params(ng.coords - lr * ng.direction), "the natural step"
+    )
 
 
-def euclidean_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", lr: float = 0.1) -> ExponentialFamily:
+def euclidean_step(
+    dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", lr: float = 0.1
+) -> ExponentialFamily:
     r"""One gradient-descent step :math:`\phi - \rho\nabla_\phi L` in the chart, returned as a distribution."""
     lr = check_positive_real(lr, "lr")
     cls, ch, phi = start_point(dist, which)
@@ -347,8 +384,15 @@ def euclidean_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "pa
 APPROXIMATIONS = ("diagonal_fisher", "adam_first_step")
 
 
-def approximate_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", lr: float = 0.1, *,
-                     method: str = "diagonal_fisher", eps: float = 0.0) -> ExponentialFamily:
+def approximate_step(
+    dist: ExponentialFamily,
+    loss: Loss,
+    which: str | Chart = "params",
+    lr: float = 0.1,
+    *,
+    method: str = "diagonal_fisher",
+    eps: float = 0.0,
+) -> ExponentialFamily:
     r"""One step of a cheap approximation of the natural gradient in the chart, as a distribution.
 
     ``method="diagonal_fisher"``: :math:`\phi - \rho\,\nabla_\phi L / (\operatorname{diag}F_\phi + \epsilon)`,

@@ -64,12 +64,23 @@ class Trajectory:
         return [self.family.from_params(p) for p in self.params]
 
 
-def descend(start: ExponentialFamily, loss: Loss, which: str | Chart = "params", *, method: str = "natural",
-            lr: float = 0.1, steps: int = 100, damping: float = 0.0, trust_radius: float | None = None,
-            stop_below: float | None = None, max_loss: float | None = None) -> Trajectory:
+def descend(
+    start: ExponentialFamily,
+    loss: Loss,
+    which: str | Chart = "params",
+    *,
+    method: str = "natural",
+    lr: float = 0.1,
+    steps: int = 100,
+    damping: float = 0.0,
+    trust_radius: float | None = None,
+    stop_below: float | None = None,
+    max_loss: float | None = None,
+) -> Trajectory:
     r"""Run natural-gradient (``method="natural"``) or gradient (``"euclidean"``) descent in a chart.
 
-    .. math:: \phi_{t+1} = \phi_t - \rho\,P_t\nabla_\phi L(\phi_t),\qquad P_t = (F_\phi(\phi_t)+\lambda I)^{-1}\ \text{or}\ I.
+    .. math:: \phi_{t+1} = \phi_t - \rho\,P_t\nabla_\phi L(\phi_t),\qquad
+        P_t = (F_\phi(\phi_t)+\lambda I)^{-1}\ \text{or}\ I.
 
     With ``trust_radius`` (natural only) each step is :func:`trust_region_step` with the step
     length capped by ``lr``. Stops early once the loss is at most ``stop_below``; raises
@@ -107,12 +118,16 @@ def descend(start: ExponentialFamily, loss: Loss, which: str | Chart = "params",
                 new_val, g, new_theta, f = local_model(cls, ch, new_phi, loss, fisher=natural)
                 checked_distribution(cls, new_theta, "the step")
             except ValueError as exc:
-                raise ValueError(f"step {t + 1} of {method} descent in the {ch.name!r} chart with lr={lr:g}: {exc}; "
-                                 "use a smaller lr or a trust region") from exc
+                raise ValueError(
+                    f"step {t + 1} of {method} descent in the {ch.name!r} chart with lr={lr:g}: {exc}; "
+                    "use a smaller lr or a trust region"
+                ) from exc
             nb = 0
         if max_loss is not None and not float(new_val) <= max_loss:
-            raise ValueError(f"step {t + 1} of {method} descent in the {ch.name!r} chart with lr={lr:g}: the loss "
-                             f"{float(new_val):.4g} exceeds max_loss={max_loss:g} (diverging); use a smaller lr")
+            raise ValueError(
+                f"step {t + 1} of {method} descent in the {ch.name!r} chart with lr={lr:g}: the loss "
+                f"{float(new_val):.4g} exceeds max_loss={max_loss:g} (diverging); use a smaller lr"
+            )
         kls.append(kl_between(cls, theta, new_theta).detach())
         phi, theta = new_phi, new_theta
         coords.append(phi)
@@ -121,8 +136,13 @@ def descend(start: ExponentialFamily, loss: Loss, which: str | Chart = "params",
         backs.append(nb)
     dt = phi.dtype
     return Trajectory(
-        cls, ch.name, method, lr,
-        torch.stack(coords), torch.stack(params), torch.stack(losses),
+        cls,
+        ch.name,
+        method,
+        lr,
+        torch.stack(coords),
+        torch.stack(params),
+        torch.stack(losses),
         torch.stack(kls) if kls else torch.zeros(0, dtype=dt),
         torch.tensor(backs, dtype=torch.int64),
     )
@@ -131,14 +151,25 @@ def descend(start: ExponentialFamily, loss: Loss, which: str | Chart = "params",
 def iterations_to_tolerance(losses: Tensor | Trajectory, tol: float) -> int | None:
     """First iteration at which the loss is at most ``tol`` (``None`` if never)."""
     tol = check_positive_real(tol, "tol")
-    values = losses.losses if isinstance(losses, Trajectory) else check_finite(as_tensor(losses, "losses"), "losses")
+    values = (
+        losses.losses
+        if isinstance(losses, Trajectory)
+        else check_finite(as_tensor(losses, "losses"), "losses")
+    )
     hit = torch.nonzero(values <= tol)
     return int(hit[0]) if hit.numel() else None
 
 
-def best_learning_rate(start: ExponentialFamily, loss: Loss, which: str | Chart = "params", *, method: str = "euclidean",
-                       lrs: Sequence[float] = (2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001),
-                       steps: int = 1000, tol: float = 1e-8) -> tuple[float | None, int | None]:
+def best_learning_rate(
+    start: ExponentialFamily,
+    loss: Loss,
+    which: str | Chart = "params",
+    *,
+    method: str = "euclidean",
+    lrs: Sequence[float] = (2.0, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001),
+    steps: int = 1000,
+    tol: float = 1e-8,
+) -> tuple[float | None, int | None]:
     """The learning rate from ``lrs`` that reaches ``loss <= tol`` in the fewest iterations, and that number.
 
     ``lrs`` are tried from the largest down. Runs that leave the parameter space, diverge (loss
@@ -157,8 +188,16 @@ def best_learning_rate(start: ExponentialFamily, loss: Loss, which: str | Chart 
     best: tuple[float | None, int | None] = (None, None)
     for lr in rates:
         try:
-            tr = descend(start, loss, ch, method=method, lr=lr, steps=steps, stop_below=tol,
-                         max_loss=100.0 * abs(loss0) + 1.0)
+            tr = descend(
+                start,
+                loss,
+                ch,
+                method=method,
+                lr=lr,
+                steps=steps,
+                stop_below=tol,
+                max_loss=100.0 * abs(loss0) + 1.0,
+            )
         except ValueError:
             continue
         it = iterations_to_tolerance(tr, tol)

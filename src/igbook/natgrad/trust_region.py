@@ -52,10 +52,20 @@ class TrustRegionStep:
     accepted: bool
 
 
-def trust_region_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", radius: float = 0.01, *,
-                      lr: float | None = None, damping: float = 0.0, shrink: float = 0.5, max_backtracks: int = 40,
-                      line_search: bool = True) -> TrustRegionStep:
-    r"""A natural-gradient step held inside the KL ball :math:`\mathrm{KL}(q_{\text{old}}\|q_{\text{new}})\le\epsilon` (TRPO).
+def trust_region_step(
+    dist: ExponentialFamily,
+    loss: Loss,
+    which: str | Chart = "params",
+    radius: float = 0.01,
+    *,
+    lr: float | None = None,
+    damping: float = 0.0,
+    shrink: float = 0.5,
+    max_backtracks: int = 40,
+    line_search: bool = True,
+) -> TrustRegionStep:
+    r"""A natural-gradient step held inside the KL ball
+    :math:`\mathrm{KL}(q_{\text{old}}\|q_{\text{new}})\le\epsilon` (TRPO).
 
     The step length starts at :math:`s_0=\sqrt{2\epsilon/(g^\top F^{-1}g)}` (where the quadratic
     model of the KL equals :math:`\epsilon`, :func:`igbook.natgrad.core.trust_region_step_size`),
@@ -97,13 +107,23 @@ def trust_region_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = 
             ekl = float(kl_between(cls, theta0, theta))
             f1 = float(loss(theta))
             if math.isfinite(ekl) and ekl <= radius and math.isfinite(f1) and f1 < f0:
-                return TrustRegionStep(cls.from_params(theta), s, quad * s * s, ekl, f0, f1, k, True)
+                return TrustRegionStep(
+                    cls.from_params(theta), s, quad * s * s, ekl, f0, f1, k, True
+                )
         s *= shrink
     return TrustRegionStep(dist, 0.0, 0.0, 0.0, f0, f0, max_backtracks, False)
 
 
-def kl_proximal_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", lr: float = 0.1, *,
-                     kl_direction: str = "new_old", tol: float = 1e-10, max_iter: int = 100) -> ExponentialFamily:
+def kl_proximal_step(
+    dist: ExponentialFamily,
+    loss: Loss,
+    which: str | Chart = "params",
+    lr: float = 0.1,
+    *,
+    kl_direction: str = "new_old",
+    tol: float = 1e-10,
+    max_iter: int = 100,
+) -> ExponentialFamily:
     r"""The KL-proximal step: the exact minimizer of a linearized loss plus a KL penalty.
 
     .. math:: \phi_{t+1} = \arg\min_\phi\; \nabla_\phi L(\phi_t)^\top(\phi-\phi_t) + \frac1\rho\,D(\phi),
@@ -130,7 +150,11 @@ def kl_proximal_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "
 
     def objective(phi: Tensor) -> Tensor:
         th = ch.to_params(phi)
-        kl = kl_between(cls, theta0, th) if kl_direction == "old_new" else kl_between(cls, th, theta0)
+        kl = (
+            kl_between(cls, theta0, th)
+            if kl_direction == "old_new"
+            else kl_between(cls, th, theta0)
+        )
         return g @ (phi - phi0) + kl / lr
 
     grad_j = jacrev(objective)
@@ -166,8 +190,16 @@ def kl_proximal_step(dist: ExponentialFamily, loss: Loss, which: str | Chart = "
     )
 
 
-def kl_ball_steepest_descent(dist: ExponentialFamily, loss: Loss, which: str | Chart = "params", radius: float = 1e-3, *,
-                             num: int = 2880, linearize: bool = True, kl_direction: str = "old_new") -> Tensor:
+def kl_ball_steepest_descent(
+    dist: ExponentialFamily,
+    loss: Loss,
+    which: str | Chart = "params",
+    radius: float = 1e-3,
+    *,
+    num: int = 2880,
+    linearize: bool = True,
+    kl_direction: str = "old_new",
+) -> Tensor:
     r"""Brute-force solution of the KL-constrained steepest-descent problem in a 2-D chart.
 
     .. math:: d^\star = \arg\min_{d:\ \mathrm{KL}(q_\phi\|q_{\phi+d})\le\epsilon}\ \nabla L^\top d
@@ -184,14 +216,21 @@ def kl_ball_steepest_descent(dist: ExponentialFamily, loss: Loss, which: str | C
     check_choice(kl_direction, "kl_direction", ("old_new", "new_old"))
     cls, ch, phi = start_point(dist, which)
     if phi.shape != (2,):
-        raise ValueError(f"kl_ball_steepest_descent needs a 2-D chart, got {phi.shape[0]} coordinates")
+        raise ValueError(
+            f"kl_ball_steepest_descent needs a 2-D chart, got {phi.shape[0]} coordinates"
+        )
     theta0 = ch.to_params(phi)
     val0, g = loss_and_gradient(loss, ch, phi)
 
     def kl_at(points: Tensor) -> Tensor:
         def one(p: Tensor) -> Tensor:
             th = ch.to_params(p)
-            return kl_between(cls, theta0, th) if kl_direction == "old_new" else kl_between(cls, th, theta0)
+            return (
+                kl_between(cls, theta0, th)
+                if kl_direction == "old_new"
+                else kl_between(cls, th, theta0)
+            )
+
         out = torch.func.vmap(one)(points)
         return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
 

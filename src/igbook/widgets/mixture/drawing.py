@@ -13,7 +13,18 @@ import numpy as np
 from igbook.plotting import PALETTE, book_style
 from igbook.widgets.mixture.state import MixtureState, spectrum_curve
 
-__all__ = ["Redraw", "MixtureFigure", "draw_mixture", "new_figure", "EUCLID_COLOR", "NATURAL_COLOR", "NATURAL_FLOW_COLOR", "ELLIPSE_COLOR", "CLIPPED_COLOR", "HANDLE_COLOR"]
+__all__ = [
+    "Redraw",
+    "MixtureFigure",
+    "draw_mixture",
+    "new_figure",
+    "EUCLID_COLOR",
+    "NATURAL_COLOR",
+    "NATURAL_FLOW_COLOR",
+    "ELLIPSE_COLOR",
+    "CLIPPED_COLOR",
+    "HANDLE_COLOR",
+]
 
 EUCLID_COLOR = PALETTE[1]  # vermillion: the Euclidean gradient ("red arrow")
 NATURAL_COLOR = PALETTE[5]  # sky blue: the natural gradient ("cyan arrow")
@@ -49,15 +60,29 @@ class MixtureFigure:
         (self.l_c1,) = ad.plot([], [], color=PALETTE[0], lw=1, ls="--", label="components")
         (self.l_c2,) = ad.plot([], [], color=PALETTE[0], lw=1, ls="--")
         self.h_lines = [ad.axvline(0, color=HANDLE_COLOR, lw=1.5, alpha=0.6) for _ in range(2)]
-        (self.h_pts,) = ad.plot([], [], "o", ms=11, color=HANDLE_COLOR, mec="white", mew=1.5, zorder=5,
-                                clip_on=False, label="handles μ1*, μ2*")
+        (self.h_pts,) = ad.plot(
+            [],
+            [],
+            "o",
+            ms=11,
+            color=HANDLE_COLOR,
+            mec="white",
+            mew=1.5,
+            zorder=5,
+            clip_on=False,
+            label="handles μ1*, μ2*",
+        )
         # plain (unicode) text for everything that changes per frame: mathtext parsing is cached
         # for 50 strings only, and re-parsing dominated the redraw time
-        self.h_text = [ad.text(0, 0, t, ha="center", va="bottom", fontsize=10, color=HANDLE_COLOR)
-                       for t in ("μ1*", "μ2*")]
+        self.h_text = [
+            ad.text(0, 0, t, ha="center", va="bottom", fontsize=10, color=HANDLE_COLOR)
+            for t in ("μ1*", "μ2*")
+        ]
         from matplotlib.ticker import FormatStrFormatter
 
-        ad.yaxis.set_major_formatter(FormatStrFormatter("%.2f"))  # fixed width: the layout is frozen
+        ad.yaxis.set_major_formatter(
+            FormatStrFormatter("%.2f")
+        )  # fixed width: the layout is frozen
         ad.set_xlabel("x")
         ad.set_ylabel("density")
         ad.set_title("data space")
@@ -65,35 +90,67 @@ class MixtureFigure:
 
         # parameter plane
         self.ellipses = LineCollection([], colors=ELLIPSE_COLOR, linewidths=0.8)
-        self.ellipses_clipped = LineCollection([], colors=CLIPPED_COLOR, linewidths=0.7, linestyles="--", alpha=0.6)
+        self.ellipses_clipped = LineCollection(
+            [], colors=CLIPPED_COLOR, linewidths=0.7, linestyles="--", alpha=0.6
+        )
         ap.add_collection(self.ellipses)
         ap.add_collection(self.ellipses_clipped)
-        (self.diag,) = ap.plot([], [], color=CLIPPED_COLOR, lw=1.2, ls=":", label="singular line μ1 = μ2")
+        (self.diag,) = ap.plot(
+            [], [], color=CLIPPED_COLOR, lw=1.2, ls=":", label="singular line μ1 = μ2"
+        )
         (self.h_ell,) = ap.plot([], [], color=HANDLE_COLOR, lw=2.2)
-        (self.target_pt,) = ap.plot([], [], "*", ms=16, color=HANDLE_COLOR, mec="white", zorder=6,
-                                    label="θ* = (μ1*, μ2*)")
-        (self.mirror_pt,) = ap.plot([], [], "*", ms=14, mfc="none", mec=HANDLE_COLOR, zorder=6, label="mirror (same p)")
+        (self.target_pt,) = ap.plot(
+            [], [], "*", ms=16, color=HANDLE_COLOR, mec="white", zorder=6, label="θ* = (μ1*, μ2*)"
+        )
+        (self.mirror_pt,) = ap.plot(
+            [], [], "*", ms=14, mfc="none", mec=HANDLE_COLOR, zorder=6, label="mirror (same p)"
+        )
         self.flow_nat = LineCollection([], colors=NATURAL_FLOW_COLOR, linewidths=1.1, alpha=0.85)
         self.flow_euc = LineCollection([], colors=EUCLID_COLOR, linewidths=1.1, alpha=0.85)
         ap.add_collection(self.flow_nat)
         ap.add_collection(self.flow_euc)
         (self.flow_end_nat,) = ap.plot([], [], "o", ms=3, color=NATURAL_FLOW_COLOR)
         (self.flow_end_euc,) = ap.plot([], [], "o", ms=3, color=EUCLID_COLOR)
-        self.arrows = ap.quiver([0, 0], [0, 0], [0, 0], [0, 0], color=[EUCLID_COLOR, NATURAL_COLOR], angles="xy",
-                                scale_units="xy", scale=1, width=0.012, zorder=7)
+        self.arrows = ap.quiver(
+            [0, 0],
+            [0, 0],
+            [0, 0],
+            [0, 0],
+            color=[EUCLID_COLOR, NATURAL_COLOR],
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            width=0.012,
+            zorder=7,
+        )
         (self.probe_pt,) = ap.plot([], [], "o", ms=7, color="#222222", zorder=8)
-        self.angle_text = ap.text(0, 0, "", fontsize=10, ha="center", va="bottom", zorder=9,
-                                  bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
+        self.angle_text = ap.text(
+            0,
+            0,
+            "",
+            fontsize=10,
+            ha="center",
+            va="bottom",
+            zorder=9,
+            bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85),
+        )
         ap.set_xlabel("μ1")
         ap.set_ylabel("μ2")
         ap.set_aspect("equal", adjustable="box")
         ap.set_title("parameter plane: Fisher ellipses")
         from matplotlib.lines import Line2D
 
-        extra = [Line2D([], [], color=EUCLID_COLOR, lw=2, label="−∇L (Euclidean)"),
-                 Line2D([], [], color=NATURAL_COLOR, lw=2, label="−F⁻¹∇L (natural)")]
-        self.par_legend = ap.legend(handles=[self.diag, self.target_pt, self.mirror_pt, *extra], loc="lower right",
-                                    fontsize=7, framealpha=0.85, frameon=True)
+        extra = [
+            Line2D([], [], color=EUCLID_COLOR, lw=2, label="−∇L (Euclidean)"),
+            Line2D([], [], color=NATURAL_COLOR, lw=2, label="−F⁻¹∇L (natural)"),
+        ]
+        self.par_legend = ap.legend(
+            handles=[self.diag, self.target_pt, self.mirror_pt, *extra],
+            loc="lower right",
+            fontsize=7,
+            framealpha=0.85,
+            frameon=True,
+        )
 
         # spectrum
         delta, lmin, lmax = spectrum_curve()
@@ -103,8 +160,15 @@ class MixtureFigure:
         asp.loglog(delta, 2 / delta**2, color=PALETTE[3], lw=0.8, ls=":", label="κ ≈ 2σ²/Δ²")
         self.spec_line = asp.axvline(1, color=HANDLE_COLOR, lw=1.2)
         (self.spec_pts,) = asp.plot([], [], "o", color=HANDLE_COLOR, ms=6, zorder=5)
-        self.spec_text = asp.text(0.03, 0.03, "", transform=asp.transAxes, fontsize=9, va="bottom",
-                                  bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="#999999", alpha=0.9))
+        self.spec_text = asp.text(
+            0.03,
+            0.03,
+            "",
+            transform=asp.transAxes,
+            fontsize=9,
+            va="bottom",
+            bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="#999999", alpha=0.9),
+        )
         asp.set_xlabel("|μ1* − μ2*| / σ")
         asp.set_ylim(1e-4, 1e5)
         from matplotlib.ticker import FuncFormatter, LogLocator
@@ -120,9 +184,24 @@ class MixtureFigure:
 
         #: artists that change when a handle or the probe moves (redrawn over a cached background)
         self.dynamic: list[Any] = [
-            self.l_dens, self.l_c1, self.l_c2, *self.h_lines, self.h_pts, *self.h_text,
-            self.h_ell, self.target_pt, self.mirror_pt, self.flow_nat, self.flow_euc, self.flow_end_nat,
-            self.flow_end_euc, self.arrows, self.probe_pt, self.angle_text, self.spec_line, self.spec_pts,
+            self.l_dens,
+            self.l_c1,
+            self.l_c2,
+            *self.h_lines,
+            self.h_pts,
+            *self.h_text,
+            self.h_ell,
+            self.target_pt,
+            self.mirror_pt,
+            self.flow_nat,
+            self.flow_euc,
+            self.flow_end_nat,
+            self.flow_end_euc,
+            self.arrows,
+            self.probe_pt,
+            self.angle_text,
+            self.spec_line,
+            self.spec_pts,
             self.spec_text,
         ]
         #: artists that change with the ellipse field (redrawn over a second cached background, the
@@ -176,7 +255,12 @@ class MixtureFigure:
         """
         cv = self.fig.canvas
         level = Redraw(int(level))
-        if not self._blit or level is Redraw.FULL or self._background is None or self._bg_axes is None:
+        if (
+            not self._blit
+            or level is Redraw.FULL
+            or self._background is None
+            or self._bg_axes is None
+        ):
             cv.draw()
             return
         if level is Redraw.FIELD:
@@ -230,10 +314,12 @@ class MixtureFigure:
         self.l_dens.set_data(state.x, state.density)
         self.l_c1.set_data(state.x, state.components[0])
         self.l_c2.set_data(state.x, state.components[1])
-        for ln, m in zip(self.h_lines, (c.mu1, c.mu2)):
+        for ln, m in zip(self.h_lines, (c.mu1, c.mu2), strict=False):
             ln.set_xdata([m, m])
         self.h_pts.set_data([c.mu1, c.mu2], [0.0, 0.0])
-        for t, m, h in zip(self.h_text, (c.mu1, c.mu2), (0.04, 0.11)):  # staggered: readable when close
+        for t, m, h in zip(
+            self.h_text, (c.mu1, c.mu2), (0.04, 0.11), strict=False
+        ):  # staggered: readable when close
             t.set_position((m, h * ymax))
         # parameter plane
         self.h_ell.set_data(state.handle_outline[:, 0], state.handle_outline[:, 1])
@@ -293,7 +379,10 @@ def new_figure(figsize: tuple[float, float], dpi: float | None, *, pyplot: bool 
     ``savefig`` draw twice): a pyplot figure, or with ``pyplot=False`` a bare Agg figure."""
     import matplotlib as mpl
 
-    with book_style(), mpl.rc_context({"figure.constrained_layout.use": False, "figure.autolayout": False}):
+    with (
+        book_style(),
+        mpl.rc_context({"figure.constrained_layout.use": False, "figure.autolayout": False}),
+    ):
         if pyplot:
             import matplotlib.pyplot as plt
 
@@ -306,8 +395,14 @@ def new_figure(figsize: tuple[float, float], dpi: float | None, *, pyplot: bool 
         return fig
 
 
-def draw_mixture(state: MixtureState, fig: Any = None, *, figsize: tuple[float, float] = (13.0, 4.4),
-                 dpi: float | None = None, title: str | None = None) -> MixtureFigure:
+def draw_mixture(
+    state: MixtureState,
+    fig: Any = None,
+    *,
+    figsize: tuple[float, float] = (13.0, 4.4),
+    dpi: float | None = None,
+    title: str | None = None,
+) -> MixtureFigure:
     """Draw ``state`` into a new (or the given, empty) figure; returns a :class:`MixtureFigure`.
 
     Without ``fig`` a pyplot figure is created (so that ``plt.show()`` shows it

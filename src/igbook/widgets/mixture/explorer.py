@@ -16,7 +16,14 @@ from igbook._validation import check_real
 from igbook.widgets.mixture.drawing import MixtureFigure, draw_mixture, new_figure
 from igbook.widgets.mixture.state import MixtureControls, MixtureState, mixture_state
 
-__all__ = ["MixtureExplorer", "MixtureAnimation", "animate_states", "animate_singularity", "animate_sigma"]
+__all__ = [
+    "MixtureExplorer",
+    "MixtureAnimation",
+    "animate_states",
+    "animate_singularity",
+    "animate_sigma",
+]
+
 
 def _ipympl_active() -> bool:
     import matplotlib
@@ -43,12 +50,16 @@ class MixtureExplorer:
     kernel, use :func:`igbook.live.mixture_explorer`.
     """
 
-    def __init__(self, controls: MixtureControls | None = None, *, interactive: bool = False) -> None:
+    def __init__(
+        self, controls: MixtureControls | None = None, *, interactive: bool = False
+    ) -> None:
         import ipywidgets as w
 
         self.controls = controls if controls is not None else MixtureControls()
         if not isinstance(self.controls, MixtureControls):
-            raise TypeError(f"controls must be a MixtureControls, got {type(self.controls).__name__}")
+            raise TypeError(
+                f"controls must be a MixtureControls, got {type(self.controls).__name__}"
+            )
         if not isinstance(interactive, bool):
             raise TypeError(f"interactive must be a bool, got {type(interactive).__name__}")
         self.interactive = interactive
@@ -74,29 +85,56 @@ class MixtureExplorer:
 
         lo, hi = self.controls.extent
         c = self.controls
-        slider = functools.partial(w.FloatSlider, continuous_update=True, readout_format=".2f",
-                                   layout=w.Layout(width="320px"))
+        slider = functools.partial(
+            w.FloatSlider,
+            continuous_update=True,
+            readout_format=".2f",
+            layout=w.Layout(width="320px"),
+        )
         self.sliders: dict[str, Any] = {
             "mu1": slider(value=c.mu1, min=lo, max=hi, step=0.05, description="μ1*"),
             "mu2": slider(value=c.mu2, min=lo, max=hi, step=0.05, description="μ2*"),
             "sigma": slider(value=c.sigma, min=0.3, max=2.0, step=0.05, description="σ"),
-            "grid_n": w.IntSlider(value=c.grid_n, min=5, max=40, step=1, description="grid",
-                                  layout=w.Layout(width="320px")),
-            "ellipse_scale": slider(value=c.ellipse_scale, min=0.1, max=2.0, step=0.05, description="ellipse scale"),
-            "probe_x": slider(value=(c.probe or (0.0, 0.0))[0], min=lo, max=hi, step=0.05, description="probe μ1"),
-            "probe_y": slider(value=(c.probe or (0.0, 0.0))[1], min=lo, max=hi, step=0.05, description="probe μ2"),
+            "grid_n": w.IntSlider(
+                value=c.grid_n,
+                min=5,
+                max=40,
+                step=1,
+                description="grid",
+                layout=w.Layout(width="320px"),
+            ),
+            "ellipse_scale": slider(
+                value=c.ellipse_scale, min=0.1, max=2.0, step=0.05, description="ellipse scale"
+            ),
+            "probe_x": slider(
+                value=(c.probe or (0.0, 0.0))[0], min=lo, max=hi, step=0.05, description="probe μ1"
+            ),
+            "probe_y": slider(
+                value=(c.probe or (0.0, 0.0))[1], min=lo, max=hi, step=0.05, description="probe μ2"
+            ),
         }
-        self.flow_button = w.ToggleButton(value=c.flow, description="Flow", icon="play",
-                                          tooltip="particles along -natural (blue) and -Euclidean (orange) gradients")
+        self.flow_button = w.ToggleButton(
+            value=c.flow,
+            description="Flow",
+            icon="play",
+            tooltip="particles along -natural (blue) and -Euclidean (orange) gradients",
+        )
         self.status = w.HTML()
         for name, sl in self.sliders.items():
             sl.observe(functools.partial(self._on_slider, name), names="value")
         self.flow_button.observe(lambda ch: self.set(flow=bool(ch["new"])), names="value")
-        hint = ("drag the green handles or the star; click the plane to place the probe" if self.interactive
-                else "to drag the handles on the figure, use <code>igbook.live.mixture_explorer()</code>")
+        hint = (
+            "drag the green handles or the star; click the plane to place the probe"
+            if self.interactive
+            else "to drag the handles on the figure, use <code>igbook.live.mixture_explorer()</code>"
+        )
         left = w.VBox([self.sliders[k] for k in ("mu1", "mu2", "sigma", "probe_x")])
-        right = w.VBox([self.sliders[k] for k in ("grid_n", "ellipse_scale", "probe_y")] + [self.flow_button])
-        self.widget = w.VBox([w.HBox([left, right]), w.HTML(f"<small>{hint}</small>"), self._view, self.status])
+        right = w.VBox(
+            [self.sliders[k] for k in ("grid_n", "ellipse_scale", "probe_y")] + [self.flow_button]
+        )
+        self.widget = w.VBox(
+            [w.HBox([left, right]), w.HTML(f"<small>{hint}</small>"), self._view, self.status]
+        )
         self._render()
 
     # -- state changes ------------------------------------------------------------------------
@@ -128,8 +166,13 @@ class MixtureExplorer:
         c = self.controls
         self._syncing = True
         try:
-            vals = {"mu1": c.mu1, "mu2": c.mu2, "sigma": c.sigma, "grid_n": c.grid_n,
-                    "ellipse_scale": c.ellipse_scale}
+            vals = {
+                "mu1": c.mu1,
+                "mu2": c.mu2,
+                "sigma": c.sigma,
+                "grid_n": c.grid_n,
+                "ellipse_scale": c.ellipse_scale,
+            }
             if c.probe is not None:
                 vals["probe_x"], vals["probe_y"] = c.probe
             for k, v in vals.items():
@@ -150,7 +193,9 @@ class MixtureExplorer:
 
             buf = io.BytesIO()
             # fast, light compression: this runs on every slider move
-            Image.fromarray(np.asarray(self.figure.fig.canvas.buffer_rgba())).save(buf, format="PNG", compress_level=1)
+            Image.fromarray(np.asarray(self.figure.fig.canvas.buffer_rgba())).save(
+                buf, format="PNG", compress_level=1
+            )
             self._view.value = buf.getvalue()
 
     # -- mouse (ipympl) -----------------------------------------------------------------------
@@ -234,8 +279,12 @@ class MixtureAnimation:
                 buf = io.BytesIO()
                 # a 64-colour palette PNG is ~4x smaller than RGBA and looks the same for line art
                 rgb = Image.fromarray(np.asarray(mf.fig.canvas.buffer_rgba())).convert("RGB")
-                rgb.quantize(colors=64, method=Image.Quantize.FASTOCTREE).save(buf, format="PNG", optimize=True)
-                out.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
+                rgb.quantize(colors=64, method=Image.Quantize.FASTOCTREE).save(
+                    buf, format="PNG", optimize=True
+                )
+                out.append(
+                    "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+                )
             self._frames = out
         return self._frames
 
@@ -281,8 +330,13 @@ class MixtureAnimation:
         return self.to_jshtml()
 
 
-def animate_states(states: list[MixtureState], *, dpi: float = 55, interval: int = 250,
-                   figsize: tuple[float, float] = (13.0, 4.4)) -> MixtureAnimation:
+def animate_states(
+    states: list[MixtureState],
+    *,
+    dpi: float = 55,
+    interval: int = 250,
+    figsize: tuple[float, float] = (13.0, 4.4),
+) -> MixtureAnimation:
     """A :class:`MixtureAnimation` stepping through ``states`` (display it, or call ``.to_jshtml()``).
 
     ``dpi`` sets the pixel size of the frames (keep it low: every frame is embedded in the page).
@@ -294,11 +348,15 @@ def animate_states(states: list[MixtureState], *, dpi: float = 55, interval: int
     if isinstance(interval, bool) or not isinstance(interval, int) or interval < 10:
         raise ValueError(f"interval must be an int >= 10 (milliseconds), got {interval!r}")
 
-    mf = draw_mixture(states[0], new_figure(figsize, dpi, pyplot=False))  # an Agg figure outside pyplot
+    mf = draw_mixture(
+        states[0], new_figure(figsize, dpi, pyplot=False)
+    )  # an Agg figure outside pyplot
     return MixtureAnimation(mf, states, interval=interval)
 
 
-def animate_singularity(controls: MixtureControls | None = None, *, frames: int = 24, **kw: Any) -> Any:
+def animate_singularity(
+    controls: MixtureControls | None = None, *, frames: int = 24, **kw: Any
+) -> Any:
     """Scrubbable animation: the handles move together at constant midpoint until they coincide (the singularity)."""
     c = controls if controls is not None else MixtureControls()
     if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= 60:
@@ -310,8 +368,13 @@ def animate_singularity(controls: MixtureControls | None = None, *, frames: int 
     return animate_states(states, **kw)
 
 
-def animate_sigma(controls: MixtureControls | None = None, *, sigmas: tuple[float, float] = (0.4, 1.6),
-                  frames: int = 24, **kw: Any) -> Any:
+def animate_sigma(
+    controls: MixtureControls | None = None,
+    *,
+    sigmas: tuple[float, float] = (0.4, 1.6),
+    frames: int = 24,
+    **kw: Any,
+) -> Any:
     """Scrubbable animation of the shared :math:`\\sigma` sweeping ``sigmas`` with the handles fixed."""
     c = controls if controls is not None else MixtureControls()
     if isinstance(frames, bool) or not isinstance(frames, int) or not 2 <= frames <= 60:

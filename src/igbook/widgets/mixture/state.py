@@ -17,6 +17,7 @@ from igbook._validation import check_real
 
 __all__ = ["MixtureControls", "MixtureState", "mixture_state", "spectrum_curve", "flow_seeds"]
 
+
 @dataclass(frozen=True)
 class MixtureControls:
     r"""Everything a reader can set in the explorer.
@@ -57,7 +58,11 @@ class MixtureControls:
     flow_dt: float = 0.15
 
     def __post_init__(self) -> None:
-        lo, hi = (check_real(v, "extent") for v in self.extent) if len(self.extent) == 2 else (None, None)  # type: ignore[misc]
+        lo, hi = (
+            (check_real(v, "extent") for v in self.extent)
+            if len(self.extent) == 2
+            else (None, None)
+        )  # type: ignore[misc]
         if lo is None or not hi > lo:  # type: ignore[operator]
             raise ValueError(f"extent must be (low, high) with low < high, got {self.extent!r}")
         object.__setattr__(self, "extent", (lo, hi))
@@ -90,7 +95,11 @@ class MixtureControls:
         object.__setattr__(self, "damping", dmp)
         if not isinstance(self.flow, bool):
             raise TypeError(f"flow must be a bool, got {type(self.flow).__name__}")
-        if isinstance(self.flow_steps, bool) or not isinstance(self.flow_steps, int) or self.flow_steps < 1:
+        if (
+            isinstance(self.flow_steps, bool)
+            or not isinstance(self.flow_steps, int)
+            or self.flow_steps < 1
+        ):
             raise ValueError(f"flow_steps must be an int >= 1, got {self.flow_steps!r}")
         fdt = check_real(self.flow_dt, "flow_dt")
         if not fdt > 0:
@@ -131,8 +140,10 @@ class MixtureState:
         """One line of numbers for the status bar."""
         lam = self.handle_eigenvalues
         kappa = "inf" if math.isinf(self.handle_condition) else f"{self.handle_condition:.3g}"
-        out = (f"|mu1-mu2|/sigma = {self.separation:.3g}   lambda = ({lam[0]:.3g}, {lam[1]:.3g})   "
-               f"kappa = {kappa}")
+        out = (
+            f"|mu1-mu2|/sigma = {self.separation:.3g}   lambda = ({lam[0]:.3g}, {lam[1]:.3g})   "
+            f"kappa = {kappa}"
+        )
         if self.probe_angle is not None:
             out += f"   angle(grad, natural grad) = {self.probe_angle:.1f} deg"
         for m in self.messages:
@@ -142,7 +153,8 @@ class MixtureState:
 
 @functools.lru_cache(maxsize=1)
 def spectrum_curve(num: int = 160) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r"""Dimensionless eigenvalues :math:`2\sigma^2\lambda_{\min}`, :math:`2\sigma^2\lambda_{\max}` against :math:`\delta=|\mu_1-\mu_2|/\sigma`.
+    r"""Dimensionless eigenvalues :math:`2\sigma^2\lambda_{\min}`, :math:`2\sigma^2\lambda_{\max}` against
+    :math:`\delta=|\mu_1-\mu_2|/\sigma`.
 
     By translation and scale invariance they depend on :math:`\delta` only, so one curve
     serves every :math:`\sigma`. Returns ``(delta, lam_min, lam_max)``.
@@ -199,7 +211,9 @@ def mixture_state(controls: MixtureControls | None = None, **changes: Any) -> Mi
     lam_far = 0.5 / s**2
     eps = lam_far * (0.5 * c.ellipse_scale * spacing) ** 2
     cap = 1.5 * spacing
-    outlines, clipped = mx.ellipse_outlines(grid.reshape(-1, 2), f.reshape(-1, 2, 2), eps, num=32, max_semi_axis=cap)
+    outlines, clipped = mx.ellipse_outlines(
+        grid.reshape(-1, 2), f.reshape(-1, 2, 2), eps, num=32, max_semi_axis=cap
+    )
 
     target = torch.tensor([c.mu1, c.mu2], dtype=torch.float64)
     fh = mx.fisher(target, s)
@@ -208,9 +222,13 @@ def mixture_state(controls: MixtureControls | None = None, **changes: Any) -> Mi
     h_outline, _ = mx.ellipse_outlines(target, fh, eps * 4, num=64, max_semi_axis=4 * cap)
 
     pad = 3.5 * s
-    x = torch.linspace(min(lo, c.mu1, c.mu2) - pad, max(hi, c.mu1, c.mu2) + pad, 300, dtype=torch.float64)
+    x = torch.linspace(
+        min(lo, c.mu1, c.mu2) - pad, max(hi, c.mu1, c.mu2) + pad, 300, dtype=torch.float64
+    )
     # each component is half the density of the "mixture" whose two means coincide
-    comps = torch.stack([0.5 * mx.density(x, torch.tensor([m, m], dtype=torch.float64), s) for m in (c.mu1, c.mu2)])
+    comps = torch.stack(
+        [0.5 * mx.density(x, torch.tensor([m, m], dtype=torch.float64), s) for m in (c.mu1, c.mu2)]
+    )
     dens = comps.sum(0)
 
     messages: list[str] = []
@@ -228,13 +246,22 @@ def mixture_state(controls: MixtureControls | None = None, **changes: Any) -> Mi
                 messages.append("probe at a minimum: gradient is zero")
         except ValueError:
             probe_grad = loss.gradient(p).numpy()
-            messages.append("probe on the singular line mu1 = mu2: natural gradient undefined without damping")
+            messages.append(
+                "probe on the singular line mu1 = mu2: natural gradient undefined without damping"
+            )
 
     flows = None
     if c.flow:
         seeds = flow_seeds(lo, hi)
-        nat, euc = mx.flow_pair(seeds, loss, steps=c.flow_steps, dt_natural=c.flow_dt, dt_euclidean=c.flow_dt * 2 * s**2,
-                                damping=1e-3 * lam_far, max_step=0.5 * spacing)
+        nat, euc = mx.flow_pair(
+            seeds,
+            loss,
+            steps=c.flow_steps,
+            dt_natural=c.flow_dt,
+            dt_euclidean=c.flow_dt * 2 * s**2,
+            damping=1e-3 * lam_far,
+            max_step=0.5 * spacing,
+        )
         flows = {"natural": nat.numpy(), "euclidean": euc.numpy()}
 
     return MixtureState(
