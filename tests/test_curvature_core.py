@@ -181,3 +181,51 @@ def test_operator_stacks_and_structures_agree() -> None:
         DenseCurvature(torch.zeros(2, 2, dtype=D)).solve(torch.ones(2, dtype=D))
     with pytest.raises(ValueError, match="v must have shape"):
         DenseCurvature(torch.eye(2, dtype=D)).matvec(torch.ones(3, dtype=D))
+
+
+# ------------------------------------------------------------ against the shared reference cases
+import dataclasses  # noqa: E402
+
+import reference  # noqa: E402
+
+CASES = reference.cases()
+
+
+def _one_point(c: reference.Case) -> reference.Case:
+    return dataclasses.replace(c, x=c.x[:1], y=c.y[:1], _cache={})
+
+
+@pytest.mark.parametrize("c", CASES, ids=lambda c: c.name)
+def test_every_structure_equals_the_torch_func_reference(c: reference.Case) -> None:
+    """curvature(...) in every structure = the torch.func reference of tests/reference.py (1e-10 relative)."""
+    lik = c.likelihood()
+    for kind in ("exact", "ggn", "empirical"):
+        ref = reference.dense_curvature(c, kind)
+        dense = curvature(c.model, None, c.x, c.y, lik, kind)
+        assert reference.rel_err(dense.to_dense(), ref) < 1e-10
+        layers = curvature(c.model, None, c.x, c.y, lik, kind, structure="layers")
+        ref_layers = reference.structured(c, ref, "layers")
+        for name, sl in layers.blocks.items():
+            assert reference.rel_err(layers.block(name).to_dense(), ref_layers[name]) < 1e-10
+            assert reference.rel_err(dense.block(name).to_dense(), ref[sl, sl]) < 1e-10
+        diag = curvature(c.model, None, c.x, c.y, lik, kind, structure="diagonal")
+        assert reference.rel_err(diag.diagonal(), ref.diagonal()) < 1e-10
+    hess = curvature(c.model, None, c.x, c.y, lik, "hessian", structure="operator")
+    v = torch.randn(c.num_params, 2, dtype=D, generator=torch.Generator().manual_seed(1))
+    assert reference.rel_err(hess @ v, reference.dense_curvature(c, "hessian") @ v) < 1e-10
+
+
+@pytest.mark.parametrize("c", reference.cases("mlp"), ids=lambda c: c.name)
+def test_kron_blocks_equal_the_reference_layer_blocks_on_one_point(c: reference.Case) -> None:
+    """For one data point K-FAC is exact: its blocks (flat order, no reordering) = the reference's layer blocks."""
+    one = _one_point(c)
+    kron = curvature(one.model, None, one.x, one.y, one.likelihood(), "exact", structure="kron")
+    ref = reference.structured(one, reference.dense_curvature(one, "exact"), "layers")
+    assert set(kron.blocks) == set(ref)
+    for name in ref:
+        assert reference.rel_err(kron.block(name).to_dense(), ref[name]) < 1e-10
+    # the empirical-Fisher factors too (one point: g g^T is one Kronecker product)
+    kron_e = curvature(one.model, None, one.x, one.y, one.likelihood(), "empirical", structure="kron")
+    ref_e = reference.structured(one, reference.dense_curvature(one, "empirical"), "layers")
+    for name in ref_e:
+        assert reference.rel_err(kron_e.block(name).to_dense(), ref_e[name]) < 1e-10

@@ -948,3 +948,23 @@ def test_preconditioner_factors_equal_the_functional_factors() -> None:
     unit = kfac_factors(model, x, likelihood="gaussian", fisher_type="exact")
     torch.testing.assert_close(ref["2"].G, unit["2"].G / 0.2, rtol=1e-12, atol=0)
     pre.remove_hooks()
+
+
+@pytest.mark.parametrize("lik_name", ["gaussian", "categorical", "bernoulli"])
+def test_preconditioner_blocks_equal_the_shared_reference_on_one_point(lik_name: str) -> None:
+    """tests/reference.py's torch.func Fisher (flat order) reordered to K-FAC's order = dense_block, N = 1."""
+    import dataclasses
+
+    import reference
+
+    from igbook.fisher import reorder
+
+    c = next(iter(reference.cases("mlp", lik_name)))
+    one = dataclasses.replace(c, x=c.x[:1], y=c.y[:1], _cache={})
+    pre = KFACPreconditioner(one.model, likelihood=one.likelihood(), fisher_type="exact")
+    pre.update_factors(one.model(one.x))
+    ref = reference.structured(one, reference.dense_curvature(one, "exact"), "layers")
+    for name, m in pre.named_layers().items():
+        want = reorder(ref[name], m, matrix=True)
+        assert reference.rel_err(pre.dense_block(name), want) < 1e-10
+    pre.remove_hooks()
