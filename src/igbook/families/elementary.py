@@ -21,6 +21,7 @@ from igbook._validation import (
     check_finite,
     check_positive,
     check_probability,
+    check_scalar,
     check_shape,
     check_simplex,
     resolve_generator,
@@ -319,8 +320,7 @@ class Poisson(ExponentialFamily):
         For :math:`k > \lambda` the tail beyond :math:`k` is at most
         :math:`p(k)\,\lambda/(k+1-\lambda)`, which is what is checked.
         """
-        if not 0 < tail < 1:
-            raise ValueError(f"tail must lie in (0, 1), got {tail}")
+        tail = check_scalar(tail, "tail", low=0.0, high=1.0, closed_low=False, closed_high=False)
         lam = float(self.rate)
         k = int(lam + 10 * math.sqrt(lam) + 20)
         while True:
