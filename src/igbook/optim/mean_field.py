@@ -20,7 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from igbook._validation import as_tensor, check_finite, check_positive, check_positive_real, check_scalar
+from igbook._validation import (
+    as_tensor,
+    check_finite,
+    check_positive,
+    check_positive_real,
+    check_scalar,
+)
 
 __all__: list[str] = []
 
@@ -70,11 +76,15 @@ def check_mean_field(
     grad_sigma = check_finite(as_tensor(grad_sigma, "grad_sigma", dtype=mu.dtype), "grad_sigma")
     for nm, t in (("sigma", sigma), ("grad_mu", grad_mu), ("grad_sigma", grad_sigma)):
         if t.shape != mu.shape:
-            raise ValueError(f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}")
+            raise ValueError(
+                f"{nm} must have the shape of mu {tuple(mu.shape)}, got {tuple(t.shape)}"
+            )
     return mu, sigma, grad_mu, grad_sigma
 
 
-def clamp_and_bound(p: Tensor, sigma: Tensor, d_mu: Tensor, d_sigma: Tensor, group: dict[str, Any]) -> None:
+def clamp_and_bound(
+    p: Tensor, sigma: Tensor, d_mu: Tensor, d_sigma: Tensor, group: dict[str, Any]
+) -> None:
     r"""Apply the changes :math:`\Delta\mu, \Delta\sigma` in place, with the group's optional clamps.
 
     With ``group["ratio_max"]`` :math:`= r`, both changes are first clamped to

@@ -76,7 +76,9 @@ def check_memory_window(N: Any) -> float:
     try:
         return check_scalar(N, "N", low=1.0, allow_inf=True)
     except (TypeError, ValueError):
-        raise ValueError(f"N (the memory window, in minibatches) must be a number >= 1 or math.inf, got {N!r}") from None
+        raise ValueError(
+            f"N (the memory window, in minibatches) must be a number >= 1 or math.inf, got {N!r}"
+        ) from None
 
 
 def mesu_delta(

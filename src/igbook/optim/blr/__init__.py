@@ -74,7 +74,16 @@ from igbook.optim.blr.ivon import IVON
 from igbook.optim.blr.newton import VOGN, VOGN_FISHER_TYPES, VON
 from igbook.optim.blr.vadam import Vadam
 
-__all__ = ["VariationalOptimizer", "VON", "VOGN", "Vadam", "IVON", "PerExampleClosure", "LIKELIHOODS", "VOGN_FISHER_TYPES"]
+__all__ = [
+    "VariationalOptimizer",
+    "VON",
+    "VOGN",
+    "Vadam",
+    "IVON",
+    "PerExampleClosure",
+    "LIKELIHOODS",
+    "VOGN_FISHER_TYPES",
+]
 
 # the public home of these classes is this package (documentation, pickling, API listings)
 for _cls in (VariationalOptimizer, VON, VOGN, Vadam, IVON, PerExampleClosure):

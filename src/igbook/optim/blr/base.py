@@ -50,7 +50,7 @@ def group_by_step(states: list[dict[str, Any]], moving: list[bool]) -> list[list
     are left out.
     """
     out: dict[int, list[int]] = {}
-    for i, (st, mv) in enumerate(zip(states, moving)):
+    for i, (st, mv) in enumerate(zip(states, moving, strict=False)):
         if mv:
             out.setdefault(int(st["step"]), []).append(i)
     return list(out.values())
@@ -92,7 +92,9 @@ class VariationalOptimizer(Optimizer):
         self._generator = resolve_generator(seed, generator)
         self.nonfinite = check_nonfinite_mode(nonfinite)
         if not isinstance(move_without_grad, bool):
-            raise TypeError(f"move_without_grad must be a bool, got {type(move_without_grad).__name__}")
+            raise TypeError(
+                f"move_without_grad must be a bool, got {type(move_without_grad).__name__}"
+            )
         self.move_without_grad = move_without_grad
         #: number of steps skipped under ``nonfinite="skip"``
         self.skipped_steps = 0
@@ -158,7 +160,11 @@ class VariationalOptimizer(Optimizer):
         hyperparameters, so a changed hyperparameter or a loaded state dict recomputes it.
         """
         st = self.state[p]
-        key = (st.get("step"), tuple(id(v) for v in st.values() if isinstance(v, Tensor)), self._hyper_key(group))
+        key = (
+            st.get("step"),
+            tuple(id(v) for v in st.values() if isinstance(v, Tensor)),
+            self._hyper_key(group),
+        )
         hit = self._std_cache.get(p)
         if hit is not None and hit[0] == key:
             return hit[1]
@@ -169,7 +175,11 @@ class VariationalOptimizer(Optimizer):
     def _set_std(self, group: dict[str, Any], p: Tensor, std: Tensor) -> None:
         """Store a standard deviation computed during the update (saves recomputing it)."""
         st = self.state[p]
-        key = (st.get("step"), tuple(id(v) for v in st.values() if isinstance(v, Tensor)), self._hyper_key(group))
+        key = (
+            st.get("step"),
+            tuple(id(v) for v in st.values() if isinstance(v, Tensor)),
+            self._hyper_key(group),
+        )
         self._std_cache[p] = (key, std)
 
     def _hyper_key(self, group: dict[str, Any]) -> tuple:
@@ -189,7 +199,9 @@ class VariationalOptimizer(Optimizer):
             if not ps:
                 continue
             numel = sum(p.numel() for p in ps)
-            z = torch.randn(numel, generator=self._generator, dtype=ps[0].dtype, device=ps[0].device)
+            z = torch.randn(
+                numel, generator=self._generator, dtype=ps[0].dtype, device=ps[0].device
+            )
             offset = 0
             for p in ps:
                 n = p.numel()
@@ -238,7 +250,9 @@ class VariationalOptimizer(Optimizer):
             self._restore(params)
             if train:
                 has = [p.grad is not None for p in params]
-                grads = [p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params]
+                grads = [
+                    p.grad.detach() if p.grad is not None else torch.zeros_like(p) for p in params
+                ]
                 self._record(params, grads, zs)
                 self._note_grads(has)
         finally:
@@ -256,7 +270,9 @@ class VariationalOptimizer(Optimizer):
     #: names of the per-sample statistics that :meth:`_fill_statistics` writes
     _stat_names: tuple[str, ...] = ()
 
-    def _fill_statistics(self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]) -> None:
+    def _fill_statistics(
+        self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]
+    ) -> None:
         raise NotImplementedError  # pragma: no cover
 
     @torch.no_grad()
@@ -280,7 +296,7 @@ class VariationalOptimizer(Optimizer):
         if self._has_grad is None or len(self._has_grad) != len(has):
             self._has_grad = list(has)
         else:
-            self._has_grad = [a or b for a, b in zip(self._has_grad, has)]
+            self._has_grad = [a or b for a, b in zip(self._has_grad, has, strict=False)]
 
     def _moves(self, n: int) -> list[bool]:
         """Which of the ``n`` parameters the update may move (see ``move_without_grad``)."""
@@ -288,7 +304,9 @@ class VariationalOptimizer(Optimizer):
             return [True] * n
         return list(self._has_grad)
 
-    def _guarded(self, body: Callable[[], Any], closure_loss: Callable[[], Any] | None = None) -> Any:
+    def _guarded(
+        self, body: Callable[[], Any], closure_loss: Callable[[], Any] | None = None
+    ) -> Any:
         """Run a step so that a failure leaves no trace.
 
         ``body`` samples (through a closure) and updates. If it raises, the Monte Carlo
@@ -317,7 +335,11 @@ class VariationalOptimizer(Optimizer):
             if bad is not None:
                 if self.nonfinite == "skip":
                     raise SkipStep(loss)
-                what = "gradient" if key == "grad" else f"Monte Carlo statistic {key!r} (gradient-based)"
+                what = (
+                    "gradient"
+                    if key == "grad"
+                    else f"Monte Carlo statistic {key!r} (gradient-based)"
+                )
                 raise nonfinite_error(type(self).__name__, what, self._param_name(params, bad))
 
     def _param_name(self, params: list[Tensor], i: int) -> str:
@@ -383,5 +405,3 @@ class VariationalOptimizer(Optimizer):
             self._generator.set_state(rng)
         self._acc, self._count, self._has_grad = None, 0, None
         self._std_cache.clear()
-
-

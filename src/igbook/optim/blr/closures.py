@@ -86,13 +86,22 @@ class PerExampleClosure:
             lik = GaussianLikelihood(variance=check_positive_real(noise_std, "noise_std") ** 2)
         if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
             raise TypeError("inputs and targets must be tensors")
-        if inputs.ndim == 0 or targets.ndim == 0 or inputs.shape[0] != targets.shape[0] or inputs.shape[0] == 0:
+        if (
+            inputs.ndim == 0
+            or targets.ndim == 0
+            or inputs.shape[0] != targets.shape[0]
+            or inputs.shape[0] == 0
+        ):
             raise ValueError(
                 f"inputs and targets must share a non-empty batch axis, got {tuple(inputs.shape)} "
                 f"and {tuple(targets.shape)}"
             )
-        if isinstance(lik, CategoricalLikelihood) and (targets.dtype != torch.long or targets.ndim != 1):
-            raise TypeError("categorical targets must be a (M,) tensor of class indices (torch.long)")
+        if isinstance(lik, CategoricalLikelihood) and (
+            targets.dtype != torch.long or targets.ndim != 1
+        ):
+            raise TypeError(
+                "categorical targets must be a (M,) tensor of class indices (torch.long)"
+            )
         self.model = model
         self.inputs = inputs
         self.targets = targets
@@ -108,7 +117,11 @@ class PerExampleClosure:
     # ----- helpers --------------------------------------------------------------------------
     def _targets(self, y: Tensor, out: Tensor) -> Tensor:
         """Targets shaped for the likelihood: ``(M,)`` Gaussian targets of ``(M, 1)`` outputs are reshaped."""
-        if isinstance(self.likelihood, GaussianLikelihood) and y.shape != out.shape and y.numel() == out.numel():
+        if (
+            isinstance(self.likelihood, GaussianLikelihood)
+            and y.shape != out.shape
+            and y.numel() == out.numel()
+        ):
             return y.reshape(out.shape)
         return y
 
@@ -176,9 +189,14 @@ class PerExampleClosure:
             out = self.model(self.inputs)
             losses = self._nll(out, y)
         if not bool(torch.isfinite(out).all()):
-            return losses, [torch.full((losses.shape[0], *p.shape), torch.nan, dtype=p.dtype, device=p.device) for p in params]
+            return losses, [
+                torch.full((losses.shape[0], *p.shape), torch.nan, dtype=p.dtype, device=p.device)
+                for p in params
+            ]
         with torch.enable_grad():  # optimizers call this under no_grad()
-            g = per_example_gradients(self.model, wanted, self.inputs, self._targets(y, out), self.likelihood)
+            g = per_example_gradients(
+                self.model, wanted, self.inputs, self._targets(y, out), self.likelihood
+            )
         return losses, self._split(g, params)
 
     def curvature_diagonal(
@@ -207,8 +225,14 @@ class PerExampleClosure:
             return [torch.full_like(p, torch.nan) for p in params]
         with torch.enable_grad():  # optimizers call this under no_grad()
             diag = curvature_matrix(
-                self.model, wanted, self.inputs, self._targets(self.targets, out), self.likelihood, ftype,
-                structure="diagonal", generator=gen,
+                self.model,
+                wanted,
+                self.inputs,
+                self._targets(self.targets, out),
+                self.likelihood,
+                ftype,
+                structure="diagonal",
+                generator=gen,
             )
         assert isinstance(diag, Tensor)
         return self._split(diag, params)

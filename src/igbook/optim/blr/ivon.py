@@ -119,8 +119,13 @@ class IVON(VariationalOptimizer):
         self.debias = debias
         self.rescale_lr = rescale_lr
         super().__init__(
-            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
-            nonfinite=nonfinite, move_without_grad=move_without_grad,
+            params,
+            defaults,
+            mc_samples=mc_samples,
+            seed=seed,
+            generator=generator,
+            nonfinite=nonfinite,
+            move_without_grad=move_without_grad,
         )
 
     _precision_keys = ("ess", "weight_decay")
@@ -132,7 +137,9 @@ class IVON(VariationalOptimizer):
         group["beta1"] = check_beta(group["beta1"], "beta1")
         group["beta2"] = check_beta(group["beta2"], "beta2")
         group["weight_decay"] = check_nonnegative_real(group["weight_decay"], "weight_decay")
-        group["clip_radius"] = check_positive_real(group["clip_radius"], "clip_radius", allow_inf=True)
+        group["clip_radius"] = check_positive_real(
+            group["clip_radius"], "clip_radius", allow_inf=True
+        )
 
     def _init_state(self, group: dict[str, Any], p: Tensor) -> None:
         st = self.state[p]
@@ -145,7 +152,9 @@ class IVON(VariationalOptimizer):
 
     _stat_names = ("grad", "zg")
 
-    def _fill_statistics(self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]) -> None:
+    def _fill_statistics(
+        self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]
+    ) -> None:
         torch._foreach_copy_(out["grad"], grads)
         torch._foreach_copy_(out["zg"], zs)
         torch._foreach_mul_(out["zg"], grads)
@@ -169,11 +178,17 @@ class IVON(VariationalOptimizer):
                 continue
             states = [self.state[p] for p in params]
             for idx in group_by_step(states, moving[sl]):
-                pick = (lambda xs, idx=idx: [xs[i] for i in idx]) if len(idx) != len(params) else (lambda xs: list(xs))
+                pick = (
+                    (lambda xs, idx=idx: [xs[i] for i in idx])
+                    if len(idx) != len(params)
+                    else (lambda xs: list(xs))
+                )
                 self._update(group, pick(params), pick(acc["grad"][sl]), pick(acc["zg"][sl]))
         return loss
 
-    def _update(self, group: dict[str, Any], params: list[Tensor], g: list[Tensor], zg: list[Tensor]) -> None:
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], g: list[Tensor], zg: list[Tensor]
+    ) -> None:
         """The IVON update of ``params`` (one param group, one step count)."""
         b1, b2, wd, ess = group["beta1"], group["beta2"], group["weight_decay"], group["ess"]
         states = [self.state[p] for p in params]
@@ -220,6 +235,6 @@ class IVON(VariationalOptimizer):
         # which becomes the sigma; the old sigma's memory becomes the next work buffer
         torch._foreach_mul_(den, ess)
         torch._foreach_rsqrt_(den)
-        for p, sd, old in zip(params, den, stds):
+        for p, sd, old in zip(params, den, stds, strict=False):
             self._set_std(group, p, sd)
             self._bufs[("w2", p)] = old

@@ -17,7 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from igbook._validation import check_choice, check_count, check_nonnegative_real, check_positive_real
+from igbook._validation import (
+    check_choice,
+    check_count,
+    check_nonnegative_real,
+    check_positive_real,
+)
 from igbook.fisher import FisherType, as_fisher_type
 from igbook.optim.blr.base import Closure, VariationalOptimizer, check_beta
 from igbook.optim.blr.closures import PerExampleClosure
@@ -71,7 +76,7 @@ class _NewtonBase(VariationalOptimizer):
         for group, sl in self._split():
             b = group["beta"]
             hs = [self.state[p]["hess"] for p in group["params"]]
-            nh = [b * h + (1.0 - b) * e for h, e in zip(hs, acc["hess"][sl])]
+            nh = [b * h + (1.0 - b) * e for h, e in zip(hs, acc["hess"][sl], strict=False)]
             tl = group["prior_precision"] / group["data_size"]
             for h in nh:
                 if not bool(torch.isfinite(h).all()) or not bool((h + tl > 0).all()):
@@ -82,9 +87,9 @@ class _NewtonBase(VariationalOptimizer):
                         "IVON's corrected update"
                     )
             new_hess.append(nh)
-        for (group, sl), nh in zip(self._split(), new_hess):
+        for (group, sl), nh in zip(self._split(), new_hess, strict=False):
             tl = group["prior_precision"] / group["data_size"]
-            for p, h_new, g, mv in zip(group["params"], nh, acc["grad"][sl], moving[sl]):
+            for p, h_new, g, mv in zip(group["params"], nh, acc["grad"][sl], moving[sl], strict=False):
                 if not mv:
                     continue
                 st = self.state[p]
@@ -161,12 +166,21 @@ class VON(_NewtonBase):
         self.hessian = check_choice(hessian, "hessian", ("exact", "hutchinson"))
         self.hutchinson_samples = check_count(hutchinson_samples, "hutchinson_samples")
         defaults = dict(
-            lr=lr, data_size=data_size, beta=beta, prior_precision=prior_precision, hess_init=hess_init
+            lr=lr,
+            data_size=data_size,
+            beta=beta,
+            prior_precision=prior_precision,
+            hess_init=hess_init,
         )
         self._validate_group(defaults)
         super().__init__(
-            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
-            nonfinite=nonfinite, move_without_grad=move_without_grad,
+            params,
+            defaults,
+            mc_samples=mc_samples,
+            seed=seed,
+            generator=generator,
+            nonfinite=nonfinite,
+            move_without_grad=move_without_grad,
         )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -175,14 +189,19 @@ class VON(_NewtonBase):
     def _hessian_diagonal(self, grads: Sequence[Tensor], params: list[Tensor]) -> list[Tensor]:
         if self.hessian == "exact":
             out = []
-            for gi, p in zip(grads, params):
+            for gi, p in zip(grads, params, strict=False):
                 n = p.numel()
                 if not gi.requires_grad:  # the loss is linear in p
                     out.append(torch.zeros_like(p))
                     continue
                 basis = torch.eye(n, dtype=p.dtype, device=p.device).view(n, *p.shape)
                 (hv,) = torch.autograd.grad(
-                    gi, p, grad_outputs=basis, is_grads_batched=True, retain_graph=True, allow_unused=True
+                    gi,
+                    p,
+                    grad_outputs=basis,
+                    is_grads_batched=True,
+                    retain_graph=True,
+                    allow_unused=True,
                 )
                 if hv is None:
                     out.append(torch.zeros_like(p))
@@ -191,7 +210,11 @@ class VON(_NewtonBase):
             return out
         k = self.hutchinson_samples
         probes = [
-            torch.randint(0, 2, (k, *p.shape), generator=self._generator, device=p.device).to(p.dtype) * 2 - 1
+            torch.randint(0, 2, (k, *p.shape), generator=self._generator, device=p.device).to(
+                p.dtype
+            )
+            * 2
+            - 1
             for p in params
         ]
         live = [i for i, gi in enumerate(grads) if gi.requires_grad]
@@ -204,7 +227,7 @@ class VON(_NewtonBase):
                 is_grads_batched=True,
                 allow_unused=True,
             )
-            for j, (hv, v) in enumerate(zip(hvs, probes)):
+            for j, (hv, v) in enumerate(zip(hvs, probes, strict=False)):
                 if hv is not None:
                     out[j] = (v * hv).mean(0)
         return out
@@ -213,7 +236,9 @@ class VON(_NewtonBase):
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         """One VON step. ``closure()`` returns the average minibatch loss, no ``backward()``."""
         if closure is None:
-            raise TypeError("VON.step needs a closure that returns the loss (without calling backward())")
+            raise TypeError(
+                "VON.step needs a closure that returns the loss (without calling backward())"
+            )
         if self._sampling:
             raise RuntimeError("step() cannot be called inside sampled_params()")
         return self._guarded(lambda: self._step(closure))
@@ -228,22 +253,29 @@ class VON(_NewtonBase):
                 with torch.enable_grad():
                     loss = closure()
                     if not isinstance(loss, Tensor) or loss.ndim != 0:
-                        raise TypeError("VON's closure must return a scalar tensor (the average loss)")
+                        raise TypeError(
+                            "VON's closure must return a scalar tensor (the average loss)"
+                        )
                     if any(p.grad is not None for p in params):
                         raise RuntimeError(
                             "VON's closure must return the loss without calling backward(): "
                             "VON differentiates it twice itself"
                         )
                     if not loss.requires_grad:
-                        raise RuntimeError("the loss returned by the closure does not depend on the parameters")
+                        raise RuntimeError(
+                            "the loss returned by the closure does not depend on the parameters"
+                        )
                     live = [p.requires_grad for p in params]
                     got = torch.autograd.grad(
-                        loss, [p for p, lv in zip(params, live) if lv], create_graph=True, allow_unused=True
+                        loss,
+                        [p for p, lv in zip(params, live, strict=False) if lv],
+                        create_graph=True,
+                        allow_unused=True,
                     )
                     it = iter(got)
                     grads = [next(it) if lv else None for lv in live]
                     self._note_grads([g is not None for g in grads])
-                    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+                    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=False)]
                     hdiag = self._hessian_diagonal(grads, params)
                 self._accumulate({"grad": [g.detach() for g in grads], "hess": hdiag})
                 losses.append(loss.detach())
@@ -312,7 +344,9 @@ class VOGN(_NewtonBase):
         if fisher is not None:
             if fisher_type is not None:
                 raise ValueError("pass fisher_type only (fisher is its deprecated spelling)")
-            fisher_type = self._deprecated(check_choice(fisher, "fisher", tuple(_OLD_FISHER)), "fisher")
+            fisher_type = self._deprecated(
+                check_choice(fisher, "fisher", tuple(_OLD_FISHER)), "fisher"
+            )
         elif isinstance(fisher_type, str) and fisher_type == "sampled":  # the old positional value
             fisher_type = self._deprecated(fisher_type, "fisher_type")
         #: the curvature :math:`\hat h` (a member of :data:`VOGN_FISHER_TYPES`)
@@ -320,12 +354,21 @@ class VOGN(_NewtonBase):
             FisherType.EMPIRICAL if fisher_type is None else fisher_type, allowed=VOGN_FISHER_TYPES
         )
         defaults = dict(
-            lr=lr, data_size=data_size, beta=beta, prior_precision=prior_precision, hess_init=hess_init
+            lr=lr,
+            data_size=data_size,
+            beta=beta,
+            prior_precision=prior_precision,
+            hess_init=hess_init,
         )
         self._validate_group(defaults)
         super().__init__(
-            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
-            nonfinite=nonfinite, move_without_grad=move_without_grad,
+            params,
+            defaults,
+            mc_samples=mc_samples,
+            seed=seed,
+            generator=generator,
+            nonfinite=nonfinite,
+            move_without_grad=move_without_grad,
         )
 
     @staticmethod
@@ -349,8 +392,12 @@ class VOGN(_NewtonBase):
                 "VOGN.step needs a PerExampleClosure(model, inputs, targets, likelihood) "
                 "(per-example gradients and curvature come from igbook.fisher)"
             )
-        if self.fisher_type in (FisherType.EXACT, FisherType.GGN) and not hasattr(closure, "curvature_diagonal"):
-            raise TypeError(f"VOGN with fisher_type={self.fisher_type.value!r} needs a closure with curvature_diagonal()")
+        if self.fisher_type in (FisherType.EXACT, FisherType.GGN) and not hasattr(
+            closure, "curvature_diagonal"
+        ):
+            raise TypeError(
+                f"VOGN with fisher_type={self.fisher_type.value!r} needs a closure with curvature_diagonal()"
+            )
         if self._sampling:
             raise RuntimeError("step() cannot be called inside sampled_params()")
         return self._guarded(lambda: self._step(closure))

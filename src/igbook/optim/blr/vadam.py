@@ -69,12 +69,21 @@ class Vadam(VariationalOptimizer):
         move_without_grad: bool = False,
     ) -> None:
         defaults = dict(
-            lr=lr, data_size=data_size, betas=betas, prior_precision=prior_precision, hess_init=hess_init
+            lr=lr,
+            data_size=data_size,
+            betas=betas,
+            prior_precision=prior_precision,
+            hess_init=hess_init,
         )
         self._validate_group(defaults)
         super().__init__(
-            params, defaults, mc_samples=mc_samples, seed=seed, generator=generator,
-            nonfinite=nonfinite, move_without_grad=move_without_grad,
+            params,
+            defaults,
+            mc_samples=mc_samples,
+            seed=seed,
+            generator=generator,
+            nonfinite=nonfinite,
+            move_without_grad=move_without_grad,
         )
 
     _precision_keys = ("data_size", "prior_precision")
@@ -93,14 +102,18 @@ class Vadam(VariationalOptimizer):
         st = self.state[p]
         st["step"] = 0
         st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        st["exp_avg_sq"] = torch.full_like(p, group["hess_init"], memory_format=torch.preserve_format)
+        st["exp_avg_sq"] = torch.full_like(
+            p, group["hess_init"], memory_format=torch.preserve_format
+        )
 
     def _precision(self, group: dict[str, Any], p: Tensor) -> Tensor:
         return group["data_size"] * self.state[p]["exp_avg_sq"] + group["prior_precision"]
 
     _stat_names = ("grad", "gsq")
 
-    def _fill_statistics(self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]) -> None:
+    def _fill_statistics(
+        self, out: dict[str, list[Tensor]], grads: list[Tensor], zs: list[Tensor]
+    ) -> None:
         torch._foreach_copy_(out["grad"], grads)
         torch._foreach_copy_(out["gsq"], grads)
         torch._foreach_mul_(out["gsq"], grads)
@@ -127,7 +140,9 @@ class Vadam(VariationalOptimizer):
                 self._update(group, params, g, gsq)
         return loss
 
-    def _update(self, group: dict[str, Any], params: list[Tensor], g: list[Tensor], gsq: list[Tensor]) -> None:
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], g: list[Tensor], gsq: list[Tensor]
+    ) -> None:
         """The Vadam update of ``params`` (one param group, one step count)."""
         b1, b2 = group["betas"]
         tl = group["prior_precision"] / group["data_size"]
