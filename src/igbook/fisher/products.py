@@ -110,6 +110,15 @@ class CurvatureOperator(Curvature):
         w = (self.output_matrices @ jv.unsqueeze(-1)).squeeze(-1) / prob.n
         return self._pullback(w)
 
+    def flat_matvec(self, v: Tensor) -> Tensor:
+        """The product with a flat ``(P,)`` vector, without checks: for the inner loop of a solver
+        (conjugate gradient) that checked its right-hand side once with :meth:`check_vector`."""
+        return self._matvec_flat(v)
+
+    def check_vector(self, v: Tensor | Params, name: str = "v") -> tuple[Tensor, bool]:
+        """``v`` (flat ``(P,)`` or a dict shaped like ``params``) as a checked flat vector, and whether it was a dict."""
+        return self._prob.check_vector(v, name)
+
     def _pullback(self, w: Tensor) -> Tensor:
         r""":math:`\sum_n J_n^\top w_n` for ``w`` of shape ``(N, C)``, flat."""
         assert self._prob.vjp_fn is not None

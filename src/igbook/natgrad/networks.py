@@ -145,13 +145,13 @@ def natural_gradient_direction(
         g = op.gradient()
         loss = op.loss()
     else:
-        g, _ = op._prob.check_vector(gradient, "gradient")
+        g, _ = op.check_vector(gradient, "gradient")
         loss = op.loss() if y is not None else float("nan")
     if x0 is not None:
-        x0, _ = op._prob.check_vector(x0, "x0")
-    res = conjugate_gradient(op._matvec_flat, g, damping=lam, x0=x0, rtol=rtol, max_iter=max_iter)
+        x0, _ = op.check_vector(x0, "x0")
+    res = conjugate_gradient(op.flat_matvec, g, damping=lam, x0=x0, rtol=rtol, max_iter=max_iter)
     d = res.x
-    quad = float(d @ (op._matvec_flat(d) + lam * d))
+    quad = float(d @ (op.flat_matvec(d) + lam * d))
     return NaturalGradientResult(
         direction=d,
         gradient=g,
@@ -339,14 +339,14 @@ class NaturalGradientDescent(torch.optim.Optimizer):
             )
 
             def matvec(v: Tensor) -> Tensor:
-                return op._matvec_flat(v) + lam * v
+                return op.flat_matvec(v) + lam * v
 
             x0 = None
             if g0["warm_start"] and all("direction" in self.state[p] for p, _ in active):
                 x0 = torch.cat([self.state[p]["direction"].reshape(-1) for p, _ in active])
             res = conjugate_gradient(matvec, grad, x0=x0, rtol=g0["cg_rtol"], max_iter=g0["cg_max_iter"])
             d = res.x
-            fd = op._matvec_flat(d)
+            fd = op.flat_matvec(d)
         if first_nonfinite([d, fd]) is not None:  # a non-finite curvature: write nothing
             if self.nonfinite == "skip":
                 self.skipped_steps += 1
