@@ -107,7 +107,7 @@ def ngvi_step(
             raise TypeError(f"family must be an ExponentialFamily class, got {family!r}")
         for name, value in (("lam", lam), ("prior_natural", eta0), ("the updated natural parameter", out)):
             try:
-                family._check_natural(value)
+                family.check_natural(value)
             except ValueError as exc:
                 raise ValueError(f"{name} is not a valid natural parameter of {family.__name__}: {exc}") from exc
     return out
@@ -200,7 +200,7 @@ class ConjugateModel(ABC):
         if lam.shape != self.prior_natural.shape:
             raise ValueError(f"{name} must have shape {tuple(self.prior_natural.shape)}, got {tuple(lam.shape)}")
         try:
-            self.family._check_natural(lam)
+            self.family.check_natural(lam)
         except ValueError as exc:
             raise ValueError(f"{name} is not a valid natural parameter of {self.family.__name__}: {exc}") from exc
         return lam

@@ -128,7 +128,7 @@ def svi(
         if family is None:
             return
         try:
-            family._check_natural(value)
+            family.check_natural(value)
         except ValueError as exc:
             raise ValueError(f"{name} is not a valid natural parameter of {family.__name__}: {exc}") from exc
 
