@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call, jacrev
 
+from igbook.experiments.models import mlp
 from igbook.continual import (
     EWC,
     FOPNG,
@@ -30,12 +31,9 @@ from igbook.continual import (
     fisher_quadratic_form,
     fopng_direction,
     forgetting,
-    html_table,
     make_learner,
-    markdown_table,
     mean_std,
     minibatches,
-    mlp,
     named_params,
     newest_task_accuracy,
     ood_auc,
@@ -62,7 +60,7 @@ def perm3() -> TaskStream:
 @pytest.fixture(scope="module")
 def small_model_data() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    model = mlp(5, (7,), 4, seed=3, dtype=D)
+    model = mlp((5, 7, 4), activation="relu", seed=3, dtype=D)
     x = torch.randn(30, 5, generator=gen, dtype=D)
     y = torch.randint(0, 4, (30,), generator=gen)
     return model, x, y
@@ -234,7 +232,7 @@ def test_diagonal_fisher_with_another_likelihood() -> None:
     """A Bernoulli (logit) likelihood on one output: the Fisher is sigma(1 - sigma) J^T J, by jacrev."""
     from igbook.fisher import BernoulliLikelihood
 
-    model = mlp(5, (7,), 1, seed=4, dtype=D)
+    model = mlp((5, 7, 1), activation="relu", seed=4, dtype=D)
     x = torch.randn(17, 5, generator=torch.Generator().manual_seed(8), dtype=D)
     p0 = named_params(model)
     names = list(p0)
@@ -388,7 +386,7 @@ def _task(
 
 def test_ewc_learner_penalty_and_gradient(small_model_data) -> None:  # type: ignore[no-untyped-def]
     base, x, y = small_model_data
-    model = mlp(5, (7,), 4, seed=3, dtype=D)
+    model = mlp((5, 7, 4), activation="relu", seed=3, dtype=D)
     learner = EWC(model, lam=2.5, lr=0.1)
     learner.end_task(_task(x, y))
     for _ in range(3):
@@ -407,7 +405,7 @@ def test_ewc_learner_penalty_and_gradient(small_model_data) -> None:  # type: ig
 
 def test_online_ewc_accumulates_fisher(small_model_data) -> None:  # type: ignore[no-untyped-def]
     _, x, y = small_model_data
-    model = mlp(5, (7,), 4, seed=3, dtype=D)
+    model = mlp((5, 7, 4), activation="relu", seed=3, dtype=D)
     on, ewc = OnlineEWC(model, lam=1.0, gamma=0.5), None
     f1 = diagonal_fisher(model, x)
     on.end_task(_task(x, y, 0))
@@ -420,7 +418,7 @@ def test_online_ewc_accumulates_fisher(small_model_data) -> None:  # type: ignor
         torch.testing.assert_close(got, w, rtol=1e-12, atol=0)
     assert len(on.anchors) == 1 and ewc is None
     # with gamma = 1 the penalty curvature equals separate EWC's sum of Fishers
-    m2 = mlp(5, (7,), 4, seed=3, dtype=D)
+    m2 = mlp((5, 7, 4), activation="relu", seed=3, dtype=D)
     e, o = EWC(m2, lam=1.0), OnlineEWC(m2, lam=1.0, gamma=1.0)
     for t in range(2):
         e.end_task(_task(x, y, t))
@@ -549,7 +547,7 @@ def test_fopng_paper_name_is_a_deprecated_alias() -> None:
         old = fopng_direction(g, G, f_old, f_new, variant="paper")
     assert torch.equal(old, fopng_direction(g, G, f_old, f_new, variant="reference_code"))
     with pytest.warns(DeprecationWarning, match="reference_code"):
-        learner = FOPNG(mlp(64, (16,), 10, seed=0, dtype=D), variant="paper")
+        learner = FOPNG(mlp((64, 16, 10), activation="relu", seed=0, dtype=D), variant="paper")
     assert (
         learner.variant == "reference_code"
         and learner.hyperparameters()["variant"] == "reference_code"
@@ -559,7 +557,7 @@ def test_fopng_paper_name_is_a_deprecated_alias() -> None:
 
 
 def test_fopng_learner_steps_are_fisher_orthogonal(perm3: TaskStream) -> None:
-    model = mlp(64, (16,), 10, seed=0, dtype=D)
+    model = mlp((64, 16, 10), activation="relu", seed=0, dtype=D)
     learner = FOPNG(
         model, lr=0.05, directions_per_task=10, fisher_samples=200, fisher_refresh=5, seed=0
     )
@@ -601,7 +599,7 @@ def test_fopng_learner_steps_are_fisher_orthogonal(perm3: TaskStream) -> None:
 # ---------------------------------------------------------------------------------------------
 def test_gaussian_learner_gradients_match_a_per_sample_loop(small_model_data) -> None:  # type: ignore[no-untyped-def]
     _, x, y = small_model_data
-    model = mlp(5, (7,), 4, seed=3, dtype=D)
+    model = mlp((5, 7, 4), activation="relu", seed=3, dtype=D)
     learner = MESULearner(model, N=100.0, num_samples=3, seed=0)
     weights, noise = learner.opt.draw_samples(generator=torch.Generator().manual_seed(9))
     captured: dict[str, list[torch.Tensor]] = {}
@@ -625,10 +623,10 @@ def test_gaussian_learner_gradients_match_a_per_sample_loop(small_model_data) ->
 
 def test_uncertainty_of_point_and_bayesian_learners(perm3: TaskStream) -> None:
     x = perm3[0].x_test[:50]
-    sgd = FineTuning(mlp(64, (16,), 10, seed=0, dtype=D))
+    sgd = FineTuning(mlp((64, 16, 10), activation="relu", seed=0, dtype=D))
     u = uncertainty_decomposition(sgd.sample_proba(x))
     assert float(u.epistemic.abs().max()) == 0.0
-    mesu = MESULearner(mlp(64, (16,), 10, seed=0, dtype=D), N=100.0, num_test_samples=8)
+    mesu = MESULearner(mlp((64, 16, 10), activation="relu", seed=0, dtype=D), N=100.0, num_test_samples=8)
     probs = mesu.sample_proba(x)
     assert probs.shape == (8, 50, 10)
     u = uncertainty_decomposition(probs)
@@ -670,20 +668,6 @@ def test_metrics_on_a_hand_computed_matrix() -> None:
 def test_metrics_bad_input(R, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=match):
         average_accuracy(torch.tensor(R, dtype=D))
-
-
-def test_tables() -> None:
-    assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
-    h = html_table(["a", "b<"], [[1, "x&y"]], caption="c")
-    assert (
-        h.startswith('<table class="igbook-table igbook-output-table"><caption>c</caption>')
-        and "<th>b&lt;</th>" in h
-        and "<td>x&amp;y</td>" in h
-    )
-    with pytest.raises(ValueError, match="one entry per header"):
-        html_table(["a"], [[1, 2]])
-    with pytest.raises(ValueError, match="one entry per header"):
-        markdown_table(["a"], [[1, 2]])
 
 
 def test_forgetting_needs_two_tasks() -> None:
@@ -765,7 +749,7 @@ def test_seeded_runs_are_reproducible(method: str) -> None:
     kw = {"fisher_samples": 64} if method == "fopng" else {}
     results = [
         run_stream(
-            make_learner(method, mlp(64, (16,), 10, seed=2), seed=5, **kw),
+            make_learner(method, mlp((64, 16, 10), activation="relu", seed=2), seed=5, **kw),
             stream,
             batch_size=16,
             epochs=2,
@@ -782,21 +766,21 @@ def test_seeded_runs_are_reproducible(method: str) -> None:
 def test_streaming_mode() -> None:
     stream = _tiny_stream()
     a = run_stream(
-        MESULearner(mlp(64, (16,), 10, seed=2), N=200.0, num_samples=2),
+        MESULearner(mlp((64, 16, 10), activation="relu", seed=2), N=200.0, num_samples=2),
         stream,
         batch_size=32,
         task_boundaries=False,
     )
     b = run_stream(
-        MESULearner(mlp(64, (16,), 10, seed=2), N=200.0, num_samples=2),
+        MESULearner(mlp((64, 16, 10), activation="relu", seed=2), N=200.0, num_samples=2),
         stream,
         batch_size=32,
         task_boundaries=True,
     )
     assert torch.equal(a.accuracy, b.accuracy)  # MESU never uses task boundaries
     with pytest.raises(ValueError, match="task boundaries"):
-        run_stream(EWC(mlp(64, (16,), 10)), stream, task_boundaries=False)
-    c = run_stream(FineTuning(mlp(64, (16,), 10)), stream, batch_size=32, eval_every=3)
+        run_stream(EWC(mlp((64, 16, 10), activation="relu")), stream, task_boundaries=False)
+    c = run_stream(FineTuning(mlp((64, 16, 10), activation="relu")), stream, batch_size=32, eval_every=3)
     assert (
         c.curve is not None and c.curve.shape == (len(c.curve_steps), 2) and c.curve_steps[0] == 3
     )
@@ -804,7 +788,7 @@ def test_streaming_mode() -> None:
 
 def test_task_incremental_predictions_stay_in_the_task() -> None:
     stream = _tiny_stream("task")
-    learner = FineTuning(mlp(64, (16,), 10, seed=0))
+    learner = FineTuning(mlp((64, 16, 10), activation="relu", seed=0))
     res = run_stream(learner, stream, batch_size=32, epochs=2)
     for t in stream:
         pred = learner.predict(t.x_test, t.active_classes)
@@ -864,7 +848,7 @@ def test_task_incremental_predictions_stay_in_the_task() -> None:
 )
 def test_learner_bad_input(build, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=match):
-        build(mlp(64, (8,), 10))
+        build(mlp((64, 8, 10), activation="relu"))
 
 
 def test_learner_type_errors() -> None:

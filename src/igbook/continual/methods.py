@@ -48,20 +48,17 @@ holds the factory :func:`make_learner` and the small models of the chapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from igbook._validation import check_count, check_seed
 from igbook.continual.bayesian import BGDLearner, MESULearner, fan_in_sigma_groups
 from igbook.continual.learner import ContinualLearner, FineTuning
 from igbook.continual.projection import FOPNG, fopng_direction
 from igbook.continual.regularization import EWC, SI, OnlineEWC
 
 __all__ = [
-    "mlp",
     "BinaryLogits",
     "ContinualLearner",
     "FineTuning",
@@ -76,34 +73,6 @@ __all__ = [
     "METHODS",
     "make_learner",
 ]
-
-
-def mlp(
-    in_features: int = 64,
-    hidden: Sequence[int] = (100,),
-    out_features: int = 10,
-    *,
-    seed: int = 0,
-    dtype: torch.dtype = torch.float32,
-) -> nn.Sequential:
-    """A ReLU multilayer perceptron with seeded PyTorch default initialization."""
-    sizes = (("in_features", in_features), ("out_features", out_features))
-    for name, v in (*sizes, *((f"hidden[{i}]", h) for i, h in enumerate(hidden))):
-        check_count(v, name)
-    seed = check_seed(seed)
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        layers: list[nn.Module] = []
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, out_features))
-        model = nn.Sequential(*layers).to(dtype)
-    finally:
-        torch.random.set_rng_state(gen_state)
-    return model
 
 
 class BinaryLogits(nn.Module):

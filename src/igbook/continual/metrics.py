@@ -17,7 +17,6 @@ task :math:`j` after training on tasks :math:`0,\dots,i` :cite:`lopezpaz2017grad
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -32,8 +31,6 @@ __all__ = [
     "backward_transfer",
     "summarize",
     "mean_std",
-    "markdown_table",
-    "html_table",
 ]
 
 
@@ -109,30 +106,3 @@ def mean_std(values: Sequence[Mapping[str, float]]) -> dict[str, tuple[float, fl
         s = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
         out[k] = (m, s)
     return out
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub/MyST Markdown table (for printing benchmark tables in notebooks and scripts)."""
-    if any(len(r) != len(header) for r in rows):
-        raise ValueError("every row must have one entry per header column")
-    lines = [
-        "| " + " | ".join(str(h) for h in header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-    ]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def html_table(
-    header: Sequence[str], rows: Sequence[Sequence[object]], *, caption: str | None = None
-) -> str:
-    """The same table as HTML (notebook outputs: the book renders Markdown outputs as CommonMark,
-    which has no tables)."""
-    if any(len(r) != len(header) for r in rows):
-        raise ValueError("every row must have one entry per header column")
-    esc = lambda v: html.escape(str(v))  # noqa: E731
-    cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    table = '<table class="igbook-table igbook-output-table">'
-    return f"{table}{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
