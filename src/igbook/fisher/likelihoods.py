@@ -165,6 +165,13 @@ class Likelihood(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    def __eq__(self, other: object) -> bool:
+        """Likelihoods are values: equal when of the same class with the same settings (variance, link)."""
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(vars(self).items()))))
+
 
 def _check_float_output(output: Tensor) -> None:
     if not isinstance(output, Tensor) or not output.is_floating_point():
