@@ -59,7 +59,11 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "si": [{"c": v, "lr": LR} for v in (0.1, 0.3, 1.0, 2.0)],
     "bgd": [{"num_samples": 10, "sigma_scale": s} for s in (1.0, 2.0)],
     "mesu": [{"N": v, **MESU_COMMON} for v in (2000.0, 8000.0, 32000.0)],
-    "fopng": [{"lr": v, "damping": d, "directions_per_task": 100} for v in (0.01, 0.03) for d in (0.1, 1.0)],
+    "fopng": [
+        {"lr": v, "damping": d, "directions_per_task": 100}
+        for v in (0.01, 0.03)
+        for d in (0.1, 1.0)
+    ],
 }
 
 # Stability-plasticity sweeps (permuted digits): one knob per method.
@@ -97,10 +101,17 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def one_run(stream_name: str, method: str, hyper: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]:
+def one_run(
+    stream_name: str, method: str, hyper: dict[str, Any], seed: int, epochs: int
+) -> dict[str, Any]:
     dtype = torch.float32
     stream = make_stream(stream_name, seed, dtype)
-    model = mlp((stream.num_inputs, *PROTOCOL["hidden"], stream.num_classes), activation="relu", seed=seed, dtype=dtype)
+    model = mlp(
+        (stream.num_inputs, *PROTOCOL["hidden"], stream.num_classes),
+        activation="relu",
+        seed=seed,
+        dtype=dtype,
+    )
     learner = make_learner(method, model, seed=seed, **hyper)
     res = run_stream(learner, stream, epochs=epochs, batch_size=PROTOCOL["batch_size"], seed=seed)
     out = res.summary()
@@ -114,8 +125,16 @@ def joint_run(stream_name: str, seed: int, epochs: int) -> float:
     stream = make_stream(stream_name, seed, torch.float32)
     x = torch.cat([t.x_train for t in stream])
     y = torch.cat([t.y_train for t in stream])
-    joint = TaskStream("joint", "domain", (Task(0, "all", x, y, x[:1], y[:1], tuple(range(10))),), stream.num_inputs, 10)
-    learner = FineTuning(mlp((stream.num_inputs, *PROTOCOL["hidden"], 10), activation="relu", seed=seed), lr=LR)
+    joint = TaskStream(
+        "joint",
+        "domain",
+        (Task(0, "all", x, y, x[:1], y[:1], tuple(range(10))),),
+        stream.num_inputs,
+        10,
+    )
+    learner = FineTuning(
+        mlp((stream.num_inputs, *PROTOCOL["hidden"], 10), activation="relu", seed=seed), lr=LR
+    )
     run_stream(learner, joint, epochs=epochs, batch_size=PROTOCOL["batch_size"], seed=seed)
     return sum(evaluate(learner, t) for t in stream) / len(stream)
 
@@ -143,7 +162,14 @@ def remembering(seeds: list[int]) -> dict[str, Any]:
 
             net = mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=seed)
             learner = MESULearner(net, N=N, seed=seed, **MESU_COMMON)
-            res = run_stream(learner, stream, epochs=REMEMBER["epochs"], batch_size=PROTOCOL["batch_size"], seed=seed, on_task_end=log)
+            res = run_stream(
+                learner,
+                stream,
+                epochs=REMEMBER["epochs"],
+                batch_size=PROTOCOL["batch_size"],
+                seed=seed,
+                on_task_end=log,
+            )
             rec = {k: [d[k] for d in res.logs] for k in res.logs[0]}
             rec["newest_accuracy"] = [float(v) for v in res.accuracy.diagonal()]
             rec["final_row"] = [float(v) for v in res.accuracy[-1]]
@@ -151,13 +177,18 @@ def remembering(seeds: list[int]) -> dict[str, Any]:
         agg = {}
         for k in per_seed[0]:
             arr = torch.tensor([r[k] for r in per_seed], dtype=torch.float64)
-            std = arr.std(0) if len(per_seed) > 1 else torch.zeros(arr.shape[1], dtype=torch.float64)
+            std = (
+                arr.std(0) if len(per_seed) > 1 else torch.zeros(arr.shape[1], dtype=torch.float64)
+            )
             agg[k] = [arr.mean(0).tolist(), std.tolist()]
         key = "inf" if math.isinf(N) else out["finite_key"]
         out["runs"][key] = agg
-        print(f"remembering N={key}: newest {agg['newest_accuracy'][0][-1]:.3f} "
-              f"epistemic AUC {agg['epistemic_auc'][0][-1]:.3f} "
-              f"sigma2 {agg['sigma_layer2'][0][-1]:.4f}", flush=True)
+        print(
+            f"remembering N={key}: newest {agg['newest_accuracy'][0][-1]:.3f} "
+            f"epistemic AUC {agg['epistemic_auc'][0][-1]:.3f} "
+            f"sigma2 {agg['sigma_layer2'][0][-1]:.4f}",
+            flush=True,
+        )
     return out
 
 
@@ -174,7 +205,13 @@ def timing(repeats: int = 3, tasks: int = 3) -> dict[str, Any]:
         for key in LABELS:
             net = mlp((64, *PROTOCOL["hidden"], 10), activation="relu", seed=rep)
             learner = make_learner(key, net, seed=rep, **CONFIG["permuted"][key])
-            res = run_stream(learner, stream, epochs=PROTOCOL["epochs"], batch_size=PROTOCOL["batch_size"], seed=rep)
+            res = run_stream(
+                learner,
+                stream,
+                epochs=PROTOCOL["epochs"],
+                batch_size=PROTOCOL["batch_size"],
+                seed=rep,
+            )
             per[key] += [float(v) for v in res.train_seconds[1:]]
     steps = math.ceil(stream[0].num_train / PROTOCOL["batch_size"]) * PROTOCOL["epochs"]
     med = {LABELS[k]: statistics.median(v) for k, v in per.items()}
@@ -182,13 +219,21 @@ def timing(repeats: int = 3, tasks: int = 3) -> dict[str, Any]:
         "setup": f"permuted digits, {PROTOCOL['epochs']} passes x {steps // PROTOCOL['epochs']} minibatches of "
         f"{PROTOCOL['batch_size']} per task; median over {repeats} repeats x {tasks - 1} tasks, methods interleaved",
         "records": [
-            {"method": name, "seconds_per_task": round(t, 4), "ms_per_step": round(1000 * t / steps, 3), "relative_to_SGD": round(t / med["SGD"], 2)}
+            {
+                "method": name,
+                "seconds_per_task": round(t, 4),
+                "ms_per_step": round(1000 * t / steps, 3),
+                "relative_to_SGD": round(t / med["SGD"], 2),
+            }
             for name, t in med.items()
         ],
     }
     for r in out["records"]:
-        print(f"timing {r['method']:11s} {r['seconds_per_task']:.3f} s/task  "
-              f"{r['ms_per_step']:.2f} ms/step  x{r['relative_to_SGD']}", flush=True)
+        print(
+            f"timing {r['method']:11s} {r['seconds_per_task']:.3f} s/task  "
+            f"{r['ms_per_step']:.2f} ms/step  x{r['relative_to_SGD']}",
+            flush=True,
+        )
     return out
 
 
@@ -209,8 +254,11 @@ def tune(epochs: int) -> dict[str, Any]:
                     print(f"tune {family:9s} {method:11s} {hyper} -> diverged ({exc})", flush=True)
                     continue
                 scores.append((r["average_accuracy"], hyper))
-                print(f"tune {family:9s} {method:11s} {hyper} -> "
-                      f"avg {r['average_accuracy']:.3f} newest {r['mean_newest_accuracy']:.3f}", flush=True)
+                print(
+                    f"tune {family:9s} {method:11s} {hyper} -> "
+                    f"avg {r['average_accuracy']:.3f} newest {r['mean_newest_accuracy']:.3f}",
+                    flush=True,
+                )
             chosen[family][method] = max(scores, key=lambda s: s[0])[1]
     return chosen
 
@@ -218,9 +266,19 @@ def tune(epochs: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="1 pass per task, 2 seeds, no sweeps (smoke test)")
-    ap.add_argument("--tune", action="store_true", help="run the hyperparameter grids on seed 99 and print the choice")
-    ap.add_argument("--timing-only", action="store_true", help="re-measure only the speed section of an existing results file")
+    ap.add_argument(
+        "--quick", action="store_true", help="1 pass per task, 2 seeds, no sweeps (smoke test)"
+    )
+    ap.add_argument(
+        "--tune",
+        action="store_true",
+        help="run the hyperparameter grids on seed 99 and print the choice",
+    )
+    ap.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="re-measure only the speed section of an existing results file",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -254,8 +312,14 @@ def main() -> None:
             rs = [one_run(stream_name, method, hyper, seed, epochs) for seed in seeds]
             runs[stream_name][key] = rs
             ms = mean_std([{k: v for k, v in r.items() if isinstance(v, float)} for r in rs])
-            ms["seconds_per_task_median"] = (statistics.median(r["seconds_per_task"] for r in rs), 0.0)
-            table[stream_name][key] = {"hyperparameters": _jsonable(hyper), **{k: list(v) for k, v in ms.items()}}
+            ms["seconds_per_task_median"] = (
+                statistics.median(r["seconds_per_task"] for r in rs),
+                0.0,
+            )
+            table[stream_name][key] = {
+                "hyperparameters": _jsonable(hyper),
+                **{k: list(v) for k, v in ms.items()},
+            }
             print(
                 f"{stream_name:12s} {key:19s} avg {ms['average_accuracy'][0]:.3f}+-{ms['average_accuracy'][1]:.3f} "
                 f"newest {ms['newest_accuracy'][0]:.3f} forget {ms['forgetting'][0]:.3f} "
@@ -279,10 +343,17 @@ def main() -> None:
                 hyper = dict(CONFIG["permuted"][method])
                 hyper[knob] = v
                 rs = [one_run("permuted", method, hyper, seed, epochs) for seed in SWEEP_SEEDS]
-                ms = mean_std([{k: val for k, val in r.items() if isinstance(val, float)} for r in rs])
-                sweeps[method]["points"].append({"value": "inf" if math.isinf(v) else v, **{k: list(m) for k, m in ms.items()}})
-                print(f"sweep {method:5s} {knob}={v:g}: avg {ms['average_accuracy'][0]:.3f} "
-                      f"newest {ms['mean_newest_accuracy'][0]:.3f} forget {ms['forgetting'][0]:.3f}", flush=True)
+                ms = mean_std(
+                    [{k: val for k, val in r.items() if isinstance(val, float)} for r in rs]
+                )
+                sweeps[method]["points"].append(
+                    {"value": "inf" if math.isinf(v) else v, **{k: list(m) for k, m in ms.items()}}
+                )
+                print(
+                    f"sweep {method:5s} {knob}={v:g}: avg {ms['average_accuracy'][0]:.3f} "
+                    f"newest {ms['mean_newest_accuracy'][0]:.3f} forget {ms['forgetting'][0]:.3f}",
+                    flush=True,
+                )
     elapsed = time.perf_counter() - t_start
 
     result = {
@@ -320,9 +391,28 @@ def main() -> None:
             def f(k: str, r: dict[str, Any] = r) -> str:
                 return f"{100 * r[k][0]:.1f} ± {100 * r[k][1]:.1f}"
 
-            rows.append([name, f("average_accuracy"), f("newest_accuracy"), f("forgetting"), f"{r['seconds_per_task_median'][0]:.2f}"])
+            rows.append(
+                [
+                    name,
+                    f("average_accuracy"),
+                    f("newest_accuracy"),
+                    f("forgetting"),
+                    f"{r['seconds_per_task_median'][0]:.2f}",
+                ]
+            )
         print(f"\n### {stream_name} ({len(seeds)} seeds)\n")
-        print(markdown_table(["method", "final avg. acc. (%)", "newest-task acc. (%)", "forgetting (%)", "s / task"], rows))
+        print(
+            markdown_table(
+                [
+                    "method",
+                    "final avg. acc. (%)",
+                    "newest-task acc. (%)",
+                    "forgetting (%)",
+                    "s / task",
+                ],
+                rows,
+            )
+        )
     print(f"\nwrote {args.out} in {elapsed:.0f} s")
 
 

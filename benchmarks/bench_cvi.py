@@ -57,7 +57,24 @@ OUT = ROOT / "benchmarks" / "results" / "cvi.json"
 TOL = 1e-3
 # Every method gets a grid of its step parameter; the grids are finest where the fastest settings
 # are (just below the step sizes at which gradient ascent starts to oscillate).
-GD_GRID = (0.005, 0.01, 0.015, 0.02, 0.021, 0.022, 0.023, 0.024, 0.025, 0.0275, 0.03, 0.031, 0.032, 0.033, 0.035, 0.04)
+GD_GRID = (
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.021,
+    0.022,
+    0.023,
+    0.024,
+    0.025,
+    0.0275,
+    0.03,
+    0.031,
+    0.032,
+    0.033,
+    0.035,
+    0.04,
+)
 ADAM_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 MAX_STEPS = 600
 # With quadrature rho = 1 converges; with the 10-draw Monte Carlo estimator rho >= 0.95 ends in a
@@ -72,7 +89,14 @@ def problem(estimator: str) -> BayesianLogisticRegression:
     ds = load("breast_cancer")
     x = torch.cat([ds.x_train, torch.ones(ds.x_train.shape[0], 1, dtype=torch.float64)], 1)
     num_points = 32 if estimator == "quadrature" else 10
-    return BayesianLogisticRegression(x, ds.y_train.to(torch.float64), prior_precision=1.0, estimator=estimator, num_points=num_points, seed=0)
+    return BayesianLogisticRegression(
+        x,
+        ds.y_train.to(torch.float64),
+        prior_precision=1.0,
+        estimator=estimator,
+        num_points=num_points,
+        seed=0,
+    )
 
 
 def optimum(model: BayesianLogisticRegression) -> dict[str, float]:
@@ -93,7 +117,9 @@ def run(model: BayesianLogisticRegression, method: str, setting: float, steps: i
     return euclidean_vi(model, lr=setting, steps=steps, optimizer=method)
 
 
-def evaluate_grid(model: BayesianLogisticRegression, method: str, grid: tuple[float, ...], target: float) -> list[dict[str, object]]:
+def evaluate_grid(
+    model: BayesianLogisticRegression, method: str, grid: tuple[float, ...], target: float
+) -> list[dict[str, object]]:
     rows = []
     for setting in grid:
         try:
@@ -103,11 +129,20 @@ def evaluate_grid(model: BayesianLogisticRegression, method: str, grid: tuple[fl
             final_gap = float(target - res.elbo[-1])
         except ValueError:  # the ELBO became non-finite: diverged
             hit, first, final_gap = None, None, float("nan")
-        rows.append({"setting": setting, "iterations": hit, "first_below_tol": first, "final_gap": final_gap})
+        rows.append(
+            {
+                "setting": setting,
+                "iterations": hit,
+                "first_below_tol": first,
+                "final_gap": final_gap,
+            }
+        )
     return rows
 
 
-def timed(model: BayesianLogisticRegression, method: str, setting: float, hit: int, repeats: int) -> dict[str, float]:
+def timed(
+    model: BayesianLogisticRegression, method: str, setting: float, hit: int, repeats: int
+) -> dict[str, float]:
     to_target, per_iter = [], []
     for _ in range(repeats):
         res = run(model, method, setting, hit)
@@ -165,13 +200,20 @@ def main() -> None:
             chosen = sorted(reached, key=lambda r: (r["iterations"], -r["setting"]))[:1]
             for r in chosen:
                 t = timed(model, method, float(r["setting"]), int(r["iterations"]), args.repeats)
-                table.append({"method": method, "setting": r["setting"], "iterations": r["iterations"], **t})
+                table.append(
+                    {"method": method, "setting": r["setting"], "iterations": r["iterations"], **t}
+                )
         cvi_best = min(r["iterations"] for r in table if r["method"] == "cvi")
         gd_best = min((r["iterations"] for r in table if r["method"] == "gd"), default=None)
         # no step size of the grid settling within MAX_STEPS counts for the claim (ratio < CVI/MAX_STEPS)
         ratio = cvi_best / gd_best if gd_best else None
-        cvi_first = min(r["first_below_tol"] for r in grids["cvi"] if r["first_below_tol"] is not None)
-        gd_first = min((r["first_below_tol"] for r in grids["gd"] if r["first_below_tol"] is not None), default=None)
+        cvi_first = min(
+            r["first_below_tol"] for r in grids["cvi"] if r["first_below_tol"] is not None
+        )
+        gd_first = min(
+            (r["first_below_tol"] for r in grids["gd"] if r["first_below_tol"] is not None),
+            default=None,
+        )
         ratio_first = cvi_first / gd_first if gd_first else None
         holds = (ratio is None or ratio <= 0.1) and (ratio_first is None or ratio_first <= 0.1)
         claim_holds = claim_holds and holds
@@ -183,24 +225,39 @@ def main() -> None:
             "cvi_over_gd_first_below_tol": ratio_first,
             "claim_cvi_at_most_one_tenth": holds,
         }
-        print(f"\nestimator: {estimator}   ELBO* = {target:.8f}  "
-              f"(|natural grad| {opt['natural_gradient_max']:.1e}, |Euclidean grad| {opt['euclidean_gradient_max']:.1e})")
-        print(f"{'method':8s} {'rho / lr':>9s} {'iterations':>10s} {'time to 1e-3 [ms]':>18s} {'ms / iter':>10s}")
+        print(
+            f"\nestimator: {estimator}   ELBO* = {target:.8f}  "
+            f"(|natural grad| {opt['natural_gradient_max']:.1e}, |Euclidean grad| {opt['euclidean_gradient_max']:.1e})"
+        )
+        print(
+            f"{'method':8s} {'rho / lr':>9s} {'iterations':>10s} {'time to 1e-3 [ms]':>18s} {'ms / iter':>10s}"
+        )
         for r in table:
-            print(f"{r['method']:8s} {r['setting']:9.3g} {r['iterations']:10d} "
-                  f"{1e3 * r['median_seconds_to_target']:18.1f} {r['median_ms_per_iteration']:10.2f}")
-        print(f"CVI / best gradient ascent iterations: "
-              f"settle {cvi_best}/{gd_best} = {ratio if ratio is None else round(ratio, 3)}, "
-              f"first below 1e-3 {cvi_first}/{gd_first} "
-              f"= {ratio_first if ratio_first is None else round(ratio_first, 3)}  (claim: <= 0.1)")
+            print(
+                f"{r['method']:8s} {r['setting']:9.3g} {r['iterations']:10d} "
+                f"{1e3 * r['median_seconds_to_target']:18.1f} {r['median_ms_per_iteration']:10.2f}"
+            )
+        print(
+            f"CVI / best gradient ascent iterations: "
+            f"settle {cvi_best}/{gd_best} = {ratio if ratio is None else round(ratio, 3)}, "
+            f"first below 1e-3 {cvi_first}/{gd_first} "
+            f"= {ratio_first if ratio_first is None else round(ratio_first, 3)}  (claim: <= 0.1)"
+        )
         for method in ("cvi", "gd", "adam"):
-            print(f"  {method} grid (setting: settle/first, None = not within the budget or diverged): "
-                  + ", ".join(f"{r['setting']:g}: {r['iterations']}/{r['first_below_tol']}" for r in grids[method]))
+            print(
+                f"  {method} grid (setting: settle/first, None = not within the budget or diverged): "
+                + ", ".join(
+                    f"{r['setting']:g}: {r['iterations']}/{r['first_below_tol']}"
+                    for r in grids[method]
+                )
+            )
     results["claim_holds"] = bool(claim_holds)
     results["total_seconds"] = time.perf_counter() - t_start
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2))
-    print(f"\nclaim holds: {claim_holds};  wrote {OUT.relative_to(ROOT)} in {results['total_seconds']:.0f} s")
+    print(
+        f"\nclaim holds: {claim_holds};  wrote {OUT.relative_to(ROOT)} in {results['total_seconds']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -147,30 +147,48 @@ TUNE_GRIDS = {
         for h0 in (0.1, 0.5, 1.0, 5.0, 10.0)
         for wd in (1e-4, 1e-3)
     ],
-    "AdamW": [{"lr": lr, "weight_decay": wd} for lr in (1e-3, 3e-3, 1e-2, 3e-2) for wd in (1e-2, 1e-1)],
+    "AdamW": [
+        {"lr": lr, "weight_decay": wd} for lr in (1e-3, 3e-3, 1e-2, 3e-2) for wd in (1e-2, 1e-1)
+    ],
 }
 
 
-def digits_runs(seeds: list[int], *, split_seed: int, hypers: dict[str, dict[str, float]]) -> dict[str, Any]:
+def digits_runs(
+    seeds: list[int], *, split_seed: int, hypers: dict[str, dict[str, float]]
+) -> dict[str, Any]:
     ds = data.load("digits", seed=split_seed, dtype=torch.float32)
     rows: dict[str, list[dict[str, float]]] = {"AdamW": [], "IVON@mean": [], "IVON": []}
     seconds: dict[str, list[float]] = {"AdamW": [], "IVON": []}
     for seed in seeds:
         for name in ("AdamW", "IVON"):
             tr = train_classifier(
-                name, ds.x_train, ds.y_train, num_classes=ds.num_classes, seed=seed, hyper=hypers[name]
+                name,
+                ds.x_train,
+                ds.y_train,
+                num_classes=ds.num_classes,
+                seed=seed,
+                hyper=hypers[name],
             )
             seconds[name].append(tr.seconds)
-            for key, (metrics, _) in evaluate_classifier(tr, ds.x_test, ds.y_test, num_samples=32).items():
+            for key, (metrics, _) in evaluate_classifier(
+                tr, ds.x_test, ds.y_test, num_samples=32
+            ).items():
                 rows[key].append(metrics._asdict())
     summary = {
         key: {
-            f: {"mean": statistics.mean(r[f] for r in rs), "sd": statistics.stdev(r[f] for r in rs) if len(rs) > 1 else 0.0}
+            f: {
+                "mean": statistics.mean(r[f] for r in rs),
+                "sd": statistics.stdev(r[f] for r in rs) if len(rs) > 1 else 0.0,
+            }
             for f in ("accuracy", "nll", "brier", "ece")
         }
         for key, rs in rows.items()
     }
-    return {"per_seed": rows, "summary": summary, "train_seconds_median": {k: statistics.median(v) for k, v in seconds.items()}}
+    return {
+        "per_seed": rows,
+        "summary": summary,
+        "train_seconds_median": {k: statistics.median(v) for k, v in seconds.items()},
+    }
 
 
 def tune() -> dict[str, Any]:
@@ -179,10 +197,25 @@ def tune() -> dict[str, Any]:
         scores = []
         for hyper in grid:
             other = "AdamW" if name == "IVON" else "IVON"
-            res = digits_runs([100, 101, 102], split_seed=99, hypers={name: hyper, other: ADAMW_DIGITS if other == "AdamW" else IVON_DIGITS})
+            res = digits_runs(
+                [100, 101, 102],
+                split_seed=99,
+                hypers={name: hyper, other: ADAMW_DIGITS if other == "AdamW" else IVON_DIGITS},
+            )
             key = "IVON" if name == "IVON" else "AdamW"
-            scores.append({"hyper": hyper, "val_nll": res["summary"][key]["nll"]["mean"], "val_accuracy": res["summary"][key]["accuracy"]["mean"]})
-            print(name, hyper, f"val NLL {scores[-1]['val_nll']:.4f} acc {scores[-1]['val_accuracy']:.4f}", flush=True)
+            scores.append(
+                {
+                    "hyper": hyper,
+                    "val_nll": res["summary"][key]["nll"]["mean"],
+                    "val_accuracy": res["summary"][key]["accuracy"]["mean"],
+                }
+            )
+            print(
+                name,
+                hyper,
+                f"val NLL {scores[-1]['val_nll']:.4f} acc {scores[-1]['val_accuracy']:.4f}",
+                flush=True,
+            )
         out[name] = {"grid": scores, "best": min(scores, key=lambda s: s["val_nll"])}
     return out
 
@@ -194,7 +227,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="fewer rounds and seeds (a smoke test)")
-    ap.add_argument("--tune", action="store_true", help="rerun the hyperparameter grids (split seed 99)")
+    ap.add_argument(
+        "--tune", action="store_true", help="rerun the hyperparameter grids (split seed 99)"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     rounds, steps = (3, 3) if args.quick else (15, 5)
@@ -211,7 +246,12 @@ def main() -> None:
             "load_average_at_start": list(os.getloadavg()),
         },
         "settings": {
-            "step_cost": {"dtype": "float32", "mc_samples": 1, "rounds": rounds, "steps_per_round": steps},
+            "step_cost": {
+                "dtype": "float32",
+                "mc_samples": 1,
+                "rounds": rounds,
+                "steps_per_round": steps,
+            },
             "digits": {
                 "network": "MLP 64-64-10 (ReLU), float32",
                 "epochs": 20,
@@ -234,7 +274,9 @@ def main() -> None:
 
     t_start = time.perf_counter()
     step_cost = {}
-    print(f"{'network':42s} {'params':>9s} {'AdamW ms':>9s} {'IVON ms':>9s} {'ref ms':>9s} {'IVON/AdamW':>10s} {'ref/AdamW':>10s} {'randn ms':>9s}")
+    print(
+        f"{'network':42s} {'params':>9s} {'AdamW ms':>9s} {'IVON ms':>9s} {'ref ms':>9s} {'IVON/AdamW':>10s} {'ref/AdamW':>10s} {'randn ms':>9s}"
+    )
     for name, (make, batch) in NETWORKS.items():
         r = time_steps(make, batch, rounds=rounds, steps=steps)
         step_cost[name] = r
@@ -255,9 +297,14 @@ def main() -> None:
     print(f"\nDigits, {len(seeds)} seeds (mean +- sd)")
     print(f"{'':10s} {'accuracy':>17s} {'NLL':>17s} {'Brier':>17s} {'ECE':>17s}")
     for key, s in dig["summary"].items():
-        cells = " ".join(f"{s[f]['mean']:8.4f} +- {s[f]['sd']:.4f}" for f in ("accuracy", "nll", "brier", "ece"))
+        cells = " ".join(
+            f"{s[f]['mean']:8.4f} +- {s[f]['sd']:.4f}" for f in ("accuracy", "nll", "brier", "ece")
+        )
         print(f"{key:10s} {cells}")
-    print("train seconds per run (median):", {k: round(v, 2) for k, v in dig["train_seconds_median"].items()})
+    print(
+        "train seconds per run (median):",
+        {k: round(v, 2) for k, v in dig["train_seconds_median"].items()},
+    )
     result["seconds_total"] = time.perf_counter() - t_start
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1))

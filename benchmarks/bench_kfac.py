@@ -72,10 +72,15 @@ def tune(images, floor, steps, grids):
     for method, grid in grids.items():
         best = None
         for cfg in grid:
-            r = train_autoencoder(method, images, steps=steps, eval_every=steps, seed=0, batch_size=BATCH, **cfg)
+            r = train_autoencoder(
+                method, images, steps=steps, eval_every=steps, seed=0, batch_size=BATCH, **cfg
+            )
             loss = float("inf") if r.diverged else r.losses[-1]
             table.append({"method": method, "config": cfg, "loss": loss, "excess": loss - floor})
-            print(f"  tune {method:5s} {json.dumps(cfg):85s} excess after {steps} steps: {loss - floor:8.3f}", flush=True)
+            print(
+                f"  tune {method:5s} {json.dumps(cfg):85s} excess after {steps} steps: {loss - floor:8.3f}",
+                flush=True,
+            )
             if best is None or loss < best[0]:
                 best = (loss, cfg)
         tuned[method] = {**best[1], "batch_size": BATCH}
@@ -87,10 +92,25 @@ def time_runs(images, target, tuned, seeds, max_steps):
     for seed in seeds:  # interleave methods within each seed
         for method in ("kfac", "adam", "sgd"):
             cfg = dict(tuned[method])
-            r = train_autoencoder(method, images, steps=max_steps[method], eval_every=25, seed=seed, target=target, **cfg)
+            r = train_autoencoder(
+                method,
+                images,
+                steps=max_steps[method],
+                eval_every=25,
+                seed=seed,
+                target=target,
+                **cfg,
+            )
             hit = time_to_target(r, target)
-            print(f"  run {method:5s} seed {seed}: " + (f"target at iteration {hit[0]}, {hit[1]:.1f} s wall, {hit[2]:.1f} s CPU" if hit
-                  else f"target not reached in {r.iterations[-1]} iterations ({r.seconds[-1]:.1f} s)"), flush=True)
+            print(
+                f"  run {method:5s} seed {seed}: "
+                + (
+                    f"target at iteration {hit[0]}, {hit[1]:.1f} s wall, {hit[2]:.1f} s CPU"
+                    if hit
+                    else f"target not reached in {r.iterations[-1]} iterations ({r.seconds[-1]:.1f} s)"
+                ),
+                flush=True,
+            )
             d = r.as_dict()
             d["hit"] = hit
             runs.append(d)
@@ -154,8 +174,13 @@ def _asdl_stepper(images, damping):
 
     model = mlp(AUTOENCODER_WIDTHS, activation="tanh", seed=0)
     xb = images[:BATCH]
-    cfg = asdl.PreconditioningConfig(data_size=BATCH, damping=damping, preconditioner_upd_interval=10,
-                                     curvature_upd_interval=1, ema_decay=0.05)
+    cfg = asdl.PreconditioningConfig(
+        data_size=BATCH,
+        damping=damping,
+        preconditioner_upd_interval=10,
+        curvature_upd_interval=1,
+        ema_decay=0.05,
+    )
     gm = asdl.KfacGradientMaker(model, cfg, fisher_type=asdl.FISHER_MC, loss_type=asdl.LOSS_MSE)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
@@ -176,7 +201,7 @@ def interleaved(steppers, rounds, per_round):
     times = {k: [] for k in steppers}
     keys = list(steppers)
     for r in range(rounds):
-        order = keys[r % len(keys):] + keys[: r % len(keys)]
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]
         for k in order:
             t0 = time.perf_counter()
             for _ in range(per_round):
@@ -187,7 +212,9 @@ def interleaved(steppers, rounds, per_round):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny horizons: checks that the script runs")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny horizons: checks that the script runs"
+    )
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -202,8 +229,10 @@ def main() -> None:
     max_steps = {k: (60 if args.quick else v) for k, v in MAX_STEPS.items()}
     grids = {k: v[:2] for k, v in GRIDS.items()} if args.quick else GRIDS
 
-    print(f"digits autoencoder {AUTOENCODER_WIDTHS}, batch {BATCH}, {images.shape[0]} images; "
-          f"entropy floor {floor:.3f}, target loss {target:.3f}; torch threads {args.threads}")
+    print(
+        f"digits autoencoder {AUTOENCODER_WIDTHS}, batch {BATCH}, {images.shape[0]} images; "
+        f"entropy floor {floor:.3f}, target loss {target:.3f}; torch threads {args.threads}"
+    )
     print("1. tuning")
     tuned, tune_table = tune(images, floor, tune_steps, grids)
     print("   tuned:", json.dumps(tuned))
@@ -220,7 +249,8 @@ def main() -> None:
             "kfac": _stepper("kfac", images, tuned),
             "kfac_factors_every_step": _stepper("kfac", images, tuned, factor_period=1),
         },
-        rounds, per_round,
+        rounds,
+        per_round,
     )
     step_cost = {f"{k}_ms": 1e3 * v for k, v in costs.items()}
     step_cost["kfac_over_sgd"] = costs["kfac"] / costs["sgd"]
@@ -235,15 +265,25 @@ def main() -> None:
         asdl_costs = interleaved(
             {
                 "asdl_kfac": _asdl_stepper(images, damping),
-                "igbook_kfac": _stepper("kfac", images, tuned, likelihood="gaussian", factor_period=1,
-                                        damping_mode="exact", kl_clip=None),
+                "igbook_kfac": _stepper(
+                    "kfac",
+                    images,
+                    tuned,
+                    likelihood="gaussian",
+                    factor_period=1,
+                    damping_mode="exact",
+                    kl_clip=None,
+                ),
                 "sgd": _stepper("sgd", images, tuned),
             },
-            rounds, per_round,
+            rounds,
+            per_round,
         )
         asdl_result = {f"{k}_ms": 1e3 * v for k, v in asdl_costs.items()}
-        asdl_result["note"] = ("Gaussian likelihood (ASDL's only regression loss), factors every step, inverses every "
-                               "10 steps, same damping; ASDL damps each factor by sqrt(damping) (no pi), ours exactly")
+        asdl_result["note"] = (
+            "Gaussian likelihood (ASDL's only regression loss), factors every step, inverses every "
+            "10 steps, same damping; ASDL damps each factor by sqrt(damping) (no pi), ours exactly"
+        )
         asdl_result["asdl_over_igbook"] = asdl_costs["asdl_kfac"] / asdl_costs["igbook_kfac"]
     except ImportError:
         asdl_result = {"note": "asdfghjkl not installed"}
@@ -253,11 +293,20 @@ def main() -> None:
     tiny_runs = []
     for method, cfg in TINY_CONFIGS.items():
         r = train_autoencoder(
-            method, images, widths=TINY, steps=ng_steps, batch_size=TINY_BATCH_SIZE, eval_every=10, seed=0, **cfg
+            method,
+            images,
+            widths=TINY,
+            steps=ng_steps,
+            batch_size=TINY_BATCH_SIZE,
+            eval_every=10,
+            seed=0,
+            **cfg,
         )
         tiny_runs.append(r.as_dict())
-        print(f"  {method:5s}: excess {r.losses[-1] - floor:.3f} after {ng_steps} steps, "
-              f"{1e3 * r.seconds[-1] / ng_steps:.1f} ms/step")
+        print(
+            f"  {method:5s}: excess {r.losses[-1] - floor:.3f} after {ng_steps} steps, "
+            f"{1e3 * r.seconds[-1] / ng_steps:.1f} ms/step"
+        )
 
     result = {
         "machine": {
@@ -288,13 +337,21 @@ def main() -> None:
         # the targets, read from the numbers above (recorded, never asserted)
         "targets": {"kfac_over_adam_wall": 1 / 3, "kfac_over_sgd_step": 2.0},
         "meets_targets": {
-            "kfac_over_adam_wall": bool(summary["kfac"]["reached"] and summary["adam"]["reached"]
-                                        and summary["kfac"]["seconds"] <= summary["adam"]["seconds"] / 3),
+            "kfac_over_adam_wall": bool(
+                summary["kfac"]["reached"]
+                and summary["adam"]["reached"]
+                and summary["kfac"]["seconds"] <= summary["adam"]["seconds"] / 3
+            ),
             "kfac_over_sgd_step": bool(step_cost["kfac_over_sgd"] <= 2.0),
         },
         "asdl": asdl_result,
-        "tiny_network": {"widths": list(TINY), "steps": ng_steps, "batch_size": TINY_BATCH_SIZE,
-                         "configs": TINY_CONFIGS, "runs": tiny_runs},
+        "tiny_network": {
+            "widths": list(TINY),
+            "steps": ng_steps,
+            "batch_size": TINY_BATCH_SIZE,
+            "configs": TINY_CONFIGS,
+            "runs": tiny_runs,
+        },
         "total_seconds": time.perf_counter() - t_start,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -304,12 +361,18 @@ def main() -> None:
     print(f"{'method':8s} {'reached':>8s} {'iterations':>11s} {'wall s':>8s} {'CPU s':>8s}")
     for m in ("sgd", "adam", "kfac"):
         s = summary[m]
-        print(f"{m:8s} {s['reached']!s:>8s} {s['iterations']:11.0f} {s['seconds']:8.1f} {s['cpu_seconds']:8.1f}")
+        print(
+            f"{m:8s} {s['reached']!s:>8s} {s['iterations']:11.0f} {s['seconds']:8.1f} {s['cpu_seconds']:8.1f}"
+        )
     if summary["kfac"]["reached"]:
-        bound = "" if summary["adam"]["reached"] else " (upper bound: Adam did not reach the target)"
-        print(f"K-FAC / Adam: wall {summary['kfac']['seconds'] / summary['adam']['seconds']:.3f}, "
-              f"CPU {summary['kfac']['cpu_seconds'] / summary['adam']['cpu_seconds']:.3f}, "
-              f"iterations {summary['kfac']['iterations'] / summary['adam']['iterations']:.3f}{bound}  (target <= 1/3)")
+        bound = (
+            "" if summary["adam"]["reached"] else " (upper bound: Adam did not reach the target)"
+        )
+        print(
+            f"K-FAC / Adam: wall {summary['kfac']['seconds'] / summary['adam']['seconds']:.3f}, "
+            f"CPU {summary['kfac']['cpu_seconds'] / summary['adam']['cpu_seconds']:.3f}, "
+            f"iterations {summary['kfac']['iterations'] / summary['adam']['iterations']:.3f}{bound}  (target <= 1/3)"
+        )
     print("\nOne step, median of interleaved rounds")
     for k, v in step_cost.items():
         print(f"  {k:36s} {v:8.3f}")

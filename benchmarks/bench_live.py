@@ -35,8 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "live.json"
 sys.path.insert(0, str(ROOT / "tests"))
 
-TARGETS_MS = {"mixture_drag_25x25": 16.0, "mixture_drag_25x25_flows": 33.0, "mixture_sigma_25x25": 33.0,
-              "gaussian_drag": 33.0, "frames_slider": 33.0}
+TARGETS_MS = {
+    "mixture_drag_25x25": 16.0,
+    "mixture_drag_25x25_flows": 33.0,
+    "mixture_sigma_25x25": 33.0,
+    "gaussian_drag": 33.0,
+    "frames_slider": 33.0,
+}
 
 FRAME_JS = r"""(async () => {
   const fig = igbookLive.get(%(name)s), n = %(n)d, out = [];
@@ -70,7 +75,12 @@ LATENCY_JS = r"""(async () => {
 
 def stats(xs: list[float]) -> dict[str, float]:
     xs = sorted(xs)
-    return {"median_ms": statistics.median(xs), "p90_ms": xs[int(0.9 * (len(xs) - 1))], "max_ms": xs[-1], "n": len(xs)}
+    return {
+        "median_ms": statistics.median(xs),
+        "p90_ms": xs[int(0.9 * (len(xs) - 1))],
+        "max_ms": xs[-1],
+        "n": len(xs),
+    }
 
 
 def _transfer(data: bytes, suffix: str) -> int:
@@ -93,8 +103,13 @@ def page_weight(site: Path, page: Path) -> dict[str, float]:
             wire += _transfer(data, f.suffix)
             if "/bokeh/" in ref:
                 live += len(data)
-    return {"total_mb": total / 1e6, "transfer_mb": wire / 1e6, "html_mb": len(html) / 1e6,
-            "live_share_mb": live / 1e6, "live_figures": text.count('data-igbook-live="')}
+    return {
+        "total_mb": total / 1e6,
+        "transfer_mb": wire / 1e6,
+        "html_mb": len(html) / 1e6,
+        "live_share_mb": live / 1e6,
+        "live_figures": text.count('data-igbook-live="'),
+    }
 
 
 def main() -> None:
@@ -123,20 +138,49 @@ def main() -> None:
     x = np.linspace(0, 100, 300)
     vals = [0.01, 0.03, 0.1, 0.3]
     ys = [np.exp(-a * x) * (1 + b) for a in vals for b in vals]
-    frames_figure([Control("a", vals), Control("b", vals)],
-                  [Series(f"s{j}", x=x, y=[y * (1 + j) for y in ys]) for j in range(3)],
-                  title="frames", x_label="x", y_label="y", name="frames").save(work / "frames.html")
+    frames_figure(
+        [Control("a", vals), Control("b", vals)],
+        [Series(f"s{j}", x=x, y=[y * (1 + j) for y in ys]) for j in range(3)],
+        title="frames",
+        x_label="x",
+        y_label="y",
+        name="frames",
+    ).save(work / "frames.html")
 
     srv = Server(work)
     b = Browser(exe, work / "chromium")
     results: dict[str, dict[str, float]] = {}
     cases = {
-        "mixture_drag_25x25": ("mixture.html", "mixture", "(f, i) => f.set({mu1: -2 + 0.02 * (i % 100), mu2: 1.5})"),
-        "mixture_drag_25x25_flows": ("mixture_flows.html", "mixture", "(f, i) => f.set({mu1: -2 + 0.02 * (i % 100), mu2: 1.5})"),
-        "mixture_sigma_25x25": ("mixture.html", "mixture", "(f, i) => f.set({sigma: 0.6 + 0.01 * (i % 100)})"),
-        "mixture_probe_25x25": ("mixture.html", "mixture", "(f, i) => f.tap(-2 + 0.03 * (i % 100), 1.0)"),
-        "gaussian_drag": ("gaussian.html", "fisher-metric", "(f, i) => f.set({P: [-1 + 0.02 * (i % 100), 1.0]})"),
-        "frames_slider": ("frames.html", "frames", "(f, i) => f.set({index: [i % 4, (i >> 2) % 4]})"),
+        "mixture_drag_25x25": (
+            "mixture.html",
+            "mixture",
+            "(f, i) => f.set({mu1: -2 + 0.02 * (i % 100), mu2: 1.5})",
+        ),
+        "mixture_drag_25x25_flows": (
+            "mixture_flows.html",
+            "mixture",
+            "(f, i) => f.set({mu1: -2 + 0.02 * (i % 100), mu2: 1.5})",
+        ),
+        "mixture_sigma_25x25": (
+            "mixture.html",
+            "mixture",
+            "(f, i) => f.set({sigma: 0.6 + 0.01 * (i % 100)})",
+        ),
+        "mixture_probe_25x25": (
+            "mixture.html",
+            "mixture",
+            "(f, i) => f.tap(-2 + 0.03 * (i % 100), 1.0)",
+        ),
+        "gaussian_drag": (
+            "gaussian.html",
+            "fisher-metric",
+            "(f, i) => f.set({P: [-1 + 0.02 * (i % 100), 1.0]})",
+        ),
+        "frames_slider": (
+            "frames.html",
+            "frames",
+            "(f, i) => f.set({index: [i % 4, (i >> 2) % 4]})",
+        ),
     }
     try:
         for key, (page, name, step) in cases.items():
@@ -146,7 +190,9 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{page}: the live figure did not register")
                 time.sleep(0.1)
-            times = b.js(FRAME_JS % {"name": json.dumps(name), "n": args.repeats, "step": step}, timeout=300)
+            times = b.js(
+                FRAME_JS % {"name": json.dumps(name), "n": args.repeats, "step": step}, timeout=300
+            )
             results[key] = stats(times)
             if key == "mixture_drag_25x25_flows":
                 # the flows follow from a worker: time from a state change until they are drawn
@@ -156,8 +202,10 @@ def main() -> None:
         b.close()
         srv.close()
 
-    bundles = {f.name: {"mb": f.stat().st_size / 1e6, "gzip_mb": len(gzip.compress(f.read_bytes())) / 1e6}
-               for f in bokeh_js_files()}
+    bundles = {
+        f.name: {"mb": f.stat().st_size / 1e6, "gzip_mb": len(gzip.compress(f.read_bytes())) / 1e6}
+        for f in bokeh_js_files()
+    }
     weights: dict[str, dict[str, float]] = {}
     site = Path(args.site).resolve()
     if (site / "index.html").exists():
@@ -165,13 +213,23 @@ def main() -> None:
             if (ROOT / "book" / page.with_suffix(".ipynb").name).exists():
                 weights[page.stem] = page_weight(site, page)
     out = {
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0],
-                    "browser": "Debian chromium, headless", "load_average": os.getloadavg()},
-        "settings": {"repeats": args.repeats, "frame": "controller update + synchronous paint of every plot",
-                     "mixture": "grid 25 x 25, trapezoid quadrature (173 nodes), 36 flow particles x 60 steps"},
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "browser": "Debian chromium, headless",
+            "load_average": os.getloadavg(),
+        },
+        "settings": {
+            "repeats": args.repeats,
+            "frame": "controller update + synchronous paint of every plot",
+            "mixture": "grid 25 x 25, trapezoid quadrature (173 nodes), 36 flow particles x 60 steps",
+        },
         "results_ms": results,
         "targets_ms": TARGETS_MS,
-        "meets_targets": {k: results[k]["median_ms"] <= v for k, v in TARGETS_MS.items() if k in results},
+        "meets_targets": {
+            k: results[k]["median_ms"] <= v for k, v in TARGETS_MS.items() if k in results
+        },
         "bokehjs_bundles": bundles,
         "page_weight": weights,
     }
@@ -185,8 +243,10 @@ def main() -> None:
     for name, w in bundles.items():
         print(f"BokehJS {name}: {w['mb']:.2f} MB ({w['gzip_mb']:.2f} MB gzip)")
     for name, w in weights.items():
-        print(f"page {name}: {w['total_mb']:.2f} MB with its assets ({w['transfer_mb']:.2f} MB transferred compressed),"
-              f" live figures {w['live_share_mb']:.2f} MB of it (BokehJS included), {w['live_figures']} live figure(s)")
+        print(
+            f"page {name}: {w['total_mb']:.2f} MB with its assets ({w['transfer_mb']:.2f} MB transferred compressed),"
+            f" live figures {w['live_share_mb']:.2f} MB of it (BokehJS included), {w['live_figures']} live figure(s)"
+        )
     print(f"wrote {OUT.relative_to(ROOT)}")
 
 

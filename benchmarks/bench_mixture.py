@@ -50,7 +50,12 @@ from igbook.widgets.mixture import MixtureControls, MixtureExplorer, mixture_sta
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "mixture.json"
-TARGETS_MS = {"fisher_field_score": 10.0, "drag_update_blit": 100.0, "drag_update_png": 100.0, "sigma_update": 100.0}
+TARGETS_MS = {
+    "fisher_field_score": 10.0,
+    "drag_update_blit": 100.0,
+    "drag_update_png": 100.0,
+    "sigma_update": 100.0,
+}
 
 
 def timed(fn, repeats: int, warmup: int = 3) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -79,24 +84,42 @@ def main() -> None:
     grid = mx.parameter_grid(-3, 3, 25)
     results: dict[str, dict[str, float]] = {}
     results["fisher_field_score"] = timed(lambda i: mx.fisher(grid, 1.0 + 0.001 * i), args.repeats)
-    results["fisher_field_hessian"] = timed(lambda i: mx.fisher(grid, 1.0 + 0.001 * i, form="hessian"), args.repeats)
+    results["fisher_field_hessian"] = timed(
+        lambda i: mx.fisher(grid, 1.0 + 0.001 * i, form="hessian"), args.repeats
+    )
     torch.set_num_threads(2)
-    results["fisher_field_score_2threads"] = timed(lambda i: mx.fisher(grid, 1.0 + 0.001 * i), args.repeats)
+    results["fisher_field_score_2threads"] = timed(
+        lambda i: mx.fisher(grid, 1.0 + 0.001 * i), args.repeats
+    )
     torch.set_num_threads(1)
 
     base = MixtureControls(grid_n=25)
-    results["state"] = timed(lambda i: mixture_state(base, mu1=-1.5 + 0.01 * (i % 50)), args.repeats)
+    results["state"] = timed(
+        lambda i: mixture_state(base, mu1=-1.5 + 0.01 * (i % 50)), args.repeats
+    )
 
-    ex_blit = MixtureExplorer(base, interactive=True)  # Agg canvas: the ipympl code path without a browser
-    results["drag_update_blit"] = timed(lambda i: ex_blit.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats)
+    ex_blit = MixtureExplorer(
+        base, interactive=True
+    )  # Agg canvas: the ipympl code path without a browser
+    results["drag_update_blit"] = timed(
+        lambda i: ex_blit.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats
+    )
     ex_png = MixtureExplorer(base, interactive=False)
-    results["drag_update_png"] = timed(lambda i: ex_png.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats)
+    results["drag_update_png"] = timed(
+        lambda i: ex_png.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats
+    )
     results["sigma_update"] = timed(lambda i: ex_png.set(sigma=0.8 + 0.01 * (i % 40)), args.repeats)
     # flow mode: 36 particles along both fields, 60 Euler steps, recomputed on every move
-    results["state_with_flows"] = timed(lambda i: mixture_state(base, mu1=-1.5 + 0.01 * (i % 50), flow=True), args.repeats)
+    results["state_with_flows"] = timed(
+        lambda i: mixture_state(base, mu1=-1.5 + 0.01 * (i % 50), flow=True), args.repeats
+    )
     ex_blit.set(flow=True)
-    results["drag_update_blit_flows"] = timed(lambda i: ex_blit.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats)
-    results["full_redraw"] = timed(lambda i: ex_png.figure.fig.canvas.draw(), max(5, args.repeats // 3))
+    results["drag_update_blit_flows"] = timed(
+        lambda i: ex_blit.set(mu1=-1.5 + 0.01 * (i % 50)), args.repeats
+    )
+    results["full_redraw"] = timed(
+        lambda i: ex_png.figure.fig.canvas.draw(), max(5, args.repeats // 3)
+    )
 
     out = {
         "machine": {
@@ -126,8 +149,12 @@ def main() -> None:
     print(f"{'measurement':<28} {'median ms':>10} {'p90 ms':>9} {'cpu ms':>9} {'target':>8}")
     for k, r in results.items():
         tgt = TARGETS_MS.get(k)
-        mark = "" if tgt is None else f"<= {tgt:g}" + (" ok" if r["median_ms"] <= tgt else " MISSED")
-        print(f"{k:<28} {r['median_ms']:>10.2f} {r['p90_ms']:>9.2f} {r['median_cpu_ms']:>9.2f} {mark:>8}")
+        mark = (
+            "" if tgt is None else f"<= {tgt:g}" + (" ok" if r["median_ms"] <= tgt else " MISSED")
+        )
+        print(
+            f"{k:<28} {r['median_ms']:>10.2f} {r['p90_ms']:>9.2f} {r['median_cpu_ms']:>9.2f} {mark:>8}"
+        )
     print(f"load average during the run: {out['machine']['load_average']}")
     print(f"wrote {OUT.relative_to(ROOT)}")
 

@@ -98,16 +98,62 @@ def _guess(name: str, ann: str) -> list[Any]:
     tensorish = "Tensor" in ann or "float" in ann or ann in ("", "object", "Any")
     if n in ("seed",):
         return [0]
-    if n.startswith(("num", "n_")) or n in ("n", "k", "steps", "iters", "max_iter", "order", "size", "m", "dimension"):
+    if n.startswith(("num", "n_")) or n in (
+        "n",
+        "k",
+        "steps",
+        "iters",
+        "max_iter",
+        "order",
+        "size",
+        "m",
+        "dimension",
+    ):
         return [3]
     if n in ("dim", "axis"):
         return [-1]
-    if any(s in n for s in ("fisher", "metric", "matrix", "cov", "hessian", "precision_matrix", "scale_tril")) and tensorish:
+    if (
+        any(
+            s in n
+            for s in (
+                "fisher",
+                "metric",
+                "matrix",
+                "cov",
+                "hessian",
+                "precision_matrix",
+                "scale_tril",
+            )
+        )
+        and tensorish
+    ):
         return [_spd(), torch.tensor([1.0, 2.0], dtype=F64)]
     if n in ("p", "q", "probs", "probabilities", "pi", "weights") or "prob" in n:
         return [torch.tensor([0.3, 0.7], dtype=F64), torch.tensor(0.3, dtype=F64), 0.3]
-    if any(s in n for s in ("sigma", "std", "rate", "scale", "var", "alpha", "beta", "concentration", "shape", "tau",
-                            "lam", "precision", "radius", "eps", "lr", "damping", "tol", "temperature", "kappa")):
+    if any(
+        s in n
+        for s in (
+            "sigma",
+            "std",
+            "rate",
+            "scale",
+            "var",
+            "alpha",
+            "beta",
+            "concentration",
+            "shape",
+            "tau",
+            "lam",
+            "precision",
+            "radius",
+            "eps",
+            "lr",
+            "damping",
+            "tol",
+            "temperature",
+            "kappa",
+        )
+    ):
         return [0.7, torch.tensor([0.7, 1.3], dtype=F64), torch.tensor(0.7, dtype=F64)]
     if tensorish:
         return [torch.tensor([0.3, -0.2], dtype=F64), 0.3, torch.tensor(0.3, dtype=F64), _spd()]
@@ -121,8 +167,16 @@ BASE: dict[str, dict[str, Any]] = {
     # the 1/n rate needs 2 lr lambda_min(F) > 1 (the guessed lr sits on that edge)
     "igbook.efficiency.sgd_asymptotic_covariance": {"fisher": _spd(), "lr": 2.0},
     # a trace, a level and a tolerance (the guess would try a tensor target)
-    "igbook.vi.cvi.steps_to_reach": {"elbo": torch.tensor([0.3, -0.2], dtype=F64), "target": 0.3, "tol": 0.7},
-    "igbook.vi.cvi.steps_to_settle": {"elbo": torch.tensor([0.3, -0.2], dtype=F64), "target": 0.3, "tol": 0.7},
+    "igbook.vi.cvi.steps_to_reach": {
+        "elbo": torch.tensor([0.3, -0.2], dtype=F64),
+        "target": 0.3,
+        "tol": 0.7,
+    },
+    "igbook.vi.cvi.steps_to_settle": {
+        "elbo": torch.tensor([0.3, -0.2], dtype=F64),
+        "target": 0.3,
+        "tol": 0.7,
+    },
     # class indices (an integer tensor), not real numbers
     "igbook.continual.importance.restrict_logits": {
         "logits": torch.tensor([[0.3, -0.2, 0.5]], dtype=F64),
@@ -149,7 +203,8 @@ def _required(fn: Callable[..., Any]) -> list[inspect.Parameter] | None:
     except (TypeError, ValueError):
         return None
     return [
-        p for p in sig.parameters.values()
+        p
+        for p in sig.parameters.values()
         if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
 
@@ -157,8 +212,10 @@ def _required(fn: Callable[..., Any]) -> list[inspect.Parameter] | None:
 def _numeric_defaults(fn: Callable[..., Any]) -> list[str]:
     sig = inspect.signature(fn)
     return [
-        p.name for p in sig.parameters.values()
-        if isinstance(p.default, (int, float)) and not isinstance(p.default, bool)
+        p.name
+        for p in sig.parameters.values()
+        if isinstance(p.default, (int, float))
+        and not isinstance(p.default, bool)
         and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     ]
 
@@ -218,7 +275,9 @@ for _q, _f in PUBLIC.items():
 OUTSIDE: dict[str, Any] = {"nan": math.nan, "string": "abc", "strings": ["a", "b"]}
 #: at the edge of many domains: raise naming the parameter, or return finite results
 EDGE: dict[str, Callable[[Any], Any]] = {
-    "inf": lambda v: math.inf if not isinstance(v, torch.Tensor) else torch.full(v.shape, math.inf, dtype=F64),
+    "inf": lambda v: (
+        math.inf if not isinstance(v, torch.Tensor) else torch.full(v.shape, math.inf, dtype=F64)
+    ),
     "negative": lambda v: -abs(v) - 1 if not isinstance(v, torch.Tensor) else -v.abs() - 1,
     "zero": lambda v: 0 * v,
     "empty": lambda v: torch.empty(0, dtype=F64) if isinstance(v, torch.Tensor) else v,
@@ -499,13 +558,17 @@ def test_every_public_callable_is_enumerated() -> None:
     assert len(PUBLIC) > 150, len(PUBLIC)
     assert len(BASES) > 60, f"only {len(BASES)} automatic base calls"
     new = sorted(NO_CALL - NO_AUTOMATIC_CALL)
-    assert not new, f"new public callables without an in-domain call (add a BASE entry or list them): {new}"
+    assert not new, (
+        f"new public callables without an in-domain call (add a BASE entry or list them): {new}"
+    )
 
 
 @pytest.mark.parametrize(
     "qual",
     [
-        pytest.param(q, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[q])) if q in KNOWN_GAPS else q
+        pytest.param(q, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[q]))
+        if q in KNOWN_GAPS
+        else q
         for q in sorted(BASES)
         if q not in UNCHECKED_BY_DESIGN
     ],
@@ -528,11 +591,16 @@ def test_unchecked_helpers_are_documented_and_have_a_checked_twin(qual: str, twi
     assert "unchecked" in doc.lower(), f"{qual}: the docstring must say that it is unchecked"
     assert twin.rsplit(".", 1)[1] in doc, f"{qual}: the docstring must name its checked twin {twin}"
     assert twin in BASES and twin not in KNOWN_GAPS and twin not in UNCHECKED_BY_DESIGN
-    assert not [(p, k) for p in _params_of(twin) for k in KINDS if check_one(twin, p, k) is not None]
+    assert not [
+        (p, k) for p in _params_of(twin) for k in KINDS if check_one(twin, p, k) is not None
+    ]
     # the same number by both paths, at an in-domain point (theta of shape (2,), one x)
     theta, x = torch.tensor([0.4, -1.1], dtype=F64), torch.tensor(0.3, dtype=F64)
     torch.testing.assert_close(
-        PUBLIC[qual](theta, x, 0.8).reshape(-1), PUBLIC[twin](x, theta, 0.8).reshape(-1), rtol=1e-13, atol=0
+        PUBLIC[qual](theta, x, 0.8).reshape(-1),
+        PUBLIC[twin](x, theta, 0.8).reshape(-1),
+        rtol=1e-13,
+        atol=0,
     )
 
 
@@ -580,34 +648,105 @@ def _issue_cases() -> list[tuple[str, Callable[[], Any], type, str]]:
     cases: list[tuple[str, Callable[[], Any], type, str]] = []
     for label, bad in (("negative-definite", neg), ("non-symmetric", nonsym), ("NaN", nan)):
         cases += [
-            (f"kl_quadratic_form {label}", lambda b=bad: kl_quadratic_form(b, d), ValueError, "fisher"),
-            (f"pullback_metric {label}", lambda b=bad: pullback_metric(b, torch.eye(2, dtype=F64)), ValueError, "metric"),
-            (f"natural_gradient {label}", lambda b=bad: natural_gradient(b, d, damping=10.0), ValueError, "fisher"),
-            (f"trust_region_step_size {label}", lambda b=bad: trust_region_step_size(b, d, 0.1), ValueError, "fisher"),
+            (
+                f"kl_quadratic_form {label}",
+                lambda b=bad: kl_quadratic_form(b, d),
+                ValueError,
+                "fisher",
+            ),
+            (
+                f"pullback_metric {label}",
+                lambda b=bad: pullback_metric(b, torch.eye(2, dtype=F64)),
+                ValueError,
+                "metric",
+            ),
+            (
+                f"natural_gradient {label}",
+                lambda b=bad: natural_gradient(b, d, damping=10.0),
+                ValueError,
+                "fisher",
+            ),
+            (
+                f"trust_region_step_size {label}",
+                lambda b=bad: trust_region_step_size(b, d, 0.1),
+                ValueError,
+                "fisher",
+            ),
             (f"fisher_eigen {label}", lambda b=bad: fisher_eigen(b), ValueError, "fisher_matrix"),
-            (f"condition_number {label}", lambda b=bad: condition_number(b), ValueError, "fisher_matrix"),
-            (f"ellipse_outlines {label}", lambda b=bad: ellipse_outlines(c, b), ValueError, "fisher_matrix"),
+            (
+                f"condition_number {label}",
+                lambda b=bad: condition_number(b),
+                ValueError,
+                "fisher_matrix",
+            ),
+            (
+                f"ellipse_outlines {label}",
+                lambda b=bad: ellipse_outlines(c, b),
+                ValueError,
+                "fisher_matrix",
+            ),
             (f"fisher_ellipse {label}", lambda b=bad: fisher_ellipse(c, b), ValueError, "fisher"),
             (f"ellipse_points {label}", lambda b=bad: ellipse_points(c, b), ValueError, "fisher"),
         ]
     near = torch.tensor([[1.0, 1.0], [1.0, 1.0 + 1e-16]], dtype=F64)
     cases += [
-        ("natural_gradient singular to working precision", lambda: natural_gradient(near, d), ValueError, "damping"),
-        ("fisher_from_scores empty batch", lambda: fisher_from_scores(torch.empty(0, 2, dtype=F64)), ValueError, "scores"),
-        ("fisher_monte_carlo short sampler",
-         lambda: fisher_monte_carlo(lambda t, x: -(x - t[0]) ** 2, torch.zeros(1, dtype=F64),
-                                    lambda n, g: torch.randn(n - 1, generator=g, dtype=F64), 10), ValueError, "sampler"),
-        ("fisher_monte_carlo float seed",
-         lambda: fisher_monte_carlo(lambda t, x: -(x - t[0]) ** 2, torch.zeros(1, dtype=F64),
-                                    lambda n, g: torch.randn(n, generator=g, dtype=F64), 10, seed=1.5), TypeError, "seed"),
-        ("ewc_penalty negative fisher",
-         lambda: ewc_penalty({"w": d}, {"w": c}, {"w": torch.tensor([1.0, -1.0], dtype=F64)}), ValueError, "fisher"),
+        (
+            "natural_gradient singular to working precision",
+            lambda: natural_gradient(near, d),
+            ValueError,
+            "damping",
+        ),
+        (
+            "fisher_from_scores empty batch",
+            lambda: fisher_from_scores(torch.empty(0, 2, dtype=F64)),
+            ValueError,
+            "scores",
+        ),
+        (
+            "fisher_monte_carlo short sampler",
+            lambda: fisher_monte_carlo(
+                lambda t, x: -((x - t[0]) ** 2),
+                torch.zeros(1, dtype=F64),
+                lambda n, g: torch.randn(n - 1, generator=g, dtype=F64),
+                10,
+            ),
+            ValueError,
+            "sampler",
+        ),
+        (
+            "fisher_monte_carlo float seed",
+            lambda: fisher_monte_carlo(
+                lambda t, x: -((x - t[0]) ** 2),
+                torch.zeros(1, dtype=F64),
+                lambda n, g: torch.randn(n, generator=g, dtype=F64),
+                10,
+                seed=1.5,
+            ),
+            TypeError,
+            "seed",
+        ),
+        (
+            "ewc_penalty negative fisher",
+            lambda: ewc_penalty({"w": d}, {"w": c}, {"w": torch.tensor([1.0, -1.0], dtype=F64)}),
+            ValueError,
+            "fisher",
+        ),
         ("entropy base 1", lambda: entropy(torch.tensor([0.5, 0.5]), base=1.0), ValueError, "base"),
-        ("entropy base -2", lambda: entropy(torch.tensor([0.5, 0.5]), base=-2.0), ValueError, "base"),
+        (
+            "entropy base -2",
+            lambda: entropy(torch.tensor([0.5, 0.5]), base=-2.0),
+            ValueError,
+            "base",
+        ),
         ("entropy not normalized", lambda: entropy(torch.tensor([0.5, 0.7])), ValueError, "probs"),
-        ("negative_log_likelihood bernoulli target 2",
-         lambda: negative_log_likelihood(torch.zeros(3, 1), torch.tensor([[0.0], [1.0], [2.0]]), likelihood="bernoulli"),
-         ValueError, "targets"),
+        (
+            "negative_log_likelihood bernoulli target 2",
+            lambda: negative_log_likelihood(
+                torch.zeros(3, 1), torch.tensor([[0.0], [1.0], [2.0]]), likelihood="bernoulli"
+            ),
+            ValueError,
+            "targets",
+        ),
         ("kl_quadratic_form string", lambda: kl_quadratic_form("abc", d), TypeError, "fisher"),
     ]
     return cases
@@ -616,8 +755,12 @@ def _issue_cases() -> list[tuple[str, Callable[[], Any], type, str]]:
 ISSUE_CASES = _issue_cases()
 
 
-@pytest.mark.parametrize(("label", "call", "exc", "name"), ISSUE_CASES, ids=[c[0] for c in ISSUE_CASES])
-def test_issue_19_weak_places_raise(label: str, call: Callable[[], Any], exc: type, name: str) -> None:
+@pytest.mark.parametrize(
+    ("label", "call", "exc", "name"), ISSUE_CASES, ids=[c[0] for c in ISSUE_CASES]
+)
+def test_issue_19_weak_places_raise(
+    label: str, call: Callable[[], Any], exc: type, name: str
+) -> None:
     with pytest.raises(exc, match=name):
         call()
 

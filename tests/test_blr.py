@@ -41,7 +41,10 @@ def _spd(d: int, seed: int, scale: float = 1.0) -> torch.Tensor:
 def _logistic_problem(seed: int = 0, n: int = 40, d: int = 3):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=DT)
-    y = (torch.rand(n, generator=g, dtype=DT) < torch.sigmoid(x @ torch.tensor([1.0, -2.0, 0.5], dtype=DT))).to(DT)
+    y = (
+        torch.rand(n, generator=g, dtype=DT)
+        < torch.sigmoid(x @ torch.tensor([1.0, -2.0, 0.5], dtype=DT))
+    ).to(DT)
 
     def loss(t: torch.Tensor) -> torch.Tensor:
         z = x @ t
@@ -85,7 +88,9 @@ def test_fixed_general_precision_is_preconditioned_gradient_descent() -> None:
     m = torch.tensor([0.3, -0.1, 0.2], dtype=DT)
     s = _spd(3, 1)
     out = blr_step(loss, m, s, 0.7, fixed_precision=True)
-    torch.testing.assert_close(out.mean, m - 0.7 * torch.linalg.solve(s, grad(loss)(m)), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        out.mean, m - 0.7 * torch.linalg.solve(s, grad(loss)(m)), rtol=1e-12, atol=1e-14
+    )
 
 
 def test_rho_one_delta_is_newton() -> None:
@@ -95,11 +100,15 @@ def test_rho_one_delta_is_newton() -> None:
     out = blr_step(loss, m, s0, 1.0)
     h = hessian(loss)(m)
     torch.testing.assert_close(out.precision, h, rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(out.mean, m - torch.linalg.solve(h, grad(loss)(m)), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(
+        out.mean, m - torch.linalg.solve(h, grad(loss)(m)), rtol=1e-12, atol=1e-13
+    )
     # diagonal: a diagonal Newton step
     outd = blr_step(loss, m, torch.ones(3, dtype=DT), 1.0)
     torch.testing.assert_close(outd.precision, torch.diagonal(h), rtol=1e-13, atol=1e-13)
-    torch.testing.assert_close(outd.mean, m - grad(loss)(m) / torch.diagonal(h), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(
+        outd.mean, m - grad(loss)(m) / torch.diagonal(h), rtol=1e-12, atol=1e-13
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -122,10 +131,16 @@ def test_conjugate_model_contracts_by_one_minus_rho() -> None:
     eta_star = natural_parameters(mean, prec)
     m, s = torch.zeros(3, dtype=DT), torch.eye(3, dtype=DT)
     rho = 0.3
-    err = [torch.cat([(a - b).flatten() for a, b in zip(natural_parameters(m, s), eta_star)]).norm()]
+    err = [
+        torch.cat([(a - b).flatten() for a, b in zip(natural_parameters(m, s), eta_star)]).norm()
+    ]
     for _ in range(8):
         m, s = blr_step(loss, m, s, rho)
-        err.append(torch.cat([(a - b).flatten() for a, b in zip(natural_parameters(m, s), eta_star)]).norm())
+        err.append(
+            torch.cat(
+                [(a - b).flatten() for a, b in zip(natural_parameters(m, s), eta_star)]
+            ).norm()
+        )
     ratios = torch.stack(err[1:]) / torch.stack(err[:-1])
     torch.testing.assert_close(ratios, torch.full_like(ratios, 1 - rho), rtol=1e-9, atol=0)
 
@@ -163,7 +178,12 @@ def _exp_loss_closed_forms(a: torch.Tensor, q: torch.Tensor, b: torch.Tensor):
         return torch.exp(a @ t) + 0.5 * t @ q @ t + b @ t
 
     def expected_loss(m: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-        return torch.exp(a @ m + 0.5 * a @ cov @ a) + 0.5 * torch.trace(q @ cov) + 0.5 * m @ q @ m + b @ m
+        return (
+            torch.exp(a @ m + 0.5 * a @ cov @ a)
+            + 0.5 * torch.trace(q @ cov)
+            + 0.5 * m @ q @ m
+            + b @ m
+        )
 
     def expected_grad_hess(m: torch.Tensor, cov: torch.Tensor):
         e = torch.exp(a @ m + 0.5 * a @ cov @ a)
@@ -197,7 +217,11 @@ def test_monte_carlo_expectations_are_unbiased(method: str, diagonal: bool) -> N
     b = torch.tensor([0.2, 0.1], dtype=DT)
     loss, _, expected_gh = _exp_loss_closed_forms(a, q, b)
     m = torch.tensor([0.1, -0.2], dtype=DT)
-    s = torch.tensor([4.0, 9.0], dtype=DT) if diagonal else torch.tensor([[4.0, 1.0], [1.0, 9.0]], dtype=DT)
+    s = (
+        torch.tensor([4.0, 9.0], dtype=DT)
+        if diagonal
+        else torch.tensor([[4.0, 1.0], [1.0, 9.0]], dtype=DT)
+    )
     cov = torch.diag(1 / s) if diagonal else torch.linalg.inv(s)
     g_ref, h_ref = expected_gh(m, cov)
     if diagonal:
@@ -205,7 +229,12 @@ def test_monte_carlo_expectations_are_unbiased(method: str, diagonal: bool) -> N
     n = 40_000
     g, h = gaussian_expectations(loss, m, s, method=method, num_samples=n, seed=0)
     # standard errors from a second, independent estimate of the per-sample spread
-    gs, hs = zip(*(gaussian_expectations(loss, m, s, method=method, num_samples=n // 8, seed=k) for k in range(8)))
+    gs, hs = zip(
+        *(
+            gaussian_expectations(loss, m, s, method=method, num_samples=n // 8, seed=k)
+            for k in range(8)
+        )
+    )
     se_g = torch.stack(gs).std(0) / math.sqrt(8) + 1e-12
     se_h = torch.stack(hs).std(0) / math.sqrt(8) + 1e-12
     assert bool(((g - g_ref).abs() < 5 * se_g).all()), (g, g_ref, se_g)
@@ -215,7 +244,9 @@ def test_monte_carlo_expectations_are_unbiased(method: str, diagonal: bool) -> N
 def test_delta_method_is_exact_at_zero_variance_limit() -> None:
     loss = _logistic_problem(seed=2)
     m = torch.tensor([0.2, 0.1, -0.1], dtype=DT)
-    g, h = gaussian_expectations(loss, m, 1e8 * torch.eye(3, dtype=DT), method="mc", num_samples=4, seed=1)
+    g, h = gaussian_expectations(
+        loss, m, 1e8 * torch.eye(3, dtype=DT), method="mc", num_samples=4, seed=1
+    )
     torch.testing.assert_close(g, grad(loss)(m), rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(h, hessian(loss)(m), rtol=1e-3, atol=1e-3)
 
@@ -245,7 +276,9 @@ def test_natural_parameters_round_trip() -> None:
 
 @pytest.mark.parametrize("diagonal", [False, True])
 @pytest.mark.parametrize("rho", [0.3, 1.0])
-def test_blr_step_minimizes_expected_quadratic_surrogate_plus_kl(diagonal: bool, rho: float) -> None:
+def test_blr_step_minimizes_expected_quadratic_surrogate_plus_kl(
+    diagonal: bool, rho: float
+) -> None:
     loss = _logistic_problem(seed=4)
     m_t = torch.tensor([0.2, -0.4, 0.1], dtype=DT)
     s_t = torch.tensor([5.0, 7.0, 6.0], dtype=DT) if diagonal else _spd(3, 3, scale=6.0)
@@ -319,7 +352,11 @@ BAD = [
     (dict(lr=1.5), ValueError, r"\(0, 1\]"),
     (dict(lr=float("nan")), ValueError, "lr"),
     (dict(lr="big"), TypeError, "lr"),
-    (dict(precision=torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=DT)), ValueError, "positive definite"),
+    (
+        dict(precision=torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=DT)),
+        ValueError,
+        "positive definite",
+    ),
     (dict(precision=torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=DT)), ValueError, "symmetric"),
     (dict(precision=torch.tensor([1.0, -1.0], dtype=DT)), ValueError, "> 0"),
     (dict(precision=torch.ones(3, dtype=DT)), ValueError, "shape"),
@@ -333,7 +370,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("kwargs,exc,match", BAD)
+@pytest.mark.parametrize(("kwargs", "exc", "match"), BAD)
 def test_bad_input_raises(kwargs: dict, exc: type, match: str) -> None:
     args = dict(loss=_quad, mean=torch.zeros(2, dtype=DT), precision=torch.eye(2, dtype=DT), lr=0.5)
     args.update(kwargs)
@@ -347,7 +384,9 @@ def test_bad_natural_parameters_and_gradients() -> None:
     with pytest.raises(ValueError, match="-eta2"):
         from_natural_parameters(torch.zeros(2, dtype=DT), torch.eye(2, dtype=DT))
     with pytest.raises(ValueError, match="grad"):
-        mean_parameter_gradient(torch.zeros(3, dtype=DT), torch.eye(2, dtype=DT), torch.zeros(2, dtype=DT))
+        mean_parameter_gradient(
+            torch.zeros(3, dtype=DT), torch.eye(2, dtype=DT), torch.zeros(2, dtype=DT)
+        )
     with pytest.raises(ValueError, match="num_steps"):
         run_blr(_quad, torch.zeros(2, dtype=DT), torch.eye(2, dtype=DT), 0.5, -1)
 
@@ -366,7 +405,10 @@ def test_exercise_self_checks_accept_right_and_explain_wrong() -> None:
     fb = ex.check_gd_from_blr(lambda m, g, rho: (1 - rho) * m - rho * g)
     assert not fb and "shrinkage" in fb.message
     assert not ex.check_gd_from_blr(lambda m, g, rho: 1 / 0)
-    right = lambda h, hh, d, b2: b2 * h + (1 - b2) * hh + 0.5 * (1 - b2) ** 2 * (h - hh) ** 2 / (h + d)  # noqa: E731
+
+    def right(h, hh, d, b2):
+        return b2 * h + (1 - b2) * hh + 0.5 * (1 - b2) ** 2 * (h - hh) ** 2 / (h + d)  # noqa: E731
+
     assert ex.check_ivon_hessian_update(right)
     fb = ex.check_ivon_hessian_update(lambda h, hh, d, b2: b2 * h + (1 - b2) * hh)
     assert not fb and "correction" in fb.message
@@ -374,7 +416,7 @@ def test_exercise_self_checks_accept_right_and_explain_wrong() -> None:
     assert ex.check_vadam_stationary_variance(1 / (100 * s + 1.0))
     fb = ex.check_vadam_stationary_variance(1 / 201)
     assert not fb and "exact posterior variance" in fb.message
-    loss, mean, prec = _linreg_problem(seed=3)
+    _loss, mean, prec = _linreg_problem(seed=3)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(50, 3, generator=g, dtype=DT)
     y = x @ torch.linspace(-1, 1, 3, dtype=DT) + 0.3 * torch.randn(50, generator=g, dtype=DT)
@@ -384,7 +426,12 @@ def test_exercise_self_checks_accept_right_and_explain_wrong() -> None:
 
 
 def test_experiment_helpers_validate_their_input() -> None:
-    from igbook.experiments.blr import gap_regression_data, linreg_problem, run_linreg, train_classifier
+    from igbook.experiments.blr import (
+        gap_regression_data,
+        linreg_problem,
+        run_linreg,
+        train_classifier,
+    )
     from igbook.experiments.models import mlp
 
     with pytest.raises(ValueError, match="name"):

@@ -14,7 +14,11 @@ from igbook.plotting import PALETTE
 
 @pytest.fixture
 def restore() -> Iterator[None]:
-    dtype, threads, rng = torch.get_default_dtype(), torch.get_num_threads(), torch.random.get_rng_state()
+    dtype, threads, rng = (
+        torch.get_default_dtype(),
+        torch.get_num_threads(),
+        torch.random.get_rng_state(),
+    )
     rc = mpl.rcParams.copy()
     try:
         yield
@@ -35,7 +39,9 @@ def test_setup_sets_dtype_threads_seed_and_style(restore: None) -> None:
     torch.manual_seed(3)
     torch.testing.assert_close(drawn, torch.rand(3), rtol=0, atol=0)
     assert mpl.rcParams["axes.spines.top"] is False
-    assert [c.lower() for c in mpl.rcParams["axes.prop_cycle"].by_key()["color"]] == [c.lower() for c in PALETTE]
+    assert [c.lower() for c in mpl.rcParams["axes.prop_cycle"].by_key()["color"]] == [
+        c.lower() for c in PALETTE
+    ]
 
 
 def test_setup_leaves_alone_what_it_is_not_asked_to_change(restore: None) -> None:
@@ -62,7 +68,9 @@ def test_setup_leaves_alone_what_it_is_not_asked_to_change(restore: None) -> Non
         ({"style": "yes"}, TypeError, "style"),
     ],
 )
-def test_setup_rejects_bad_input_and_changes_nothing(restore: None, kwargs: dict, exc: type, match: str) -> None:
+def test_setup_rejects_bad_input_and_changes_nothing(
+    restore: None, kwargs: dict, exc: type, match: str
+) -> None:
     dtype = torch.get_default_dtype()
     with pytest.raises(exc, match=match):
         setup(**kwargs)

@@ -48,7 +48,9 @@ def _source(cell: dict) -> str:
 
 def test_every_toc_entry_exists() -> None:
     for f in toc_files():
-        assert (ROOT / f).with_suffix(".ipynb").exists() or (ROOT / f).with_suffix(".md").exists(), f
+        assert (ROOT / f).with_suffix(".ipynb").exists() or (ROOT / f).with_suffix(
+            ".md"
+        ).exists(), f
 
 
 def test_every_book_file_is_in_the_toc() -> None:
@@ -69,7 +71,9 @@ def test_notebook_is_stripped(nb: Path) -> None:
         if cell["cell_type"] == "code":
             assert cell.get("outputs", []) == [], f"{nb.name}: a code cell has outputs committed"
             assert cell.get("execution_count") is None, f"{nb.name}: execution_count committed"
-    assert data["metadata"].get("kernelspec", {}).get("name") == "python3", f"{nb.name}: kernelspec must be python3"
+    assert data["metadata"].get("kernelspec", {}).get("name") == "python3", (
+        f"{nb.name}: kernelspec must be python3"
+    )
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
@@ -77,11 +81,15 @@ def test_chapter_contract(nb: Path) -> None:
     cells = _cells(nb)
     code = "\n".join(_source(c) for c in cells if c["cell_type"] == "code")
     text = "\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
-    assert re.search(r"^\s*(import igbook|from igbook)", code, re.M), f"{nb.name} must import igbook"
+    assert re.search(r"^\s*(import igbook|from igbook)", code, re.M), (
+        f"{nb.name} must import igbook"
+    )
     n_checks = len(re.findall(r"\bassert\b|assert_close|assert_allclose", code))
     assert n_checks >= 5, f"{nb.name} verifies too little ({n_checks} checks)"
     assert re.search(r"^# ", text, re.M), f"{nb.name} needs a title"
-    assert re.search(r"\{prf:(theorem|proposition|lemma|definition)\}", text), f"{nb.name} has no prf directive"
+    assert re.search(r"\{prf:(theorem|proposition|lemma|definition)\}", text), (
+        f"{nb.name} has no prf directive"
+    )
     assert "{cite" in text, f"{nb.name} cites nothing"
     n_ex = len(re.findall(r"```\{exercise\}|:::\{exercise\}", text))
     n_sol = len(re.findall(r"```\{solution\}|:::\{solution\}", text))
@@ -111,13 +119,17 @@ def test_every_citation_resolves() -> None:
     texts += [p.read_text() for p in (ROOT / "src" / "igbook").rglob("*.py")]
     cited: set[str] = set()
     for t in texts:
-        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", t) + re.findall(r":cite(?::\w+)?:`([^`]+)`", t):
+        for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", t) + re.findall(
+            r":cite(?::\w+)?:`([^`]+)`", t
+        ):
             cited.update(k.strip() for k in group.split(","))
     missing = cited - keys
     assert not missing, f"cited but not in book/references.bib: {sorted(missing)}"
 
 
-_SEED_MENTION = re.compile(r"seed(?:'s)? (?:notes|slides|documents?)|seeds? 0\d\d|slides of seed|the seed's", re.I)
+_SEED_MENTION = re.compile(
+    r"seed(?:'s)? (?:notes|slides|documents?)|seeds? 0\d\d|slides of seed|the seed's", re.I
+)
 
 
 def test_the_book_never_mentions_seed_documents() -> None:
@@ -136,8 +148,12 @@ def test_optional_comparisons_say_when_they_are_skipped() -> None:
     for nb in NOTEBOOKS:
         for i, cell in enumerate(_cells(nb)):
             src = _source(cell)
-            if cell["cell_type"] == "code" and re.search(r"except (ImportError|ModuleNotFoundError)", src):
-                assert re.search(r"print\(\s*[fr]?[\"']skipped", src), f"{nb.name}, cell {i}: a silent skip"
+            if cell["cell_type"] == "code" and re.search(
+                r"except (ImportError|ModuleNotFoundError)", src
+            ):
+                assert re.search(r"print\(\s*[fr]?[\"']skipped", src), (
+                    f"{nb.name}, cell {i}: a silent skip"
+                )
 
 
 def test_footnotes_are_defined_in_the_cell_that_cites_them() -> None:
@@ -149,8 +165,12 @@ def test_footnotes_are_defined_in_the_cell_that_cites_them() -> None:
                 continue
             src = _source(cell)
             defined = re.findall(r"^\[\^([\w-]+)\]:", src, re.M)
-            cited = set(re.findall(r"\[\^([\w-]+)\]", re.sub(r"^\[\^[\w-]+\]:", "", src, flags=re.M)))
-            assert cited == set(defined), f"{nb.name}, cell {i}: footnotes cited {cited}, defined {defined}"
+            cited = set(
+                re.findall(r"\[\^([\w-]+)\]", re.sub(r"^\[\^[\w-]+\]:", "", src, flags=re.M))
+            )
+            assert cited == set(defined), (
+                f"{nb.name}, cell {i}: footnotes cited {cited}, defined {defined}"
+            )
             labels += defined
         assert len(labels) == len(set(labels)), f"{nb.name}: duplicate footnote labels {labels}"
 
@@ -168,10 +188,16 @@ def test_notebook_macros_equal_the_single_source() -> None:
     assert expected and "\\Fisher" in expected, "no macros read from _config.yml"
     for nb in NOTEBOOKS:
         data = json.loads(nb.read_text())
-        assert book_macros.notebook_macros(data) == expected, f"{nb.name}: macros differ from _config.yml (run tools/book_macros.py)"
+        assert book_macros.notebook_macros(data) == expected, (
+            f"{nb.name}: macros differ from _config.yml (run tools/book_macros.py)"
+        )
         first = data["cells"][0]
-        assert first["cell_type"] == "markdown" and "remove-cell" in first["metadata"].get("tags", []), f"{nb.name}: the macros cell must be the first cell, tagged remove-cell"
-        assert _source(first).startswith("---\n") and _source(first).rstrip().endswith("---"), f"{nb.name}: the macros cell holds only frontmatter"
+        assert first["cell_type"] == "markdown" and "remove-cell" in first["metadata"].get(
+            "tags", []
+        ), f"{nb.name}: the macros cell must be the first cell, tagged remove-cell"
+        assert _source(first).startswith("---\n") and _source(first).rstrip().endswith("---"), (
+            f"{nb.name}: the macros cell holds only frontmatter"
+        )
 
 
 def test_deployment_is_configured_once() -> None:
@@ -184,14 +210,25 @@ def test_deployment_is_configured_once() -> None:
     import deployment
 
     dep = deployment.settings(environ={})
-    assert not deployment.update_readme(dep, check=True), "README.md's links disagree with _config.yml: run tools/deployment.py --readme"
+    assert not deployment.update_readme(dep, check=True), (
+        "README.md's links disagree with _config.yml: run tools/deployment.py --readme"
+    )
     assert dep.url in (ROOT / "README.md").read_text()
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert cfg["launch_buttons"].get("thebe") is False, "Thebe loads from a CDN: the offline site keeps it off"
-    fork = deployment.settings(environ={"IGBOOK_REPOSITORY": "https://github.com/someone/fork.git", "IGBOOK_BRANCH": "dev"})
-    assert fork.binder("book/kfac.ipynb") == "https://mybinder.org/v2/gh/someone/fork/dev?urlpath=lab/tree/book/kfac.ipynb"
+    assert cfg["launch_buttons"].get("thebe") is False, (
+        "Thebe loads from a CDN: the offline site keeps it off"
+    )
+    fork = deployment.settings(
+        environ={"IGBOOK_REPOSITORY": "https://github.com/someone/fork.git", "IGBOOK_BRANCH": "dev"}
+    )
+    assert (
+        fork.binder("book/kfac.ipynb")
+        == "https://mybinder.org/v2/gh/someone/fork/dev?urlpath=lab/tree/book/kfac.ipynb"
+    )
     for req in ("requirements.txt", "binder/requirements.txt"):
-        assert re.search(r"^jupyterlab-myst\b", (ROOT / req).read_text(), re.M), f"{req} does not install jupyterlab-myst"
+        assert re.search(r"^jupyterlab-myst\b", (ROOT / req).read_text(), re.M), (
+            f"{req} does not install jupyterlab-myst"
+        )
 
 
 def test_student_edition(tmp_path: Path) -> None:
@@ -204,7 +241,9 @@ def test_student_edition(tmp_path: Path) -> None:
     import student_edition
 
     written = student_edition.build(tmp_path)
-    assert sorted(p.name for p in written) == sorted(p.name for p in NOTEBOOKS if p.stem in {Path(f).name for f in toc_files()})
+    assert sorted(p.name for p in written) == sorted(
+        p.name for p in NOTEBOOKS if p.stem in {Path(f).name for f in toc_files()}
+    )
     for path in written:
         orig, student = _cells(BOOK / path.name), _cells(path)
         md = "\n".join(_source(c) for c in student if c["cell_type"] == "markdown")
@@ -218,7 +257,11 @@ def test_student_edition(tmp_path: Path) -> None:
         answers = [s for s in orig_code if student_edition.check_names(s)]
         kept = [s for s in orig_code if not student_edition.check_names(s)]
         assert answers, f"{path.name}: no self-check cell found"
-        assert [_source(c) for c in student if c["cell_type"] == "code" and not _source(c).startswith("# Self-checks")] == kept
+        assert [
+            _source(c)
+            for c in student
+            if c["cell_type"] == "code" and not _source(c).startswith("# Self-checks")
+        ] == kept
         for s in answers:
             assert s not in code, f"{path.name}: a worked self-check answer is left"
         for c in student:

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call, jacrev
 
-from igbook.experiments.models import mlp
 from igbook.continual import (
     EWC,
     FOPNG,
@@ -48,6 +47,7 @@ from igbook.continual import (
     summarize,
     uncertainty_decomposition,
 )
+from igbook.experiments.models import mlp
 
 D = torch.float64
 
@@ -626,7 +626,9 @@ def test_uncertainty_of_point_and_bayesian_learners(perm3: TaskStream) -> None:
     sgd = FineTuning(mlp((64, 16, 10), activation="relu", seed=0, dtype=D))
     u = uncertainty_decomposition(sgd.sample_proba(x))
     assert float(u.epistemic.abs().max()) == 0.0
-    mesu = MESULearner(mlp((64, 16, 10), activation="relu", seed=0, dtype=D), N=100.0, num_test_samples=8)
+    mesu = MESULearner(
+        mlp((64, 16, 10), activation="relu", seed=0, dtype=D), N=100.0, num_test_samples=8
+    )
     probs = mesu.sample_proba(x)
     assert probs.shape == (8, 50, 10)
     u = uncertainty_decomposition(probs)
@@ -780,7 +782,9 @@ def test_streaming_mode() -> None:
     assert torch.equal(a.accuracy, b.accuracy)  # MESU never uses task boundaries
     with pytest.raises(ValueError, match="task boundaries"):
         run_stream(EWC(mlp((64, 16, 10), activation="relu")), stream, task_boundaries=False)
-    c = run_stream(FineTuning(mlp((64, 16, 10), activation="relu")), stream, batch_size=32, eval_every=3)
+    c = run_stream(
+        FineTuning(mlp((64, 16, 10), activation="relu")), stream, batch_size=32, eval_every=3
+    )
     assert (
         c.curve is not None and c.curve.shape == (len(c.curve_steps), 2) and c.curve_steps[0] == 3
     )

@@ -66,7 +66,12 @@ def test_protocol_against_the_dense_matrix(op) -> None:
     for d in (0.3, 2.0):
         ref = torch.linalg.solve(m + d * torch.eye(p, dtype=D), V)
         torch.testing.assert_close(op.solve(V, d), ref, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(op.inverse(d).to_dense(), torch.linalg.inv(m + d * torch.eye(p, dtype=D)), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            op.inverse(d).to_dense(),
+            torch.linalg.inv(m + d * torch.eye(p, dtype=D)),
+            rtol=1e-10,
+            atol=1e-12,
+        )
     for name, sl in op.blocks.items():
         torch.testing.assert_close(op.block(name).to_dense(), m[sl, sl], rtol=1e-12, atol=1e-14)
 
@@ -137,7 +142,12 @@ def test_mc_kfac_factors_are_unbiased() -> None:
     model = _mlp(3)
     x = torch.randn(5, 4, dtype=D, generator=torch.Generator().manual_seed(10))
     exact = kfac_factors(model, x, likelihood="categorical")["2"].G
-    draws = torch.stack([kfac_factors(model, x, likelihood="categorical", fisher_type="mc", seed=s)["2"].G for s in range(400)])
+    draws = torch.stack(
+        [
+            kfac_factors(model, x, likelihood="categorical", fisher_type="mc", seed=s)["2"].G
+            for s in range(400)
+        ]
+    )
     se = draws.std(0) / 400**0.5
     assert bool(((draws.mean(0) - exact).abs() <= 5 * se + 1e-12).all())
 
@@ -147,14 +157,22 @@ def test_reorder_maps_between_flat_and_kronecker_orders() -> None:
     model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.Flatten(), nn.Linear(12, 2)).to(D)
     named = dict(model.named_parameters())
     flat = torch.cat([t.reshape(-1) for t in named.values()])
-    kron = torch.cat([
-        named["0.weight"].reshape(3, -1).T.reshape(-1), named["0.bias"],
-        named["2.weight"].T.reshape(-1), named["2.bias"],
-    ])
+    kron = torch.cat(
+        [
+            named["0.weight"].reshape(3, -1).T.reshape(-1),
+            named["0.bias"],
+            named["2.weight"].T.reshape(-1),
+            named["2.bias"],
+        ]
+    )
     torch.testing.assert_close(reorder(flat, model), kron, rtol=0, atol=0)
-    torch.testing.assert_close(reorder(kron, model, source="kronecker", target="flat"), flat, rtol=0, atol=0)
+    torch.testing.assert_close(
+        reorder(kron, model, source="kronecker", target="flat"), flat, rtol=0, atol=0
+    )
     m = torch.outer(flat, flat)
-    torch.testing.assert_close(reorder(m, model, matrix=True), torch.outer(kron, kron), rtol=0, atol=0)
+    torch.testing.assert_close(
+        reorder(m, model, matrix=True), torch.outer(kron, kron), rtol=0, atol=0
+    )
     lay = parameter_layout(model)
     assert list(lay.layers) == ["0", "2"] and lay.size == flat.numel()
     with pytest.raises(ValueError, match="t must have shape"):
@@ -173,7 +191,10 @@ def test_operator_stacks_and_structures_agree() -> None:
     torch.testing.assert_close(op @ V, dense @ V, rtol=1e-10, atol=1e-12)
     for s in ("diagonal", "blocks", "layers", "operator"):
         torch.testing.assert_close(
-            curvature(model, None, x, y, "categorical", "ggn", structure=s).diagonal(), dense.diagonal(), rtol=1e-10, atol=1e-13
+            curvature(model, None, x, y, "categorical", "ggn", structure=s).diagonal(),
+            dense.diagonal(),
+            rtol=1e-10,
+            atol=1e-13,
         )
     with pytest.raises(ValueError, match="structure must be one of"):
         curvature(model, None, x, y, "categorical", structure="sparse")
@@ -225,7 +246,9 @@ def test_kron_blocks_equal_the_reference_layer_blocks_on_one_point(c: reference.
     for name in ref:
         assert reference.rel_err(kron.block(name).to_dense(), ref[name]) < 1e-10
     # the empirical-Fisher factors too (one point: g g^T is one Kronecker product)
-    kron_e = curvature(one.model, None, one.x, one.y, one.likelihood(), "empirical", structure="kron")
+    kron_e = curvature(
+        one.model, None, one.x, one.y, one.likelihood(), "empirical", structure="kron"
+    )
     ref_e = reference.structured(one, reference.dense_curvature(one, "empirical"), "layers")
     for name in ref_e:
         assert reference.rel_err(kron_e.block(name).to_dense(), ref_e[name]) < 1e-10

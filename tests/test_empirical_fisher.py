@@ -41,15 +41,20 @@ def test_data_reproduce_the_papers_generators() -> None:
     assert float(ym[:500].sum()) == 0 and float(ym[500:].sum()) == 500
     # the other two set-ups (their "well-specified" and "misspecified (A)"): class means +-(m, m)
     # and class covariances S S^T within sampling error (500 points per class, 5 standard errors)
-    for kind, m, s0, s1 in (("well-specified", 1.0, 2.0, 2.0), ("misspecified-noise", 1.5, 3.0, 1.0)):
+    for kind, m, s0, s1 in (
+        ("well-specified", 1.0, 2.0, 2.0),
+        ("misspecified-noise", 1.5, 3.0, 1.0),
+    ):
         xk, yk = logistic_data(kind)
         assert xk.shape == (1000, 2) and yk.shape == (1000,)
         assert float(yk[:500].sum()) == 0 and float(yk[500:].sum()) == 500
         for cls, sign, sd in ((0, 1.0, s0), (1, -1.0, s1)):
             xc = xk[yk == cls].numpy()
             np.testing.assert_allclose(xc.mean(0), [sign * m] * 2, atol=5 * sd / math.sqrt(500))
-            np.testing.assert_allclose(np.cov(xc.T), sd**2 * np.eye(2), atol=5 * sd**2 * math.sqrt(2 / 500))
-    xl, yl = linear_data("misspecified-model")
+            np.testing.assert_allclose(
+                np.cov(xc.T), sd**2 * np.eye(2), atol=5 * sd**2 * math.sqrt(2 / 500)
+            )
+    xl, _yl = linear_data("misspecified-model")
     assert xl.shape == (1000, 2) and bool((xl[:, 1] == 1).all())
 
 
@@ -69,9 +74,15 @@ def test_closed_forms_match_the_general_machinery(kind: str) -> None:
         model.weight.copy_(theta.reshape(1, 2))
     prior = 0.0 if kind == "logistic" else 1 / (0.1 * 200)
     eye = torch.eye(2, dtype=D)
-    torch.testing.assert_close(prob.fisher(theta), fisher_matrix(model, None, x, yy, lik) + prior * eye)
-    torch.testing.assert_close(prob.hessian(theta), hessian_matrix(model, None, x, yy, lik) + prior * eye)
-    torch.testing.assert_close(prob.empirical_fisher(theta), fisher_matrix(model, None, x, yy, lik, "empirical"))
+    torch.testing.assert_close(
+        prob.fisher(theta), fisher_matrix(model, None, x, yy, lik) + prior * eye
+    )
+    torch.testing.assert_close(
+        prob.hessian(theta), hessian_matrix(model, None, x, yy, lik) + prior * eye
+    )
+    torch.testing.assert_close(
+        prob.empirical_fisher(theta), fisher_matrix(model, None, x, yy, lik, "empirical")
+    )
     g = torch.func.grad(prob.loss)(theta)
     torch.testing.assert_close(prob.gradient(theta), g)
     torch.testing.assert_close(prob.hessian(theta), torch.func.hessian(prob.loss)(theta))
@@ -89,10 +100,14 @@ def test_fast_flows_equal_plain_euler() -> None:
     starts = torch.tensor([[2, 4.5], [1, 0], [4.5, 3], [-0.5, 3]], dtype=D)
     fast = linear_regression_flows(prob, starts, num_steps=1001, record_every=50)
     for name, c in (("gd", 1 / 3), ("ngd", 1.0), ("ef", 3.0)):
-        ref = euler_flow(preconditioned_field(prob, name, c), starts, num_steps=1001, record_every=50)
+        ref = euler_flow(
+            preconditioned_field(prob, name, c), starts, num_steps=1001, record_every=50
+        )
         torch.testing.assert_close(fast[name], ref, rtol=1e-10, atol=1e-11)
     with pytest.raises(ValueError, match="two-parameter linear"):
-        linear_regression_flows(GLMProblem(*logistic_data("well-specified", n=10), "logistic", math.inf), starts)
+        linear_regression_flows(
+            GLMProblem(*logistic_data("well-specified", n=10), "logistic", math.inf), starts
+        )
 
 
 def test_bad_inputs() -> None:
@@ -121,4 +136,6 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="step must be > 0"):
         euler_flow(preconditioned_field(prob, "gd"), torch.zeros(2, dtype=D), step=0.0)
     with pytest.raises(ValueError, match="diverged"):
-        euler_flow(preconditioned_field(prob, "gd"), torch.zeros(2, dtype=D), step=1e3, num_steps=2000)
+        euler_flow(
+            preconditioned_field(prob, "gd"), torch.zeros(2, dtype=D), step=1e3, num_steps=2000
+        )

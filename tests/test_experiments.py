@@ -48,7 +48,10 @@ def test_mlp_is_pytorch_default_initialization_under_the_seed(activation: str) -
         torch.testing.assert_close(got.weight, want.weight.double(), rtol=0, atol=0)
         torch.testing.assert_close(got.bias, want.bias.double(), rtol=0, atol=0)
         bound = 1 / math.sqrt(got.in_features)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        assert float(got.weight.detach().abs().max()) <= bound and float(got.bias.detach().abs().max()) <= bound
+        assert (
+            float(got.weight.detach().abs().max()) <= bound
+            and float(got.bias.detach().abs().max()) <= bound
+        )
 
 
 def test_mlp_is_reproducible_and_leaves_the_global_generator_alone() -> None:
@@ -91,8 +94,18 @@ def test_library_never_imports_the_experiments() -> None:
     """Importing every library module must not pull in igbook.experiments (or igbook.book)."""
     import subprocess
 
-    skip = ("igbook.experiments", "igbook.book", "igbook.exercises", "igbook.widgets", "igbook.live")
-    names = [m.name for m in pkgutil.walk_packages(igbook.__path__, "igbook.") if not m.name.startswith(skip)]
+    skip = (
+        "igbook.experiments",
+        "igbook.book",
+        "igbook.exercises",
+        "igbook.widgets",
+        "igbook.live",
+    )
+    names = [
+        m.name
+        for m in pkgutil.walk_packages(igbook.__path__, "igbook.")
+        if not m.name.startswith(skip)
+    ]
     code = (
         "import importlib, sys\n"
         f"for n in {names!r}: importlib.import_module(n)\n"

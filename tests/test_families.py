@@ -31,7 +31,10 @@ def examples() -> list[ExponentialFamily]:
         Bernoulli(0.3),
         Categorical(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=D)),
         Gaussian(0.7, 1.3),
-        MultivariateGaussian(torch.tensor([0.5, -1.0, 2.0], dtype=D), torch.tensor([[2.0, 0.3, 0.1], [0.3, 1.0, -0.2], [0.1, -0.2, 0.5]], dtype=D)),
+        MultivariateGaussian(
+            torch.tensor([0.5, -1.0, 2.0], dtype=D),
+            torch.tensor([[2.0, 0.3, 0.1], [0.3, 1.0, -0.2], [0.1, -0.2, 0.5]], dtype=D),
+        ),
         Poisson(3.5),
         Exponential(1.7),
     ]
@@ -69,21 +72,29 @@ def test_mean_is_gradient_of_log_partition(dist: ExponentialFamily) -> None:
 @pytest.mark.parametrize("dist", examples(), ids=IDS)
 def test_coordinate_round_trips(dist: ExponentialFamily) -> None:
     cls = type(dist)
-    torch.testing.assert_close(cls.from_natural(dist.natural).params, dist.params, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        cls.from_natural(dist.natural).params, dist.params, rtol=1e-10, atol=1e-12
+    )
     torch.testing.assert_close(cls.from_mean(dist.mean).params, dist.params, rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(cls.natural_from_mean(dist.mean), dist.natural, rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(
+        cls.natural_from_mean(dist.mean), dist.natural, rtol=1e-9, atol=1e-11
+    )
 
 
 @pytest.mark.parametrize("dist", examples(), ids=IDS)
 def test_fisher_usual_coordinates_is_pullback_of_natural(dist: ExponentialFamily) -> None:
     j = jacrev(type(dist).natural_from_params)(dist.params)
-    torch.testing.assert_close(j.T @ dist.fisher_natural() @ j, dist.fisher(), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(
+        j.T @ dist.fisher_natural() @ j, dist.fisher(), rtol=1e-9, atol=1e-11
+    )
 
 
 @pytest.mark.parametrize("dist", examples(), ids=IDS)
 def test_fisher_mean_is_inverse_and_hessian_of_conjugate(dist: ExponentialFamily) -> None:
     eye = torch.eye(dist.dim, dtype=D)
-    torch.testing.assert_close(dist.fisher_mean() @ dist.fisher_natural(), eye, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        dist.fisher_mean() @ dist.fisher_natural(), eye, rtol=1e-9, atol=1e-9
+    )
     h = hessian(type(dist).convex_conjugate)(dist.mean)
     torch.testing.assert_close(h, dist.fisher_mean(), rtol=1e-8, atol=1e-9)
 
@@ -107,14 +118,31 @@ def test_kl_against_monte_carlo(dist: ExponentialFamily) -> None:
 
 
 @pytest.mark.parametrize("dist", examples(), ids=IDS)
-def test_fisher_equals_score_covariance_and_expected_negative_hessian(dist: ExponentialFamily) -> None:
+def test_fisher_equals_score_covariance_and_expected_negative_hessian(
+    dist: ExponentialFamily,
+) -> None:
     cls = type(dist)
     if dist.discrete:
         x = dist.support()
         w = torch.exp(dist.log_prob(x))
-        torch.testing.assert_close(score_covariance(cls.log_prob_params, dist.params, x, w), dist.fisher(), rtol=1e-9, atol=1e-10)
-        torch.testing.assert_close(expected_negative_hessian(cls.log_prob_params, dist.params, x, w), dist.fisher(), rtol=1e-9, atol=1e-10)
-        torch.testing.assert_close(score_covariance(cls.log_prob_natural, dist.natural, x, w), dist.fisher_natural(), rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(
+            score_covariance(cls.log_prob_params, dist.params, x, w),
+            dist.fisher(),
+            rtol=1e-9,
+            atol=1e-10,
+        )
+        torch.testing.assert_close(
+            expected_negative_hessian(cls.log_prob_params, dist.params, x, w),
+            dist.fisher(),
+            rtol=1e-9,
+            atol=1e-10,
+        )
+        torch.testing.assert_close(
+            score_covariance(cls.log_prob_natural, dist.natural, x, w),
+            dist.fisher_natural(),
+            rtol=1e-9,
+            atol=1e-10,
+        )
     else:
         n = 100_000
         x = dist.sample(n, seed=2)
@@ -124,13 +152,20 @@ def test_fisher_equals_score_covariance_and_expected_negative_hessian(dist: Expo
         se = (s.unsqueeze(2) * s.unsqueeze(1)).std(0) / math.sqrt(n)
         assert bool(((est - dist.fisher()).abs() <= 5 * se + 1e-12).all())
         # ... and as the expected negative Hessian in the usual coordinates (not constant there)
-        h = torch.func.vmap(torch.func.hessian(cls.log_prob_params), in_dims=(None, 0))(dist.params, x)
-        est_h = expected_negative_hessian(cls.log_prob_params, dist.params, x, torch.full((n,), 1.0 / n, dtype=x.dtype))
+        h = torch.func.vmap(torch.func.hessian(cls.log_prob_params), in_dims=(None, 0))(
+            dist.params, x
+        )
+        est_h = expected_negative_hessian(
+            cls.log_prob_params, dist.params, x, torch.full((n,), 1.0 / n, dtype=x.dtype)
+        )
         se_h = h.std(0) / math.sqrt(n)
         assert bool(((est_h - dist.fisher()).abs() <= 5 * se_h + 1e-12).all())
         # the negative Hessian of a Gaussian/Exponential log-density in natural coordinates is constant
         torch.testing.assert_close(
-            expected_negative_hessian(cls.log_prob_natural, dist.natural, x[:50]), dist.fisher_natural(), rtol=1e-9, atol=1e-10
+            expected_negative_hessian(cls.log_prob_natural, dist.natural, x[:50]),
+            dist.fisher_natural(),
+            rtol=1e-9,
+            atol=1e-10,
         )
 
 
@@ -168,7 +203,9 @@ def test_log_prob_normalizes(dist: ExponentialFamily) -> None:
 def test_entropy_against_monte_carlo(dist: ExponentialFamily) -> None:
     x = dist.sample(100_000, seed=4)
     lp = -dist.log_prob(x)
-    assert abs(float(lp.mean() - dist.entropy())) < 5 * float(lp.std()) / math.sqrt(x.shape[0]) + 1e-12
+    assert (
+        abs(float(lp.mean() - dist.entropy())) < 5 * float(lp.std()) / math.sqrt(x.shape[0]) + 1e-12
+    )
 
 
 @pytest.mark.parametrize("dist", examples(), ids=IDS)
@@ -182,11 +219,15 @@ def test_sampling_is_reproducible(dist: ExponentialFamily) -> None:
 def test_textbook_values() -> None:
     g = Gaussian(1.0, 2.0)
     torch.testing.assert_close(g.fisher(), torch.diag(torch.tensor([0.25, 0.5], dtype=D)))
-    torch.testing.assert_close(g.entropy(), torch.tensor(0.5 * math.log(2 * math.pi * math.e * 4), dtype=D))
+    torch.testing.assert_close(
+        g.entropy(), torch.tensor(0.5 * math.log(2 * math.pi * math.e * 4), dtype=D)
+    )
     torch.testing.assert_close(Bernoulli(0.2).fisher(), torch.tensor([[1 / 0.16]], dtype=D))
     torch.testing.assert_close(Poisson(4.0).fisher(), torch.tensor([[0.25]], dtype=D))
     torch.testing.assert_close(Exponential(2.0).entropy(), torch.tensor(1 - math.log(2.0), dtype=D))
-    torch.testing.assert_close(Gaussian(0.0, 1.0).kl(Gaussian(1.0, 1.0)), torch.tensor(0.5, dtype=D))
+    torch.testing.assert_close(
+        Gaussian(0.0, 1.0).kl(Gaussian(1.0, 1.0)), torch.tensor(0.5, dtype=D)
+    )
 
 
 def test_float32_is_kept() -> None:
@@ -211,7 +252,9 @@ def test_categorical_fisher_is_symmetric_positive_definite(w: list[float]) -> No
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(-5, 5), st.floats(0.05, 5), st.floats(-5, 5), st.floats(0.05, 5))
-def test_gaussian_kl_nonnegative_and_zero_only_at_equality(m1: float, s1: float, m2: float, s2: float) -> None:
+def test_gaussian_kl_nonnegative_and_zero_only_at_equality(
+    m1: float, s1: float, m2: float, s2: float
+) -> None:
     p, q = Gaussian(m1, s1), Gaussian(m2, s2)
     kl = float(p.kl(q))
     assert kl >= -1e-12
@@ -229,14 +272,18 @@ def test_mvn_fisher_natural_spd_and_matches_hessian(d: int, seed: int) -> None:
     mvn = MultivariateGaussian(m, cov)
     f = mvn.fisher_natural()
     assert bool((torch.linalg.eigvalsh(f) > 0).all())
-    torch.testing.assert_close(hessian(MultivariateGaussian.log_partition)(mvn.natural), f, rtol=1e-7, atol=1e-8)
+    torch.testing.assert_close(
+        hessian(MultivariateGaussian.log_partition)(mvn.natural), f, rtol=1e-7, atol=1e-8
+    )
 
 
 @settings(max_examples=40, deadline=None)
 @given(probs, probs)
 def test_bernoulli_kl_matches_categorical(p: float, q: float) -> None:
     a = Bernoulli(p).kl(Bernoulli(q))
-    b = Categorical(torch.tensor([1 - p, p], dtype=D)).kl(Categorical(torch.tensor([1 - q, q], dtype=D)))
+    b = Categorical(torch.tensor([1 - p, p], dtype=D)).kl(
+        Categorical(torch.tensor([1 - q, q], dtype=D))
+    )
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
@@ -268,11 +315,18 @@ BAD_INPUTS = [
     (lambda: MultivariateGaussian(torch.zeros(2), torch.eye(2)).log_prob(torch.zeros(3)), "x"),
     (lambda: Gaussian(0.0, 1.0).sample(0), "n"),
     (lambda: Gaussian(0.0, 1.0).kl(Gaussian(0.0, 1.0).params), "other"),
-    (lambda: Categorical(torch.tensor([0.5, 0.5])).kl(Categorical(torch.tensor([0.2, 0.3, 0.5]))), "other"),
+    (
+        lambda: Categorical(torch.tensor([0.5, 0.5])).kl(
+            Categorical(torch.tensor([0.2, 0.3, 0.5]))
+        ),
+        "other",
+    ),
 ]
 
 
-@pytest.mark.parametrize("call,name", BAD_INPUTS, ids=[f"{i}-{n}" for i, (_, n) in enumerate(BAD_INPUTS)])
+@pytest.mark.parametrize(
+    ("call", "name"), BAD_INPUTS, ids=[f"{i}-{n}" for i, (_, n) in enumerate(BAD_INPUTS)]
+)
 def test_bad_input_raises_naming_the_argument(call, name: str) -> None:  # type: ignore[no-untyped-def]
     # the name as a word of the message (a one-letter name must not match inside other words)
     with pytest.raises((ValueError, TypeError), match=rf"(?<![\w.]){re.escape(name)}(?!\w)"):
@@ -284,6 +338,8 @@ def test_batched_second_derivatives_of_the_mvn_log_density_are_right() -> None:
     mvn = examples()[3]
     assert isinstance(mvn, MultivariateGaussian)
     x = mvn.sample(4, seed=0)
-    h = torch.func.vmap(hessian(MultivariateGaussian.log_prob_natural), in_dims=(None, 0))(mvn.natural, x)
+    h = torch.func.vmap(hessian(MultivariateGaussian.log_prob_natural), in_dims=(None, 0))(
+        mvn.natural, x
+    )
     for k in range(4):
         torch.testing.assert_close(-h[k], mvn.fisher_natural(), rtol=1e-9, atol=1e-9)

@@ -35,9 +35,17 @@ def pairs() -> list[tuple[ExponentialFamily, ExponentialFamily]]:
     cov = torch.tensor([[2.0, 0.3, 0.1], [0.3, 1.0, -0.2], [0.1, -0.2, 0.5]], dtype=D)
     return [
         (Bernoulli(0.3), Bernoulli(0.65)),
-        (Categorical(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=D)), Categorical(torch.tensor([0.25, 0.25, 0.2, 0.3], dtype=D))),
+        (
+            Categorical(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=D)),
+            Categorical(torch.tensor([0.25, 0.25, 0.2, 0.3], dtype=D)),
+        ),
         (Gaussian(0.7, 1.3), Gaussian(-0.4, 0.8)),
-        (MultivariateGaussian(torch.tensor([0.5, -1.0, 2.0], dtype=D), cov), MultivariateGaussian(torch.tensor([0.8, -0.7, 2.3], dtype=D), cov + 0.2 * torch.eye(3, dtype=D))),
+        (
+            MultivariateGaussian(torch.tensor([0.5, -1.0, 2.0], dtype=D), cov),
+            MultivariateGaussian(
+                torch.tensor([0.8, -0.7, 2.3], dtype=D), cov + 0.2 * torch.eye(3, dtype=D)
+            ),
+        ),
         (Poisson(3.5), Poisson(2.1)),
         (Exponential(1.7), Exponential(0.6)),
         (Beta(2.5, 0.7), Beta(1.2, 3.0)),
@@ -57,22 +65,30 @@ def test_conjugate_families_are_separate_from_the_original_list() -> None:
 
 # ----- Legendre duality -----------------------------------------------------------------------
 @pytest.mark.parametrize(("p", "q"), pairs(), ids=IDS)
-def test_gradients_of_a_and_its_conjugate_are_inverse_maps(p: ExponentialFamily, q: ExponentialFamily) -> None:
+def test_gradients_of_a_and_its_conjugate_are_inverse_maps(
+    p: ExponentialFamily, q: ExponentialFamily
+) -> None:
     cls = type(p)
     torch.testing.assert_close(grad(cls.log_partition)(p.natural), p.mean, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(grad(cls.convex_conjugate)(p.mean), p.natural, rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(cls.mean_from_natural(cls.natural_from_mean(q.mean)), q.mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        cls.mean_from_natural(cls.natural_from_mean(q.mean)), q.mean, rtol=1e-10, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize(("p", "q"), pairs(), ids=IDS)
-def test_hessians_are_the_fisher_matrices_and_inverse(p: ExponentialFamily, q: ExponentialFamily) -> None:
+def test_hessians_are_the_fisher_matrices_and_inverse(
+    p: ExponentialFamily, q: ExponentialFamily
+) -> None:
     cls = type(p)
     f_nat = hessian(cls.log_partition)(p.natural)
     torch.testing.assert_close(f_nat, p.fisher_natural(), rtol=1e-10, atol=1e-12)
     f_mean = hessian(cls.convex_conjugate)(p.mean)
     torch.testing.assert_close(f_mean @ f_nat, torch.eye(p.dim, dtype=D), rtol=1e-8, atol=1e-8)
     # the Jacobian of the mean map is the Fisher matrix
-    torch.testing.assert_close(jacrev(cls.mean_from_natural)(p.natural), f_nat, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        jacrev(cls.mean_from_natural)(p.natural), f_nat, rtol=1e-10, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize(("p", "q"), pairs(), ids=IDS)
@@ -92,10 +108,16 @@ def test_bregman_divergences_are_kl(p: ExponentialFamily, q: ExponentialFamily) 
     kl_pq = p.kl(q)
     # D_{A*}(mu_p || mu_q) = KL(p || q) and D_A(eta_q || eta_p) = KL(p || q): the arguments swap
     torch.testing.assert_close(cls.bregman_mean(p.mean, q.mean), kl_pq, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(cls.bregman_natural(q.natural, p.natural), kl_pq, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        cls.bregman_natural(q.natural, p.natural), kl_pq, rtol=1e-10, atol=1e-12
+    )
     torch.testing.assert_close(p.kl_bregman_mean(q), kl_pq, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(cls.bregman_natural(p.natural, p.natural), torch.zeros((), dtype=D), rtol=0, atol=1e-12)
-    torch.testing.assert_close(cls.bregman_mean(p.mean, p.mean), torch.zeros((), dtype=D), rtol=0, atol=1e-11)
+    torch.testing.assert_close(
+        cls.bregman_natural(p.natural, p.natural), torch.zeros((), dtype=D), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(
+        cls.bregman_mean(p.mean, p.mean), torch.zeros((), dtype=D), rtol=0, atol=1e-11
+    )
     # against a Bregman divergence whose gradient is taken by autograd
     g = grad(cls.convex_conjugate)(q.mean)
     ref = cls.convex_conjugate(p.mean) - cls.convex_conjugate(q.mean) - g @ (p.mean - q.mean)
@@ -103,7 +125,9 @@ def test_bregman_divergences_are_kl(p: ExponentialFamily, q: ExponentialFamily) 
 
 
 @pytest.mark.parametrize(("p", "q"), pairs(), ids=IDS)
-def test_natural_gradient_in_natural_coordinates_is_gradient_in_mean_coordinates(p: ExponentialFamily, q: ExponentialFamily) -> None:
+def test_natural_gradient_in_natural_coordinates_is_gradient_in_mean_coordinates(
+    p: ExponentialFamily, q: ExponentialFamily
+) -> None:
     """F(eta)^{-1} grad_eta L(mu(eta)) = grad_mu L for a nonlinear loss L."""
     cls = type(p)
     target = q.mean
@@ -117,18 +141,28 @@ def test_natural_gradient_in_natural_coordinates_is_gradient_in_mean_coordinates
 
 
 # ----- the new families: the same battery as the original ones -----------------------------------
-NEW = [p for p, _ in pairs() if type(p) in CONJUGATE_FAMILIES] + [Gamma(0.05, 3.0), Beta(0.3, 0.4), NormalGamma(2.0, 0.1, 0.6, 0.2)]
+NEW = [p for p, _ in pairs() if type(p) in CONJUGATE_FAMILIES] + [
+    Gamma(0.05, 3.0),
+    Beta(0.3, 0.4),
+    NormalGamma(2.0, 0.1, 0.6, 0.2),
+]
 NEW_IDS = [f"{type(p).__name__}{tuple(round(float(v), 2) for v in p.params)}" for p in NEW]
 
 
 @pytest.mark.parametrize("dist", NEW, ids=NEW_IDS)
 def test_new_family_round_trips_and_pullback(dist: ExponentialFamily) -> None:
     cls = type(dist)
-    torch.testing.assert_close(cls.from_natural(dist.natural).params, dist.params, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        cls.from_natural(dist.natural).params, dist.params, rtol=1e-12, atol=1e-12
+    )
     torch.testing.assert_close(cls.from_mean(dist.mean).params, dist.params, rtol=1e-9, atol=1e-11)
     j = jacrev(cls.natural_from_params)(dist.params)
-    torch.testing.assert_close(j.T @ dist.fisher_natural() @ j, dist.fisher(), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(dist.fisher_natural(), hessian(cls.log_partition)(dist.natural), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        j.T @ dist.fisher_natural() @ j, dist.fisher(), rtol=1e-10, atol=1e-12
+    )
+    torch.testing.assert_close(
+        dist.fisher_natural(), hessian(cls.log_partition)(dist.natural), rtol=1e-10, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("dist", NEW, ids=NEW_IDS)
@@ -147,7 +181,11 @@ def test_new_family_against_monte_carlo(dist: ExponentialFamily) -> None:
     assert bool((err <= 5 * prods.std(0) / math.sqrt(n) + 1e-12).all())
 
 
-@pytest.mark.parametrize(("p", "q"), [pq for pq in pairs() if type(pq[0]) in CONJUGATE_FAMILIES], ids=["Beta", "Gamma", "NormalGamma"])
+@pytest.mark.parametrize(
+    ("p", "q"),
+    [pq for pq in pairs() if type(pq[0]) in CONJUGATE_FAMILIES],
+    ids=["Beta", "Gamma", "NormalGamma"],
+)
 def test_new_family_kl_against_monte_carlo(p: ExponentialFamily, q: ExponentialFamily) -> None:
     x = p.sample(200_000, seed=3)
     diff = p.log_prob(x) - q.log_prob(x)
@@ -157,17 +195,39 @@ def test_new_family_kl_against_monte_carlo(p: ExponentialFamily, q: ExponentialF
 
 def test_new_families_against_scipy() -> None:
     x = torch.tensor([0.05, 0.3, 0.9], dtype=D)
-    torch.testing.assert_close(Beta(2.5, 0.7).log_prob(x), torch.as_tensor(stats.beta(2.5, 0.7).logpdf(x.numpy())), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(Beta(2.5, 0.7).entropy(), torch.tensor(float(stats.beta(2.5, 0.7).entropy()), dtype=D), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        Beta(2.5, 0.7).log_prob(x),
+        torch.as_tensor(stats.beta(2.5, 0.7).logpdf(x.numpy())),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        Beta(2.5, 0.7).entropy(),
+        torch.tensor(float(stats.beta(2.5, 0.7).entropy()), dtype=D),
+        rtol=1e-10,
+        atol=1e-12,
+    )
     xg = torch.tensor([0.05, 1.3, 7.0], dtype=D)
     ref = stats.gamma(3.2, scale=1 / 1.7)
-    torch.testing.assert_close(Gamma(3.2, 1.7).log_prob(xg), torch.as_tensor(ref.logpdf(xg.numpy())), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(Gamma(3.2, 1.7).entropy(), torch.tensor(float(ref.entropy()), dtype=D), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        Gamma(3.2, 1.7).log_prob(xg),
+        torch.as_tensor(ref.logpdf(xg.numpy())),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        Gamma(3.2, 1.7).entropy(),
+        torch.tensor(float(ref.entropy()), dtype=D),
+        rtol=1e-10,
+        atol=1e-12,
+    )
     # Normal-Gamma density = Gamma(tau) * Normal(m | loc, 1/(kappa tau))
     ng = NormalGamma(0.3, 2.0, 3.0, 1.5)
     pts = torch.tensor([[0.1, 0.5], [-1.0, 2.0], [0.7, 0.05]], dtype=D)
     m, tau = pts[:, 0].numpy(), pts[:, 1].numpy()
-    want = stats.gamma(3.0, scale=1 / 1.5).logpdf(tau) + stats.norm(0.3, 1 / np.sqrt(2.0 * tau)).logpdf(m)
+    want = stats.gamma(3.0, scale=1 / 1.5).logpdf(tau) + stats.norm(
+        0.3, 1 / np.sqrt(2.0 * tau)
+    ).logpdf(m)
     torch.testing.assert_close(ng.log_prob(pts), torch.as_tensor(want), rtol=1e-12, atol=1e-12)
 
 
@@ -213,13 +273,27 @@ def test_normal_gamma_inverse_mean_map(loc: float, k: float, a: float, b: float)
 
 def test_beta_and_gamma_closed_forms_against_textbook_values() -> None:
     d = Beta(2.0, 3.0)
-    torch.testing.assert_close(d.mean, torch.tensor([special.digamma(2) - special.digamma(5), special.digamma(3) - special.digamma(5)], dtype=D))
+    torch.testing.assert_close(
+        d.mean,
+        torch.tensor(
+            [special.digamma(2) - special.digamma(5), special.digamma(3) - special.digamma(5)],
+            dtype=D,
+        ),
+    )
     g = Gamma(2.0, 4.0)
-    torch.testing.assert_close(g.mean, torch.tensor([special.digamma(2) - math.log(4), 0.5], dtype=D))
+    torch.testing.assert_close(
+        g.mean, torch.tensor([special.digamma(2) - math.log(4), 0.5], dtype=D)
+    )
     # KL(Gamma || Gamma) against the formula with shape/scale written differently (Penny 2001)
     p, q = Gamma(3.2, 1.7), Gamma(0.4, 2.0)
     kp, tp, kq, tq = 3.2, 1 / 1.7, 0.4, 0.5
-    ref = (kp - kq) * special.digamma(kp) - special.gammaln(kp) + special.gammaln(kq) + kq * (math.log(tq) - math.log(tp)) + kp * (tp - tq) / tq
+    ref = (
+        (kp - kq) * special.digamma(kp)
+        - special.gammaln(kp)
+        + special.gammaln(kq)
+        + kq * (math.log(tq) - math.log(tp))
+        + kp * (tp - tq) / tq
+    )
     torch.testing.assert_close(p.kl(q), torch.tensor(ref, dtype=D), rtol=1e-12, atol=1e-12)
 
 
@@ -229,7 +303,9 @@ def test_natural_from_precision_inverts_precision_from_natural() -> None:
     prec = a @ a.T + torch.eye(4, dtype=D)
     h = torch.randn(4, dtype=D)
     eta = MultivariateGaussian.natural_from_precision(h, prec)
-    torch.testing.assert_close(MultivariateGaussian.precision_from_natural(eta), prec, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        MultivariateGaussian.precision_from_natural(eta), prec, rtol=1e-12, atol=1e-12
+    )
     torch.testing.assert_close(eta[:4], h)
     # batched, and additive: information forms add
     x = torch.randn(5, 4, dtype=D)

@@ -25,6 +25,7 @@ from igbook.fisher import (
     CurvatureOperator,
     FisherType,
     GaussianLikelihood,
+    Likelihood,
     curvature_matrix,
     fisher_diagonal,
     fisher_matrix,
@@ -35,7 +36,6 @@ from igbook.fisher import (
     ggn_vector_product,
     hessian_matrix,
     hessian_vector_product,
-    Likelihood,
     model_params,
     output_curvature,
     param_slices,
@@ -48,7 +48,9 @@ TYPES = ["exact", "mc", "empirical", "ggn", "hessian"]
 
 
 # --------------------------------------------------------------------------- fixtures
-def mlp(d_in: int, d_out: int, hidden: int = 4, act: type[nn.Module] = nn.Tanh, seed: int = 0) -> nn.Module:
+def mlp(
+    d_in: int, d_out: int, hidden: int = 4, act: type[nn.Module] = nn.Tanh, seed: int = 0
+) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(d_in, hidden), act(), nn.Linear(hidden, d_out)).to(D)
 
@@ -57,9 +59,19 @@ def problem(kind: str, n: int = 6, seed: int = 0, act: type[nn.Module] = nn.Tanh
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=g, dtype=D)
     if kind == "categorical":
-        return mlp(3, 4, act=act, seed=seed), x, torch.randint(0, 4, (n,), generator=g), CategoricalLikelihood()
+        return (
+            mlp(3, 4, act=act, seed=seed),
+            x,
+            torch.randint(0, 4, (n,), generator=g),
+            CategoricalLikelihood(),
+        )
     if kind == "gaussian":
-        return mlp(3, 2, act=act, seed=seed), x, torch.randn(n, 2, generator=g, dtype=D), GaussianLikelihood(0.7)
+        return (
+            mlp(3, 2, act=act, seed=seed),
+            x,
+            torch.randn(n, 2, generator=g, dtype=D),
+            GaussianLikelihood(0.7),
+        )
     if kind in ("bernoulli", "probit"):
         lik = BernoulliLikelihood("logit" if kind == "bernoulli" else "probit")
         return mlp(3, 1, act=act, seed=seed), x, torch.randint(0, 2, (n, 1), generator=g).to(D), lik
@@ -92,12 +104,18 @@ def reference_output_fisher(lik, f: torch.Tensor) -> torch.Tensor:
     if isinstance(lik, CategoricalLikelihood):
         out = torch.zeros(n, c, c, dtype=D)
         for label in range(c):
-            g = torch.func.vmap(torch.func.grad(lambda fi, k=label: -torch.log_softmax(fi, -1)[k]))(f)
+            g = torch.func.vmap(torch.func.grad(lambda fi, k=label: -torch.log_softmax(fi, -1)[k]))(
+                f
+            )
             p = torch.softmax(f, -1)[:, label]
             out += p[:, None, None] * g[:, :, None] * g[:, None, :]
         return out
     if isinstance(lik, BernoulliLikelihood):
-        psi = torch.sigmoid if lik.link == "logit" else (lambda z: 0.5 * torch.erfc(-z / math.sqrt(2)))
+        psi = (
+            torch.sigmoid
+            if lik.link == "logit"
+            else (lambda z: 0.5 * torch.erfc(-z / math.sqrt(2)))
+        )
 
         def nll(fi, yi):
             p = psi(fi)
@@ -130,7 +148,9 @@ def reference_matrix(kind: str, ftype: str, model, x, y, lik, mc_m=None) -> torc
         g = torch.func.vmap(torch.func.grad(lambda fi, yi: lik.nll(fi[None], yi[None])[0]))(fx, yy)
         m = g[:, :, None] * g[:, None, :]
     else:
-        m = torch.func.vmap(torch.func.hessian(lambda fi, yi: lik.nll(fi[None], yi[None])[0]))(fx, yy)
+        m = torch.func.vmap(torch.func.hessian(lambda fi, yi: lik.nll(fi[None], yi[None])[0]))(
+            fx, yy
+        )
     return torch.einsum("ncp,ncd,ndq->pq", j, m, j) / x.shape[0]
 
 
@@ -143,8 +163,18 @@ def test_likelihood_closed_forms_match_autodiff_and_enumeration(kind: str) -> No
     f = 2 * torch.randn(9, c, generator=g, dtype=D)
     y = lik.sample(f, 1, g)[0]
     single = lambda fi, yi: lik.nll(fi[None], yi[None])[0]  # noqa: E731
-    torch.testing.assert_close(lik.output_grad(f, y), torch.func.vmap(torch.func.grad(single))(f, y), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(lik.output_hessian(f, y), torch.func.vmap(torch.func.hessian(single))(f, y), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        lik.output_grad(f, y),
+        torch.func.vmap(torch.func.grad(single))(f, y),
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        lik.output_hessian(f, y),
+        torch.func.vmap(torch.func.hessian(single))(f, y),
+        rtol=1e-10,
+        atol=1e-12,
+    )
     lam = lik.output_fisher(f)
     torch.testing.assert_close(lam, reference_output_fisher(lik, f), rtol=1e-10, atol=1e-12)
     # the two forms of the Fisher agree: E[grad grad^T] = E[Hessian] (checked by enumeration)
@@ -152,16 +182,24 @@ def test_likelihood_closed_forms_match_autodiff_and_enumeration(kind: str) -> No
         p = torch.exp(lik._log_psi(f)[0])
         h1 = lik.output_hessian(f, torch.ones_like(f))
         h0 = lik.output_hessian(f, torch.zeros_like(f))
-        torch.testing.assert_close(lam, p[..., None] * h1 + (1 - p[..., None]) * h0, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            lam, p[..., None] * h1 + (1 - p[..., None]) * h0, rtol=1e-10, atol=1e-12
+        )
 
 
 def test_likelihood_nll_values() -> None:
     f = torch.tensor([[0.3, -1.2, 2.0]], dtype=D)
-    torch.testing.assert_close(CategoricalLikelihood().nll(f, torch.tensor([2])), -torch.log_softmax(f, -1)[:, 2])
+    torch.testing.assert_close(
+        CategoricalLikelihood().nll(f, torch.tensor([2])), -torch.log_softmax(f, -1)[:, 2]
+    )
     fb, yb = torch.tensor([[0.7]], dtype=D), torch.tensor([[1.0]], dtype=D)
-    torch.testing.assert_close(BernoulliLikelihood().nll(fb, yb), -torch.log(torch.sigmoid(fb)).reshape(1))
+    torch.testing.assert_close(
+        BernoulliLikelihood().nll(fb, yb), -torch.log(torch.sigmoid(fb)).reshape(1)
+    )
     z = torch.tensor([[0.4, -0.1]], dtype=D)
-    ref = -torch.distributions.Normal(z, math.sqrt(2.0)).log_prob(torch.zeros(1, 2, dtype=D)).sum(-1)
+    ref = (
+        -torch.distributions.Normal(z, math.sqrt(2.0)).log_prob(torch.zeros(1, 2, dtype=D)).sum(-1)
+    )
     torch.testing.assert_close(GaussianLikelihood(2.0).nll(z, torch.zeros(1, 2, dtype=D)), ref)
 
 
@@ -170,8 +208,15 @@ def test_probit_is_stable_in_the_tails() -> None:
     f = torch.tensor([[-40.0], [-8.0], [0.0], [8.0], [40.0]], dtype=D)
     lam = lik.output_fisher(f)
     assert bool(torch.isfinite(lam).all()) and bool((lam >= 0).all()) and bool((lam[1:4] > 0).all())
-    torch.testing.assert_close(lik._log_psi(f)[0], torch.special.log_ndtr(f), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(lik.nll(f, torch.ones_like(f)), -torch.special.log_ndtr(f).reshape(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        lik._log_psi(f)[0], torch.special.log_ndtr(f), rtol=1e-12, atol=1e-12
+    )
+    torch.testing.assert_close(
+        lik.nll(f, torch.ones_like(f)),
+        -torch.special.log_ndtr(f).reshape(-1),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     # asymptotically phi^2 / (Phi (1 - Phi)) ~ |f| phi(f) / 1 -> 0 in both tails, symmetric in f
     torch.testing.assert_close(lam[0], lam[4])
     torch.testing.assert_close(lam[2], torch.tensor([[2 / math.pi]], dtype=D))
@@ -203,11 +248,13 @@ def test_mc_fisher_matches_reference_with_same_samples(kind: str) -> None:
     r = torch.stack([lik.output_grad(f, yk) for yk in ys])
     torch.testing.assert_close(m, torch.einsum("knc,knd->ncd", r, r) / 5)
     got = fisher_matrix(model, None, x, None, lik, "mc", mc_samples=5, seed=3)
-    torch.testing.assert_close(got, reference_matrix(kind, "mc", model, x, y, lik, mc_m=m), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(
+        got, reference_matrix(kind, "mc", model, x, y, lik, mc_m=m), rtol=1e-9, atol=1e-11
+    )
 
 
 def test_mc_is_deterministic_given_seed_or_generator() -> None:
-    model, x, y, lik = problem("categorical")
+    model, x, _y, lik = problem("categorical")
     a = fisher_matrix(model, None, x, None, lik, "mc", seed=7)
     b = fisher_matrix(model, None, x, None, lik, "mc", seed=7)
     c = fisher_matrix(model, None, x, None, lik, "mc", seed=8)
@@ -225,7 +272,9 @@ def test_exact_fisher_is_expected_score_outer_product_by_enumeration() -> None:
     for label in range(4):
         g = per_example_gradients(model, None, x, torch.full((5,), label), lik)
         ref += torch.einsum("n,np,nq->pq", probs[:, label], g, g) / 5
-    torch.testing.assert_close(fisher_matrix(model, None, x, None, lik), ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        fisher_matrix(model, None, x, None, lik), ref, rtol=1e-10, atol=1e-12
+    )
 
 
 # --------------------------------------------------------------------------- known exact identities
@@ -233,7 +282,12 @@ def test_exact_fisher_is_expected_score_outer_product_by_enumeration() -> None:
 def test_ggn_equals_fisher_for_canonical_links(kind: str) -> None:
     model, x, y, lik = problem(kind)
     assert lik.canonical
-    torch.testing.assert_close(ggn_matrix(model, None, x, y, lik), fisher_matrix(model, None, x, y, lik), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(
+        ggn_matrix(model, None, x, y, lik),
+        fisher_matrix(model, None, x, y, lik),
+        rtol=1e-12,
+        atol=1e-13,
+    )
 
 
 def test_ggn_differs_from_fisher_for_probit_link() -> None:
@@ -261,7 +315,12 @@ def test_ggn_equals_hessian_for_models_linear_in_parameters(kind: str) -> None:
     torch.manual_seed(1)
     d_out = {"categorical": 4, "gaussian": 2}.get(kind, 1)
     model = nn.Linear(3, d_out).to(D)
-    torch.testing.assert_close(ggn_matrix(model, None, x, y, lik), hessian_matrix(model, None, x, y, lik), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ggn_matrix(model, None, x, y, lik),
+        hessian_matrix(model, None, x, y, lik),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 def test_gauss_newton_of_linear_least_squares_is_xtx() -> None:
@@ -273,7 +332,9 @@ def test_gauss_newton_of_linear_least_squares_is_xtx() -> None:
     xt = torch.cat([x, torch.ones(6, 1, dtype=D)], 1)  # weight then bias, as in flatten_params
     ref = xt.T @ xt / (6 * 0.5)
     for ftype in ("exact", "ggn", "hessian"):
-        torch.testing.assert_close(fisher_matrix(model, None, x, y, lik, ftype), ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            fisher_matrix(model, None, x, y, lik, ftype), ref, rtol=1e-12, atol=1e-12
+        )
 
 
 def test_ggn_differs_from_hessian_for_nonlinear_model() -> None:
@@ -292,7 +353,9 @@ def test_relu_network_ggn_and_hessian_share_per_layer_blocks(kind: str) -> None:
         assert hb.keys() == gb.keys()
         for k in hb:
             torch.testing.assert_close(hb[k], gb[k], rtol=1e-10, atol=1e-12)
-    assert (hessian_matrix(model, None, x, y, lik) - ggn_matrix(model, None, x, y, lik)).abs().max() > 1e-3
+    assert (
+        hessian_matrix(model, None, x, y, lik) - ggn_matrix(model, None, x, y, lik)
+    ).abs().max() > 1e-3
 
 
 def test_mc_fisher_converges_to_exact() -> None:
@@ -314,8 +377,12 @@ def test_empirical_fisher_equals_fisher_in_expectation_at_the_true_parameter() -
     p = torch.sigmoid(model(x)).reshape(-1)
     g1 = per_example_gradients(model, None, x, torch.ones(7, 1, dtype=D), lik)
     g0 = per_example_gradients(model, None, x, torch.zeros(7, 1, dtype=D), lik)
-    expected_ef = (torch.einsum("n,np,nq->pq", p, g1, g1) + torch.einsum("n,np,nq->pq", 1 - p, g0, g0)) / 7
-    torch.testing.assert_close(expected_ef, fisher_matrix(model, None, x, None, lik), rtol=1e-10, atol=1e-12)
+    expected_ef = (
+        torch.einsum("n,np,nq->pq", p, g1, g1) + torch.einsum("n,np,nq->pq", 1 - p, g0, g0)
+    ) / 7
+    torch.testing.assert_close(
+        expected_ef, fisher_matrix(model, None, x, None, lik), rtol=1e-10, atol=1e-12
+    )
 
 
 def _fit_logistic(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
@@ -341,7 +408,12 @@ def test_empirical_fisher_near_fisher_at_optimum_of_well_specified_model_only() 
     # misspecified (Kunstner et al. 2019, "misspecified A"): classes with unequal spreads, so
     # p(y | x) is not logistic-linear in x
     half = n // 2
-    x_miss = torch.cat([1.5 + 3 * torch.randn(half, 2, generator=g, dtype=D), -1.5 + torch.randn(half, 2, generator=g, dtype=D)])
+    x_miss = torch.cat(
+        [
+            1.5 + 3 * torch.randn(half, 2, generator=g, dtype=D),
+            -1.5 + torch.randn(half, 2, generator=g, dtype=D),
+        ]
+    )
     y_miss = torch.cat([torch.zeros(half, 1, dtype=D), torch.ones(half, 1, dtype=D)])
     rel = {}
     for name, x, yy in (("well", x, y_well), ("miss", x_miss, y_miss)):
@@ -368,7 +440,9 @@ def test_empirical_fisher_differs_away_from_the_optimum() -> None:
 def test_empirical_fisher_is_gram_matrix_of_per_example_gradients() -> None:
     model, x, y, lik = problem("gaussian")
     g = per_example_gradients(model, None, x, y, lik)
-    torch.testing.assert_close(fisher_matrix(model, None, x, y, lik, "empirical"), g.T @ g / 6, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(
+        fisher_matrix(model, None, x, y, lik, "empirical"), g.T @ g / 6, rtol=1e-12, atol=1e-13
+    )
     # rank <= N: with N = 1 the empirical Fisher has rank 1
     ef1 = fisher_matrix(model, None, x[:1], y[:1], lik, "empirical")
     assert int(torch.linalg.matrix_rank(ef1)) == 1
@@ -380,12 +454,16 @@ def test_per_example_gradients_match_a_loop_and_average_to_the_gradient() -> Non
     for n in range(6):
         model.zero_grad()
         lik.nll(model(x[n : n + 1]), y[n : n + 1]).sum().backward()
-        torch.testing.assert_close(g[n], torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+        torch.testing.assert_close(
+            g[n], torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+        )
     op = CurvatureOperator(model, None, x, y, lik)
     torch.testing.assert_close(g.mean(0), op.gradient(), rtol=1e-12, atol=1e-13)
     model.zero_grad()
     lik.nll(model(x), y).mean().backward()
-    torch.testing.assert_close(op.gradient(), torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    torch.testing.assert_close(
+        op.gradient(), torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    )
     with torch.no_grad():
         assert abs(op.loss() - float(lik.nll(model(x), y).mean())) < 1e-12
 
@@ -402,7 +480,10 @@ def test_products_diagonal_and_blocks_match_dense(kind: str, ftype: str) -> None
     v = torch.randn(op.dim, generator=torch.Generator().manual_seed(5), dtype=D)
     torch.testing.assert_close(op @ v, dense @ v, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(
-        fisher_vector_product(model, None, x, y, lik, v, ftype, mc_samples=3), dense @ v, rtol=1e-10, atol=1e-12
+        fisher_vector_product(model, None, x, y, lik, v, ftype, mc_samples=3),
+        dense @ v,
+        rtol=1e-10,
+        atol=1e-12,
     )
     # dict in, dict out
     params = model_params(model)
@@ -428,19 +509,28 @@ def test_products_diagonal_and_blocks_match_dense(kind: str, ftype: str) -> None
 def test_fisher_diagonal_and_vector_product_helpers() -> None:
     model, x, y, lik = problem("gaussian")
     dense_ef = fisher_matrix(model, None, x, y, lik, FisherType.EMPIRICAL)
-    torch.testing.assert_close(fisher_diagonal(model, None, x, y, lik, "empirical"), torch.diagonal(dense_ef))
+    torch.testing.assert_close(
+        fisher_diagonal(model, None, x, y, lik, "empirical"), torch.diagonal(dense_ef)
+    )
     g = per_example_gradients(model, None, x, y, lik)
     torch.testing.assert_close(fisher_diagonal(model, None, x, y, lik, "empirical"), (g**2).mean(0))
     v = torch.randn(dense_ef.shape[0], generator=torch.Generator().manual_seed(0), dtype=D)
-    torch.testing.assert_close(ggn_vector_product(model, None, x, y, lik, v), ggn_matrix(model, None, x, y, lik) @ v)
-    torch.testing.assert_close(hessian_vector_product(model, None, x, y, lik, v), hessian_matrix(model, None, x, y, lik) @ v)
+    torch.testing.assert_close(
+        ggn_vector_product(model, None, x, y, lik, v), ggn_matrix(model, None, x, y, lik) @ v
+    )
+    torch.testing.assert_close(
+        hessian_vector_product(model, None, x, y, lik, v),
+        hessian_matrix(model, None, x, y, lik) @ v,
+    )
 
 
 @pytest.mark.parametrize("structure", ["dense", "diagonal", "blocks", "layers"])
 def test_chunking_does_not_change_results(structure: str) -> None:
     model, x, y, lik = problem("categorical", n=9)
     a = curvature_matrix(model, None, x, y, lik, "mc", structure=structure, mc_samples=2)
-    b = curvature_matrix(model, None, x, y, lik, "mc", structure=structure, mc_samples=2, chunk_size=4)
+    b = curvature_matrix(
+        model, None, x, y, lik, "mc", structure=structure, mc_samples=2, chunk_size=4
+    )
     if isinstance(a, dict):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-12, atol=1e-14)
@@ -457,8 +547,12 @@ def test_parameter_subsets_give_the_sub_block() -> None:
     sub = {"2.weight": params["2.weight"], "2.bias": params["2.bias"]}
     dense = fisher_matrix(model, None, x, y, lik)
     s = slice(param_slices(params)["2.weight"].start, param_slices(params)["2.bias"].stop)
-    torch.testing.assert_close(fisher_matrix(model, sub, x, y, lik), dense[s, s], rtol=1e-12, atol=1e-13)
-    torch.testing.assert_close(hessian_matrix(model, sub, x, y, lik), hessian_matrix(model, None, x, y, lik)[s, s])
+    torch.testing.assert_close(
+        fisher_matrix(model, sub, x, y, lik), dense[s, s], rtol=1e-12, atol=1e-13
+    )
+    torch.testing.assert_close(
+        hessian_matrix(model, sub, x, y, lik), hessian_matrix(model, None, x, y, lik)[s, s]
+    )
 
 
 def test_curvature_is_taken_at_the_given_params_not_the_module_state() -> None:
@@ -468,7 +562,9 @@ def test_curvature_is_taken_at_the_given_params_not_the_module_state() -> None:
     with torch.no_grad():
         for (_, p), v in zip(moved.named_parameters(), params.values()):
             p.copy_(v)
-    torch.testing.assert_close(fisher_matrix(model, params, x, y, lik), fisher_matrix(moved, None, x, y, lik))
+    torch.testing.assert_close(
+        fisher_matrix(model, params, x, y, lik), fisher_matrix(moved, None, x, y, lik)
+    )
 
 
 # --------------------------------------------------------------------------- reduction convention
@@ -495,7 +591,12 @@ def test_mean_reduction_convention(ftype: str) -> None:
         sum_curv = torch.einsum("ncp,ncd,ndq->pq", j, h, j)
     else:
         # empirical: sum of outer products of the per-example gradients of the observed-label loss
-        per = torch.stack([jacrev(lambda t, i=i: lik.nll(f(t, x[i : i + 1]), yy[i : i + 1]).sum())(theta) for i in range(n)])
+        per = torch.stack(
+            [
+                jacrev(lambda t, i=i: lik.nll(f(t, x[i : i + 1]), yy[i : i + 1]).sum())(theta)
+                for i in range(n)
+            ]
+        )
         sum_curv = per.T @ per
     torch.testing.assert_close(sum_curv / n, mean, rtol=1e-10, atol=1e-12)
     doubled = fisher_matrix(model, None, torch.cat([x, x]), torch.cat([y, y]), lik, ftype)
@@ -548,7 +649,8 @@ def test_two_class_categorical_equals_bernoulli() -> None:
             return torch.cat([torch.zeros_like(out), out], dim=1)
 
     torch.testing.assert_close(
-        fisher_matrix(TwoLogits(), None, x, None, "categorical"), fisher_matrix(lin, None, x, None, "bernoulli")
+        fisher_matrix(TwoLogits(), None, x, None, "categorical"),
+        fisher_matrix(lin, None, x, None, "bernoulli"),
     )
 
 
@@ -578,7 +680,10 @@ def test_property_symmetric_psd_and_consistent(seed: int, n: int, kind: str, fty
     c = {"categorical": 4, "gaussian": 2}.get(kind, 1)
     assert int(torch.linalg.matrix_rank(m, hermitian=True)) <= n * c
     v = torch.randn(m.shape[0], generator=torch.Generator().manual_seed(seed), dtype=D)
-    assert float(v @ (CurvatureOperator(model, None, x, y, lik, ftype, mc_samples=2, seed=seed) @ v)) >= -1e-10
+    assert (
+        float(v @ (CurvatureOperator(model, None, x, y, lik, ftype, mc_samples=2, seed=seed) @ v))
+        >= -1e-10
+    )
 
 
 # --------------------------------------------------------------------------- bad input
@@ -608,9 +713,13 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(TypeError, match="integer class labels"):
         fisher_matrix(model, None, x, y.double(), lik, "empirical")
     with pytest.raises(ValueError, match="must be finite"):
-        fisher_matrix(model, {k: v * float("nan") for k, v in model_params(model).items()}, x, y, lik)
+        fisher_matrix(
+            model, {k: v * float("nan") for k, v in model_params(model).items()}, x, y, lik
+        )
     with pytest.raises(ValueError, match="must be finite"):
-        fisher_matrix(model, {k: v + float("inf") for k, v in model_params(model).items()}, x, y, lik)
+        fisher_matrix(
+            model, {k: v + float("inf") for k, v in model_params(model).items()}, x, y, lik
+        )
     with pytest.raises(ValueError, match="not a parameter of the model"):
         fisher_matrix(model, {"9.weight": torch.zeros(2, dtype=D)}, x, y, lik)
     with pytest.raises(ValueError, match="parameter's shape"):
@@ -624,7 +733,9 @@ def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(TypeError, match="x must be a tensor"):
         fisher_matrix(model, None, x.tolist(), y, lik)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"x of shape \(6, 5\) does not fit the model"):
-        fisher_matrix(model, None, torch.randn(6, 5, dtype=D), y, lik)  # the model itself rejects 5 features
+        fisher_matrix(
+            model, None, torch.randn(6, 5, dtype=D), y, lik
+        )  # the model itself rejects 5 features
     with pytest.raises(ValueError, match="mc_samples must be an int >= 1"):
         fisher_matrix(model, None, x, y, lik, "mc", mc_samples=0)
     with pytest.raises(TypeError, match="seed must be an int"):
@@ -661,13 +772,31 @@ def test_bad_likelihood_inputs_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="C >= 2"):
         fisher_matrix(nn.Linear(3, 1).to(D), None, x, None, "categorical")
     with pytest.raises(ValueError, match="shape of the model output"):
-        fisher_matrix(nn.Linear(3, 2).to(D), None, x, torch.zeros(5, dtype=D), "bernoulli", "empirical")
+        fisher_matrix(
+            nn.Linear(3, 2).to(D), None, x, torch.zeros(5, dtype=D), "bernoulli", "empirical"
+        )
     with pytest.raises(ValueError, match=r"labels in \{0, 1\}"):
-        fisher_matrix(nn.Linear(3, 1).to(D), None, x, torch.full((5, 1), 1.5, dtype=D), "bernoulli", "empirical")
+        fisher_matrix(
+            nn.Linear(3, 1).to(D),
+            None,
+            x,
+            torch.full((5, 1), 1.5, dtype=D),
+            "bernoulli",
+            "empirical",
+        )
     with pytest.raises(ValueError, match="shape of the model output"):
-        fisher_matrix(nn.Linear(3, 2).to(D), None, x, torch.zeros(5, 3, dtype=D), "gaussian", "empirical")
+        fisher_matrix(
+            nn.Linear(3, 2).to(D), None, x, torch.zeros(5, 3, dtype=D), "gaussian", "empirical"
+        )
     with pytest.raises(ValueError, match="y must be finite"):
-        fisher_matrix(nn.Linear(3, 2).to(D), None, x, torch.full((5, 2), float("nan"), dtype=D), "gaussian", "empirical")
+        fisher_matrix(
+            nn.Linear(3, 2).to(D),
+            None,
+            x,
+            torch.full((5, 2), float("nan"), dtype=D),
+            "gaussian",
+            "empirical",
+        )
 
     class Bad(nn.Module):
         def __init__(self) -> None:
@@ -702,18 +831,23 @@ def test_minibatch_second_moment_by_enumeration(replacement: bool) -> None:
     model, x, y, lik = problem("categorical", n=5)
     g = per_example_gradients(model, None, x, y, lik)
     b = 2
-    if replacement:
-        batches = list(itertools.product(range(5), repeat=b))
-    else:
-        batches = list(itertools.combinations(range(5), b))
+    batches = (
+        list(itertools.product(range(5), repeat=b))
+        if replacement
+        else list(itertools.combinations(range(5), b))
+    )
     brute = torch.stack([g[list(idx)].mean(0) ** 2 for idx in batches]).mean(0)
     got = minibatch_gradient_second_moment(model, None, x, y, lik, b, replacement=replacement)
     torch.testing.assert_close(got, brute, rtol=1e-12, atol=1e-15)
     # B = 1 with replacement is the diagonal of the empirical Fisher; B = N without is the squared gradient
     torch.testing.assert_close(
-        minibatch_gradient_second_moment(model, None, x, y, lik, 1), fisher_diagonal(model, None, x, y, lik, "empirical")
+        minibatch_gradient_second_moment(model, None, x, y, lik, 1),
+        fisher_diagonal(model, None, x, y, lik, "empirical"),
     )
-    torch.testing.assert_close(minibatch_gradient_second_moment(model, None, x, y, lik, 5, replacement=False), g.mean(0) ** 2)
+    torch.testing.assert_close(
+        minibatch_gradient_second_moment(model, None, x, y, lik, 5, replacement=False),
+        g.mean(0) ** 2,
+    )
     with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
         minibatch_gradient_second_moment(model, None, x, y, lik, 0)
     with pytest.raises(ValueError, match="without replacement"):
@@ -754,17 +888,25 @@ def test_user_defined_likelihood_and_indefinite_ggn() -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(D)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 3, generator=g, dtype=D)
-    y = 4 * torch.randn(6, generator=g, dtype=D)  # large residuals make the output Hessian indefinite
+    y = 4 * torch.randn(
+        6, generator=g, dtype=D
+    )  # large residuals make the output Hessian indefinite
     f = model(x).detach()
     h_out = lik.output_hessian(f, lik.check_targets(y, f))
     assert float(torch.linalg.eigvalsh(h_out).min()) < -1e-3
     # output Fisher = E[Hessian] (Gauss-Hermite quadrature over y) and the default eigh factor
     nodes, weights = np.polynomial.hermite_e.hermegauss(20)
-    ys = f[:, :1].T + torch.exp(0.5 * f[:, 1:]).T * torch.as_tensor(nodes, dtype=D)[:, None]  # (20, N)
-    exp_h = sum(w * lik.output_hessian(f, yk[:, None]) for w, yk in zip(weights, ys)) / math.sqrt(2 * math.pi)
+    ys = (
+        f[:, :1].T + torch.exp(0.5 * f[:, 1:]).T * torch.as_tensor(nodes, dtype=D)[:, None]
+    )  # (20, N)
+    exp_h = sum(w * lik.output_hessian(f, yk[:, None]) for w, yk in zip(weights, ys)) / math.sqrt(
+        2 * math.pi
+    )
     torch.testing.assert_close(exp_h, lik.output_fisher(f), rtol=1e-10, atol=1e-12)
     fac = lik.output_fisher_factor(f)
-    torch.testing.assert_close(fac @ fac.transpose(-1, -2), lik.output_fisher(f), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        fac @ fac.transpose(-1, -2), lik.output_fisher(f), rtol=1e-12, atol=1e-14
+    )
     # dense / diagonal / blocks / products of the (indefinite) GGN and of the Fisher vs jacrev references
     fn, theta = flat_fn(model)
     j = jacrev(fn)(theta, x)
@@ -773,14 +915,23 @@ def test_user_defined_likelihood_and_indefinite_ggn() -> None:
     ggn = ggn_matrix(model, None, x, y, lik)
     torch.testing.assert_close(ggn, ref_ggn, rtol=1e-10, atol=1e-12)
     assert float(torch.linalg.eigvalsh(ggn).min()) < 0  # not a metric
-    torch.testing.assert_close(fisher_matrix(model, None, x, None, lik), ref_f, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(curvature_matrix(model, None, x, y, lik, "ggn", structure="diagonal"), torch.diagonal(ref_ggn), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        fisher_matrix(model, None, x, None, lik), ref_f, rtol=1e-10, atol=1e-12
+    )
+    torch.testing.assert_close(
+        curvature_matrix(model, None, x, y, lik, "ggn", structure="diagonal"),
+        torch.diagonal(ref_ggn),
+        rtol=1e-10,
+        atol=1e-12,
+    )
     blocks = curvature_matrix(model, None, x, y, lik, "ggn", structure="blocks")
     sl = param_slices(model_params(model))
     for name, s in sl.items():
         torch.testing.assert_close(blocks[name], ref_ggn[s, s], rtol=1e-10, atol=1e-12)
     v = torch.randn(theta.numel(), generator=g, dtype=D)
-    torch.testing.assert_close(ggn_vector_product(model, None, x, y, lik, v), ref_ggn @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ggn_vector_product(model, None, x, y, lik, v), ref_ggn @ v, rtol=1e-10, atol=1e-12
+    )
     # MC Fisher with many samples approaches the exact Fisher for this likelihood too
     mc = fisher_matrix(model, None, x, None, lik, "mc", mc_samples=20000, seed=0)
     assert rel_err(mc, ref_f) < 0.03
@@ -796,4 +947,6 @@ def test_output_fisher_factors(kind: str) -> None:
     c = {"categorical": 4, "gaussian": 2}.get(kind, 1)
     f = 3 * torch.randn(7, c, generator=torch.Generator().manual_seed(0), dtype=D)
     s = lik.output_fisher_factor(f)
-    torch.testing.assert_close(s @ s.transpose(-1, -2), lik.output_fisher(f), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        s @ s.transpose(-1, -2), lik.output_fisher(f), rtol=1e-12, atol=1e-14
+    )

@@ -32,7 +32,15 @@ def gaussian_metric(th: torch.Tensor) -> torch.Tensor:
     return Gaussian(th[0], th[1]).fisher()
 
 
-@pytest.mark.parametrize(("a", "b"), [((-1.0, 0.5), (2.0, 1.5)), ((0.0, 0.3), (0.0, 3.0)), ((1.0, 1.0), (1.2, 0.9)), ((-3.0, 2.0), (3.0, 2.0))])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ((-1.0, 0.5), (2.0, 1.5)),
+        ((0.0, 0.3), (0.0, 3.0)),
+        ((1.0, 1.0), (1.2, 0.9)),
+        ((-3.0, 2.0), (3.0, 2.0)),
+    ],
+)
 def test_gaussian_distance_is_the_geodesic_length(a, b) -> None:  # type: ignore[no-untyped-def]
     path = gaussian_geodesic(*a, *b, num=4001)
     torch.testing.assert_close(path[0], torch.tensor(a, dtype=D), rtol=0, atol=1e-10)
@@ -43,8 +51,12 @@ def test_gaussian_distance_is_the_geodesic_length(a, b) -> None:  # type: ignore
 
 def test_geodesic_is_shorter_than_other_paths() -> None:
     a, b = (-1.0, 0.5), (2.0, 0.5)
-    straight = torch.stack([torch.linspace(a[0], b[0], 2001, dtype=D), torch.full((2001,), 0.5, dtype=D)], 1)
-    assert float(curve_length(straight, gaussian_metric)) > float(fisher_rao_gaussian(*a, *b)) * 1.05
+    straight = torch.stack(
+        [torch.linspace(a[0], b[0], 2001, dtype=D), torch.full((2001,), 0.5, dtype=D)], 1
+    )
+    assert (
+        float(curve_length(straight, gaussian_metric)) > float(fisher_rao_gaussian(*a, *b)) * 1.05
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,13 +81,20 @@ def test_categorical_distance_is_a_great_circle_on_the_sphere_of_radius_two() ->
     a, b = torch.sqrt(p), torch.sqrt(q)
     ang = torch.arccos(a @ b)
     ts = torch.linspace(0, 1, 4001, dtype=D)
-    path = ((torch.sin((1 - ts) * ang)[:, None] * a + torch.sin(ts * ang)[:, None] * b) / torch.sin(ang)) ** 2
+    path = (
+        (torch.sin((1 - ts) * ang)[:, None] * a + torch.sin(ts * ang)[:, None] * b) / torch.sin(ang)
+    ) ** 2
     length = curve_length(path[:, :2], lambda th: Categorical.from_params(th).fisher())
     torch.testing.assert_close(length, fisher_rao_categorical(p, q), rtol=1e-6, atol=0)
 
 
 def test_bernoulli_is_binomial_one_and_categorical_two() -> None:
-    torch.testing.assert_close(fisher_rao_bernoulli(0.2, 0.6), fisher_rao_categorical(torch.tensor([0.8, 0.2], dtype=D), torch.tensor([0.4, 0.6], dtype=D)))
+    torch.testing.assert_close(
+        fisher_rao_bernoulli(0.2, 0.6),
+        fisher_rao_categorical(
+            torch.tensor([0.8, 0.2], dtype=D), torch.tensor([0.4, 0.6], dtype=D)
+        ),
+    )
     torch.testing.assert_close(fisher_rao_binomial(9, 0.2, 0.6), 3 * fisher_rao_bernoulli(0.2, 0.6))
 
 
@@ -83,7 +102,10 @@ def test_bernoulli_is_binomial_one_and_categorical_two() -> None:
     ("p", "q"),
     [
         (Gaussian(0.0, 1.0), Gaussian(1e-3, 1.0 + 1e-3)),
-        (Categorical(torch.tensor([0.2, 0.3, 0.5], dtype=D)), Categorical(torch.tensor([0.2005, 0.2995, 0.5], dtype=D))),
+        (
+            Categorical(torch.tensor([0.2, 0.3, 0.5], dtype=D)),
+            Categorical(torch.tensor([0.2005, 0.2995, 0.5], dtype=D)),
+        ),
         (Poisson(3.0), Poisson(3.003)),
         (Exponential(2.0), Exponential(2.002)),
         (Bernoulli(0.4), Bernoulli(0.401)),
@@ -100,7 +122,9 @@ pos = st.floats(0.1, 3)
 
 @settings(max_examples=60, deadline=None)
 @given(finite, pos, finite, pos, finite, pos)
-@example(0.0, 0.5, 7.134303011998335e-10, 0.5, 1.0, 0.5)  # nearby points: 1 + z used to round z away
+@example(
+    0.0, 0.5, 7.134303011998335e-10, 0.5, 1.0, 0.5
+)  # nearby points: 1 + z used to round z away
 def test_gaussian_metric_axioms(m1, s1, m2, s2, m3, s3) -> None:  # type: ignore[no-untyped-def]
     d12 = float(fisher_rao_gaussian(m1, s1, m2, s2))
     d21 = float(fisher_rao_gaussian(m2, s2, m1, s1))
@@ -112,7 +136,11 @@ def test_gaussian_metric_axioms(m1, s1, m2, s2, m3, s3) -> None:  # type: ignore
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(0.01, 1), min_size=3, max_size=3), st.lists(st.floats(0.01, 1), min_size=3, max_size=3), st.lists(st.floats(0.01, 1), min_size=3, max_size=3))
+@given(
+    st.lists(st.floats(0.01, 1), min_size=3, max_size=3),
+    st.lists(st.floats(0.01, 1), min_size=3, max_size=3),
+    st.lists(st.floats(0.01, 1), min_size=3, max_size=3),
+)
 def test_categorical_metric_axioms(a, b, c) -> None:  # type: ignore[no-untyped-def]
     p, q, r = (torch.tensor(v, dtype=D) / sum(v) for v in (a, b, c))
     dpq, dqp = fisher_rao_categorical(p, q), fisher_rao_categorical(q, p)
@@ -136,20 +164,28 @@ def test_fisher_ellipse_axes() -> None:
     assert abs(abs(e.angle) - 90.0) < 1e-9  # long axis along the direction of small Fisher (y)
     pts = ellipse_points(torch.tensor([1.0, -1.0], dtype=D), f, eps=0.25, num=50)
     d = pts - torch.tensor([1.0, -1.0], dtype=D)
-    torch.testing.assert_close(torch.einsum("ni,ij,nj->n", d, f, d), torch.full((50,), 0.25, dtype=D))
+    torch.testing.assert_close(
+        torch.einsum("ni,ij,nj->n", d, f, d), torch.full((50,), 0.25, dtype=D)
+    )
 
 
 BAD = [
     (lambda: fisher_rao_gaussian(0.0, -1.0, 0.0, 1.0), "sigma1"),
     (lambda: fisher_rao_gaussian(0.0, 1.0, float("nan"), 1.0), "mu2"),
     (lambda: fisher_rao_categorical(torch.tensor([0.5, 0.6]), torch.tensor([0.5, 0.5])), "p"),
-    (lambda: fisher_rao_categorical(torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3, 0.5])), "categories"),
+    (
+        lambda: fisher_rao_categorical(torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3, 0.5])),
+        "categories",
+    ),
     (lambda: fisher_rao_binomial(0, 0.2, 0.3), "n"),
     (lambda: fisher_rao_binomial(3, 1.2, 0.3), "p"),
     (lambda: fisher_rao_poisson(0.0, 1.0), "rate1"),
     (lambda: fisher_rao_exponential(1.0, -2.0), "rate2"),
     (lambda: fisher_rao_distance(Gaussian(0.0, 1.0), Poisson(1.0)), "same family"),
-    (lambda: fisher_ellipse(torch.zeros(2), torch.tensor([[1.0, 0.0], [0.0, -1.0]])), "positive definite"),
+    (
+        lambda: fisher_ellipse(torch.zeros(2), torch.tensor([[1.0, 0.0], [0.0, -1.0]])),
+        "positive definite",
+    ),
     (lambda: fisher_ellipse(torch.zeros(3), torch.eye(3)), "2x2"),
     (lambda: ellipse_points(torch.zeros(2), torch.eye(2), eps=0.0), "eps"),
     (lambda: curve_length(torch.zeros(1, 2), lambda t: torch.eye(2)), "points"),
@@ -190,8 +226,14 @@ def test_gaussian_distance_matches_a_geodesic_found_by_energy_minimization() -> 
         # closed-form Gaussian metric diag(1, 2) / sigma^2 at the midpoints
         return k * ((deltas[:, 0] ** 2 + 2 * deltas[:, 1] ** 2) / sig**2).sum()
 
-    opt = torch.optim.LBFGS([inner], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [inner],
+        lr=1.0,
+        max_iter=500,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -206,12 +248,20 @@ def test_gaussian_distance_matches_a_geodesic_found_by_energy_minimization() -> 
     straight = curve_length(torch.cat([a[None], (a + ts * (b - a)), b[None]]), gaussian_metric)
     assert float(straight) > float(exact) * 1.01  # the straight line is measurably longer
     torch.testing.assert_close(length, exact, rtol=1e-4, atol=0)
-    assert float(length) >= float(exact) * (1 - 1e-4)  # (midpoint quadrature: length is accurate to O(1/K^2))
+    assert float(length) >= float(exact) * (
+        1 - 1e-4
+    )  # (midpoint quadrature: length is accurate to O(1/K^2))
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.floats(0.02, 0.98), st.floats(0.02, 0.98), st.floats(0.02, 0.98),
-       st.floats(0.1, 20), st.floats(0.1, 20), st.floats(0.1, 20))
+@given(
+    st.floats(0.02, 0.98),
+    st.floats(0.02, 0.98),
+    st.floats(0.02, 0.98),
+    st.floats(0.1, 20),
+    st.floats(0.1, 20),
+    st.floats(0.1, 20),
+)
 def test_one_dimensional_distances_are_metrics(p1, p2, p3, r1, r2, r3) -> None:  # type: ignore[no-untyped-def]
     """Symmetry, zero on the diagonal and the triangle inequality for Bernoulli, Binomial, Poisson, Exponential."""
     for dist in (
@@ -235,8 +285,17 @@ def test_ellipse_conventions_squared_length_and_kl_ball() -> None:
     for epsilon in (1e-3, 1e-4, 1e-5):
         pts = ellipse_points(p.params, p.fisher(), eps=2 * epsilon, num=24)
         d = pts - p.params
-        torch.testing.assert_close(torch.einsum("ni,ij,nj->n", d, p.fisher(), d), torch.full((24,), 2 * epsilon, dtype=torch.float64), rtol=1e-10, atol=0)
-        kl = torch.stack([p.kl(Gaussian(float(m), float(s))) for m, s in pts])  # closed-form KL, no Fisher
+        torch.testing.assert_close(
+            torch.einsum("ni,ij,nj->n", d, p.fisher(), d),
+            torch.full((24,), 2 * epsilon, dtype=torch.float64),
+            rtol=1e-10,
+            atol=0,
+        )
+        kl = torch.stack(
+            [p.kl(Gaussian(float(m), float(s))) for m, s in pts]
+        )  # closed-form KL, no Fisher
         worst.append(float((kl / epsilon - 1).abs().max()))
     assert worst[0] < 3 * math.sqrt(1e-3)
-    assert all(2.5 < a / b < 4.0 for a, b in zip(worst, worst[1:]))  # the cubic term: O(sqrt(epsilon)) relative
+    assert all(
+        2.5 < a / b < 4.0 for a, b in zip(worst, worst[1:])
+    )  # the cubic term: O(sqrt(epsilon)) relative

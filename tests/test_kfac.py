@@ -82,7 +82,9 @@ def _loss_hessians(outputs: torch.Tensor, kind: str) -> torch.Tensor:
     return vmap(hessian(nll))(f, y)
 
 
-def reference_block_ggn(model: nn.Module, x: torch.Tensor, kind: str, reduction: str = "mean") -> dict[str, torch.Tensor]:
+def reference_block_ggn(
+    model: nn.Module, x: torch.Tensor, kind: str, reduction: str = "mean"
+) -> dict[str, torch.Tensor]:
     """Diagonal blocks of (1/N) sum_n J_n^T H_n J_n per layer (sum: no 1/N)."""
     jac = _layer_jacobians(model, x)
     H = _loss_hessians(model(x), kind)
@@ -120,7 +122,9 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def deep_linear(widths: list[int], bias: bool = True, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(*[nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]).to(DT)
+    return nn.Sequential(*[nn.Linear(a, b, bias=bias) for a, b in zip(widths[:-1], widths[1:])]).to(
+        DT
+    )
 
 
 def mlp(seed: int = 0, act=nn.Tanh, widths=(4, 6, 5, 3)) -> nn.Module:
@@ -230,7 +234,9 @@ def test_type2_output_vectors_square_to_the_loss_hessian() -> None:
         ("gaussian", torch.randn(5, 3, dtype=DT, generator=g)),
     ):
         v = output_gradient_samples(f, likelihood=kind, fisher_type="exact")
-        torch.testing.assert_close(torch.einsum("knc,knd->ncd", v, v), _loss_hessians(f, kind), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            torch.einsum("knc,knd->ncd", v, v), _loss_hessians(f, kind), rtol=1e-12, atol=1e-14
+        )
 
 
 def test_monte_carlo_factors_converge_to_type2() -> None:
@@ -240,9 +246,13 @@ def test_monte_carlo_factors_converge_to_type2() -> None:
     exact.update_factors(model(x))
     errors = []
     for k in (4, 64, 1024):
-        pre = KFACPreconditioner(model, likelihood="categorical", fisher_type="mc", mc_samples=k, seed=k)
+        pre = KFACPreconditioner(
+            model, likelihood="categorical", fisher_type="mc", mc_samples=k, seed=k
+        )
         pre.update_factors(model(x))
-        errors.append(max(rel(pre.factors(m).G, exact.factors(m).G) for m in pre.named_layers().values()))
+        errors.append(
+            max(rel(pre.factors(m).G, exact.factors(m).G) for m in pre.named_layers().values())
+        )
         for m in pre.named_layers().values():  # A does not depend on the labels
             torch.testing.assert_close(pre.factors(m).A, exact.factors(m).A, rtol=1e-13, atol=1e-14)
     assert errors[0] > errors[1] > errors[2], errors
@@ -271,8 +281,14 @@ def test_sum_and_mean_reductions_agree_after_rescaling() -> None:
     steps = {}
     for red, lam in (("mean", 1e-2), ("sum", 1e-2 * n)):
         model.zero_grad()
-        pre = KFACPreconditioner(model, likelihood="categorical", fisher_type="exact", reduction=red,
-                                 damping=lam, damping_mode="exact")
+        pre = KFACPreconditioner(
+            model,
+            likelihood="categorical",
+            fisher_type="exact",
+            reduction=red,
+            damping=lam,
+            damping_mode="exact",
+        )
         out = model(x)
         pre.update_factors(out)
         negative_log_likelihood(out, y, likelihood="categorical", reduction=red).backward()
@@ -282,7 +298,9 @@ def test_sum_and_mean_reductions_agree_after_rescaling() -> None:
         pre.remove_hooks()
     for k in steps["mean"][1]:
         torch.testing.assert_close(steps["sum"][1][k].A, steps["mean"][1][k].A, rtol=1e-13, atol=0)
-        torch.testing.assert_close(steps["sum"][1][k].G, n * steps["mean"][1][k].G, rtol=1e-12, atol=0)
+        torch.testing.assert_close(
+            steps["sum"][1][k].G, n * steps["mean"][1][k].G, rtol=1e-12, atol=0
+        )
     for gs, gm in zip(steps["sum"][0], steps["mean"][0]):
         torch.testing.assert_close(gs, gm, rtol=1e-10, atol=1e-12)
 
@@ -301,14 +319,22 @@ def _spd(n: int, g: torch.Generator, cond: float = 10.0) -> torch.Tensor:
 def test_kronecker_inverse_identity(a, b, seed) -> None:
     g = torch.Generator().manual_seed(seed)
     A, G = _spd(a, g), _spd(b, g)
-    torch.testing.assert_close(torch.linalg.inv(torch.kron(A, G)),
-                               torch.kron(torch.linalg.inv(A), torch.linalg.inv(G)), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(
+        torch.linalg.inv(torch.kron(A, G)),
+        torch.kron(torch.linalg.inv(A), torch.linalg.inv(G)),
+        rtol=1e-9,
+        atol=1e-11,
+    )
     V = torch.randn(b, a, dtype=DT, generator=g)
     vec = lambda M: M.T.reshape(-1)  # noqa: E731  column-major
     # (A kron G) vec(V) = vec(G V A) and its inverse G^{-1} V A^{-1}: how the preconditioner uses it
     torch.testing.assert_close(torch.kron(A, G) @ vec(V), vec(G @ V @ A), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(torch.linalg.solve(torch.kron(A, G), vec(V)),
-                               vec(torch.linalg.solve(G, V) @ torch.linalg.inv(A)), rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(
+        torch.linalg.solve(torch.kron(A, G), vec(V)),
+        vec(torch.linalg.solve(G, V) @ torch.linalg.inv(A)),
+        rtol=1e-8,
+        atol=1e-10,
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -322,7 +348,7 @@ def test_layer_vector_is_column_major(o, i, bias, seed) -> None:
         for c in range(i):
             assert v[c * o + r] == w[r, c]
     if bias:
-        assert torch.equal(v[o * i:], b)
+        assert torch.equal(v[o * i :], b)
 
 
 def _dense_solve_check(damping_mode: str, bias: str) -> None:
@@ -330,8 +356,15 @@ def _dense_solve_check(damping_mode: str, bias: str) -> None:
     x = torch.randn(9, 4, dtype=DT, generator=torch.Generator().manual_seed(11))
     y = torch.randint(0, 3, (9,), generator=torch.Generator().manual_seed(11))
     lam = 0.03
-    pre = KFACPreconditioner(model, likelihood="categorical", fisher_type="mc", mc_samples=3,
-                             damping=lam, damping_mode=damping_mode, bias=bias)
+    pre = KFACPreconditioner(
+        model,
+        likelihood="categorical",
+        fisher_type="mc",
+        mc_samples=3,
+        damping=lam,
+        damping_mode=damping_mode,
+        bias=bias,
+    )
     out = model(x)
     pre.update_factors(out)
     F.cross_entropy(out, y).backward()
@@ -344,9 +377,13 @@ def _dense_solve_check(damping_mode: str, bias: str) -> None:
         mats = []
         for f in facs:
             if damping_mode == "exact":
-                mats.append(torch.kron(f.A, f.G) + lam * torch.eye(f.A.shape[0] * f.G.shape[0], dtype=DT))
+                mats.append(
+                    torch.kron(f.A, f.G) + lam * torch.eye(f.A.shape[0] * f.G.shape[0], dtype=DT)
+                )
             else:
-                pi = math.sqrt((torch.trace(f.A) / f.A.shape[0]) / (torch.trace(f.G) / f.G.shape[0]))
+                pi = math.sqrt(
+                    (torch.trace(f.A) / f.A.shape[0]) / (torch.trace(f.G) / f.G.shape[0])
+                )
                 ia = f.A + pi * math.sqrt(lam) * torch.eye(f.A.shape[0], dtype=DT)
                 ig = f.G + math.sqrt(lam) / pi * torch.eye(f.G.shape[0], dtype=DT)
                 mats.append(torch.kron(ia, ig))
@@ -374,7 +411,7 @@ def test_conv2d_factors_match_their_definition() -> None:
     patches = []
     for i in range(4):
         for j in range(4):
-            p = xp[:, :, i:i + 2, j:j + 2].reshape(5, -1)
+            p = xp[:, :, i : i + 2, j : j + 2].reshape(5, -1)
             patches.append(torch.cat([p, torch.ones(5, 1, dtype=DT)], 1))
     P = torch.stack(patches, 1).reshape(-1, 9)
     A_ref = P.T @ P / P.shape[0]
@@ -427,7 +464,7 @@ def test_dense_reference_module_agrees_with_the_test_reference() -> None:
 def _train(model, opt_or_pre, x, y, steps, kind="categorical", sgd=None, start=0):
     out_params = []
     for t in range(start, start + steps):
-        xb, yb = x[(t * 8) % 32:(t * 8) % 32 + 8], y[(t * 8) % 32:(t * 8) % 32 + 8]
+        xb, yb = x[(t * 8) % 32 : (t * 8) % 32 + 8], y[(t * 8) % 32 : (t * 8) % 32 + 8]
         out = model(xb)
         loss = negative_log_likelihood(out, yb, likelihood=kind)
         opt_or_pre.zero_grad() if sgd is None else sgd.zero_grad()
@@ -451,8 +488,18 @@ def _data(seed=15):
 def test_state_dict_round_trip_reproduces_the_next_steps_exactly(damping_mode) -> None:
     x, y = _data()
     model = mlp(seed=16)
-    opt = KFAC(model, likelihood="categorical", lr=0.05, momentum=0.9, damping=1e-2, damping_mode=damping_mode,
-               factor_period=1, inverse_period=3, weight_decay=1e-4, kl_clip=1e-2)
+    opt = KFAC(
+        model,
+        likelihood="categorical",
+        lr=0.05,
+        momentum=0.9,
+        damping=1e-2,
+        damping_mode=damping_mode,
+        factor_period=1,
+        inverse_period=3,
+        weight_decay=1e-4,
+        kl_clip=1e-2,
+    )
     _train(model, opt, x, y, 4)
     saved_model = copy.deepcopy(model.state_dict())
     saved_opt = copy.deepcopy(opt.state_dict())
@@ -460,8 +507,19 @@ def test_state_dict_round_trip_reproduces_the_next_steps_exactly(damping_mode) -
 
     model2 = mlp(seed=99)
     model2.load_state_dict(saved_model)
-    opt2 = KFAC(model2, likelihood="categorical", lr=0.05, momentum=0.9, damping=1e-2, damping_mode=damping_mode,
-                factor_period=1, inverse_period=3, weight_decay=1e-4, kl_clip=1e-2, seed=123)
+    opt2 = KFAC(
+        model2,
+        likelihood="categorical",
+        lr=0.05,
+        momentum=0.9,
+        damping=1e-2,
+        damping_mode=damping_mode,
+        factor_period=1,
+        inverse_period=3,
+        weight_decay=1e-4,
+        kl_clip=1e-2,
+        seed=123,
+    )
     opt2.load_state_dict(saved_opt)
     again = _train(model2, opt2, x, y, 4, start=4)
     for a, b in zip(cont, again):
@@ -485,20 +543,26 @@ def test_periods_and_ema() -> None:
     x, y = _data()
     model = mlp(seed=18)
     decay = 0.5
-    pre = KFACPreconditioner(model, likelihood="categorical", fisher_type="exact", factor_period=2,
-                             inverse_period=4, factor_decay=decay)
+    pre = KFACPreconditioner(
+        model,
+        likelihood="categorical",
+        fisher_type="exact",
+        factor_period=2,
+        inverse_period=4,
+        factor_decay=decay,
+    )
     hats, inv_ids = [], []
     for t in range(8):
-        out = model(x[t * 4:t * 4 + 4])
+        out = model(x[t * 4 : t * 4 + 4])
         did = pre.update_factors(out)
         assert did == (t % 2 == 0)
         if did:
             probe = KFACPreconditioner(model, likelihood="categorical", fisher_type="exact")
-            probe.update_factors(model(x[t * 4:t * 4 + 4]))
+            probe.update_factors(model(x[t * 4 : t * 4 + 4]))
             hats.append(probe.factors(model[0]).G)
             probe.remove_hooks()
         model.zero_grad()
-        F.cross_entropy(out, y[t * 4:t * 4 + 4]).backward()
+        F.cross_entropy(out, y[t * 4 : t * 4 + 4]).backward()
         pre.step()
         inv_ids.append(id(pre.blocks[0].inv_A))
     # inverses recomputed at steps 0 and 4 only
@@ -538,7 +602,9 @@ def test_no_nan_at_tiny_damping_with_rank_deficient_factors() -> None:
         model = nn.Sequential(nn.Linear(10, 12), nn.Tanh(), nn.Linear(12, 3)).to(dtype)
         x = torch.randn(2, 10, dtype=dtype)  # batch 2 << width: A and G have rank <= 3
         for mode in ("factored", "exact"):
-            pre = KFACPreconditioner(model, likelihood="categorical", damping=1e-14, damping_mode=mode)
+            pre = KFACPreconditioner(
+                model, likelihood="categorical", damping=1e-14, damping_mode=mode
+            )
             out = model(x)
             pre.update_factors(out)
             model.zero_grad()
@@ -556,7 +622,9 @@ def test_kl_clipping_bounds_the_quadratic_kl() -> None:
     grads, steps = {}, {}
     for clip in (None, kappa):
         model = mlp(seed=21)
-        pre = KFACPreconditioner(model, likelihood="categorical", damping=1e-3, kl_clip=clip, lr=lr, seed=3)
+        pre = KFACPreconditioner(
+            model, likelihood="categorical", damping=1e-3, kl_clip=clip, lr=lr, seed=3
+        )
         out = model(x)
         pre.update_factors(out)
         F.cross_entropy(out, y).backward()
@@ -572,7 +640,9 @@ def test_kl_clipping_bounds_the_quadratic_kl() -> None:
     assert abs(pre.last_kl - kappa) < 1e-15
     # a loose clip changes nothing
     model = mlp(seed=21)
-    pre = KFACPreconditioner(model, likelihood="categorical", damping=1e-3, kl_clip=10 * kl, lr=lr, seed=3)
+    pre = KFACPreconditioner(
+        model, likelihood="categorical", damping=1e-3, kl_clip=10 * kl, lr=lr, seed=3
+    )
     out = model(x)
     pre.update_factors(out)
     F.cross_entropy(out, y).backward()
@@ -598,8 +668,15 @@ def test_large_damping_gives_gradient_descent() -> None:
 
 def test_unsupported_layers_named_in_one_warning_and_left_alone() -> None:
     torch.manual_seed(23)
-    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 6), nn.BatchNorm1d(6),
-                          nn.Identity(), nn.Linear(6, 3)).to(DT)
+    model = nn.Sequential(
+        nn.Linear(4, 6),
+        nn.LayerNorm(6),
+        nn.Tanh(),
+        nn.Linear(6, 6),
+        nn.BatchNorm1d(6),
+        nn.Identity(),
+        nn.Linear(6, 3),
+    ).to(DT)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         pre = KFACPreconditioner(model, likelihood="categorical")
@@ -611,7 +688,9 @@ def test_unsupported_layers_named_in_one_warning_and_left_alone() -> None:
     out = model(x)
     pre.update_factors(out)
     F.cross_entropy(out, y).backward()
-    ln = [p.grad.clone() for p in model[1].parameters()] + [p.grad.clone() for p in model[4].parameters()]
+    ln = [p.grad.clone() for p in model[1].parameters()] + [
+        p.grad.clone() for p in model[4].parameters()
+    ]
     pre.step()
     after = list(model[1].parameters()) + list(model[4].parameters())
     for a, b in zip(after, ln):
@@ -619,7 +698,9 @@ def test_unsupported_layers_named_in_one_warning_and_left_alone() -> None:
 
 
 def test_grouped_conv_is_unsupported_and_frozen_layers_are_skipped() -> None:
-    model = nn.Sequential(nn.Conv2d(2, 2, 1, groups=2), nn.Flatten(), nn.Linear(8, 3), nn.Linear(3, 2)).to(DT)
+    model = nn.Sequential(
+        nn.Conv2d(2, 2, 1, groups=2), nn.Flatten(), nn.Linear(8, 3), nn.Linear(3, 2)
+    ).to(DT)
     model[3].weight.requires_grad_(False)
     model[3].bias.requires_grad_(False)
     with pytest.warns(UserWarning, match="grouped convolution"):
@@ -651,12 +732,18 @@ def test_negative_log_likelihood_matches_torch_losses() -> None:
     g = torch.Generator().manual_seed(25)
     f = torch.randn(6, 4, dtype=DT, generator=g)
     y = torch.randint(0, 4, (6,), generator=g)
-    torch.testing.assert_close(negative_log_likelihood(f, y, likelihood="categorical"), F.cross_entropy(f, y))
+    torch.testing.assert_close(
+        negative_log_likelihood(f, y, likelihood="categorical"), F.cross_entropy(f, y)
+    )
     t = torch.rand(6, 4, dtype=DT, generator=g)
-    torch.testing.assert_close(negative_log_likelihood(f, t, likelihood="bernoulli", reduction="sum"),
-                               F.binary_cross_entropy_with_logits(f, t, reduction="sum"))
+    torch.testing.assert_close(
+        negative_log_likelihood(f, t, likelihood="bernoulli", reduction="sum"),
+        F.binary_cross_entropy_with_logits(f, t, reduction="sum"),
+    )
     # the Gaussian NLL is half the summed squared error: F.mse_loss is 2/numel(y_n) times it per point
-    torch.testing.assert_close(negative_log_likelihood(f, t, likelihood="gaussian") * 2 / 4, F.mse_loss(f, t))
+    torch.testing.assert_close(
+        negative_log_likelihood(f, t, likelihood="gaussian") * 2 / 4, F.mse_loss(f, t)
+    )
 
 
 def test_curvature_costs_of_a_1000_by_1000_layer() -> None:
@@ -665,7 +752,9 @@ def test_curvature_costs_of_a_1000_by_1000_layer() -> None:
     assert c.dense_bytes == 8 * (1001 * 1000) ** 2  # ~8 TB
     assert c.kfac_entries == 1001**2 + 1000**2
     assert c.dense_inverse_flops == pytest.approx(1001000.0**3)
-    assert c.dense_inverse_flops / c.kfac_inverse_flops == pytest.approx(1001000.0**3 / (1001.0**3 + 1000.0**3))
+    assert c.dense_inverse_flops / c.kfac_inverse_flops == pytest.approx(
+        1001000.0**3 / (1001.0**3 + 1000.0**3)
+    )
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -695,7 +784,7 @@ BAD_PRECONDITIONER_KWARGS = [
 ]
 
 
-@pytest.mark.parametrize("kwargs,exc,match", BAD_PRECONDITIONER_KWARGS)
+@pytest.mark.parametrize(("kwargs", "exc", "match"), BAD_PRECONDITIONER_KWARGS)
 def test_bad_preconditioner_arguments(kwargs, exc, match) -> None:
     base = {"likelihood": "categorical"}
     base.update(kwargs)
@@ -703,7 +792,11 @@ def test_bad_preconditioner_arguments(kwargs, exc, match) -> None:
         KFACPreconditioner(mlp(), **base)
 
 
-@pytest.mark.parametrize("model", [nn.Sequential(nn.ReLU()), nn.Sequential(nn.LayerNorm(3))], ids=["no-params", "layernorm"])
+@pytest.mark.parametrize(
+    "model",
+    [nn.Sequential(nn.ReLU()), nn.Sequential(nn.LayerNorm(3))],
+    ids=["no-params", "layernorm"],
+)
 def test_model_without_supported_layer_raises(model) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -748,9 +841,13 @@ def test_bad_inputs_at_run_time() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs,match",
-    [({"lr": 0.0}, "lr"), ({"momentum": 1.0}, "momentum"), ({"weight_decay": -1.0}, "weight_decay"),
-     ({"damping": 0.0}, "damping")],
+    ("kwargs", "match"),
+    [
+        ({"lr": 0.0}, "lr"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"weight_decay": -1.0}, "weight_decay"),
+        ({"damping": 0.0}, "damping"),
+    ],
 )
 def test_bad_kfac_optimizer_arguments(kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
@@ -774,8 +871,12 @@ def test_factors_agree_with_asdl() -> None:
     y = torch.randint(0, 4, (12,), generator=torch.Generator().manual_seed(28))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ASDL registers non-full backward hooks (a FutureWarning)
-        cfg = asdl.FisherConfig(fisher_type=asdl.FISHER_EXACT, fisher_shapes=[asdl.SHAPE_KRON],
-                                loss_type=asdl.LOSS_CROSS_ENTROPY, data_size=12)
+        cfg = asdl.FisherConfig(
+            fisher_type=asdl.FISHER_EXACT,
+            fisher_shapes=[asdl.SHAPE_KRON],
+            loss_type=asdl.LOSS_CROSS_ENTROPY,
+            data_size=12,
+        )
         fm = asdl.get_fisher_maker(model, cfg)
         dummy = fm.setup_model_call(model, x)
         fm.setup_loss_call(F.cross_entropy, dummy, y)
@@ -799,12 +900,16 @@ def test_network_fisher_vector_jacobian_path_is_the_empirical_fisher() -> None:
         return F.cross_entropy(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
 
     g = vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
-    Fm, layout = network_fisher(model, x, likelihood="categorical", fisher_type="empirical", targets=y)
+    Fm, layout = network_fisher(
+        model, x, likelihood="categorical", fisher_type="empirical", targets=y
+    )
     per = torch.stack([layout.flatten({k: v[i] for k, v in g.items()}) for i in range(9)])
     torch.testing.assert_close(Fm, per.T @ per / 9, rtol=1e-11, atol=1e-13)
     # Monte Carlo through the same path converges to the type-2 Fisher
     Ft, _ = network_fisher(model, x, likelihood="categorical", fisher_type="exact")
-    Fmc, _ = network_fisher(model, x, likelihood="categorical", fisher_type="mc", mc_samples=400, seed=1)
+    Fmc, _ = network_fisher(
+        model, x, likelihood="categorical", fisher_type="mc", mc_samples=400, seed=1
+    )
     assert rel(Fmc, Ft) < 0.15
 
 
@@ -878,7 +983,11 @@ def test_layers_inside_an_unsupported_layer_are_left_alone() -> None:
         pre = KFACPreconditioner(model, likelihood="categorical")
     assert len(rec) == 1
     msg = str(rec[0].message)
-    assert "attn (MultiheadAttention" in msg and "attn.out_proj" in msg and "inside the unsupported layer attn" in msg
+    assert (
+        "attn (MultiheadAttention" in msg
+        and "attn.out_proj" in msg
+        and "inside the unsupported layer attn" in msg
+    )
     assert set(pre.named_layers()) == {"embed", "head"}
     x = torch.randn(16, 12, dtype=DT)
     y = torch.randint(0, 3, (16,))
@@ -900,7 +1009,9 @@ def test_kl_clip_is_half_the_threshold_of_ba_et_al() -> None:
     steps = {}
     for clip in (None, c / 2):
         model = mlp(seed=21)
-        pre = KFACPreconditioner(model, likelihood="categorical", damping=1e-3, kl_clip=clip, lr=lr, seed=3)
+        pre = KFACPreconditioner(
+            model, likelihood="categorical", damping=1e-3, kl_clip=clip, lr=lr, seed=3
+        )
         out = model(x)
         pre.update_factors(out)
         F.cross_entropy(out, y).backward()
@@ -956,7 +1067,6 @@ def test_preconditioner_blocks_equal_the_shared_reference_on_one_point(lik_name:
     import dataclasses
 
     import reference
-
     from igbook.fisher import reorder
 
     c = next(iter(reference.cases("mlp", lik_name)))

@@ -56,16 +56,23 @@ from test_site import (
 from test_site_live import exercise_live_figures
 
 ROOT = Path(__file__).resolve().parents[1]
-SHOTS = Path(os.environ.get("IGBOOK_SCREENSHOTS", ROOT / "_build" / "screenshots")).resolve() / "lab"
+SHOTS = (
+    Path(os.environ.get("IGBOOK_SCREENSHOTS", ROOT / "_build" / "screenshots")).resolve() / "lab"
+)
 CHAPTERS = [Path(f).name for f in _toc_files() if (ROOT / f).with_suffix(".ipynb").exists()]
 # Chapters whose cells run in JupyterLab (Run All): those with an explorer computed in the
 # browser, and one with a precomputed live figure. The others are opened and audited as rendered
 # Markdown (MyST, macros, hidden solutions) without running: their cells run under nbval and in
 # the site build, and their live figures use the same code path as the one that runs here.
 # IGBOOK_LAB_RUN_ALL=1 runs every chapter.
-RUN_ALL = ({Path(f).name for f in _toc_files()} if os.environ.get("IGBOOK_LAB_RUN_ALL") == "1"
-           else {"fisher_metric", "gaussian_mixture", "exponential_families"})
-CHAPTER_TIMEOUT = float(os.environ.get("IGBOOK_LAB_CHAPTER_TIMEOUT", "180"))  # seconds for Run All of one chapter
+RUN_ALL = (
+    {Path(f).name for f in _toc_files()}
+    if os.environ.get("IGBOOK_LAB_RUN_ALL") == "1"
+    else {"fisher_metric", "gaussian_mixture", "exponential_families"}
+)
+CHAPTER_TIMEOUT = float(
+    os.environ.get("IGBOOK_LAB_CHAPTER_TIMEOUT", "180")
+)  # seconds for Run All of one chapter
 START_TIMEOUT = 90  # seconds for the server to answer
 
 pytestmark = pytest.mark.lab
@@ -74,8 +81,14 @@ pytestmark = pytest.mark.lab
 # virtual scrolling, so that every cell can be checked), no autosave, no news from the web.
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False, "defaultViewers": {"markdown": "Markdown Preview"}},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {
+        "autosave": False,
+        "defaultViewers": {"markdown": "Markdown Preview"},
+    },
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
 }
 
 
@@ -96,7 +109,9 @@ class LabServer:
     def __init__(self, work: Path) -> None:
         self.work = work
         self.root = work / "book"
-        shutil.copytree(ROOT / "book", self.root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build"))
+        shutil.copytree(
+            ROOT / "book", self.root, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "_build")
+        )
         # the repository around book/, read-only, for chapters that read benchmark results
         for name in ("benchmarks", "src", "_config.yml", "_toc.yml", "pyproject.toml"):
             if (ROOT / name).exists():
@@ -108,7 +123,9 @@ class LabServer:
         self.port = _free_port()
         self.token = secrets.token_hex(24)
         self.base = f"http://127.0.0.1:{self.port}/"
-        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel picks its backend
+        env = {
+            k: v for k, v in os.environ.items() if k != "MPLBACKEND"
+        }  # the kernel picks its backend
         env.update(
             JUPYTER_CONFIG_DIR=str(work / "config"),
             JUPYTER_RUNTIME_DIR=str(work / "runtime"),
@@ -119,7 +136,9 @@ class LabServer:
         self.log = open(work / "jupyterlab.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "jupyterlab",
+                sys.executable,
+                "-m",
+                "jupyterlab",
                 "--no-browser",
                 "--ServerApp.ip=127.0.0.1",
                 f"--ServerApp.port={self.port}",
@@ -143,18 +162,24 @@ class LabServer:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"JupyterLab exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
                 self.api("GET", "api/status")
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     self.close()
-                    raise RuntimeError(f"JupyterLab did not answer within {START_TIMEOUT} s:\n{self.log_tail()}") from None
+                    raise RuntimeError(
+                        f"JupyterLab did not answer within {START_TIMEOUT} s:\n{self.log_tail()}"
+                    ) from None
                 time.sleep(0.25)
 
     def api(self, method: str, path: str, timeout: float = 10) -> Any:
-        req = urllib.request.Request(self.base + path, method=method, headers={"Authorization": f"token {self.token}"})
+        req = urllib.request.Request(
+            self.base + path, method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(req, timeout=timeout) as r:
             body = r.read()
         return json.loads(body) if body else None
@@ -385,15 +410,31 @@ class LabNotebook:
         )
         return (float(r[0]), float(r[1])) if r else None
 
-    def drag(self, x: float, y: float, dx: float, dy: float, steps: int = 10, pause: float = 0.02) -> None:
+    def drag(
+        self, x: float, y: float, dx: float, dy: float, steps: int = 10, pause: float = 0.02
+    ) -> None:
         """Press the mouse at (x, y), move it by (dx, dy) in ``steps`` and release (real input events)."""
         send = self.browser.send
         send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
         send("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button="left", clickCount=1)
         for i in range(1, steps + 1):
-            send("Input.dispatchMouseEvent", type="mouseMoved", x=x + dx * i / steps, y=y + dy * i / steps, button="left", buttons=1)
+            send(
+                "Input.dispatchMouseEvent",
+                type="mouseMoved",
+                x=x + dx * i / steps,
+                y=y + dy * i / steps,
+                button="left",
+                buttons=1,
+            )
             time.sleep(pause)
-        send("Input.dispatchMouseEvent", type="mouseReleased", x=x + dx, y=y + dy, button="left", clickCount=1)
+        send(
+            "Input.dispatchMouseEvent",
+            type="mouseReleased",
+            x=x + dx,
+            y=y + dy,
+            button="left",
+            clickCount=1,
+        )
 
     def screenshot(self, spot: str) -> Path:
         return self.browser.screenshot(SHOTS / f"{self.name}-{spot}.png")
@@ -403,7 +444,9 @@ class LabNotebook:
 INTERACTIONS: dict[str, Callable[[LabNotebook], None]] = {}
 
 
-def interaction(chapter: str) -> Callable[[Callable[[LabNotebook], None]], Callable[[LabNotebook], None]]:
+def interaction(
+    chapter: str,
+) -> Callable[[Callable[[LabNotebook], None]], Callable[[LabNotebook], None]]:
     """Register ``fn(notebook)`` to run on ``chapter`` after Run All; it records problems with ``notebook.add``."""
 
     def register(fn: Callable[[LabNotebook], None]) -> Callable[[LabNotebook], None]:
@@ -440,8 +483,15 @@ def _mixture_frame_in_lab(nb: LabNotebook) -> None:
         return
     times = sorted(nb.js(LAB_FRAME_JS, timeout=120))
     SHOTS.mkdir(parents=True, exist_ok=True)
-    (SHOTS / "gaussian_mixture-frame-ms.json").write_text(json.dumps(
-        {"median_ms": times[len(times) // 2], "p90_ms": times[int(0.9 * (len(times) - 1))], "frames": times}))
+    (SHOTS / "gaussian_mixture-frame-ms.json").write_text(
+        json.dumps(
+            {
+                "median_ms": times[len(times) // 2],
+                "p90_ms": times[int(0.9 * (len(times) - 1))],
+                "frames": times,
+            }
+        )
+    )
 
 
 # where to photograph every chapter: the top, the first figure, the first live figure or widget,
@@ -470,7 +520,10 @@ def _explorers(nb: LabNotebook) -> None:
             " return [b.width, b.height]; })()"
         )
         if size[0] < 50 or size[1] < 50:
-            nb.add("explorers", f"live figure or widget {i} is {size[0]:.0f}x{size[1]:.0f} px after Run All")
+            nb.add(
+                "explorers",
+                f"live figure or widget {i} is {size[0]:.0f}x{size[1]:.0f} px after Run All",
+            )
         nb.screenshot(f"explorer-{i}")
 
 
@@ -490,7 +543,11 @@ def navigate(browser: Browser, url: str, prefix: str, timeout: float = 60) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            res = browser.send("Runtime.evaluate", expression="document.readyState + ' ' + location.href", returnByValue=True)
+            res = browser.send(
+                "Runtime.evaluate",
+                expression="document.readyState + ' ' + location.href",
+                returnByValue=True,
+            )
             state, href = res["result"]["value"].split(" ", 1)
         except (RuntimeError, KeyError):  # the old document went away mid-call
             state, href = "", ""
@@ -505,9 +562,15 @@ def open_and_run(browser: Browser, lab: LabServer, name: str) -> LabNotebook:
     nb = LabNotebook(browser, lab, name, len(browser.events))
     t_open = time.monotonic()
     if not browser.js(f"!!(window.jupyterapp && location.href.startsWith({json.dumps(lab.base)}))"):
-        browser.send("Emulation.setFocusEmulationEnabled", enabled=True)  # headless: JupyterLab needs a focused page
+        browser.send(
+            "Emulation.setFocusEmulationEnabled", enabled=True
+        )  # headless: JupyterLab needs a focused page
         navigate(browser, lab.url(), lab.base + "lab")
-    msg = browser.js(OPEN_JS % {"ms": 60_000, "path": json.dumps(f"{name}.ipynb"), "run": json.dumps(name in RUN_ALL)}, timeout=90)
+    msg = browser.js(
+        OPEN_JS
+        % {"ms": 60_000, "path": json.dumps(f"{name}.ipynb"), "run": json.dumps(name in RUN_ALL)},
+        timeout=90,
+    )
     if msg:
         nb.screenshot("failed-to-open")
         pytest.fail(f"{name}: {msg}\n{lab.log_tail()}", pytrace=False)
@@ -521,7 +584,10 @@ def open_and_run(browser: Browser, lab: LabServer, name: str) -> LabNotebook:
             break
     else:
         nb.screenshot("timeout")
-        pytest.fail(f"{name}: Run All did not finish within {CHAPTER_TIMEOUT:.0f} s (state {state})", pytrace=False)
+        pytest.fail(
+            f"{name}: Run All did not finish within {CHAPTER_TIMEOUT:.0f} s (state {state})",
+            pytrace=False,
+        )
     nb.timings["run all"] = time.monotonic() - t0
     if not state["run"].get("ok", False):
         nb.add("run all", f"Run All stopped: {state['run']}")
@@ -541,8 +607,14 @@ def _labels() -> dict[str, str]:
     """Every label of the book (directives, targets, equations) -> the chapter that defines it."""
     out: dict[str, str] = {}
     for nb in (ROOT / "book").glob("*.ipynb"):
-        md = "\n".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "markdown")
-        for lab in re.findall(r"^:label:\s*(\S+)|^\(([\w-]+)\)=|\$\$\s*\(([\w-]+)\)", md, re.MULTILINE):
+        md = "\n".join(
+            "".join(c["source"])
+            for c in json.loads(nb.read_text())["cells"]
+            if c["cell_type"] == "markdown"
+        )
+        for lab in re.findall(
+            r"^:label:\s*(\S+)|^\(([\w-]+)\)=|\$\$\s*\(([\w-]+)\)", md, re.MULTILINE
+        ):
             out.setdefault(next(x for x in lab if x), nb.stem)
     return out
 
@@ -561,14 +633,18 @@ def _only_cross_chapter_refs(message: str, chapter: str) -> bool:
     labels = _labels()
     lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
     found = [_CROSS_REF.match(ln) for ln in lines]
-    return bool(lines) and all(m is not None and labels.get(m.group(1), chapter) != chapter for m in found)
+    return bool(lines) and all(
+        m is not None and labels.get(m.group(1), chapter) != chapter for m in found
+    )
 
 
 def _markdown_counts(name: str) -> tuple[int, int]:
     """(exercises, solutions) in the chapter's Markdown."""
     cells = json.loads((ROOT / "book" / f"{name}.ipynb").read_text())["cells"]
     md = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    return len(re.findall(r"^(?:`{3,}|:{3,})\{exercise\}", md, re.MULTILINE)), len(re.findall(r"^(?:`{3,}|:{3,})\{solution\}", md, re.MULTILINE))
+    return len(re.findall(r"^(?:`{3,}|:{3,})\{exercise\}", md, re.MULTILINE)), len(
+        re.findall(r"^(?:`{3,}|:{3,})\{solution\}", md, re.MULTILINE)
+    )
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
@@ -579,7 +655,9 @@ def test_chapter_in_lab(browser: Browser, lab: LabServer, name: str) -> None:
         result = check_chapter(nb)
         for spot, selector in SHOT_SPOTS.items():
             if selector is None:
-                nb.js("(() => { const n = window.__igbookPanel.content.node; n.scrollTop = 0; return 1; })()")
+                nb.js(
+                    "(() => { const n = window.__igbookPanel.content.node; n.scrollTop = 0; return 1; })()"
+                )
             elif not nb.scroll_to(selector):
                 continue
             time.sleep(0.2)
@@ -589,7 +667,9 @@ def test_chapter_in_lab(browser: Browser, lab: LabServer, name: str) -> None:
         # every live figure (igbook.live) moves in JupyterLab as on the site: each control and
         # handle changes its pixels; drag frames are timed (mouse event to painted frame)
         live_problems, drag_ms = exercise_live_figures(browser)
-        live_seen = bool(drag_ms) or bool(browser.js("document.querySelectorAll('[data-igbook-live]').length"))
+        live_seen = bool(drag_ms) or bool(
+            browser.js("document.querySelectorAll('[data-igbook-live]').length")
+        )
         for kind, items in live_problems.items():
             for x in items:
                 nb.add(f"live figure {kind}", x)
@@ -612,7 +692,15 @@ def test_chapter_in_lab(browser: Browser, lab: LabServer, name: str) -> None:
     n_ex, n_sol = _markdown_counts(name)
     assert result["formulas"] >= 5, f"{name}: only {result['formulas']} typeset formulas"
     if name in RUN_ALL:
-        assert result["outputs"] >= 1 and result["images"] >= 1, f"{name}: {result['outputs']} outputs, {result['images']} figures"
-        assert name not in ("fisher_metric", "gaussian_mixture") or live_seen, f"{name}: no live figure moved in JupyterLab"
-    assert len(result["solutionTitles"]) >= n_sol, f"{name}: {n_sol} solutions in the notebook, {len(result['solutionTitles'])} hidden solution blocks rendered"
-    assert len(result["exerciseTitles"]) >= n_ex, f"{name}: {n_ex} exercises in the notebook, rendered: {result['exerciseTitles']}"
+        assert result["outputs"] >= 1 and result["images"] >= 1, (
+            f"{name}: {result['outputs']} outputs, {result['images']} figures"
+        )
+        assert name not in ("fisher_metric", "gaussian_mixture") or live_seen, (
+            f"{name}: no live figure moved in JupyterLab"
+        )
+    assert len(result["solutionTitles"]) >= n_sol, (
+        f"{name}: {n_sol} solutions in the notebook, {len(result['solutionTitles'])} hidden solution blocks rendered"
+    )
+    assert len(result["exerciseTitles"]) >= n_ex, (
+        f"{name}: {n_ex} exercises in the notebook, rendered: {result['exerciseTitles']}"
+    )

@@ -42,6 +42,7 @@ RTOL = 1e-9
 def T(a: Any) -> torch.Tensor:
     return torch.tensor(a, dtype=torch.float64)
 
+
 N_STATES = 24
 
 
@@ -56,7 +57,9 @@ def test_live_figure_html_carries_bokeh_between_markers() -> None:
     assert html.count(BOKEH_MARK_START) == 1 and html.count(BOKEH_MARK_END) == 1
     assert 'data-igbook-live="fisher-metric"' in html and 'data-mechanism="ported"' in html
     site = fig.html(inline_bokeh=False)
-    assert "https://" not in site and "http://" not in site  # no asset from a CDN (BokehJS's own code aside)
+    assert (
+        "https://" not in site and "http://" not in site
+    )  # no asset from a CDN (BokehJS's own code aside)
     assert BOKEH_MARK_START not in site and len(site) < len(html) / 10
     bundle = fig._repr_mimebundle_()
     assert set(bundle) == {"text/html", "text/plain"}
@@ -77,19 +80,47 @@ def test_bad_input_names_the_argument() -> None:
         Control("lr", [])
     x = np.arange(3.0)
     with pytest.raises(ValueError, match="frame"):
-        frames_figure([Control("lr", [0.1, 0.2])], [Series("s", x=x, y=[x])], title="t", x_label="x", y_label="y", name="n")
+        frames_figure(
+            [Control("lr", [0.1, 0.2])],
+            [Series("s", x=x, y=[x])],
+            title="t",
+            x_label="x",
+            y_label="y",
+            name="n",
+        )
     with pytest.raises(ValueError, match="NaN"):
-        frames_figure([Control("lr", [0.1])], [Series("s", x=x, y=[x * np.nan])], title="t", x_label="x", y_label="y", name="n")
+        frames_figure(
+            [Control("lr", [0.1])],
+            [Series("s", x=x, y=[x * np.nan])],
+            title="t",
+            x_label="x",
+            y_label="y",
+            name="n",
+        )
     with pytest.raises(ValueError, match="one per frame"):
-        frames_figure([Control("lr", [0.1, 0.2])], [Series("s", x=x, y=[x, x])], readouts=[Readout("r", [1.0])],
-                      title="t", x_label="x", y_label="y", name="n")
+        frames_figure(
+            [Control("lr", [0.1, 0.2])],
+            [Series("s", x=x, y=[x, x])],
+            readouts=[Readout("r", [1.0])],
+            title="t",
+            x_label="x",
+            y_label="y",
+            name="n",
+        )
 
 
 def test_frames_store_float32_values_igbook_wrote() -> None:
     x = np.linspace(0, 1, 7)
     ys = [np.exp(-k * x) for k in (1.0, 2.0)]
-    fig = frames_figure([Control("k", [1.0, 2.0])], [Series("curve", x=x, y=ys)], readouts=[Readout("end", [y[-1] for y in ys])],
-                        title="t", x_label="x", y_label="y", name="demo")
+    fig = frames_figure(
+        [Control("k", [1.0, 2.0])],
+        [Series("curve", x=x, y=ys)],
+        readouts=[Readout("end", [y[-1] for y in ys])],
+        title="t",
+        x_label="x",
+        y_label="y",
+        name="demo",
+    )
     assert fig.mechanism == "precomputed"
     np.testing.assert_array_equal(fig.data["curve"]["y"][1], ys[1].astype(np.float32))
     assert len(fig.data["curve"]["x"]) == 1  # the shared x is stored once
@@ -119,14 +150,22 @@ def pages():  # type: ignore[no-untyped-def]
     from test_site import Server
 
     root = Path(tempfile.mkdtemp(prefix="igbook-live-pages-"))
-    (root / "lib.html").write_text(f"<!DOCTYPE html><html><body><script>{live_js()}</script></body></html>")
+    (root / "lib.html").write_text(
+        f"<!DOCTYPE html><html><body><script>{live_js()}</script></body></html>"
+    )
     gaussian_half_plane().save(root / "gaussian.html")
     mixture_explorer(grid_n=25).save(root / "mixture.html")
     x = np.linspace(0, 5, 30)
     ys = [np.exp(-a * x) * (1 + d) for a in (0.5, 1.0, 2.0) for d in (0.0, 0.5)]
-    frames_figure([Control("rate", [0.5, 1.0, 2.0]), Control("offset", [0.0, 0.5])], [Series("curve", x=x, y=ys)],
-                  readouts=[Readout("end value", [float(y[-1]) for y in ys], key="end")],
-                  title="demo", x_label="x", y_label="y", name="frames-demo").save(root / "frames.html")
+    frames_figure(
+        [Control("rate", [0.5, 1.0, 2.0]), Control("offset", [0.0, 0.5])],
+        [Series("curve", x=x, y=ys)],
+        readouts=[Readout("end value", [float(y[-1]) for y in ys], key="end")],
+        title="demo",
+        x_label="x",
+        y_label="y",
+        name="frames-demo",
+    ).save(root / "frames.html")
     srv = Server(root)
     yield srv
     srv.close()
@@ -137,16 +176,24 @@ def _open(browser: Any, pages: Any, name: str) -> None:
     start = browser.goto(pages.base + name)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if browser.js("!!(window.igbookLive && (igbookLive.figures.length > 0 || location.pathname.endsWith('lib.html')))"):
+        if browser.js(
+            "!!(window.igbookLive && (igbookLive.figures.length > 0 || location.pathname.endsWith('lib.html')))"
+        ):
             break
         time.sleep(0.1)
-    errors = [e for e in browser.events[start:] if e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")]
+    errors = [
+        e
+        for e in browser.events[start:]
+        if e["method"] == "Runtime.exceptionThrown"
+        or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
+    ]
     assert not errors, json.dumps(errors)[:2000]
 
 
 def _call(browser: Any, expr: str) -> Any:
-    return browser.js(f"JSON.stringify((() => {{ const L = window.igbookLive; return {expr}; }})())")
+    return browser.js(
+        f"JSON.stringify((() => {{ const L = window.igbookLive; return {expr}; }})())"
+    )
 
 
 def _js(browser: Any, expr: str) -> Any:
@@ -164,26 +211,46 @@ def test_gaussian_port_equals_igbook(browser: Any, pages: Any) -> None:
         m1, m2 = rng.uniform(-3, 3, 2)
         s1, s2 = rng.uniform(0.1, 3, 2)
         eps = float(rng.uniform(0.01, 0.5))
-        fr, kl, ell, geo, circ, ball = _js(browser, f"[L.gaussian.fisherRao({m1},{s1},{m2},{s2}), L.gaussian.kl({m1},{s1},{m2},{s2}),"
-                                                    f" L.gaussian.ellipse({m1},{s1},{eps},50), L.gaussian.geodesic({m1},{s1},{m2},{s2},41),"
-                                                    f" L.gaussian.fisherRaoCircle({m1},{s1},{math.sqrt(2 * eps)},40), L.gaussian.klBall({m1},{s1},{eps},40)]")
+        fr, kl, ell, geo, circ, ball = _js(
+            browser,
+            f"[L.gaussian.fisherRao({m1},{s1},{m2},{s2}), L.gaussian.kl({m1},{s1},{m2},{s2}),"
+            f" L.gaussian.ellipse({m1},{s1},{eps},50), L.gaussian.geodesic({m1},{s1},{m2},{s2},41),"
+            f" L.gaussian.fisherRaoCircle({m1},{s1},{math.sqrt(2 * eps)},40), L.gaussian.klBall({m1},{s1},{eps},40)]",
+        )
         assert math.isclose(fr, float(fisher_rao_gaussian(m1, s1, m2, s2)), rel_tol=RTOL)
         assert math.isclose(kl, float(Gaussian(m1, s1).kl(Gaussian(m2, s2))), rel_tol=RTOL)
         # the ellipse: igbook's ellipse_points with 1/2 d^T F d = eps, as a set of points
         f = Gaussian(m1, s1).fisher()
         pts = T([ell["x"], ell["y"]]).T - T([m1, s1])
-        torch.testing.assert_close(0.5 * torch.einsum("ni,ij,nj->n", pts, f, pts), torch.full((50,), eps, dtype=torch.float64), rtol=RTOL, atol=0)
+        torch.testing.assert_close(
+            0.5 * torch.einsum("ni,ij,nj->n", pts, f, pts),
+            torch.full((50,), eps, dtype=torch.float64),
+            rtol=RTOL,
+            atol=0,
+        )
         ref = ellipse_points(T([m1, s1]), f, eps=2 * eps, num=400)
-        assert math.isclose(float(pts[:, 0].abs().max()), float((ref[:, 0] - m1).abs().max()), rel_tol=1e-3)
+        assert math.isclose(
+            float(pts[:, 0].abs().max()), float((ref[:, 0] - m1).abs().max()), rel_tol=1e-3
+        )
         # the geodesic: igbook's points, spaced uniformly in arc length
-        torch.testing.assert_close(T([geo["x"], geo["y"]]).T, gaussian_geodesic(m1, s1, m2, s2, num=41),
-                                   rtol=RTOL, atol=RTOL * max(1.0, abs(m1), abs(m2)))
+        torch.testing.assert_close(
+            T([geo["x"], geo["y"]]).T,
+            gaussian_geodesic(m1, s1, m2, s2, num=41),
+            rtol=RTOL,
+            atol=RTOL * max(1.0, abs(m1), abs(m2)),
+        )
         # the Fisher-Rao ball: every point at igbook's distance sqrt(2 eps) from the centre
         d = fisher_rao_gaussian(m1, s1, T(circ["x"]), T(circ["y"]))
-        torch.testing.assert_close(d, torch.full((40,), math.sqrt(2 * eps), dtype=torch.float64), rtol=RTOL, atol=0)
+        torch.testing.assert_close(
+            d, torch.full((40,), math.sqrt(2 * eps), dtype=torch.float64), rtol=RTOL, atol=0
+        )
         # the KL ball: every point at KL = eps from the centre (igbook's Gaussian KL)
-        kls = torch.stack([Gaussian(m1, s1).kl(Gaussian(x, y)) for x, y in zip(ball["x"], ball["y"])])
-        torch.testing.assert_close(kls, torch.full((40,), eps, dtype=torch.float64), rtol=1e-9, atol=0)
+        kls = torch.stack(
+            [Gaussian(m1, s1).kl(Gaussian(x, y)) for x, y in zip(ball["x"], ball["y"])]
+        )
+        torch.testing.assert_close(
+            kls, torch.full((40,), eps, dtype=torch.float64), rtol=1e-9, atol=0
+        )
 
 
 def test_mixture_port_equals_igbook(browser: Any, pages: Any) -> None:
@@ -196,9 +263,12 @@ def test_mixture_port_equals_igbook(browser: Any, pages: Any) -> None:
         s = float(rng.uniform(0.3, 2.0))
         t1, t2 = rng.uniform(-3, 3, 2)
         p1, p2 = rng.uniform(-3, 3, 2)
-        out = _js(browser, f"(() => {{ const F = L.mixture.fisher({m1},{m2},{s}); return {{F: F, e: L.mixture.eigen(F),"
-                           f" k: L.mixture.condition(F), pr: L.mixture.probe([{t1},{t2}],{s},[{p1},{p2}],0),"
-                           f" el: L.mixture.ellipse(0, 0, F[0][0], F[0][1], F[1][1], 0.05, 16, 0.4)}} }})()")
+        out = _js(
+            browser,
+            f"(() => {{ const F = L.mixture.fisher({m1},{m2},{s}); return {{F: F, e: L.mixture.eigen(F),"
+            f" k: L.mixture.condition(F), pr: L.mixture.probe([{t1},{t2}],{s},[{p1},{p2}],0),"
+            f" el: L.mixture.ellipse(0, 0, F[0][0], F[0][1], F[1][1], 0.05, 16, 0.4)}} }})()",
+        )
         theta = T([m1, m2])
         F = mx.fisher(theta, s)
         torch.testing.assert_close(T(out["F"]), F, rtol=RTOL, atol=RTOL * float(F.abs().max()))
@@ -206,7 +276,9 @@ def test_mixture_port_equals_igbook(browser: Any, pages: Any) -> None:
         lam_max = float(ev[1])
         torch.testing.assert_close(T(out["e"]["values"]), ev, rtol=RTOL, atol=1e-12 * lam_max)
         kappa = float(mx.condition_number(F))
-        if math.isinf(kappa) or float(ev[0]) < 1e-6 * lam_max:  # near the singular line kappa has few digits
+        if (
+            math.isinf(kappa) or float(ev[0]) < 1e-6 * lam_max
+        ):  # near the singular line kappa has few digits
             assert out["k"] is None or out["k"] > 1e5  # JSON writes Infinity as null
         else:
             assert math.isclose(out["k"], kappa, rel_tol=1e-7)
@@ -224,7 +296,9 @@ def test_mixture_port_equals_igbook(browser: Any, pages: Any) -> None:
             assert pr["singular"]
             continue
         torch.testing.assert_close(T(pr["natural"]), ng, rtol=1e-7, atol=1e-12)
-        assert math.isclose(pr["angle"], float(mx.gradient_angle(g, ng)), rel_tol=1e-6, abs_tol=1e-9)
+        assert math.isclose(
+            pr["angle"], float(mx.gradient_angle(g, ng)), rel_tol=1e-6, abs_tol=1e-9
+        )
 
 
 def test_mixture_flows_equal_igbook(browser: Any, pages: Any) -> None:
@@ -234,40 +308,69 @@ def test_mixture_flows_equal_igbook(browser: Any, pages: Any) -> None:
     seeds = flow_seeds(-3.0, 3.0)
     target, s, steps, dt = [-1.2, 0.8], 0.9, 20, 0.15
     lam_far = 0.5 / s**2
-    out = _js(browser, f"L.mixture.flowPair({json.dumps(seeds.tolist())}, {target}, {s}, {steps}, {dt}, {dt * 2 * s * s},"
-                       f" {1e-3 * lam_far}, {0.5 * 6 / 14})")
-    nat, euc = mx.flow_pair(seeds, mx.KLToTarget(T(target), s), steps=steps, dt_natural=dt,
-                            dt_euclidean=dt * 2 * s * s, damping=1e-3 * lam_far, max_step=0.5 * 6 / 14)
+    out = _js(
+        browser,
+        f"L.mixture.flowPair({json.dumps(seeds.tolist())}, {target}, {s}, {steps}, {dt}, {dt * 2 * s * s},"
+        f" {1e-3 * lam_far}, {0.5 * 6 / 14})",
+    )
+    nat, euc = mx.flow_pair(
+        seeds,
+        mx.KLToTarget(T(target), s),
+        steps=steps,
+        dt_natural=dt,
+        dt_euclidean=dt * 2 * s * s,
+        damping=1e-3 * lam_far,
+        max_step=0.5 * 6 / 14,
+    )
     torch.testing.assert_close(T(out["natural"]), nat, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(T(out["euclidean"]), euc, rtol=1e-8, atol=1e-10)
 
 
 def _frame(browser: Any) -> dict[str, Any]:
     """Where the first plot's frame is on the page (CSS pixels) and its data ranges."""
-    return _js(browser, """(() => { function* walk(v){ yield v; for (const c of (v.child_views||[])) yield* walk(c); }
+    return _js(
+        browser,
+        """(() => { function* walk(v){ yield v; for (const c of (v.child_views||[])) yield* walk(c); }
       const out = [];
       for (const root of [...Bokeh.index]) for (const v of walk(root)) if (v.frame) {
         const r = v.el.getBoundingClientRect(), f = v.frame.bbox, m = v.model;
         out.push({left: r.left + f.left, top: r.top + f.top, w: f.width, h: f.height,
                   title: m.title ? m.title.text : "",
                   x0: m.x_range.start, x1: m.x_range.end, y0: m.y_range.start, y1: m.y_range.end}); }
-      return out; })()""")
+      return out; })()""",
+    )
 
 
-def drag(browser: Any, frame: dict[str, Any], start: tuple[float, float], end: tuple[float, float], steps: int = 8,
-         settle: Any = None) -> list[float]:
+def drag(
+    browser: Any,
+    frame: dict[str, Any],
+    start: tuple[float, float],
+    end: tuple[float, float],
+    steps: int = 8,
+    settle: Any = None,
+) -> list[float]:
     """Drag with the mouse from data point ``start`` to ``end`` inside ``frame``.
 
     With ``settle`` (a function that returns once the page has painted), returns the time of
     each move from the event to the painted frame, in milliseconds.
     """
+
     def px(x: float, y: float) -> tuple[float, float]:
-        return (frame["left"] + (x - frame["x0"]) / (frame["x1"] - frame["x0"]) * frame["w"],
-                frame["top"] + (frame["y1"] - y) / (frame["y1"] - frame["y0"]) * frame["h"])
+        return (
+            frame["left"] + (x - frame["x0"]) / (frame["x1"] - frame["x0"]) * frame["w"],
+            frame["top"] + (frame["y1"] - y) / (frame["y1"] - frame["y0"]) * frame["h"],
+        )
 
     def mouse(kind: str, x: float, y: float, buttons: int) -> None:
-        browser.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left" if buttons or kind != "mouseMoved" else "none",
-                     buttons=buttons, clickCount=1)
+        browser.send(
+            "Input.dispatchMouseEvent",
+            type=kind,
+            x=x,
+            y=y,
+            button="left" if buttons or kind != "mouseMoved" else "none",
+            buttons=buttons,
+            clickCount=1,
+        )
 
     times = []
     x, y = px(*start)
@@ -289,8 +392,10 @@ def drag(browser: Any, frame: dict[str, Any], start: tuple[float, float], end: t
 
 
 def _no_nan(browser: Any) -> None:
-    text = browser.js("Bokeh.documents.map(d => [...d.all_models].filter(m => m.type === 'Div').map(m => m.text).join(' '))"
-                      ".join(' ') + document.body.innerText")
+    text = browser.js(
+        "Bokeh.documents.map(d => [...d.all_models].filter(m => m.type === 'Div').map(m => m.text).join(' '))"
+        ".join(' ') + document.body.innerText"
+    )
     assert "NaN" not in text and "Infinity" not in text
 
 
@@ -301,8 +406,14 @@ def test_gaussian_figure_moves(browser: Any, pages: Any) -> None:
     plane = next(f for f in _frame(browser) if "half-plane" in f["title"])
     drag(browser, plane, tuple(before["Q"]), (-1.0, 2.0))
     after = _js(browser, f"{fig}.state()")
-    assert after["Q"] != before["Q"] and abs(after["Q"][0] + 1.0) < 0.1 and abs(after["Q"][1] - 2.0) < 0.1
-    assert math.isclose(after["fisherRao"], float(fisher_rao_gaussian(*after["P"], *after["Q"])), rel_tol=RTOL)
+    assert (
+        after["Q"] != before["Q"]
+        and abs(after["Q"][0] + 1.0) < 0.1
+        and abs(after["Q"][1] - 2.0) < 0.1
+    )
+    assert math.isclose(
+        after["fisherRao"], float(fisher_rao_gaussian(*after["P"], *after["Q"])), rel_tol=RTOL
+    )
     # P at the lower bound of sigma and P = Q: defined values, no NaN
     st = _js(browser, f"{fig}.set({{P: [0, 0.1], Q: [0, 0.1], eps: 0.5}})")
     assert st["fisherRao"] == 0 and st["euclidean"] == 0
@@ -325,23 +436,44 @@ def test_mixture_figure_moves(browser: Any, pages: Any) -> None:
     s2 = _js(browser, f"{fig}.state()")
     assert abs(s2["mu1"] - 0.5) < 0.15 and abs(s2["mu2"] + 1.0) < 0.15
     theta = T([s2["mu1"], s2["mu2"]])
-    torch.testing.assert_close(T(s2["eigenvalues"]), mx.fisher_eigen(mx.fisher(theta, s2["sigma"]))[0], rtol=RTOL, atol=1e-14)
+    torch.testing.assert_close(
+        T(s2["eigenvalues"]),
+        mx.fisher_eigen(mx.fisher(theta, s2["sigma"]))[0],
+        rtol=RTOL,
+        atol=1e-14,
+    )
     # every slider and the flow switch changes what is drawn
-    for change in ({"sigma": 0.5}, {"gridN": 9}, {"scale": 1.5}, {"flow": True}, {"probe": [2.0, -2.5]}):
+    for change in (
+        {"sigma": 0.5},
+        {"gridN": 9},
+        {"scale": 1.5},
+        {"flow": True},
+        {"probe": [2.0, -2.5]},
+    ):
         key = "field" if "gridN" in change or "scale" in change else "other"
-        before = _call(browser, "[...Bokeh.documents[0].all_models].filter(m => m.type === 'ColumnDataSource')"
-                                ".map(m => JSON.stringify(m.data).length).join(',')")
+        before = _call(
+            browser,
+            "[...Bokeh.documents[0].all_models].filter(m => m.type === 'ColumnDataSource')"
+            ".map(m => JSON.stringify(m.data).length).join(',')",
+        )
         _js(browser, f"{fig}.set({json.dumps(change)})")
         deadline = time.monotonic() + 10
-        while not _js(browser, f"{fig}.flowsCurrent()") and time.monotonic() < deadline:  # flows come from a worker
+        while (
+            not _js(browser, f"{fig}.flowsCurrent()") and time.monotonic() < deadline
+        ):  # flows come from a worker
             time.sleep(0.02)
-        after = _call(browser, "[...Bokeh.documents[0].all_models].filter(m => m.type === 'ColumnDataSource')"
-                               ".map(m => JSON.stringify(m.data).length).join(',')")
+        after = _call(
+            browser,
+            "[...Bokeh.documents[0].all_models].filter(m => m.type === 'ColumnDataSource')"
+            ".map(m => JSON.stringify(m.data).length).join(',')",
+        )
         assert before != after, f"{change} ({key}) changed nothing"
     # the singular line: kappa is infinity, shown as a symbol, never NaN
     st = _js(browser, f"{fig}.set({{mu1: 1.0, mu2: 1.0, probe: [1.0, 1.0], flow: false}})")
     assert st["condition"] is None  # Infinity
-    assert browser.js("[...Bokeh.documents[0].all_models].some(m => m.type === 'Div' && m.text.includes('\u221e'))")
+    assert browser.js(
+        "[...Bokeh.documents[0].all_models].some(m => m.type === 'Div' && m.text.includes('\u221e'))"
+    )
     _no_nan(browser)
 
 

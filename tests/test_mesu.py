@@ -33,7 +33,15 @@ def test_mesu_delta_hand_computed() -> None:
     # dmu    = 2*(-0.01*(-2) + 0.01*(0.1+0.3)/(4*0.25)) = 2*(0.02 + 0.004) = 0.048
     # dsigma = 0.5*0.5*(-0.01*3 + 0.1*(0.25-0.01)/(4*0.25)) = 0.25*(-0.03 + 0.024) = -0.0015
     dmu, ds = mesu_delta(
-        _t(-0.3), _t(0.1), _t(-2.0), _t(3.0), N=4, sigma_prior=0.5, mu_prior=0.1, lr_mu=2.0, lr_sigma=0.5
+        _t(-0.3),
+        _t(0.1),
+        _t(-2.0),
+        _t(3.0),
+        N=4,
+        sigma_prior=0.5,
+        mu_prior=0.1,
+        lr_mu=2.0,
+        lr_sigma=0.5,
     )
     torch.testing.assert_close(dmu, _t(0.048), rtol=0, atol=1e-15)
     torch.testing.assert_close(ds, _t(-0.0015), rtol=0, atol=1e-15)
@@ -43,7 +51,9 @@ def test_optimizer_applies_published_update() -> None:
     p = torch.nn.Parameter(_t(0.5, -0.3))
     opt = MESU([p], sigma_prior=1.0, N=10, sigma_init=0.2, num_samples=1)
     opt.apply_gradients([_t(1.0, -2.0)], [_t(0.5, 3.0)])
-    dmu, ds = mesu_delta(_t(0.5, -0.3), _t(0.2, 0.2), _t(1.0, -2.0), _t(0.5, 3.0), N=10, sigma_prior=1.0)
+    dmu, ds = mesu_delta(
+        _t(0.5, -0.3), _t(0.2, 0.2), _t(1.0, -2.0), _t(0.5, 3.0), N=10, sigma_prior=1.0
+    )
     torch.testing.assert_close(p.detach(), _t(0.5, -0.3) + dmu, rtol=0, atol=1e-15)
     torch.testing.assert_close(opt.sigmas()[0], _t(0.2, 0.2) + ds, rtol=0, atol=1e-15)
     assert abs(float(p.detach()[0]) - (0.5 - 0.042)) < 1e-15
@@ -72,7 +82,9 @@ def test_closure_path_equals_equations_on_recorded_samples() -> None:
     dmu, ds = mesu_delta(mu0, torch.full_like(mu0, 0.3), g_mu, g_sigma, N=7, sigma_prior=0.8)
     torch.testing.assert_close(p.detach(), mu0 + dmu, rtol=0, atol=1e-14)
     torch.testing.assert_close(opt.sigmas()[0], 0.3 + ds, rtol=0, atol=1e-14)
-    torch.testing.assert_close(p.grad, g_mu, rtol=0, atol=1e-14)  # p.grad holds the MC mean gradient
+    torch.testing.assert_close(
+        p.grad, g_mu, rtol=0, atol=1e-14
+    )  # p.grad holds the MC mean gradient
     assert len(seen) == 5 and float(eps.std()) > 0.1  # genuinely sampled
 
 
@@ -81,10 +93,13 @@ def test_closure_path_equals_equations_on_recorded_samples() -> None:
 # ---------------------------------------------------------------------------------------------
 def test_infinite_window_is_first_order_bgd() -> None:
     gen = torch.Generator().manual_seed(0)
-    mu, sigma = torch.randn(50, generator=gen, dtype=D), 0.05 + 0.2 * torch.rand(50, generator=gen, dtype=D)
+    mu, sigma = (
+        torch.randn(50, generator=gen, dtype=D),
+        0.05 + 0.2 * torch.rand(50, generator=gen, dtype=D),
+    )
     gm, gs = torch.randn(50, generator=gen, dtype=D), torch.randn(50, generator=gen, dtype=D)
     dmu, ds = mesu_delta(mu, sigma, gm, gs, N=math.inf, sigma_prior=1.0)
-    torch.testing.assert_close(dmu, -sigma**2 * gm, rtol=0, atol=1e-15)
+    torch.testing.assert_close(dmu, -(sigma**2) * gm, rtol=0, atol=1e-15)
     torch.testing.assert_close(ds, -0.5 * sigma**2 * gs, rtol=0, atol=1e-15)
     # a huge finite window converges to it
     dmu2, ds2 = mesu_delta(mu, sigma, gm, gs, N=1e12, sigma_prior=1.0)
@@ -94,7 +109,9 @@ def test_infinite_window_is_first_order_bgd() -> None:
     mu_b, sigma_b = bgd_update(mu, sigma, gm, gs, eta=1.0)
     torch.testing.assert_close(mu_b, mu + dmu, rtol=0, atol=1e-15)
     diff = sigma_b - (sigma + ds)
-    torch.testing.assert_close(diff, sigma * (torch.sqrt(1 + (sigma * gs / 2) ** 2) - 1), rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(
+        diff, sigma * (torch.sqrt(1 + (sigma * gs / 2) ** 2) - 1), rtol=1e-12, atol=1e-15
+    )
     assert bool((diff >= 0).all()) and bool((diff <= sigma**3 * gs**2 / 8 + 1e-15).all())
 
 
@@ -139,8 +156,14 @@ def test_bgd_sigma_stays_positive_in_float32_for_huge_gradients() -> None:
 # ---------------------------------------------------------------------------------------------
 def _regression(n: int = 40, d: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    x = 0.3 * torch.randn(n, d, generator=gen, dtype=D) * torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=D)
-    y = x @ torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=D) + 0.1 * torch.randn(n, generator=gen, dtype=D)
+    x = (
+        0.3
+        * torch.randn(n, d, generator=gen, dtype=D)
+        * torch.tensor([1.0, 0.5, 2.0, 1.5], dtype=D)
+    )
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=D) + 0.1 * torch.randn(
+        n, generator=gen, dtype=D
+    )
     return x, y
 
 
@@ -197,8 +220,12 @@ def test_infinite_window_variance_collapses_like_one_over_t() -> None:
 
 
 def test_stationary_variance_function() -> None:
-    torch.testing.assert_close(mesu_stationary_variance(_t(2.0, 0.0), 10, 0.5), _t(1 / 24, 0.25), rtol=1e-15, atol=0)
-    torch.testing.assert_close(mesu_stationary_variance(_t(2.0, 0.0), math.inf, 0.5), _t(0.0, 0.25), rtol=0, atol=0)
+    torch.testing.assert_close(
+        mesu_stationary_variance(_t(2.0, 0.0), 10, 0.5), _t(1 / 24, 0.25), rtol=1e-15, atol=0
+    )
+    torch.testing.assert_close(
+        mesu_stationary_variance(_t(2.0, 0.0), math.inf, 0.5), _t(0.0, 0.25), rtol=0, atol=0
+    )
     with pytest.raises(ValueError, match="hessian_diag"):
         mesu_stationary_variance(_t(-1.0), 10, 1.0)
 
@@ -214,7 +241,9 @@ def _one(**kw: object) -> tuple[torch.nn.Parameter, MESU]:
 def test_clamp_grad_clips_to_clamp_over_sigma() -> None:
     p, opt = _one(clamp_grad=0.1)
     opt.apply_gradients([_t(1e3, -1e3)], [_t(1e3, -1e3)])
-    dmu, ds = mesu_delta(_t(0.5, -0.5), _t(0.2, 0.2), _t(0.5, -0.5), _t(0.5, -0.5), N=10, sigma_prior=1.0)
+    dmu, ds = mesu_delta(
+        _t(0.5, -0.5), _t(0.2, 0.2), _t(0.5, -0.5), _t(0.5, -0.5), N=10, sigma_prior=1.0
+    )
     torch.testing.assert_close(p.detach(), _t(0.5, -0.5) + dmu, rtol=0, atol=1e-15)
     torch.testing.assert_close(opt.sigmas()[0], 0.2 + ds, rtol=0, atol=1e-15)
 
@@ -229,7 +258,9 @@ def test_ratio_max_and_sigma_bounds() -> None:
 def test_second_order_divides_both_changes() -> None:
     p, opt = _one(second_order=True)
     opt.apply_gradients([_t(1.0, 1.0)], [_t(2.0, -3.0)])
-    dmu, ds = mesu_delta(_t(0.5, -0.5), _t(0.2, 0.2), _t(1.0, 1.0), _t(2.0, -3.0), N=10, sigma_prior=1.0)
+    dmu, ds = mesu_delta(
+        _t(0.5, -0.5), _t(0.2, 0.2), _t(1.0, 1.0), _t(2.0, -3.0), N=10, sigma_prior=1.0
+    )
     den = 1 + 0.2 * _t(2.0, 3.0)
     torch.testing.assert_close(p.detach(), _t(0.5, -0.5) + dmu / den, rtol=0, atol=1e-15)
     torch.testing.assert_close(opt.sigmas()[0], 0.2 + ds / den, rtol=0, atol=1e-15)
@@ -239,21 +270,29 @@ def test_momentum_is_an_exponential_average() -> None:
     p, opt = _one(momentum_mu=0.5, lr_sigma=0.0)
     opt.apply_gradients([_t(1.0, 1.0)], [_t(0.0, 0.0)])
     # first step uses (1 - 0.5) * g
-    dmu, _ = mesu_delta(_t(0.5, -0.5), _t(0.2, 0.2), _t(0.5, 0.5), _t(0.0, 0.0), N=10, sigma_prior=1.0)
+    dmu, _ = mesu_delta(
+        _t(0.5, -0.5), _t(0.2, 0.2), _t(0.5, 0.5), _t(0.0, 0.0), N=10, sigma_prior=1.0
+    )
     torch.testing.assert_close(p.detach(), _t(0.5, -0.5) + dmu, rtol=0, atol=1e-15)
-    torch.testing.assert_close(opt.sigmas()[0], _t(0.2, 0.2), rtol=0, atol=0)  # lr_sigma = 0 freezes sigma
+    torch.testing.assert_close(
+        opt.sigmas()[0], _t(0.2, 0.2), rtol=0, atol=0
+    )  # lr_sigma = 0 freezes sigma
 
 
 def test_param_groups_have_their_own_window() -> None:
     a, b = torch.nn.Parameter(_t(1.0)), torch.nn.Parameter(_t(1.0))
-    opt = MESU([{"params": [a], "N": 2.0}, {"params": [b]}], N=math.inf, sigma_init=0.5, num_samples=1)
+    opt = MESU(
+        [{"params": [a], "N": 2.0}, {"params": [b]}], N=math.inf, sigma_init=0.5, num_samples=1
+    )
     opt.apply_gradients([_t(0.0), _t(0.0)], [_t(0.0), _t(0.0)])
-    assert float(a.detach()) < 1.0 and float(b.detach()) == 1.0  # only the finite window forgets towards mu_prior = 0
+    assert (
+        float(a.detach()) < 1.0 and float(b.detach()) == 1.0
+    )  # only the finite window forgets towards mu_prior = 0
     assert opt.param_groups[0]["N"] == 2.0 and math.isinf(opt.param_groups[1]["N"])
 
 
 def test_negative_sigma_raises_instead_of_nan() -> None:
-    p, opt = _one()
+    _p, opt = _one()
     with pytest.raises(RuntimeError, match="standard deviation"):
         opt.apply_gradients([_t(0.0, 0.0)], [_t(1e3, 0.0)])
 
@@ -314,7 +353,7 @@ def test_sampled_params_restores_means() -> None:
 # Bad input
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "kw, match",
+    ("kw", "match"),
     [
         ({"N": 0.5}, "memory window"),
         ({"N": 0}, "memory window"),
@@ -364,7 +403,9 @@ def test_mesu_bad_group_and_calls() -> None:
         mesu_delta(_t(0.0), _t(1.0), _t(0.0), _t(0.0), N=2.0, sigma_prior=-1.0)
 
 
-@pytest.mark.parametrize("kw", [{"eta": -1.0}, {"sigma_init": 0.0}, {"num_samples": 0}, {"lr_sigma": -1.0}])
+@pytest.mark.parametrize(
+    "kw", [{"eta": -1.0}, {"sigma_init": 0.0}, {"num_samples": 0}, {"lr_sigma": -1.0}]
+)
 def test_bgd_bad_hyperparameters(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         BGD([torch.nn.Parameter(torch.zeros(2))], **kw)  # type: ignore[arg-type]
@@ -381,7 +422,9 @@ def test_mesu_is_the_first_order_solution_of_the_truncated_posterior_free_energy
         mean = ((1 - 1 / N) * mu0 / s0**2 + mp / (N * sp**2) + h * m) / prec
         exact = torch.tensor([mean - mu0, prec**-0.5 - s0], dtype=torch.float64)
         t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
-        dmu, dsig = mesu_delta(t(mu0), t(s0), t(h * (mu0 - m)), t(h * s0), N=N, sigma_prior=sp, mu_prior=mp)
+        dmu, dsig = mesu_delta(
+            t(mu0), t(s0), t(h * (mu0 - m)), t(h * s0), N=N, sigma_prior=sp, mu_prior=mp
+        )
         rel.append((torch.stack([dmu, dsig]) - exact).abs() / exact.abs())
     for a, b in zip(rel, rel[1:]):
         assert bool(((b / a > 0.4) & (b / a < 0.6)).all())  # relative error O(1/N)

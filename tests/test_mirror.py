@@ -34,11 +34,27 @@ M = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 3.0]], dtype=D)
 
 def maps_and_points() -> list[tuple[object, torch.Tensor, torch.Tensor]]:
     return [
-        (EuclideanMap(), torch.tensor([0.3, -1.0, 2.0], dtype=D), torch.tensor([1.0, 0.5, -0.5], dtype=D)),
-        (QuadraticMap(M), torch.tensor([0.3, -1.0, 2.0], dtype=D), torch.tensor([1.0, 0.5, -0.5], dtype=D)),
-        (NegativeEntropy(), torch.tensor([0.2, 0.5, 0.3], dtype=D), torch.tensor([0.6, 0.1, 0.3], dtype=D)),
+        (
+            EuclideanMap(),
+            torch.tensor([0.3, -1.0, 2.0], dtype=D),
+            torch.tensor([1.0, 0.5, -0.5], dtype=D),
+        ),
+        (
+            QuadraticMap(M),
+            torch.tensor([0.3, -1.0, 2.0], dtype=D),
+            torch.tensor([1.0, 0.5, -0.5], dtype=D),
+        ),
+        (
+            NegativeEntropy(),
+            torch.tensor([0.2, 0.5, 0.3], dtype=D),
+            torch.tensor([0.6, 0.1, 0.3], dtype=D),
+        ),
         (ExponentialFamilyMap(Gaussian), Gaussian(0.7, 1.3).mean, Gaussian(-0.4, 0.8).mean),
-        (ExponentialFamilyMap(Categorical), torch.tensor([0.2, 0.5], dtype=D), torch.tensor([0.6, 0.1], dtype=D)),
+        (
+            ExponentialFamilyMap(Categorical),
+            torch.tensor([0.2, 0.5], dtype=D),
+            torch.tensor([0.6, 0.1], dtype=D),
+        ),
         (ExponentialFamilyMap(Gamma, "natural"), Gamma(3.2, 1.7).natural, Gamma(0.4, 2.0).natural),
     ]
 
@@ -64,11 +80,20 @@ def test_special_bregman_divergences() -> None:
     torch.testing.assert_close(EuclideanMap().bregman(x, y), 0.5 * ((x - y) ** 2).sum())
     torch.testing.assert_close(QuadraticMap(M).bregman(x, y), 0.5 * (x - y) @ M @ (x - y))
     p, q = torch.tensor([0.2, 0.5, 0.3], dtype=D), torch.tensor([0.6, 0.1, 0.3], dtype=D)
-    torch.testing.assert_close(NegativeEntropy().bregman(p, q), (p * torch.log(p / q)).sum(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        NegativeEntropy().bregman(p, q), (p * torch.log(p / q)).sum(), rtol=1e-12, atol=1e-14
+    )
     # mean coordinates: B_{A*}(mu_p||mu_q) = KL(p||q); natural coordinates: the arguments swap
     a, b = Gamma(3.2, 1.7), Gamma(0.4, 2.0)
-    torch.testing.assert_close(ExponentialFamilyMap(Gamma).bregman(a.mean, b.mean), a.kl(b), rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(ExponentialFamilyMap(Gamma, "natural").bregman(b.natural, a.natural), a.kl(b), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ExponentialFamilyMap(Gamma).bregman(a.mean, b.mean), a.kl(b), rtol=1e-9, atol=1e-12
+    )
+    torch.testing.assert_close(
+        ExponentialFamilyMap(Gamma, "natural").bregman(b.natural, a.natural),
+        a.kl(b),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize(("mm", "x", "y"), maps_and_points(), ids=IDS)
@@ -122,7 +147,9 @@ def test_exponentiated_gradient_is_categorical_mirror_descent_and_natural_gradie
     full = lambda mu: torch.cat([mu, (1 - mu.sum()).reshape(1)])  # noqa: E731
     loss_mu = lambda mu: _simplex_loss(full(mu))  # noqa: E731
     md = mirror_descent(ExponentialFamilyMap(Categorical), grad(loss_mu), x0[:2], lr, steps)
-    ngd = natural_gradient_descent_natural(Categorical, loss_mu, Categorical.natural_from_mean(x0[:2]), lr, steps)
+    ngd = natural_gradient_descent_natural(
+        Categorical, loss_mu, Categorical.natural_from_mean(x0[:2]), lr, steps
+    )
     torch.testing.assert_close(eg[:, :2], md, rtol=0, atol=1e-12)
     probs = torch.stack([Categorical.mean_from_natural(e) for e in ngd])
     torch.testing.assert_close(probs, md, rtol=0, atol=1e-12)
@@ -135,7 +162,9 @@ def test_exponentiated_gradient_is_categorical_mirror_descent_and_natural_gradie
     # one EG step by the closed form
     g = grad(_simplex_loss)(x0)
     want = x0 * torch.exp(-lr * g)
-    torch.testing.assert_close(exponentiated_gradient_step(x0, g, lr), want / want.sum(), rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(
+        exponentiated_gradient_step(x0, g, lr), want / want.sum(), rtol=1e-14, atol=1e-15
+    )
 
 
 def _duality_problem(family):  # type: ignore[no-untyped-def]
@@ -144,7 +173,9 @@ def _duality_problem(family):  # type: ignore[no-untyped-def]
         Gaussian: Gaussian(0.5, 1.5),
         Poisson: Poisson(2.0),
         Bernoulli: Bernoulli(0.3),
-        MultivariateGaussian: MultivariateGaussian(torch.tensor([0.1, -0.2], dtype=D), torch.tensor([[1.0, 0.3], [0.3, 0.8]], dtype=D)),
+        MultivariateGaussian: MultivariateGaussian(
+            torch.tensor([0.1, -0.2], dtype=D), torch.tensor([[1.0, 0.3], [0.3, 0.8]], dtype=D)
+        ),
         Gamma: Gamma(2.0, 1.5),
     }[family]
     target = start.mean * 1.1 + 0.05
@@ -166,7 +197,9 @@ def test_mirror_descent_with_kl_proximity_is_natural_gradient_descent(family) ->
 
 
 @pytest.mark.parametrize("family", [Gaussian, Poisson, Bernoulli, MultivariateGaussian, Gamma])
-def test_mirror_descent_with_log_partition_is_natural_gradient_descent_in_mean_coordinates(family) -> None:  # type: ignore[no-untyped-def]
+def test_mirror_descent_with_log_partition_is_natural_gradient_descent_in_mean_coordinates(
+    family,
+) -> None:  # type: ignore[no-untyped-def]
     """The dual statement: MD with phi = A on eta is NGD in mu (Fisher pulled back to the mean chart)."""
     start, loss_of_mean = _duality_problem(family)
 
@@ -174,8 +207,13 @@ def test_mirror_descent_with_log_partition_is_natural_gradient_descent_in_mean_c
         return loss_of_mean(family.mean_from_natural(family.natural_from_params(theta)))
 
     steps, lr = 8, 0.1
-    md = mirror_descent(ExponentialFamilyMap(family, coordinates="natural"),
-                        grad(lambda eta: loss_of_mean(family.mean_from_natural(eta))), start.natural, lr, steps)
+    md = mirror_descent(
+        ExponentialFamilyMap(family, coordinates="natural"),
+        grad(lambda eta: loss_of_mean(family.mean_from_natural(eta))),
+        start.natural,
+        lr,
+        steps,
+    )
     q, ngd = start, [start.mean]
     for _ in range(steps):
         q = natural_step(q, loss_of_params, "mean", lr)
@@ -184,7 +222,9 @@ def test_mirror_descent_with_log_partition_is_natural_gradient_descent_in_mean_c
     torch.testing.assert_close(md_mean, torch.stack(ngd), rtol=1e-10, atol=1e-10)
     # the proximity term of the step is KL(q_t || q_{t+1})
     prox = ExponentialFamilyMap(family, coordinates="natural").bregman(md[1], md[0])
-    torch.testing.assert_close(prox, family.from_natural(md[0]).kl(family.from_natural(md[1])), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        prox, family.from_natural(md[0]).kl(family.from_natural(md[1])), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_exponentiated_gradient_with_entropy_converges_geometrically_to_gibbs() -> None:
@@ -270,22 +310,46 @@ def test_learning_rate_schedules() -> None:
         (lambda: mirror_step(EuclideanMap(), torch.zeros(2), torch.zeros(2), 0.0), "lr"),
         (lambda: mirror_step(EuclideanMap(), torch.zeros(2), torch.zeros(2), float("nan")), "lr"),
         (lambda: mirror_step(EuclideanMap(), torch.zeros(2), torch.zeros(3), 0.1), "grad"),
-        (lambda: mirror_step(EuclideanMap(), torch.zeros(2), torch.tensor([float("nan"), 0.0]), 0.1), "grad"),
+        (
+            lambda: mirror_step(
+                EuclideanMap(), torch.zeros(2), torch.tensor([float("nan"), 0.0]), 0.1
+            ),
+            "grad",
+        ),
         (lambda: mirror_step("not a map", torch.zeros(2), torch.zeros(2), 0.1), "mirror_map"),
-        (lambda: mirror_step(NegativeEntropy(), torch.tensor([0.5, 0.6]), torch.zeros(2), 0.1), "x"),
+        (
+            lambda: mirror_step(NegativeEntropy(), torch.tensor([0.5, 0.6]), torch.zeros(2), 0.1),
+            "x",
+        ),
         (lambda: exponentiated_gradient_step(torch.tensor([1.0, 0.0]), torch.zeros(2), 0.1), "x"),
         (lambda: mirror_descent(EuclideanMap(), lambda x: x, torch.zeros(2), -1.0, 3), "lr"),
         (lambda: mirror_descent(EuclideanMap(), lambda x: x, torch.zeros(2), 0.1, -1), "steps"),
         (lambda: mirror_descent(EuclideanMap(), lambda x: x, torch.zeros(2), [0.1], 3), "lr"),
-        (lambda: mirror_descent(EuclideanMap(), lambda x: x[:1], torch.zeros(2), 0.1, 3), "grad_fn"),
-        (lambda: mirror_descent(ExponentialFamilyMap(Gaussian), lambda x: x, torch.tensor([0.0, -1.0]), 0.1, 3), "x0"),
+        (
+            lambda: mirror_descent(EuclideanMap(), lambda x: x[:1], torch.zeros(2), 0.1, 3),
+            "grad_fn",
+        ),
+        (
+            lambda: mirror_descent(
+                ExponentialFamilyMap(Gaussian), lambda x: x, torch.tensor([0.0, -1.0]), 0.1, 3
+            ),
+            "x0",
+        ),
         (lambda: QuadraticMap(torch.tensor([[1.0, 2.0], [2.0, 1.0]])), "matrix"),
         (lambda: ExponentialFamilyMap(int), "family"),
         (lambda: ExponentialFamilyMap(Gaussian, "usual"), "coordinates"),
-        (lambda: natural_gradient_descent_natural(Gaussian, lambda mu: mu.sum(), torch.tensor([0.0, 1.0]), 0.1, 3), "eta0"),
+        (
+            lambda: natural_gradient_descent_natural(
+                Gaussian, lambda mu: mu.sum(), torch.tensor([0.0, 1.0]), 0.1, 3
+            ),
+            "eta0",
+        ),
         (lambda: project_simplex(torch.tensor(float("inf"))), "v"),
         (lambda: projected_gradient_descent(lambda x: x, torch.tensor([0.5, 0.6]), 0.1, 3), "x0"),
-        (lambda: bregman_divergence(lambda x: (x**2).sum(), torch.zeros(2), torch.zeros(3)), "x and y"),
+        (
+            lambda: bregman_divergence(lambda x: (x**2).sum(), torch.zeros(2), torch.zeros(3)),
+            "x and y",
+        ),
     ],
 )
 def test_bad_input_raises_naming_the_argument(call, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -296,10 +360,14 @@ def test_bad_input_raises_naming_the_argument(call, name: str) -> None:  # type:
 def test_exponential_family_exercise_self_checks() -> None:
     from igbook.exercises import exponential_families as ex
 
-    assert ex.check_bernoulli_natural_gradient_step(lambda p, g, rho: 1 / (1 + math.exp(-(math.log(p / (1 - p)) - rho * g))))
+    assert ex.check_bernoulli_natural_gradient_step(
+        lambda p, g, rho: 1 / (1 + math.exp(-(math.log(p / (1 - p)) - rho * g)))
+    )
     fb = ex.check_bernoulli_natural_gradient_step(lambda p, g, rho: p - rho * p * (1 - p) * g)
     assert not fb and "coordinate p" in fb.message
-    fb = ex.check_bernoulli_natural_gradient_step(lambda p, g, rho: 1 / (1 + math.exp(-(math.log(p / (1 - p)) - rho * p * (1 - p) * g))))
+    fb = ex.check_bernoulli_natural_gradient_step(
+        lambda p, g, rho: 1 / (1 + math.exp(-(math.log(p / (1 - p)) - rho * p * (1 - p) * g)))
+    )
     assert not fb and "Euclidean gradient" in fb.message
 
     def hess(e1: float, e2: float) -> torch.Tensor:
@@ -308,14 +376,19 @@ def test_exponential_family_exercise_self_checks() -> None:
 
     assert ex.check_gaussian_hessian_of_log_partition(hess)
     assert not ex.check_gaussian_hessian_of_log_partition(lambda e1, e2: torch.eye(2))
+
     def fisher_gamma(a, b):  # type: ignore[no-untyped-def]
         return [[float(torch.polygamma(1, torch.tensor(a))), 1 / b], [1 / b, a / b**2]]
 
     assert ex.check_gamma_fisher_natural(fisher_gamma)
-    fb = ex.check_gamma_fisher_natural(lambda a, b: [[float(torch.polygamma(1, torch.tensor(a))), -1 / b], [-1 / b, a / b**2]])
+    fb = ex.check_gamma_fisher_natural(
+        lambda a, b: [[float(torch.polygamma(1, torch.tensor(a))), -1 / b], [-1 / b, a / b**2]]
+    )
     assert "sign" in fb.message
     assert ex.check_poisson_bregman(lambda p, q: p * math.log(p / q) - p + q)
-    assert "KL(q || p)" in ex.check_poisson_bregman(lambda p, q: q * math.log(q / p) - q + p).message
+    assert (
+        "KL(q || p)" in ex.check_poisson_bregman(lambda p, q: q * math.log(q / p) - q + p).message
+    )
     stable = lambda x, g, lr: torch.softmax(torch.log(x) - lr * g, -1)  # noqa: E731
     assert ex.check_exponentiated_gradient_step(stable)
     fb = ex.check_exponentiated_gradient_step(lambda x, g, lr: x * torch.exp(-lr * g))
@@ -333,4 +406,7 @@ def test_a_step_that_leaves_the_domain_raises() -> None:
     with pytest.raises(ValueError, match="reduce lr"):
         natural_gradient_descent_natural(Gaussian, lambda mu: g @ mu, start.natural, 0.2, 3)
     # a small enough step is fine
-    assert Gaussian.from_mean(mirror_step(ExponentialFamilyMap(Gaussian), start.mean, g, 0.05)).sigma > 0
+    assert (
+        Gaussian.from_mean(mirror_step(ExponentialFamilyMap(Gaussian), start.mean, g, 0.05)).sigma
+        > 0
+    )

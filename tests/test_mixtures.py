@@ -41,7 +41,9 @@ def test_fisher_matches_autograd_scores_and_hessians_at_the_nodes() -> None:
 
         f = mx.fisher(theta, sigma)
         torch.testing.assert_close(score_covariance(lp, theta, x, w), f, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(expected_negative_hessian(lp, theta, x, w), f, rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(
+            expected_negative_hessian(lp, theta, x, w), f, rtol=1e-10, atol=1e-13
+        )
 
 
 def test_score_and_hessian_closed_forms_match_autograd() -> None:
@@ -69,8 +71,19 @@ def test_fisher_matches_adaptive_quadrature_reference() -> None:
             sc = (a / p * (x - m1) / s**2, b / p * (x - m2) / s**2)
             return p * sc[i] * sc[j]
 
-        ref = [integrate.quad(integrand, min(m1, m2) - 12, max(m1, m2) + 12, args=ij, epsabs=1e-14, epsrel=1e-13,
-                              limit=500, points=[m1, m2, 0.5 * (m1 + m2)])[0] for ij in ((0, 0), (0, 1))]
+        ref = [
+            integrate.quad(
+                integrand,
+                min(m1, m2) - 12,
+                max(m1, m2) + 12,
+                args=ij,
+                epsabs=1e-14,
+                epsrel=1e-13,
+                limit=500,
+                points=[m1, m2, 0.5 * (m1 + m2)],
+            )[0]
+            for ij in ((0, 0), (0, 1))
+        ]
         f = mx.fisher(t(m1, m2), s)
         worst = max(worst, abs(float(f[0, 0]) - ref[0]), abs(float(f[0, 1]) - ref[1]))
     assert worst < 1e-12, worst
@@ -78,10 +91,13 @@ def test_fisher_matches_adaptive_quadrature_reference() -> None:
 
 def test_fisher_matches_monte_carlo_within_its_standard_error() -> None:
     for theta, sigma in [(t(0.3, -0.9), 0.8), (t(0.0, 0.25), 1.0), (t(-2.0, 2.0), 1.0)]:
+
         def lp(th: torch.Tensor, xx: torch.Tensor, s: float = sigma) -> torch.Tensor:
             return mx.log_prob_single(th, xx, s)
 
-        def sampler(n: int, g: torch.Generator, th: torch.Tensor = theta, s: float = sigma) -> torch.Tensor:
+        def sampler(
+            n: int, g: torch.Generator, th: torch.Tensor = theta, s: float = sigma
+        ) -> torch.Tensor:
             return mx.sample(n, th, s, generator=g)
 
         f_mc, se = fisher_monte_carlo(lp, theta, sampler, 100_000, seed=3)
@@ -101,12 +117,16 @@ def test_fisher_is_the_hessian_of_kl_by_finite_differences() -> None:
         fd = torch.zeros(2, 2, dtype=D)
         for i in range(2):
             for j in range(2):
-                fd[i, j] = (kl(e[i] + e[j]) - kl(e[i] - e[j]) - kl(-e[i] + e[j]) + kl(-e[i] - e[j])) / (4 * h * h)
+                fd[i, j] = (
+                    kl(e[i] + e[j]) - kl(e[i] - e[j]) - kl(-e[i] + e[j]) + kl(-e[i] - e[j])
+                ) / (4 * h * h)
         torch.testing.assert_close(fd, f, rtol=1e-4, atol=1e-6)
 
 
 def test_trapezoid_rule_is_converged_and_beats_gauss_hermite() -> None:
-    theta = torch.stack([torch.zeros(7, dtype=D), torch.tensor([0.1, 1, 3, 5, 6.5, 8, 10], dtype=D)], -1)
+    theta = torch.stack(
+        [torch.zeros(7, dtype=D), torch.tensor([0.1, 1, 3, 5, 6.5, 8, 10], dtype=D)], -1
+    )
     coarse = mx.fisher(theta, 1.0)
     fine = mx.fisher(theta, 1.0, rule=mx.trapezoid_rule(0.05, 9.0))
     assert float((coarse - fine).abs().max()) < 1e-13
@@ -118,16 +138,22 @@ def test_trapezoid_rule_is_converged_and_beats_gauss_hermite() -> None:
 # ----------------------------------------------------------------------------- geometry
 @settings(max_examples=40, deadline=None)
 @given(st.floats(-5, 5), st.floats(-5, 5), st.floats(0.2, 3.0))
-def test_fisher_symmetric_psd_forms_equal_and_scale_invariant(m1: float, m2: float, sigma: float) -> None:
+def test_fisher_symmetric_psd_forms_equal_and_scale_invariant(
+    m1: float, m2: float, sigma: float
+) -> None:
     theta = t(m1, m2)
     f = mx.fisher(theta, sigma)
     torch.testing.assert_close(f, f.T, rtol=0, atol=0)
     assert abs(float(f[0, 0] - f[1, 1])) <= 1e-12 / sigma**2  # reflection symmetry: F11 = F22
     assert float(torch.linalg.eigvalsh(f)[0]) >= -1e-14 / sigma**2
-    torch.testing.assert_close(mx.fisher(theta, sigma, form="hessian"), f, rtol=0, atol=1e-12 / sigma**2)
+    torch.testing.assert_close(
+        mx.fisher(theta, sigma, form="hessian"), f, rtol=0, atol=1e-12 / sigma**2
+    )
     # translation and scale: F(c theta + b; c sigma) = F(theta; sigma) / c^2
     c, b = 1.7, -0.6
-    torch.testing.assert_close(mx.fisher(c * theta + b, c * sigma), f / c**2, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(
+        mx.fisher(c * theta + b, c * sigma), f / c**2, rtol=1e-10, atol=1e-13
+    )
 
 
 def test_eigenvectors_are_mean_shift_and_exchange() -> None:
@@ -176,7 +202,9 @@ def test_well_separated_limit() -> None:
         approx = mx.large_separation_fisher(theta, sigma)
         far = torch.eye(2, dtype=D) / (2 * sigma**2)
         corr_true, corr_approx = f - far, approx - far
-        assert float((corr_true - corr_approx).abs().max()) <= 6 / d**2 * float(corr_approx.abs().max())
+        assert float((corr_true - corr_approx).abs().max()) <= 6 / d**2 * float(
+            corr_approx.abs().max()
+        )
     f = mx.fisher(t(-3.0, 3.0), 0.3)  # 20 sigma apart
     torch.testing.assert_close(f, torch.eye(2, dtype=D) / (2 * 0.09), rtol=0, atol=1e-14)
 
@@ -185,7 +213,11 @@ def test_isotropic_separation() -> None:
     d = mx.ISOTROPIC_SEPARATION
     f = mx.fisher(t(0.0, d), 1.0)
     assert abs(float(f[0, 1])) < 1e-13
-    assert float(mx.fisher(t(0.0, d - 0.1), 1.0)[0, 1]) > 0 > float(mx.fisher(t(0.0, d + 0.1), 1.0)[0, 1])
+    assert (
+        float(mx.fisher(t(0.0, d - 0.1), 1.0)[0, 1])
+        > 0
+        > float(mx.fisher(t(0.0, d + 0.1), 1.0)[0, 1])
+    )
 
 
 def test_ellipse_outlines_are_level_sets() -> None:
@@ -233,7 +265,9 @@ def test_natural_gradient_field_matches_dense_solve() -> None:
         f = mx.fisher(pts[k], 1.0)
         torch.testing.assert_close(ng[k], natural_gradient(f, g[k]), rtol=1e-10, atol=1e-12)
     _, ngd = mx.natural_gradient_field(pts, loss, damping=0.1)
-    torch.testing.assert_close(ngd[0], natural_gradient(mx.fisher(pts[0], 1.0), g[0], damping=0.1), rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        ngd[0], natural_gradient(mx.fisher(pts[0], 1.0), g[0], damping=0.1), rtol=1e-10, atol=0
+    )
 
 
 def test_gradient_angles_far_and_near_the_singularity() -> None:
@@ -262,7 +296,7 @@ def test_flows_reach_the_target_or_its_mirror() -> None:
 
 # ----------------------------------------------------------------------------- bad inputs
 @pytest.mark.parametrize(
-    "call, exc, match",
+    ("call", "exc", "match"),
     [
         (lambda: mx.fisher(t(1.0, 2.0, 3.0)), ValueError, "last axis of size 2"),
         (lambda: mx.fisher(t(1.0, float("nan"))), ValueError, "finite"),
@@ -271,33 +305,67 @@ def test_flows_reach_the_target_or_its_mirror() -> None:
         (lambda: mx.fisher(t(1.0, 2.0), form="outer"), ValueError, "form"),
         (lambda: mx.fisher(t(1.0, 2.0), rule="trapezoid"), TypeError, "QuadratureRule"),
         (lambda: mx.fisher("abc"), TypeError, "theta"),
-        (lambda: mx.fisher(torch.zeros(3, 2, dtype=D), torch.ones(4, dtype=D)), ValueError, "broadcast"),
+        (
+            lambda: mx.fisher(torch.zeros(3, 2, dtype=D), torch.ones(4, dtype=D)),
+            ValueError,
+            "broadcast",
+        ),
         (lambda: mx.trapezoid_rule(h=0.0), ValueError, "h must be"),
         (lambda: mx.trapezoid_rule(h=5.0, half_width=1.0), ValueError, "nodes per side"),
         (lambda: mx.gauss_hermite_rule(0), ValueError, "n must be"),
         (lambda: mx.QuadratureRule(t(0.0, 1.0), t(0.3, 0.3)), ValueError, "sum to 1"),
         (lambda: mx.sample(0, t(0.0, 1.0)), ValueError, "n must be"),
-        (lambda: mx.sample(5, t(0.0, 1.0), seed=1, generator=torch.Generator()), ValueError, "either seed"),
+        (
+            lambda: mx.sample(5, t(0.0, 1.0), seed=1, generator=torch.Generator()),
+            ValueError,
+            "either seed",
+        ),
         (lambda: mx.sample(5, torch.zeros(2, 2, dtype=D)), ValueError, "shape"),
         (lambda: mx.parameter_grid(1.0, 1.0, 5), ValueError, "low < high"),
         (lambda: mx.parameter_grid(0.0, 1.0, 1), ValueError, "n must be"),
         (lambda: mx.fisher_eigen(torch.eye(3, dtype=D)), ValueError, r"\(\.\.\., 2, 2\)"),
         (lambda: mx.condition_number(torch.zeros(2, 2, dtype=D)), ValueError, "zero matrix"),
         (lambda: mx.ellipse_outlines(t(0.0, 0.0), torch.eye(2, dtype=D), 0.0), ValueError, "eps"),
-        (lambda: mx.ellipse_outlines(torch.zeros(3, 2, dtype=D), torch.eye(2, dtype=D).expand(2, 2, 2)),
-         ValueError, "must match"),
+        (
+            lambda: mx.ellipse_outlines(
+                torch.zeros(3, 2, dtype=D), torch.eye(2, dtype=D).expand(2, 2, 2)
+            ),
+            ValueError,
+            "must match",
+        ),
         (lambda: mx.KLToTarget(torch.zeros(2, 2, dtype=D)), ValueError, "target must have shape"),
         (lambda: mx.KLToTarget(t(0.0, 1.0), sigma=-1.0), ValueError, "sigma"),
         (lambda: mx.NegativeLogLikelihood(torch.zeros(0, dtype=D)), ValueError, "non-empty"),
-        (lambda: mx.natural_gradient_field(t(0.5, 0.5), mx.KLToTarget(t(0.0, 1.0))), ValueError, "singular"),
-        (lambda: mx.natural_gradient_field(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), damping=-1.0), ValueError,
-         "damping"),
+        (
+            lambda: mx.natural_gradient_field(t(0.5, 0.5), mx.KLToTarget(t(0.0, 1.0))),
+            ValueError,
+            "singular",
+        ),
+        (
+            lambda: mx.natural_gradient_field(
+                t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), damping=-1.0
+            ),
+            ValueError,
+            "damping",
+        ),
         (lambda: mx.natural_gradient_field(t(0.5, 0.1), "kl"), TypeError, "MixtureLoss"),
         (lambda: mx.gradient_angle(t(0.0, 0.0), t(1.0, 0.0)), ValueError, "non-zero"),
-        (lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), method="adam"), ValueError, "method"),
-        (lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), damping=0.0), ValueError, "damping"),
+        (
+            lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), method="adam"),
+            ValueError,
+            "method",
+        ),
+        (
+            lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), damping=0.0),
+            ValueError,
+            "damping",
+        ),
         (lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), steps=0), ValueError, "steps"),
-        (lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), dt=float("inf")), ValueError, "dt"),
+        (
+            lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), dt=float("inf")),
+            ValueError,
+            "dt",
+        ),
         (lambda: mx.flow(t(0.5, 0.1), mx.KLToTarget(t(0.0, 1.0)), steps=2.5), TypeError, "steps"),
     ],
 )
@@ -317,18 +385,28 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers() -> None:
     assert ex.check_mixture_score(score)
     no_r = ex.check_mixture_score(lambda x, m1, m2, s: [(x - m1) / s**2, (x - m2) / s**2])
     assert not no_r and "responsibility" in no_r.message
-    assert ex.check_exchange_score(lambda x, m, e, s: ((x - m) / s * math.tanh(e * (x - m) / s**2) - e / s) / s)
-    assert not ex.check_exchange_score(lambda x, m, e, s: e * ((x - m) ** 2 / s**2 - 1) / s**2 + 0.1)
+    assert ex.check_exchange_score(
+        lambda x, m, e, s: ((x - m) / s * math.tanh(e * (x - m) / s**2) - e / s) / s
+    )
+    assert not ex.check_exchange_score(
+        lambda x, m, e, s: e * ((x - m) ** 2 / s**2 - 1) / s**2 + 0.1
+    )
     assert ex.check_singularity_constants(0.25, 2.0)
-    assert not ex.check_singularity_constants(0.5, 2.0) and not ex.check_singularity_constants(0.25, 4.0)
+    assert not ex.check_singularity_constants(0.5, 2.0) and not ex.check_singularity_constants(
+        0.25, 4.0
+    )
     assert ex.check_isotropic_separation(1.6363) and not ex.check_isotropic_separation(1.5)
     assert not ex.check_isotropic_separation("1.6")  # type: ignore[arg-type]
     assert ex.check_singular_speed_exponent(1) and not ex.check_singular_speed_exponent(2)
     # the explorer exercise: kappa(F) = 50 at the separation found by bisection; kappa ~ 2 / delta^2
     d50 = ex.condition_separation(50.0)
-    k = float(mx.condition_number(mx.fisher(torch.tensor([-d50 / 2, d50 / 2], dtype=torch.float64), 1.0)))
+    k = float(
+        mx.condition_number(mx.fisher(torch.tensor([-d50 / 2, d50 / 2], dtype=torch.float64), 1.0))
+    )
     assert abs(k - 50.0) < 1e-6 and abs(d50 - math.sqrt(2 / 50)) < 0.01
-    assert ex.check_explorer_condition_separation(0.2) and not ex.check_explorer_condition_separation(0.25)
+    assert ex.check_explorer_condition_separation(
+        0.2
+    ) and not ex.check_explorer_condition_separation(0.25)
     assert "half the separation" in ex.check_explorer_condition_separation(0.1).message
     assert "square root" in ex.check_explorer_condition_separation(0.04).message
     assert not ex.check_explorer_condition_separation(float("nan"))
@@ -339,7 +417,9 @@ def test_flow_pair_equals_the_two_flows() -> None:
     seeds = torch.tensor([[-2.0, 0.5], [1.0, 2.5], [0.3, -0.2], [2.0, 2.1]], dtype=torch.float64)
     nat = mx.flow(seeds, loss, method="natural", steps=25, dt=0.15, damping=1e-3, max_step=0.2)
     euc = mx.flow(seeds, loss, method="euclidean", steps=25, dt=0.3, max_step=0.2)
-    n2, e2 = mx.flow_pair(seeds, loss, steps=25, dt_natural=0.15, dt_euclidean=0.3, damping=1e-3, max_step=0.2)
+    n2, e2 = mx.flow_pair(
+        seeds, loss, steps=25, dt_natural=0.15, dt_euclidean=0.3, damping=1e-3, max_step=0.2
+    )
     torch.testing.assert_close(n2, nat, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(e2, euc, rtol=1e-10, atol=1e-12)
     assert n2.shape == (26, 4, 2)

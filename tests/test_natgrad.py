@@ -41,7 +41,9 @@ def test_dense_natural_gradient_solves_the_damped_system(n: int, seed: int, lam:
     g = torch.randn(n, generator=torch.Generator().manual_seed(seed + 1), dtype=D)
     x = ng.natural_gradient(f, g, damping=lam)
     torch.testing.assert_close((f + lam * torch.eye(n, dtype=D)) @ x, g, rtol=1e-9, atol=1e-10)
-    torch.testing.assert_close(x, torch.linalg.solve(f + lam * torch.eye(n, dtype=D), g), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(
+        x, torch.linalg.solve(f + lam * torch.eye(n, dtype=D), g), rtol=1e-9, atol=1e-10
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -103,27 +105,45 @@ def test_fisher_in_charts_closed_forms() -> None:
     s2 = 1.3**2
     torch.testing.assert_close(ng.fisher_in_chart(g, "params"), torch.diag(t(1 / s2, 2 / s2)))
     torch.testing.assert_close(ng.fisher_in_chart(g, "log_sigma"), torch.diag(t(1 / s2, 2.0)))
-    torch.testing.assert_close(ng.fisher_in_chart(g, "variance"), torch.diag(t(1 / s2, 1 / (2 * s2**2))))
-    torch.testing.assert_close(ng.fisher_in_chart(g, "natural"), g.fisher_natural(), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(ng.fisher_in_chart(g, "mean"), g.fisher_mean(), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        ng.fisher_in_chart(g, "variance"), torch.diag(t(1 / s2, 1 / (2 * s2**2)))
+    )
+    torch.testing.assert_close(
+        ng.fisher_in_chart(g, "natural"), g.fisher_natural(), rtol=1e-10, atol=1e-12
+    )
+    torch.testing.assert_close(
+        ng.fisher_in_chart(g, "mean"), g.fisher_mean(), rtol=1e-10, atol=1e-12
+    )
     p = Poisson(2.5)
     torch.testing.assert_close(ng.fisher_in_chart(p, "log_rate"), t(2.5).reshape(1, 1))
     for dist in (Bernoulli(0.3), Categorical(t(0.2, 0.5, 0.3)), Exponential(1.7)):
-        torch.testing.assert_close(ng.fisher_in_chart(dist, "natural"), dist.fisher_natural(), rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            ng.fisher_in_chart(dist, "natural"), dist.fisher_natural(), rtol=1e-10, atol=1e-12
+        )
 
 
 def test_internal_pullback_matches_reparameterized_fisher() -> None:
     loss = ng.kl_loss(Gaussian(0.0, 1.0))
     for chart in ng.chart_names(Gaussian):
         a = ng.natural_gradient_at(Gaussian(0.4, 0.7), loss, chart)
-        torch.testing.assert_close(a.fisher, ng.fisher_in_chart(Gaussian(0.4, 0.7), chart), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(
+            a.fisher, ng.fisher_in_chart(Gaussian(0.4, 0.7), chart), rtol=1e-12, atol=1e-12
+        )
 
 
 def test_charts_round_trip() -> None:
-    for dist in (Gaussian(0.4, 0.7), Bernoulli(0.3), Poisson(2.0), Exponential(0.5), Categorical(t(0.2, 0.5, 0.3))):
+    for dist in (
+        Gaussian(0.4, 0.7),
+        Bernoulli(0.3),
+        Poisson(2.0),
+        Exponential(0.5),
+        Categorical(t(0.2, 0.5, 0.3)),
+    ):
         for name in ng.chart_names(dist):
             c = ng.chart(dist, name)
-            torch.testing.assert_close(c.to_params(c.from_params(dist.params)), dist.params, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(
+                c.to_params(c.from_params(dist.params)), dist.params, rtol=1e-12, atol=1e-12
+            )
 
 
 # ----------------------------------------------------------------------------- invariance
@@ -148,10 +168,16 @@ def test_small_step_trajectories_coincide() -> None:
     d0 = Gaussian(1.5, 0.6)
     gaps = []
     for lr, steps in ((0.02, 50), (0.01, 100)):
-        runs = [ng.descend(d0, loss, c, lr=lr, steps=steps).params for c in ("params", "log_sigma", "natural")]
+        runs = [
+            ng.descend(d0, loss, c, lr=lr, steps=steps).params
+            for c in ("params", "log_sigma", "natural")
+        ]
         gaps.append(max(float((r - runs[0]).norm(dim=-1).max()) for r in runs))
     assert gaps[1] < 0.6 * gaps[0] and gaps[1] < 0.02  # O(lr): the same continuous-time flow
-    eruns = [ng.descend(d0, loss, c, method="euclidean", lr=0.01, steps=100).params for c in ("params", "log_sigma")]
+    eruns = [
+        ng.descend(d0, loss, c, method="euclidean", lr=0.01, steps=100).params
+        for c in ("params", "log_sigma")
+    ]
     assert float((eruns[0] - eruns[1]).norm(dim=-1).max()) > 10 * gaps[1]
 
 
@@ -185,14 +211,24 @@ def test_kl_proximal_step_agrees_with_natural_step_to_second_order() -> None:
     d0 = Gaussian(0.5, 0.8)
     for kd in ("new_old", "old_new"):
         for chart in ("params", "log_sigma", "natural"):
-            diffs = [float((ng.kl_proximal_step(d0, loss, chart, lr, kl_direction=kd).params
-                            - ng.natural_step(d0, loss, chart, lr).params).norm()) for lr in (0.02, 0.01)]
+            diffs = [
+                float(
+                    (
+                        ng.kl_proximal_step(d0, loss, chart, lr, kl_direction=kd).params
+                        - ng.natural_step(d0, loss, chart, lr).params
+                    ).norm()
+                )
+                for lr in (0.02, 0.01)
+            ]
             assert 3.3 < diffs[0] / diffs[1] < 4.7, (kd, chart, diffs)
 
 
 def test_mirror_descent_identity_is_exact() -> None:
-    for target, start in ((Gaussian(0.0, 1.0), Gaussian(0.5, 0.8)), (Poisson(3.0), Poisson(1.2)),
-                          (Bernoulli(0.7), Bernoulli(0.2))):
+    for target, start in (
+        (Gaussian(0.0, 1.0), Gaussian(0.5, 0.8)),
+        (Poisson(3.0), Poisson(1.2)),
+        (Bernoulli(0.7), Bernoulli(0.2)),
+    ):
         loss = ng.kl_loss(target)
         prox = ng.kl_proximal_step(start, loss, "mean", 0.3, kl_direction="new_old", tol=1e-13)
         nat = ng.natural_step(start, loss, "natural", 0.3)
@@ -229,7 +265,9 @@ def test_newton_like_one_step_convergence() -> None:
     target = Gaussian(-1.0, 2.0)
     tr = ng.descend(Gaussian(1.0, 0.7), ng.kl_loss(target), "mean", lr=1.0, steps=1)
     torch.testing.assert_close(tr.params[-1], target.params, rtol=1e-12, atol=1e-12)
-    tr = ng.descend(Gaussian(1.0, 0.7), ng.kl_loss(target, reverse=True), "natural", lr=1.0, steps=1)
+    tr = ng.descend(
+        Gaussian(1.0, 0.7), ng.kl_loss(target, reverse=True), "natural", lr=1.0, steps=1
+    )
     torch.testing.assert_close(tr.params[-1], target.params, rtol=1e-12, atol=1e-12)
 
 
@@ -248,10 +286,13 @@ def test_descend_records_and_trust_region_converges_in_every_chart() -> None:
 
 def test_best_learning_rate_and_iterations() -> None:
     loss = ng.kl_loss(Gaussian(0.0, 1.0))
-    lr, it = ng.best_learning_rate(Gaussian(1.0, 0.8), loss, "params", method="euclidean", lrs=(2.0, 1.0, 0.5, 0.2),
-                                   steps=300)
+    lr, it = ng.best_learning_rate(
+        Gaussian(1.0, 0.8), loss, "params", method="euclidean", lrs=(2.0, 1.0, 0.5, 0.2), steps=300
+    )
     assert lr is not None and it is not None
-    tr = ng.descend(Gaussian(1.0, 0.8), loss, "params", method="euclidean", lr=lr, steps=300, stop_below=1e-8)
+    tr = ng.descend(
+        Gaussian(1.0, 0.8), loss, "params", method="euclidean", lr=lr, steps=300, stop_below=1e-8
+    )
     assert ng.iterations_to_tolerance(tr, 1e-8) == it
     assert ng.iterations_to_tolerance(t(3.0, 2.0, 1.0), 0.5) is None
     assert ng.iterations_to_tolerance(t(3.0, 2.0, 1.0), 2.0) == 1
@@ -259,12 +300,29 @@ def test_best_learning_rate_and_iterations() -> None:
 
 def test_leaving_the_parameter_space_is_reported() -> None:
     loss = ng.kl_loss(Gaussian(0.0, 1.0))
-    with pytest.raises(ValueError, match=r"step 1 of euclidean descent .* left the parameter space"):
-        ng.descend(Gaussian(0.0, 0.5), ng.kl_loss(Gaussian(0.0, 0.1)), "params", method="euclidean", lr=1.0, steps=3)
+    with pytest.raises(
+        ValueError, match=r"step 1 of euclidean descent .* left the parameter space"
+    ):
+        ng.descend(
+            Gaussian(0.0, 0.5),
+            ng.kl_loss(Gaussian(0.0, 0.1)),
+            "params",
+            method="euclidean",
+            lr=1.0,
+            steps=3,
+        )
     with pytest.raises(ValueError, match="left the parameter space"):
         ng.natural_step(Gaussian(2.0, 0.5), loss, "natural", 0.1)
     with pytest.raises(ValueError, match="exceeds max_loss"):
-        ng.descend(Gaussian(0.5, 1.0), loss, "log_sigma", method="euclidean", lr=8.0, steps=20, max_loss=10.0)
+        ng.descend(
+            Gaussian(0.5, 1.0),
+            loss,
+            "log_sigma",
+            method="euclidean",
+            lr=8.0,
+            steps=20,
+            max_loss=10.0,
+        )
 
 
 @pytest.mark.parametrize(
@@ -279,26 +337,87 @@ def test_leaving_the_parameter_space_is_reported() -> None:
         (lambda: ng.kl_loss("N(0,1)"), TypeError, "target"),
         (lambda: ng.natural_gradient_at(t(0.0, 1.0), lambda th: th.sum()), TypeError, "dist"),
         (lambda: ng.natural_gradient_at(Gaussian(0.0, 1.0), lambda th: th), ValueError, "scalar"),
-        (lambda: ng.natural_gradient_at(Gaussian(0.0, 1.0), lambda th: th.sum(), damping=-1.0), ValueError,
-         "damping"),
-        (lambda: ng.natural_step(Gaussian(0.0, 1.0), lambda th: th.sum(), lr=0.0), ValueError, "lr"),
-        (lambda: ng.euclidean_step(Gaussian(0.0, 1.0), lambda th: th.sum(), lr=-1.0), ValueError, "lr"),
-        (lambda: ng.descend(Gaussian(0.0, 1.0), lambda th: th.sum(), method="adam"), ValueError, "method"),
-        (lambda: ng.descend(Gaussian(0.0, 1.0), lambda th: th.sum(), method="euclidean", trust_radius=0.1),
-         ValueError, "trust_radius"),
-        (lambda: ng.descend(Gaussian(0.0, 1.0), lambda th: th.sum(), steps=-1), ValueError, "steps"),
-        (lambda: ng.trust_region_step(Gaussian(0.0, 1.0), lambda th: th.sum(), radius=0.0), ValueError, "radius"),
-        (lambda: ng.trust_region_step(Gaussian(0.0, 1.0), lambda th: th.sum(), radius=0.1, shrink=1.0), ValueError,
-         "shrink"),
-        (lambda: ng.kl_proximal_step(Gaussian(0.0, 1.0), lambda th: th.sum(), kl_direction="sym"), ValueError,
-         "kl_direction"),
-        (lambda: ng.kl_proximal_step(Gaussian(2.0, 0.5), ng.kl_loss(Gaussian(0.0, 1.0)), "params", 0.1,
-                                     kl_direction="old_new", max_iter=8), ValueError, "reduce lr"),
-        (lambda: ng.kl_ball_steepest_descent(Poisson(1.0), lambda th: th.sum(), "params", 0.1), ValueError, "2-D"),
-        (lambda: ng.kl_ball_steepest_descent(Gaussian(0.0, 1.0), lambda th: th.sum(), "params", -0.1), ValueError,
-         "radius"),
+        (
+            lambda: ng.natural_gradient_at(Gaussian(0.0, 1.0), lambda th: th.sum(), damping=-1.0),
+            ValueError,
+            "damping",
+        ),
+        (
+            lambda: ng.natural_step(Gaussian(0.0, 1.0), lambda th: th.sum(), lr=0.0),
+            ValueError,
+            "lr",
+        ),
+        (
+            lambda: ng.euclidean_step(Gaussian(0.0, 1.0), lambda th: th.sum(), lr=-1.0),
+            ValueError,
+            "lr",
+        ),
+        (
+            lambda: ng.descend(Gaussian(0.0, 1.0), lambda th: th.sum(), method="adam"),
+            ValueError,
+            "method",
+        ),
+        (
+            lambda: ng.descend(
+                Gaussian(0.0, 1.0), lambda th: th.sum(), method="euclidean", trust_radius=0.1
+            ),
+            ValueError,
+            "trust_radius",
+        ),
+        (
+            lambda: ng.descend(Gaussian(0.0, 1.0), lambda th: th.sum(), steps=-1),
+            ValueError,
+            "steps",
+        ),
+        (
+            lambda: ng.trust_region_step(Gaussian(0.0, 1.0), lambda th: th.sum(), radius=0.0),
+            ValueError,
+            "radius",
+        ),
+        (
+            lambda: ng.trust_region_step(
+                Gaussian(0.0, 1.0), lambda th: th.sum(), radius=0.1, shrink=1.0
+            ),
+            ValueError,
+            "shrink",
+        ),
+        (
+            lambda: ng.kl_proximal_step(
+                Gaussian(0.0, 1.0), lambda th: th.sum(), kl_direction="sym"
+            ),
+            ValueError,
+            "kl_direction",
+        ),
+        (
+            lambda: ng.kl_proximal_step(
+                Gaussian(2.0, 0.5),
+                ng.kl_loss(Gaussian(0.0, 1.0)),
+                "params",
+                0.1,
+                kl_direction="old_new",
+                max_iter=8,
+            ),
+            ValueError,
+            "reduce lr",
+        ),
+        (
+            lambda: ng.kl_ball_steepest_descent(Poisson(1.0), lambda th: th.sum(), "params", 0.1),
+            ValueError,
+            "2-D",
+        ),
+        (
+            lambda: ng.kl_ball_steepest_descent(
+                Gaussian(0.0, 1.0), lambda th: th.sum(), "params", -0.1
+            ),
+            ValueError,
+            "radius",
+        ),
         (lambda: ng.iterations_to_tolerance(t(1.0), 0.0), ValueError, "tol"),
-        (lambda: ng.best_learning_rate(Gaussian(0.0, 1.0), lambda th: th.sum(), lrs=()), ValueError, "lrs"),
+        (
+            lambda: ng.best_learning_rate(Gaussian(0.0, 1.0), lambda th: th.sum(), lrs=()),
+            ValueError,
+            "lrs",
+        ),
         (lambda: ng.fisher_vector_product(Gaussian(0.0, 1.0))(t(1.0)), ValueError, "shape"),
     ],
 )
@@ -316,12 +435,18 @@ def test_exercise_checks_accept_right_and_reject_wrong_answers() -> None:
         return 1 / (1 + math.exp(-eta))
 
     assert ex.check_bernoulli_fit_steps(lambda p, q, r: p - r * (p - q), step_logit)
-    wrong = ex.check_bernoulli_fit_steps(lambda p, q, r: p - r * (p - q) / (p * (1 - p)), step_logit)
+    wrong = ex.check_bernoulli_fit_steps(
+        lambda p, q, r: p - r * (p - q) / (p * (1 - p)), step_logit
+    )
     assert not wrong and "Precondition" in wrong.message
     assert not ex.check_bernoulli_fit_steps(lambda p, q, r: p - r * (p - q), lambda p, q, r: 1 / 0)
-    right = ex.check_log_sigma_natural_gradient(lambda mu, s, m, t: [mu - m, 0.5 * (1 - (t**2 + (mu - m) ** 2) / s**2)])
+    right = ex.check_log_sigma_natural_gradient(
+        lambda mu, s, m, t: [mu - m, 0.5 * (1 - (t**2 + (mu - m) ** 2) / s**2)]
+    )
     assert right
-    eucl = ex.check_log_sigma_natural_gradient(lambda mu, s, m, t: [(mu - m) / s**2, 1 - (t**2 + (mu - m) ** 2) / s**2])
+    eucl = ex.check_log_sigma_natural_gradient(
+        lambda mu, s, m, t: [(mu - m) / s**2, 1 - (t**2 + (mu - m) ** 2) / s**2]
+    )
     assert not eucl and "Euclidean" in eucl.message
 
     def trust(F: torch.Tensor, g: torch.Tensor, eps: float) -> torch.Tensor:
@@ -344,14 +469,21 @@ def test_approximate_steps_follow_their_formulas_and_are_not_invariant() -> None
         diag = ng.approximate_step(start, loss, c, lr, method="diagonal_fisher")
         adam = ng.approximate_step(start, loss, c, lr, method="adam_first_step")
         ch = ng.chart(Gaussian, c)
-        torch.testing.assert_close(diag.params, ch.to_params(phi - lr * g / f.diagonal()), rtol=1e-12, atol=0)
-        torch.testing.assert_close(adam.params, ch.to_params(phi - lr * torch.sign(g)), rtol=1e-12, atol=0)
+        torch.testing.assert_close(
+            diag.params, ch.to_params(phi - lr * g / f.diagonal()), rtol=1e-12, atol=0
+        )
+        torch.testing.assert_close(
+            adam.params, ch.to_params(phi - lr * torch.sign(g)), rtol=1e-12, atol=0
+        )
     # first-order disagreement between charts (natural steps agree to second order)
     lr = 1e-5
     for method in ng.APPROXIMATIONS:
         a = ng.approximate_step(start, loss, "params", lr, method=method).params
         b = ng.approximate_step(start, loss, "natural", lr, method=method).params
-        n = (ng.natural_step(start, loss, "params", lr).params - ng.natural_step(start, loss, "natural", lr).params).norm()
+        n = (
+            ng.natural_step(start, loss, "params", lr).params
+            - ng.natural_step(start, loss, "natural", lr).params
+        ).norm()
         assert float((a - b).norm()) > 1e3 * float(n)
     with pytest.raises(ValueError, match="method"):
         ng.approximate_step(start, loss, "params", 0.1, method="kfac")
@@ -368,6 +500,11 @@ def test_badly_scaled_but_well_determined_fisher_is_solved() -> None:
 
     f = torch.diag(torch.tensor([1e-170, 2.0], dtype=torch.float64))
     g = torch.tensor([3e-170, 4.0], dtype=torch.float64)
-    torch.testing.assert_close(natural_gradient(f, g), torch.tensor([3.0, 2.0], dtype=torch.float64), rtol=1e-15, atol=0)
+    torch.testing.assert_close(
+        natural_gradient(f, g), torch.tensor([3.0, 2.0], dtype=torch.float64), rtol=1e-15, atol=0
+    )
     with pytest.raises(ValueError, match="singular"):
-        natural_gradient(torch.tensor([[1.0, 1.0], [1.0, 1.0 + 1e-17]], dtype=torch.float64), torch.ones(2, dtype=torch.float64))
+        natural_gradient(
+            torch.tensor([[1.0, 1.0], [1.0, 1.0 + 1e-17]], dtype=torch.float64),
+            torch.ones(2, dtype=torch.float64),
+        )

@@ -40,7 +40,9 @@ def classification(n: int = 40, seed: int = 0):
 def test_cg_direction_matches_dense_damped_solve(ftype: str) -> None:
     model, x, y, lik = classification()
     lam = 1e-2
-    res = natural_gradient_direction(model, None, x, y, lik, lam, ftype, mc_samples=4, seed=1, cg_rtol=1e-12)
+    res = natural_gradient_direction(
+        model, None, x, y, lik, lam, ftype, mc_samples=4, seed=1, cg_rtol=1e-12
+    )
     f = fisher_matrix(model, None, x, y, lik, ftype, mc_samples=4, seed=1)
     model.zero_grad()
     lik.nll(model(x), y).mean().backward()
@@ -74,9 +76,15 @@ def test_one_step_solves_linear_least_squares() -> None:
     """Square loss on a linear model: the Fisher is the exact Hessian, so lr = 1 is Newton's step."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(30, 3, generator=g, dtype=D)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=D) + 0.3 + 0.1 * torch.randn(30, 1, generator=g, dtype=D)
+    y = (
+        x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=D)
+        + 0.3
+        + 0.1 * torch.randn(30, 1, generator=g, dtype=D)
+    )
     model = nn.Linear(3, 1).to(D)
-    new, res = ngd_step(model, None, x, y, GaussianLikelihood(), lr=1.0, damping=1e-12, cg_rtol=1e-14)
+    new, res = ngd_step(
+        model, None, x, y, GaussianLikelihood(), lr=1.0, damping=1e-12, cg_rtol=1e-14
+    )
     xt = torch.cat([x, torch.ones(30, 1, dtype=D)], 1)
     sol = torch.linalg.lstsq(xt, y).solution.reshape(-1)
     torch.testing.assert_close(flatten_params(new), sol, rtol=1e-8, atol=1e-9)
@@ -106,7 +114,9 @@ def test_natural_gradient_step_is_invariant_to_linear_reparameterization() -> No
     m2 = nn.Linear(3, 1, bias=False).to(D)
     with torch.no_grad():
         m1.weight.copy_(torch.tensor([[0.3, -0.2, 0.1]], dtype=D))
-        m2.weight.copy_(torch.linalg.solve(a, m1.weight.reshape(3)).reshape(1, 3))  # phi = A^{-1} theta
+        m2.weight.copy_(
+            torch.linalg.solve(a, m1.weight.reshape(3)).reshape(1, 3)
+        )  # phi = A^{-1} theta
     lik = BernoulliLikelihood()
     x2 = x @ a  # f = x theta = (x A) phi
     with torch.no_grad():
@@ -126,7 +136,9 @@ def test_custom_gradient_and_warm_start() -> None:
     f = fisher_matrix(model, None, x, None, lik)
     torch.testing.assert_close(res.direction, natural_gradient(f, g, 0.1), rtol=1e-8, atol=1e-10)
     assert res.loss != res.loss  # nan: no targets, no loss
-    warm = natural_gradient_direction(model, None, x, None, lik, 0.1, gradient=g, cg_rtol=1e-8, x0=res.direction)
+    warm = natural_gradient_direction(
+        model, None, x, None, lik, 0.1, gradient=g, cg_rtol=1e-8, x0=res.direction
+    )
     assert warm.cg_iterations <= 1
 
 
@@ -134,13 +146,17 @@ def test_custom_gradient_and_warm_start() -> None:
 def test_optimizer_step_equals_functional_step() -> None:
     model, x, y, lik = classification()
     ref_model = copy.deepcopy(model)
-    opt = NaturalGradientDescent(model.parameters(), model, lik, lr=0.7, damping=1e-2, cg_rtol=1e-12, cg_max_iter=500)
+    opt = NaturalGradientDescent(
+        model.parameters(), model, lik, lr=0.7, damping=1e-2, cg_rtol=1e-12, cg_max_iter=500
+    )
     opt.zero_grad()
     loss = lik.nll(model(x), y).mean()
     loss.backward()
     opt.step(inputs=x)
     new, res = ngd_step(ref_model, None, x, y, lik, lr=0.7, damping=1e-2, cg_rtol=1e-12)
-    torch.testing.assert_close(flatten_params(model_params(model)), flatten_params(new), rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(
+        flatten_params(model_params(model)), flatten_params(new), rtol=1e-9, atol=1e-11
+    )
     assert opt.last_result["cg_iterations"] == res.cg_iterations
 
 
@@ -149,7 +165,11 @@ def test_optimizer_with_closure_param_groups_and_state_dict() -> None:
     first, last = model[0], model[2]
     opt = NaturalGradientDescent(
         [{"params": first.parameters(), "lr": 0.0}, {"params": last.parameters()}],
-        model, lik, lr=0.5, damping=1e-2, fisher_type="ggn",
+        model,
+        lik,
+        lr=0.5,
+        damping=1e-2,
+        fisher_type="ggn",
     )
     w0 = first.weight.detach().clone()
     b_last = last.bias.detach().clone()
@@ -167,7 +187,11 @@ def test_optimizer_with_closure_param_groups_and_state_dict() -> None:
     sd = opt.state_dict()
     assert sd["param_groups"][0]["lr"] == 0.0 and sd["state"][0]["step"] == 1
     opt2 = NaturalGradientDescent(
-        [{"params": first.parameters(), "lr": 0.0}, {"params": last.parameters()}], model, lik, lr=0.5, damping=1e-2
+        [{"params": first.parameters(), "lr": 0.0}, {"params": last.parameters()}],
+        model,
+        lik,
+        lr=0.5,
+        damping=1e-2,
     )
     opt2.load_state_dict(sd)
     assert opt2.state[first.weight]["step"] == 1
@@ -188,7 +212,9 @@ def test_optimizer_skips_parameters_without_gradient() -> None:
 def test_kl_clip_bounds_the_quadratic_kl() -> None:
     model, x, y, lik = classification()
     params0 = flatten_params(model_params(model))
-    opt = NaturalGradientDescent(model.parameters(), model, lik, lr=10.0, damping=1e-3, kl_clip=1e-3, cg_max_iter=200)
+    opt = NaturalGradientDescent(
+        model.parameters(), model, lik, lr=10.0, damping=1e-3, kl_clip=1e-3, cg_max_iter=200
+    )
     lik.nll(model(x), y).mean().backward()
     opt.step(inputs=x)
     assert opt.last_result["step_scale"] < 1.0
@@ -207,7 +233,9 @@ def test_kl_clip_bounds_the_quadratic_kl() -> None:
 def test_optimizer_decreases_the_loss_and_beats_gradient_descent() -> None:
     model, x, y, lik = classification(n=80)
     gd_model = copy.deepcopy(model)
-    opt = NaturalGradientDescent(model.parameters(), model, lik, lr=1.0, damping=1e-2, cg_max_iter=30, warm_start=True)
+    opt = NaturalGradientDescent(
+        model.parameters(), model, lik, lr=1.0, damping=1e-2, cg_max_iter=30, warm_start=True
+    )
     sgd = torch.optim.SGD(gd_model.parameters(), lr=0.5)
     losses, gd_losses = [], []
     for _ in range(15):
@@ -228,7 +256,9 @@ def test_mc_optimizer_is_deterministic() -> None:
     out = []
     for _ in range(2):
         model, x, y, lik = classification()
-        opt = NaturalGradientDescent(model.parameters(), model, lik, lr=0.5, damping=1e-2, fisher_type="mc", seed=3)
+        opt = NaturalGradientDescent(
+            model.parameters(), model, lik, lr=0.5, damping=1e-2, fisher_type="mc", seed=3
+        )
         for _ in range(2):
             opt.zero_grad()
             lik.nll(model(x), y).mean().backward()
@@ -280,7 +310,9 @@ def test_bad_inputs_raise_clear_errors() -> None:
         opt.step(inputs=x)
     model[0].weight.grad.zero_()
     with pytest.raises(ValueError, match=r"y .* is required"):
-        NaturalGradientDescent(model.parameters(), model, lik, fisher_type="empirical").step(inputs=x)
+        NaturalGradientDescent(model.parameters(), model, lik, fisher_type="empirical").step(
+            inputs=x
+        )
 
 
 # --------------------------------------------------------------------------- chapter self-checks

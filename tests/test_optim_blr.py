@@ -55,7 +55,9 @@ def _avg_loss(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor
     return (0.5 * r * r / SIGMA**2).mean(0).sum()
 
 
-def _check_posterior(means: list[torch.Tensor], variances: list[torch.Tensor], mean, mf_var, *, var_rtol=0.02):
+def _check_posterior(
+    means: list[torch.Tensor], variances: list[torch.Tensor], mean, mf_var, *, var_rtol=0.02
+):
     m = torch.stack(means).mean(0)  # (D,) averaged over replicas and time
     v = torch.stack(variances).mean(0)
     sd = mf_var.sqrt()
@@ -106,7 +108,9 @@ def test_von_converges_to_mean_field_posterior(linreg, hessian: str) -> None:
     _check_posterior(means, variances, mean, mf_var)
     if hessian == "exact":  # a constant Hessian is estimated exactly: no Monte Carlo error at all,
         # only the initial value decays, as beta**1200 = 6e-6
-        torch.testing.assert_close(1 / opt.posterior_precision()[0], mf_var.expand(r, D), rtol=2e-5, atol=0)
+        torch.testing.assert_close(
+            1 / opt.posterior_precision()[0], mf_var.expand(r, D), rtol=2e-5, atol=0
+        )
 
 
 class _Replicas(nn.Module):
@@ -123,8 +127,18 @@ class _Replicas(nn.Module):
 def test_vogn_sampled_fisher_converges_to_mean_field_posterior(linreg) -> None:
     x, y, mean, mf_var = linreg
     model = _Replicas(32)
-    opt = VOGN(model.parameters(), lr=0.1, data_size=N, beta=0.98, prior_precision=PRIOR, fisher_type="mc", seed=2)
-    closure = PerExampleClosure(model, x, y[:, None].expand(N, 32), likelihood="gaussian", noise_std=SIGMA)
+    opt = VOGN(
+        model.parameters(),
+        lr=0.1,
+        data_size=N,
+        beta=0.98,
+        prior_precision=PRIOR,
+        fisher_type="mc",
+        seed=2,
+    )
+    closure = PerExampleClosure(
+        model, x, y[:, None].expand(N, 32), likelihood="gaussian", noise_std=SIGMA
+    )
     means, variances = [], []
     for k in range(800):
         if k == 400:  # burn-in with a short memory (0.98**400 = 3e-4 of the initial value left)
@@ -148,7 +162,9 @@ def test_vogn_empirical_fisher_converges_to_its_own_biased_fixed_point(linreg) -
     assert float((v / mf_var - 1).abs().max()) > 0.04  # biased by the empirical Fisher
     model = _Replicas(32)
     opt = VOGN(model.parameters(), lr=0.1, data_size=N, beta=0.98, prior_precision=PRIOR, seed=3)
-    closure = PerExampleClosure(model, x, y[:, None].expand(N, 32), likelihood="gaussian", noise_std=SIGMA)
+    closure = PerExampleClosure(
+        model, x, y[:, None].expand(N, 32), likelihood="gaussian", noise_std=SIGMA
+    )
     means, variances = [], []
     for k in range(700):
         if k == 400:
@@ -161,15 +177,27 @@ def test_vogn_empirical_fisher_converges_to_its_own_biased_fixed_point(linreg) -
 
 
 @pytest.mark.parametrize("fisher_type", [FisherType.EXACT, FisherType.GGN])
-def test_vogn_exact_fisher_follows_the_closed_form_curvature(linreg, fisher_type: FisherType) -> None:
+def test_vogn_exact_fisher_follows_the_closed_form_curvature(
+    linreg, fisher_type: FisherType
+) -> None:
     """For linear regression the Fisher = GGN diagonal is the constant mean(x_ij^2) / sigma^2:
     VOGN's curvature then follows s_k = beta^k s_0 + (1 - beta^k) h exactly (no Monte Carlo
     error, whatever the weight samples), and the means still converge to the posterior mean."""
     x, y, mean, mf_var = linreg
     model = _Replicas(8)
     beta, steps = 0.98, 300
-    opt = VOGN(model.parameters(), lr=0.1, data_size=N, beta=beta, prior_precision=PRIOR, fisher_type=fisher_type, seed=4)
-    closure = PerExampleClosure(model, x, y[:, None].expand(N, 8), likelihood=GaussianLikelihood(variance=SIGMA**2))
+    opt = VOGN(
+        model.parameters(),
+        lr=0.1,
+        data_size=N,
+        beta=beta,
+        prior_precision=PRIOR,
+        fisher_type=fisher_type,
+        seed=4,
+    )
+    closure = PerExampleClosure(
+        model, x, y[:, None].expand(N, 8), likelihood=GaussianLikelihood(variance=SIGMA**2)
+    )
     means = []
     for k in range(steps):
         opt.step(closure)
@@ -177,7 +205,9 @@ def test_vogn_exact_fisher_follows_the_closed_form_curvature(linreg, fisher_type
             means.append(model.weight.detach().mean(0))
     h = (x**2).mean(0) / SIGMA**2  # closed form, independent of igbook.fisher
     s = beta**steps * 1.0 + (1 - beta**steps) * h
-    torch.testing.assert_close(opt.posterior_precision()[0], (N * s + PRIOR).expand(8, D), rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        opt.posterior_precision()[0], (N * s + PRIOR).expand(8, D), rtol=1e-10, atol=0
+    )
     err = ((torch.stack(means).mean(0) - mean) / mf_var.sqrt()).abs()
     assert float(err.max()) < 0.1, err
 
@@ -189,7 +219,9 @@ def test_vogn_fisher_keyword_is_a_deprecated_alias() -> None:
     assert opt.fisher_type is FisherType.MC
     with pytest.warns(DeprecationWarning, match="fisher_type=FisherType.EMPIRICAL"):
         assert VOGN(p, lr=0.1, data_size=10, fisher="empirical").fisher_type is FisherType.EMPIRICAL
-    with pytest.warns(DeprecationWarning, match="FisherType.MC"):  # the old value, passed by position
+    with pytest.warns(
+        DeprecationWarning, match="FisherType.MC"
+    ):  # the old value, passed by position
         assert VOGN(p, 0.1, 10, 0.999, 1.0, 1.0, 1, "sampled").fisher_type is FisherType.MC
     assert VOGN(p, lr=0.1, data_size=10).fisher_type is FisherType.EMPIRICAL
     with pytest.raises(ValueError, match="fisher_type only"):
@@ -206,10 +238,15 @@ def test_per_example_closure_curvature_matches_independent_paths(toy) -> None:
     model = _mlp(7)
     closure = PerExampleClosure(model, x, y, likelihood=CategoricalLikelihood())
     params = list(model.parameters())
-    loop = [torch.autograd.grad(nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params) for i in range(len(y))]
+    loop = [
+        torch.autograd.grad(nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), params)
+        for i in range(len(y))
+    ]
     emp = closure.curvature_diagonal(params, FisherType.EMPIRICAL)
     for j, e in enumerate(emp):
-        torch.testing.assert_close(e, torch.stack([g[j] ** 2 for g in loop]).mean(0), rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(
+            e, torch.stack([g[j] ** 2 for g in loop]).mean(0), rtol=1e-10, atol=1e-14
+        )
     names = [n for n, _ in model.named_parameters()]
     exact = [torch.zeros_like(p) for p in params]
     for i in range(len(y)):
@@ -232,7 +269,9 @@ def test_per_example_closure_noise_std_is_the_gaussian_likelihood(linreg) -> Non
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.5, -0.2, 0.1], [1.0, 0.0, -1.0]], dtype=DT))
     a = PerExampleClosure(model, x, y[:, None].expand(N, 2), likelihood="gaussian", noise_std=SIGMA)
-    b = PerExampleClosure(model, x, y[:, None].expand(N, 2), likelihood=GaussianLikelihood(variance=SIGMA**2))
+    b = PerExampleClosure(
+        model, x, y[:, None].expand(N, 2), likelihood=GaussianLikelihood(variance=SIGMA**2)
+    )
     assert a.noise_std == pytest.approx(SIGMA, rel=1e-15) and a.likelihood.variance == SIGMA**2
     la, ga = a.per_example_gradients([model.weight])
     lb, gb = b.per_example_gradients([model.weight])
@@ -240,9 +279,13 @@ def test_per_example_closure_noise_std_is_the_gaussian_likelihood(linreg) -> Non
     torch.testing.assert_close(ga[0], gb[0], rtol=0, atol=0)
     # the gradient of a Gaussian NLL, by hand: (f - y) x / sigma^2 for each example and replica
     r = x @ model.weight.detach().T - y[:, None]
-    torch.testing.assert_close(ga[0], r[:, :, None] * x[:, None, :] / SIGMA**2, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        ga[0], r[:, :, None] * x[:, None, :] / SIGMA**2, rtol=1e-12, atol=1e-14
+    )
     with pytest.raises(ValueError, match="noise_std"):
-        PerExampleClosure(model, x, y[:, None].expand(N, 2), likelihood=GaussianLikelihood(), noise_std=0.5)
+        PerExampleClosure(
+            model, x, y[:, None].expand(N, 2), likelihood=GaussianLikelihood(), noise_std=0.5
+        )
 
 
 def test_vadam_fixed_point_is_not_the_posterior_with_full_batches(linreg) -> None:
@@ -263,7 +306,9 @@ def test_vadam_fixed_point_is_not_the_posterior_with_full_batches(linreg) -> Non
             ms.append(w.detach().mean(0))
     m = torch.stack(ms).mean(0)
     assert float(((m - mean) / mf_var.sqrt()).abs().max()) < 0.3  # the mean is right
-    assert float((1 / opt.posterior_precision()[0]).mean(0).div(mf_var).min()) > 3  # the variance is not
+    assert (
+        float((1 / opt.posterior_precision()[0]).mean(0).div(mf_var).min()) > 3
+    )  # the variance is not
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,7 +335,9 @@ def test_von_step_is_a_diagonal_blr_step() -> None:
     # the BLR step on N f + lam |t|^2 / 2 with one Monte Carlo sample for the likelihood part
     # (the prior's expectations are exact: E[lam t] = lam m, E[lam I] = lam I)
     s_0 = torch.full((4,), n * s0 + lam, dtype=DT)
-    g, h = gaussian_expectations(lambda t: n * avg_nll(t), m0, s_0, method="mc", num_samples=1, seed=5)
+    g, h = gaussian_expectations(
+        lambda t: n * avg_nll(t), m0, s_0, method="mc", num_samples=1, seed=5
+    )
     ref_prec = (1 - rho) * s_0 + rho * (h + lam)
     ref_mean = m0 - rho * (g + lam * m0) / ref_prec
     torch.testing.assert_close(w.detach(), ref_mean, rtol=1e-12, atol=1e-14)
@@ -307,8 +354,12 @@ def test_vadam_and_ivon_steps_follow_their_equations() -> None:
 
     # Vadam: sample, then m <- m - lr * mhat / (sqrt(vhat) + lt)
     w = w0.clone().requires_grad_(True)
-    opt = Vadam([w], lr=0.1, data_size=10, betas=(0.8, 0.9), prior_precision=3.0, hess_init=0.5, seed=1)
-    eps = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=DT) / math.sqrt(10 * 0.5 + 3.0)
+    opt = Vadam(
+        [w], lr=0.1, data_size=10, betas=(0.8, 0.9), prior_precision=3.0, hess_init=0.5, seed=1
+    )
+    eps = torch.randn(5, generator=torch.Generator().manual_seed(1), dtype=DT) / math.sqrt(
+        10 * 0.5 + 3.0
+    )
     theta = (w0 + eps).requires_grad_(True)
     (gr,) = torch.autograd.grad(f(theta), theta)
     u = 0.2 * (gr + 0.3 * w0)
@@ -321,7 +372,17 @@ def test_vadam_and_ivon_steps_follow_their_equations() -> None:
     # IVON: Price estimator, corrected Hessian, debiased momentum (no rescaling)
     w = w0.clone().requires_grad_(True)
     ess, wd, h0, b1, b2 = 20.0, 0.1, 0.4, 0.5, 0.7
-    opt = IVON([w], lr=0.3, ess=ess, hess_init=h0, beta1=b1, beta2=b2, weight_decay=wd, rescale_lr=False, seed=2)
+    opt = IVON(
+        [w],
+        lr=0.3,
+        ess=ess,
+        hess_init=h0,
+        beta1=b1,
+        beta2=b2,
+        weight_decay=wd,
+        rescale_lr=False,
+        seed=2,
+    )
     var = 1 / (ess * (h0 + wd))
     eps = torch.randn(5, generator=torch.Generator().manual_seed(2), dtype=DT) * math.sqrt(var)
     theta = (w0 + eps).requires_grad_(True)
@@ -353,7 +414,7 @@ def _mlp(seed: int) -> nn.Module:
 
 
 @pytest.mark.parametrize(
-    "use_closure,extra",
+    ("use_closure", "extra"),
     [
         (False, {}),
         (True, {}),
@@ -372,7 +433,10 @@ def test_ivon_matches_reference_implementation(use_closure: bool, extra: dict) -
     kw = dict(ess=64, hess_init=0.5, beta2=0.999, weight_decay=1e-2, mc_samples=2, **extra)
 
     def groups(m: nn.Module) -> list[dict]:
-        return [{"params": list(m[0].parameters()), "lr": 0.1}, {"params": list(m[2].parameters()), "lr": 0.05}]
+        return [
+            {"params": list(m[0].parameters()), "lr": 0.1},
+            {"params": list(m[2].parameters()), "lr": 0.05},
+        ]
 
     ours = IVON(groups(models[0]), lr=0.1, **kw)
     ref = ivon.IVON(groups(models[1]), lr=0.1, **kw)
@@ -406,9 +470,8 @@ def test_reference_ivon_leaves_samples_after_an_exception_ours_does_not() -> Non
         model = _mlp(0)
         before = [p.detach().clone() for p in model.parameters()]
         opt = cls(model.parameters(), lr=0.1, ess=100)
-        with pytest.raises(KeyError):
-            with opt.sampled_params(train=True):
-                raise KeyError("boom")
+        with pytest.raises(KeyError), opt.sampled_params(train=True):
+            raise KeyError("boom")
         restored = all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
         assert restored == (cls is IVON)  # the known flaw of ivon-opt 0.1.3
 
@@ -460,19 +523,17 @@ def test_sampling_context_restores_after_exception(name: str, toy) -> None:
     model = _mlp(1)
     opt = _make(name, model.parameters())
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(ZeroDivisionError):
-        with opt.sampled_params():
-            assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # sampled
-            1 / 0
+    with pytest.raises(ZeroDivisionError), opt.sampled_params():
+        assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # sampled
+        1 / 0
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     with opt.sampled_params():  # and it works again afterwards
         pass
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     if name in ("IVON", "Vadam"):  # a failed training sample is not recorded
-        with pytest.raises(RuntimeError, match="boom"):
-            with opt.sampled_params(train=True):
-                nn.functional.cross_entropy(model(toy[0]), toy[1]).backward()
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError, match="boom"), opt.sampled_params(train=True):
+            nn.functional.cross_entropy(model(toy[0]), toy[1]).backward()
+            raise RuntimeError("boom")
         with pytest.raises(RuntimeError, match="needs gradients at posterior samples"):
             opt.step()
 
@@ -490,7 +551,9 @@ def test_state_dict_round_trip_resumes_identically(name: str, toy) -> None:
 
     model2 = _mlp(99)
     model2.load_state_dict(saved_model)
-    opt2 = _make(name, model2.parameters(), seed=12345)  # a different seed: overwritten by the state
+    opt2 = _make(
+        name, model2.parameters(), seed=12345
+    )  # a different seed: overwritten by the state
     opt2.load_state_dict(saved_opt)
     _train(name, model2, opt2, 5, x, y)
     for p, q in zip(model.parameters(), model2.parameters()):
@@ -506,7 +569,9 @@ def test_seeded_runs_are_identical(name: str, toy) -> None:
     for seed in (11, 11, 12):
         model = _mlp(3)
         opt = _make(name, model.parameters(), seed=seed)
-        runs.append((_train(name, model, opt, 4, x, y), [p.detach().clone() for p in model.parameters()]))
+        runs.append(
+            (_train(name, model, opt, 4, x, y), [p.detach().clone() for p in model.parameters()])
+        )
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
     assert not all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[2][1]))
@@ -538,8 +603,18 @@ def test_mc_average_equals_the_mean_of_the_samples() -> None:
     sampled gradients: compare with K single-sample statistics computed by hand."""
     w = torch.zeros(4, dtype=DT, requires_grad=True)
     a = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=DT)
-    opt = IVON([w], lr=0.1, ess=10, hess_init=1.0, beta1=0.0, beta2=0.0, weight_decay=0.0, rescale_lr=False,
-               mc_samples=4, seed=3)
+    opt = IVON(
+        [w],
+        lr=0.1,
+        ess=10,
+        hess_init=1.0,
+        beta1=0.0,
+        beta2=0.0,
+        weight_decay=0.0,
+        rescale_lr=False,
+        mc_samples=4,
+        seed=3,
+    )
 
     def closure() -> torch.Tensor:
         loss = (torch.cos(a * w) + w**2).sum()
@@ -552,7 +627,9 @@ def test_mc_average_equals_the_mean_of_the_samples() -> None:
     grads = [-a * torch.sin(a * (z * sd)) + 2 * z * sd for z in zs]
     g_mean = torch.stack(grads).mean(0)
     h_hat = torch.stack([g * z / sd for g, z in zip(grads, zs)]).mean(0)
-    h_new = h_hat + 0.5 * (1 - h_hat) ** 2 / 1.0  # beta2 = 0: h = hhat + (h0 - hhat)^2 / (2 (h0 + wd))
+    h_new = (
+        h_hat + 0.5 * (1 - h_hat) ** 2 / 1.0
+    )  # beta2 = 0: h = hhat + (h0 - hhat)^2 / (2 (h0 + wd))
     opt.step(closure)
     torch.testing.assert_close(opt.state[w]["hess"], h_new, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(w.detach(), -0.1 * g_mean / h_new, rtol=1e-12, atol=1e-14)
@@ -563,10 +640,15 @@ def test_param_groups_have_their_own_hyperparameters(toy) -> None:
     model = _mlp(4)
     frozen = [p.detach().clone() for p in model[0].parameters()]
     opt = IVON(
-        [{"params": model[0].parameters(), "lr": 0.0}, {"params": model[2].parameters()}], lr=0.5, ess=20, seed=0
+        [{"params": model[0].parameters(), "lr": 0.0}, {"params": model[2].parameters()}],
+        lr=0.5,
+        ess=20,
+        seed=0,
     )
     _train("IVON", model, opt, 3, x, y)
-    assert all(torch.equal(a, b) for a, b in zip(frozen, model[0].parameters()))  # lr = 0: means fixed
+    assert all(
+        torch.equal(a, b) for a, b in zip(frozen, model[0].parameters())
+    )  # lr = 0: means fixed
     assert not torch.equal(model[2].weight, _mlp(4)[2].weight)
     assert [s.shape for s in opt.posterior_std()] == [p.shape for p in model.parameters()]
 
@@ -621,10 +703,14 @@ def test_calibration_metrics_against_hand_and_sklearn() -> None:
     labels = torch.tensor([0, 1, 1, 0, 0])
     # bins of width 0.5 on confidence: (0.5, 1] holds all five: conf 0.71, acc 3/5
     ece2 = expected_calibration_error(probs, labels, num_bins=2)
-    torch.testing.assert_close(ece2, torch.tensor(abs(0.6 - (0.9 + 0.8 + 0.7 + 0.55 + 0.6) / 5), dtype=DT))
+    torch.testing.assert_close(
+        ece2, torch.tensor(abs(0.6 - (0.9 + 0.8 + 0.7 + 0.55 + 0.6) / 5), dtype=DT)
+    )
     # ten bins: (0.5,0.6]: {0.55 wrong, 0.6 right}; (0.6,0.7]: {0.7 right}; (0.7,0.8]: {0.8 wrong}; (0.8,0.9]: {0.9 right}
     ref10 = (2 * abs(0.5 - 0.575) + abs(1 - 0.7) + abs(0 - 0.8) + abs(1 - 0.9)) / 5
-    torch.testing.assert_close(expected_calibration_error(probs, labels, 10), torch.tensor(ref10, dtype=DT))
+    torch.testing.assert_close(
+        expected_calibration_error(probs, labels, 10), torch.tensor(ref10, dtype=DT)
+    )
     curve = reliability_curve(probs, labels, 10)
     assert int(curve.count.sum()) == 5 and torch.isnan(curve.accuracy[0])
     m = classification_metrics(probs, labels, 10)
@@ -656,9 +742,21 @@ BAD_HYPER = [
     (lambda: IVON(_p(), lr=0.1, ess=10, clip_radius=0.0), ValueError, "clip_radius"),
     (lambda: IVON(_p(), lr=float("nan"), ess=10), ValueError, "lr"),
     (lambda: IVON(_p(), lr="0.1", ess=10), TypeError, "lr"),
-    (lambda: IVON(_p(), lr=0.1, ess=10, seed=1, generator=torch.Generator()), ValueError, "either seed"),
+    (
+        lambda: IVON(_p(), lr=0.1, ess=10, seed=1, generator=torch.Generator()),
+        ValueError,
+        "either seed",
+    ),
     (lambda: IVON([{"params": _p(), "lr": -1.0}], lr=0.1, ess=10), ValueError, "lr"),
-    (lambda: IVON([torch.zeros(2, requires_grad=True), torch.zeros(2, dtype=DT, requires_grad=True)], lr=0.1, ess=10), ValueError, "dtype"),
+    (
+        lambda: IVON(
+            [torch.zeros(2, requires_grad=True), torch.zeros(2, dtype=DT, requires_grad=True)],
+            lr=0.1,
+            ess=10,
+        ),
+        ValueError,
+        "dtype",
+    ),
     (lambda: Vadam(_p(), lr=-1e-3, data_size=10), ValueError, "lr"),
     (lambda: Vadam(_p(), data_size=0), ValueError, "data_size"),
     (lambda: Vadam(_p(), data_size=10, betas=(1.0, 0.9)), ValueError, r"betas\[0\]"),
@@ -671,14 +769,18 @@ BAD_HYPER = [
     (lambda: VON(_p(), lr=0.1, data_size=10, beta=1.0), ValueError, "beta"),
     (lambda: VON(_p(), lr=0.1, data_size=10, prior_precision=-2.0), ValueError, "prior_precision"),
     (lambda: VON(_p(), lr=0.1, data_size=10, hessian="fisher"), ValueError, "hessian"),
-    (lambda: VON(_p(), lr=0.1, data_size=10, hutchinson_samples=0), ValueError, "hutchinson_samples"),
+    (
+        lambda: VON(_p(), lr=0.1, data_size=10, hutchinson_samples=0),
+        ValueError,
+        "hutchinson_samples",
+    ),
     (lambda: VOGN(_p(), lr=0.1, data_size=10, fisher_type="true"), ValueError, "fisher_type"),
     (lambda: VOGN(_p(), lr=0.1, data_size=2.5), TypeError, "data_size"),
     (lambda: VOGN(_p(), lr=0.1, data_size=10, beta=-0.5), ValueError, "beta"),
 ]
 
 
-@pytest.mark.parametrize("make,exc,match", BAD_HYPER)
+@pytest.mark.parametrize(("make", "exc", "match"), BAD_HYPER)
 def test_bad_hyperparameters_raise(make, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
         make()
@@ -698,9 +800,8 @@ def test_misuse_raises_clear_errors(toy) -> None:
     with pytest.raises(RuntimeError, match="needs gradients at posterior samples"):
         opt.step()
     with opt.sampled_params():
-        with pytest.raises(RuntimeError, match="nested"):
-            with opt.sampled_params():
-                pass
+        with pytest.raises(RuntimeError, match="nested"), opt.sampled_params():
+            pass
         with pytest.raises(RuntimeError, match="inside sampled_params"):
             opt.step()
     von = VON(model.parameters(), lr=0.1, data_size=20)
@@ -714,9 +815,8 @@ def test_misuse_raises_clear_errors(toy) -> None:
         von.step(backward_closure)
     with pytest.raises(TypeError, match="closure"):
         von.step()
-    with pytest.raises(RuntimeError, match="step\\(closure\\)"):
-        with von.sampled_params(train=True):
-            pass
+    with pytest.raises(RuntimeError, match="step\\(closure\\)"), von.sampled_params(train=True):
+        pass
     vogn = VOGN(model.parameters(), lr=0.1, data_size=20)
     with pytest.raises(TypeError, match="PerExampleClosure"):
         vogn.step(backward_closure)

@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from igbook._safety import NonFiniteStepError
 from igbook.kfac import KFAC, DenseNaturalGradient
 from igbook.natgrad import NaturalGradientDescent
 from igbook.optim import BGD, IVON, MESU, VOGN, VON, PerExampleClosure, Vadam, sampled_params
-from igbook._safety import NonFiniteStepError
 
 # the unused parameter sits on the Net module itself, which K-FAC leaves unpreconditioned
 pytestmark = pytest.mark.filterwarnings("ignore:K-FAC leaves these layers unpreconditioned")
@@ -67,28 +67,75 @@ def make(name: str, dtype: torch.dtype, nonfinite: str = "raise", **kw: Any) -> 
     elif name == "Vadam":
         opt = Vadam(ps, lr=0.01, data_size=100, mc_samples=2, seed=1, **common)
     elif name == "VON":
-        opt = VON(ps, lr=0.05, data_size=100, beta=0.9, prior_precision=10.0, mc_samples=2, seed=1, **common)
+        opt = VON(
+            ps,
+            lr=0.05,
+            data_size=100,
+            beta=0.9,
+            prior_precision=10.0,
+            mc_samples=2,
+            seed=1,
+            **common,
+        )
     elif name == "VOGN":
-        opt = VOGN(ps, lr=0.05, data_size=100, beta=0.9, mc_samples=2, fisher_type="mc", seed=1, **common)
+        opt = VOGN(
+            ps, lr=0.05, data_size=100, beta=0.9, mc_samples=2, fisher_type="mc", seed=1, **common
+        )
     elif name == "BGD":
         opt = BGD(ps, sigma_init=0.05, num_samples=2, seed=1, **common)
     elif name == "MESU":
-        opt = MESU(ps, sigma_prior=1.0, N=100, sigma_init=0.05, momentum_mu=0.5, num_samples=2, seed=1, **common)
+        opt = MESU(
+            ps,
+            sigma_prior=1.0,
+            N=100,
+            sigma_init=0.05,
+            momentum_mu=0.5,
+            num_samples=2,
+            seed=1,
+            **common,
+        )
     elif name == "KFAC":
-        opt = KFAC(model, lr=0.1, momentum=0.9, damping=1e-2, likelihood="categorical", inverse_period=2,
-                   seed=1, **common)
+        opt = KFAC(
+            model,
+            lr=0.1,
+            momentum=0.9,
+            damping=1e-2,
+            likelihood="categorical",
+            inverse_period=2,
+            seed=1,
+            **common,
+        )
     elif name == "DenseNG":
-        opt = DenseNaturalGradient(model, likelihood="categorical", lr=0.5, damping=1e-2, momentum=0.5,
-                                   fisher_type="mc", seed=1, **common)
+        opt = DenseNaturalGradient(
+            model,
+            likelihood="categorical",
+            lr=0.5,
+            damping=1e-2,
+            momentum=0.5,
+            fisher_type="mc",
+            seed=1,
+            **common,
+        )
     else:
-        opt = NaturalGradientDescent(model.parameters(), model, "categorical", lr=0.5, damping=1e-2,
-                                     fisher_type="mc", seed=1, **common)
+        opt = NaturalGradientDescent(
+            model.parameters(),
+            model,
+            "categorical",
+            lr=0.5,
+            damping=1e-2,
+            fisher_type="mc",
+            seed=1,
+            **common,
+        )
     return model, opt
 
 
 def batches(dtype: torch.dtype, n: int = 4) -> list[tuple[Tensor, Tensor]]:
     g = torch.Generator().manual_seed(7)
-    return [(torch.randn(6, 3, generator=g).to(dtype), torch.randint(0, 2, (6,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randn(6, 3, generator=g).to(dtype), torch.randint(0, 2, (6,), generator=g))
+        for _ in range(n)
+    ]
 
 
 Fault = tuple[str, int] | None  # ("nan" | "inf" | "raise", sample index)
@@ -98,7 +145,9 @@ def _bad(kind: str) -> float:
     return math.nan if kind == "nan" else math.inf
 
 
-def do_step(name: str, model: Net, opt: Any, batch: tuple[Tensor, Tensor], fault: Fault = None) -> Any:
+def do_step(
+    name: str, model: Net, opt: Any, batch: tuple[Tensor, Tensor], fault: Fault = None
+) -> Any:
     x, y = batch
     calls = [0]
 
@@ -190,17 +239,28 @@ def snapshot(model: Net, opt: Any) -> Any:
 def same(a: Any, b: Any) -> bool:
     """Bitwise equality of nested state (tensors by torch.equal)."""
     if isinstance(a, Tensor) or isinstance(b, Tensor):
-        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        return (
+            isinstance(a, Tensor)
+            and isinstance(b, Tensor)
+            and a.dtype == b.dtype
+            and torch.equal(a, b)
+        )
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return (
+            isinstance(b, (list, tuple))
+            and len(a) == len(b)
+            and all(same(x, y) for x, y in zip(a, b))
+        )
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     return a == b
 
 
-def run(name: str, dtype: torch.dtype, faults: dict[int, Fault], skip: set[int] = frozenset(), **kw: Any) -> Any:
+def run(
+    name: str, dtype: torch.dtype, faults: dict[int, Fault], skip: set[int] = frozenset(), **kw: Any
+) -> Any:
     """Steps over four batches; ``faults[i]`` breaks step i, ``skip`` leaves batches out."""
     model, opt = make(name, dtype, **kw)
     data = batches(dtype)
@@ -234,14 +294,20 @@ CASES = [(n, k, s) for n in NAMES for k, s in _faults(n)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize(("name", "kind", "sample"), CASES, ids=[f"{n}-{k}{s}" for n, k, s in CASES])
+@pytest.mark.parametrize(
+    ("name", "kind", "sample"), CASES, ids=[f"{n}-{k}{s}" for n, k, s in CASES]
+)
 def test_failed_step_leaves_no_trace(name: str, kind: str, sample: int, dtype: torch.dtype) -> None:
     """A NaN/inf gradient or a raising closure at batch 1: nothing changes, and batches 0, 2, 3
     then give bitwise what a run that never saw batch 1 gives."""
     failed = run(name, dtype, {1: (kind, sample)})
     reference = run(name, dtype, {}, skip={1})
-    assert same(failed[0], reference[0]), f"{name}: parameters differ from the run without the failed step"
-    assert same(failed[1], reference[1]), f"{name}: optimizer state differs from the run without the failed step"
+    assert same(failed[0], reference[0]), (
+        f"{name}: parameters differ from the run without the failed step"
+    )
+    assert same(failed[1], reference[1]), (
+        f"{name}: optimizer state differs from the run without the failed step"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -301,7 +367,9 @@ def test_state_dict_round_trip_mid_training_is_bitwise(name: str, dtype: torch.d
     saved_opt = copy.deepcopy(opt.state_dict())
     for b in data[2:3]:  # disturb the live objects: the resumed run must not depend on them
         do_step(name, model, opt, b)
-    model2, opt2 = make(name, dtype)  # fresh objects: generators and counters come from the state dict
+    model2, opt2 = make(
+        name, dtype
+    )  # fresh objects: generators and counters come from the state dict
     model2.load_state_dict(saved_model)
     opt2.load_state_dict(saved_opt)
     for b in data[2:]:
@@ -329,14 +397,19 @@ def test_sampled_params_function_works_for_mean_field_optimizers(cls: Callable[.
 
 def test_mean_field_apply_gradients_checks_before_writing() -> None:
     torch.manual_seed(0)
-    a, b = nn.Parameter(torch.ones(2, dtype=torch.float64)), nn.Parameter(torch.ones(2, dtype=torch.float64))
+    a, b = (
+        nn.Parameter(torch.ones(2, dtype=torch.float64)),
+        nn.Parameter(torch.ones(2, dtype=torch.float64)),
+    )
     opt = MESU([a, b], sigma_prior=1.0, N=10, sigma_init=0.1, num_samples=1)
     sig = [s.clone() for s in opt.sigmas()]
     good = torch.zeros(2, dtype=torch.float64)
     bad = torch.tensor([0.0, math.inf], dtype=torch.float64)
     with pytest.raises(FloatingPointError, match="parameter #1"):
         opt.apply_gradients([good, bad], [good, good])
-    assert torch.equal(a.detach(), torch.ones(2, dtype=torch.float64))  # the first one was not written either
+    assert torch.equal(
+        a.detach(), torch.ones(2, dtype=torch.float64)
+    )  # the first one was not written either
     assert all(torch.equal(s, t) for s, t in zip(opt.sigmas(), sig))
     # an update that would make sigma <= 0 is undone before the error
     with pytest.raises(RuntimeError, match="standard deviation"):

@@ -82,7 +82,13 @@ NOTEBOOK_PAGES = [p for p in PAGES if (ROOT / p).with_suffix(".ipynb").exists()]
 
 
 def chromium_executable() -> str | None:
-    for name in (os.environ.get("IGBOOK_CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+    for name in (
+        os.environ.get("IGBOOK_CHROMIUM"),
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ):
         if name and shutil.which(name):
             return shutil.which(name)
     return None
@@ -94,7 +100,12 @@ def chromium_executable() -> str | None:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    extensions_map: ClassVar[dict[str, str]] = {**SimpleHTTPRequestHandler.extensions_map, ".ipynb": "application/json", ".js": "text/javascript", ".woff": "font/woff"}
+    extensions_map: ClassVar[dict[str, str]] = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".ipynb": "application/json",
+        ".js": "text/javascript",
+        ".woff": "font/woff",
+    }
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -126,7 +137,13 @@ class Browser:
         self.downloads.mkdir(parents=True)
         self.log = open(workdir / "chromium.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [exe, *CHROME_FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "about:blank"],
+            [
+                exe,
+                *CHROME_FLAGS,
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -136,17 +153,29 @@ class Browser:
         while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
-                raise RuntimeError(f"Chromium did not start: {(workdir / 'chromium.log').read_text(errors='replace')[-2000:]}")
+                raise RuntimeError(
+                    f"Chromium did not start: {(workdir / 'chromium.log').read_text(errors='replace')[-2000:]}"
+                )
             time.sleep(0.05)
         port = int(port_file.read_text().split()[0])
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        targets = json.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read()
+        )
         page = next(t for t in targets if t["type"] == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True, enable_multithread=False)
+        self.ws = websocket.create_connection(
+            page["webSocketDebuggerUrl"], timeout=60, suppress_origin=True, enable_multithread=False
+        )
         self.ids = 0
         self.events: list[dict[str, Any]] = []
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=WIDTH,
+            height=HEIGHT,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def close(self) -> None:
         try:
@@ -206,7 +235,11 @@ class Browser:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                res = self.send("Runtime.evaluate", expression="document.readyState + ' ' + location.href", returnByValue=True)
+                res = self.send(
+                    "Runtime.evaluate",
+                    expression="document.readyState + ' ' + location.href",
+                    returnByValue=True,
+                )
                 state, href = res["result"]["value"].split(" ", 1)
             except (RuntimeError, KeyError):  # the old document went away mid-call
                 state, href = "", ""
@@ -216,7 +249,13 @@ class Browser:
         raise TimeoutError(f"{url} did not load within {timeout} s")
 
     def js(self, expression: str, timeout: float = 60) -> Any:
-        res = self.send("Runtime.evaluate", timeout=timeout, expression=expression, awaitPromise=True, returnByValue=True)
+        res = self.send(
+            "Runtime.evaluate",
+            timeout=timeout,
+            expression=expression,
+            awaitPromise=True,
+            returnByValue=True,
+        )
         if "exceptionDetails" in res:
             raise RuntimeError(f"page script failed: {res['exceptionDetails']}")
         return res["result"].get("value")
@@ -231,7 +270,9 @@ class Browser:
 @pytest.fixture(scope="session")
 def site() -> Path:
     if not (SITE / "index.html").exists():
-        _unavailable(f"the website is not built at {SITE} (run `make test-book`, or set IGBOOK_SITE)")
+        _unavailable(
+            f"the website is not built at {SITE} (run `make test-book`, or set IGBOOK_SITE)"
+        )
     return SITE
 
 
@@ -389,9 +430,14 @@ def _event_problems(events: list[dict[str, Any]], base: str) -> dict[str, list[s
         if m == "Runtime.exceptionThrown":
             d = p["exceptionDetails"]
             desc = (d.get("exception") or {}).get("description") or d.get("text", "")
-            add("javascript errors", f"{desc.splitlines()[0] if desc else d.get('text')} ({d.get('url', '')}:{d.get('lineNumber', '')})")
+            add(
+                "javascript errors",
+                f"{desc.splitlines()[0] if desc else d.get('text')} ({d.get('url', '')}:{d.get('lineNumber', '')})",
+            )
         elif m == "Runtime.consoleAPICalled" and p.get("type") in {"error", "assert"}:
-            args = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            args = " ".join(
+                str(a.get("value", a.get("description", ""))) for a in p.get("args", [])
+            )
             add("console errors", args)
         elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
             e = p["entry"]
@@ -475,7 +521,9 @@ def test_page_in_browser(browser: Browser, server: Server, page: str) -> None:
     result = audit(browser, server, page)
     assert not result["problems"], _report(page, result["problems"])
     if result["formulas"]:
-        assert result["mathjaxVersion"] and result["mathjaxVersion"].startswith("3."), result["mathjaxVersion"]
+        assert result["mathjaxVersion"] and result["mathjaxVersion"].startswith("3."), result[
+            "mathjaxVersion"
+        ]
 
 
 @pytest.mark.browser
@@ -487,16 +535,22 @@ def test_chapters_have_formulas_and_figures(browser: Browser, server: Server) ->
         r = audit(browser, server, page)
         assert r["formulas"] >= 5, f"{page}: only {r['formulas']} formulas found"
         shows = _figure_cells(page)
-        assert r["figures"] >= shows, f"{page}: {shows} cells call plt.show() but only {r['figures']} figures are on the page"
+        assert r["figures"] >= shows, (
+            f"{page}: {shows} cells call plt.show() but only {r['figures']} figures are on the page"
+        )
         assert r["figures"] + r["animations"] >= 1, f"{page}: no figure found"
         assert r["outputs"] >= 1, f"{page}: no cell outputs (was the chapter executed?)"
-        assert r["exercises"] >= 3 and r["solutions"] >= r["exercises"], f"{page}: {r['exercises']} exercises, {r['solutions']} solutions"
+        assert r["exercises"] >= 3 and r["solutions"] >= r["exercises"], (
+            f"{page}: {r['exercises']} exercises, {r['solutions']} solutions"
+        )
 
 
 def _figure_cells(page: str) -> int:
     """Code cells of the chapter's notebook that call ``plt.show()`` (each shows at least one figure)."""
     nb = json.loads((ROOT / page).with_suffix(".ipynb").read_text())
-    return sum(1 for c in nb["cells"] if c["cell_type"] == "code" and "plt.show(" in "".join(c["source"]))
+    return sum(
+        1 for c in nb["cells"] if c["cell_type"] == "code" and "plt.show(" in "".join(c["source"])
+    )
 
 
 class _Anchors(HTMLParser):
@@ -532,13 +586,19 @@ def test_internal_links_resolve(site: Path) -> None:
             parts = urllib.parse.urlsplit(link)
             if parts.scheme or link.startswith(("//", "mailto:", "javascript:")):
                 continue
-            target = (src.parent / urllib.parse.unquote(parts.path)).resolve() if parts.path else src
+            target = (
+                (src.parent / urllib.parse.unquote(parts.path)).resolve() if parts.path else src
+            )
             if target.is_dir():
                 target = target / "index.html"
             if not target.exists():
                 broken.append(f"{page}: {link} (no such file)")
                 continue
-            if parts.fragment and target.suffix == ".html" and parts.fragment not in _parse(target).ids:
+            if (
+                parts.fragment
+                and target.suffix == ".html"
+                and parts.fragment not in _parse(target).ids
+            ):
                 broken.append(f"{page}: {link} (no anchor #{parts.fragment})")
     assert not broken, "broken internal links:\n" + "\n".join(sorted(set(broken))[:50])
 
@@ -558,9 +618,13 @@ def test_launch_buttons(browser: Browser, server: Server) -> None:
         nb = Path(page).with_suffix(".ipynb").as_posix()
         expected = f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=lab/tree/{nb}"
         assert expected in r["binder"], f"{page}: Binder links {r['binder']}, expected {expected}"
-        assert (ROOT / nb).exists(), f"the Binder link of {page} opens {nb}, which is not in the repository"
+        assert (ROOT / nb).exists(), (
+            f"the Binder link of {page} opens {nb}, which is not in the repository"
+        )
         thebe = bool(cfg.get("launch_buttons", {}).get("thebe"))  # off: Thebe would load from a CDN
-        assert r["thebe"] == thebe, f"{page}: Live Code (Thebe) is {'missing' if thebe else 'offered although _config.yml switches it off'}"
+        assert r["thebe"] == thebe, (
+            f"{page}: Live Code (Thebe) is {'missing' if thebe else 'offered although _config.yml switches it off'}"
+        )
 
 
 def test_binder_environment_is_cpu_only() -> None:
@@ -568,8 +632,12 @@ def test_binder_environment_is_cpu_only() -> None:
     req = (ROOT / "binder" / "requirements.txt").read_text()
     torch_lines = [ln for ln in req.splitlines() if re.match(r"\s*torch\b", ln)]
     assert torch_lines, "binder/requirements.txt does not install torch"
-    assert all("+cpu" in ln for ln in torch_lines) and "download.pytorch.org/whl/cpu" in req, torch_lines
-    assert re.search(r"^-e \.$|^\.$", req, re.MULTILINE), "binder/requirements.txt does not install igbook"
+    assert all("+cpu" in ln for ln in torch_lines) and "download.pytorch.org/whl/cpu" in req, (
+        torch_lines
+    )
+    assert re.search(r"^-e \.$|^\.$", req, re.MULTILINE), (
+        "binder/requirements.txt does not install igbook"
+    )
 
 
 def test_binder_post_build_opens_markdown_rendered(tmp_path: Path) -> None:
@@ -577,13 +645,18 @@ def test_binder_post_build_opens_markdown_rendered(tmp_path: Path) -> None:
     Markdown preview JupyterLab's default viewer (run here with a scratch HOME)."""
     env = {**os.environ, "HOME": str(tmp_path)}
     subprocess.run(["bash", str(ROOT / "binder" / "postBuild")], check=True, env=env, timeout=60)
-    settings = tmp_path / ".jupyter/lab/user-settings/@jupyterlab/docmanager-extension/plugin.jupyterlab-settings"
+    settings = (
+        tmp_path
+        / ".jupyter/lab/user-settings/@jupyterlab/docmanager-extension/plugin.jupyterlab-settings"
+    )
     assert json.loads(settings.read_text())["defaultViewers"]["markdown"] == "Markdown Preview"
     assert (ROOT / "binder" / "runtime.txt").read_text().strip().startswith("python-3.11")
 
 
 @pytest.mark.browser
-def test_download_button_saves_an_ipynb_file(browser: Browser, server: Server, tmp_path: Path) -> None:
+def test_download_button_saves_an_ipynb_file(
+    browser: Browser, server: Server, tmp_path: Path
+) -> None:
     """Clicking the download button saves a notebook file; it does not open JSON in the browser."""
     if not NOTEBOOK_PAGES:
         pytest.skip("no chapter pages in the site yet")
@@ -592,9 +665,16 @@ def test_download_button_saves_an_ipynb_file(browser: Browser, server: Server, t
     name = Path(page).with_suffix(".ipynb").name
     assert r["download"], f"{page} has no download button"
     assert r["download"]["href"].endswith(".ipynb"), r["download"]
-    assert r["download"]["download"] == name, f"the download link has download={r['download']['download']!r}"
+    assert r["download"]["download"] == name, (
+        f"the download link has download={r['download']['download']!r}"
+    )
     browser.goto(server.base + page)
-    browser.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(browser.downloads), eventsEnabled=True)
+    browser.send(
+        "Browser.setDownloadBehavior",
+        behavior="allow",
+        downloadPath=str(browser.downloads),
+        eventsEnabled=True,
+    )
     start = len(browser.events)
     browser.js("document.querySelector('a.btn-download-source-button').click(); true")
     begin = browser.wait_event("Browser.downloadWillBegin", 15, since=start)
@@ -602,7 +682,11 @@ def test_download_button_saves_an_ipynb_file(browser: Browser, server: Server, t
     state, deadline = "", time.monotonic() + 20
     while state != "completed" and time.monotonic() < deadline:
         browser.send("Runtime.evaluate", expression="0")  # collects the events that arrived
-        states = [e["params"]["state"] for e in browser.events[start:] if e["method"] == "Browser.downloadProgress"]
+        states = [
+            e["params"]["state"]
+            for e in browser.events[start:]
+            if e["method"] == "Browser.downloadProgress"
+        ]
         state = "completed" if "completed" in states else (states[-1] if states else "")
         time.sleep(0.05)
     assert state == "completed", f"the download did not complete: {state!r}"
@@ -661,8 +745,17 @@ SHOT_SPOTS = {
 def _shot_pages() -> list[str]:
     """Intro, the two generated appendices, the first chapter, the first with a widget, the last."""
     chapters = [f"{f}.html" for f in _toc_files() if f"{f}.html" in NOTEBOOK_PAGES]
-    widget = [p for p in chapters if "igbook-widget-fallback" in (SITE / p).read_text(errors="replace")]
-    wanted = ["book/intro.html", "book/performance.html", "book/instructors.html", *chapters[:1], *widget[:1], *chapters[-1:]]
+    widget = [
+        p for p in chapters if "igbook-widget-fallback" in (SITE / p).read_text(errors="replace")
+    ]
+    wanted = [
+        "book/intro.html",
+        "book/performance.html",
+        "book/instructors.html",
+        *chapters[:1],
+        *widget[:1],
+        *chapters[-1:],
+    ]
     return [p for p in dict.fromkeys(wanted) if p in PAGES]
 
 
@@ -678,7 +771,9 @@ def test_screenshots_and_contrast(browser: Browser, server: Server, theme: str) 
     for page in pages:
         browser.goto(server.base + page)
         assert browser.js(SET_THEME_JS % theme) == theme
-        browser.js("(async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; await new Promise(r => setTimeout(r, 250)); return 1; })()")
+        browser.js(
+            "(async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; await new Promise(r => setTimeout(r, 250)); return 1; })()"
+        )
         low = browser.js(CONTRAST_JS)
         if low:
             problems[page] = low
@@ -696,7 +791,9 @@ def test_screenshots_and_contrast(browser: Browser, server: Server, theme: str) 
             time.sleep(0.15)
             taken.append(browser.screenshot(SHOTS / theme / f"{stem}-{spot}.png"))
     assert taken and all(p.stat().st_size > 5000 for p in taken), "screenshots are missing or blank"
-    assert not problems, f"text with contrast below 3:1 in the {theme} theme:\n" + "\n".join(_report(p, {"low contrast": v}) for p, v in problems.items())
+    assert not problems, f"text with contrast below 3:1 in the {theme} theme:\n" + "\n".join(
+        _report(p, {"low contrast": v}) for p, v in problems.items()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -726,8 +823,14 @@ def test_benchmark_json_of_any_shape_renders() -> None:
         "title": "K-FAC against Adam",
         "machine": {"cpu": "x86_64", "threads": 2, "torch": "2.13.0"},
         "settings": {"steps": 200, "lr": {"adam": 1e-3, "kfac": 0.1}},
-        "results": [{"method": "adam", "seconds": 1.23456, "loss": 0.000012}, {"method": "kfac", "seconds": 2.5, "loss": 1e-7, "extra": [1, 2]}],
-        "per_model": {"mlp": {"time": 1.0, "passes": {"fisher": 3, "ggn": 2}}, "cnn": {"time": 2.0}},
+        "results": [
+            {"method": "adam", "seconds": 1.23456, "loss": 0.000012},
+            {"method": "kfac", "seconds": 2.5, "loss": 1e-7, "extra": [1, 2]},
+        ],
+        "per_model": {
+            "mlp": {"time": 1.0, "passes": {"fisher": 3, "ggn": 2}},
+            "cnn": {"time": 2.0},
+        },
         "speedup": 2.02,
         "series": {"losses": [0.3, 0.25, 0.2, 0.15, 0.1], "widths": [64, 256, 128, 64, 16]},
         "nested": {"deeper": {"value": float("nan")}},
@@ -737,12 +840,33 @@ def test_benchmark_json_of_any_shape_renders() -> None:
     text = _texts(out)
     tables = [t for n in out for t in n.findall(nodes.table)]
     assert len(tables) >= 3, text
-    for needle in ("x86_64", "steps=200", "lr.adam=0.001", "adam", "kfac", "1.235", "1.200e-05", "1, 2", "mlp", "0.3 → 0.1 (5 values)", "64, 256, 128, 64, 16", "passes.fisher", "2.02", "nan", "medians of 5 repeats"):
+    for needle in (
+        "x86_64",
+        "steps=200",
+        "lr.adam=0.001",
+        "adam",
+        "kfac",
+        "1.235",
+        "1.200e-05",
+        "1, 2",
+        "mlp",
+        "0.3 → 0.1 (5 values)",
+        "64, 256, 128, 64, 16",
+        "passes.fisher",
+        "2.02",
+        "nan",
+        "medians of 5 repeats",
+    ):
         assert needle in text, f"{needle!r} missing from the rendered page:\n{text}"
     # a bare list or a scalar does not crash either
     assert "3" in _texts(ext.render_result([{"a": 3}]))
     assert _texts(ext.render_result(42)) == "42"
-    assert ext.fmt(None) == "—" and ext.fmt(True) == "yes" and ext.fmt(123456) == "123,456" and ext.fmt(0.5) == "0.5"
+    assert (
+        ext.fmt(None) == "—"
+        and ext.fmt(True) == "yes"
+        and ext.fmt(123456) == "123,456"
+        and ext.fmt(0.5) == "0.5"
+    )
 
 
 def test_exercises_and_prerequisites_are_read_from_markdown() -> None:
@@ -766,17 +890,26 @@ Move the sliders of the explorer.
 """
     exs = ext._parse_exercises(md)
     assert [e.label for e in exs] == ["ex-a", "ex-b", None]
-    assert exs[0].self_check == ["check_bernoulli_fisher"] and exs[0].kind == "homework, self-checked"
+    assert (
+        exs[0].self_check == ["check_bernoulli_fisher"] and exs[0].kind == "homework, self-checked"
+    )
     assert exs[1].self_check == ["check_gaussian_hessian"] and exs[1].title == "Prove the identity"
     assert exs[1].kind == "homework, self-checked"
-    assert ext._parse_exercises("```{exercise} P\n:label: ex-p\nProve that it holds.\n```\n")[0].kind == "written homework (proof)"
+    assert (
+        ext._parse_exercises("```{exercise} P\n:label: ex-p\nProve that it holds.\n```\n")[0].kind
+        == "written homework (proof)"
+    )
     assert exs[2].kind.startswith("lab session") and exs[2].title == "Exercise"
 
 
 def test_dependency_graph_drops_implied_edges() -> None:
     ext = _site_ext()
     C = ext.Chapter
-    chs = [C("a", "A", 1, 1, 1, [], set()), C("b", "B", 2, 1, 1, [], set(), ["a"]), C("c", "C", 3, 1, 1, [], set(), ["a", "b"])]
+    chs = [
+        C("a", "A", 1, 1, 1, [], set()),
+        C("b", "B", 2, 1, 1, [], set(), ["a"]),
+        C("c", "C", 3, 1, 1, [], set(), ["a", "b"]),
+    ]
     assert sorted(ext._reduced_edges(chs)) == [("a", "b"), ("b", "c")]
     assert ext._layers(chs) == {"a": 0, "b": 1, "c": 2}
     svg = ext.dependency_svg(chs)

@@ -64,19 +64,35 @@ def test_nothing_overflows(page: str, server: Any, browser: Any) -> None:  # noq
     failures = []
     try:
         for i, width in enumerate((390, 1280)):
-            browser.send("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=width < 600)
+            browser.send(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=900,
+                deviceScaleFactor=1,
+                mobile=width < 600,
+            )
             if i == 0:
                 browser.goto(server.base + page)
-                browser.js("(async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; })()")
+                browser.js(
+                    "(async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; })()"
+                )
             time.sleep(0.4)
             out = browser.js(OVERFLOW_JS)
             if out["pageScroll"]:
                 failures.append(f"{page} at {width} px scrolls sideways as a whole")
             if out["n"]:
-                failures.append(f"{page} at {width} px: {out['n']} element(s) overflow the column without scrolling: "
-                                + json.dumps(out["bad"], ensure_ascii=False))
+                failures.append(
+                    f"{page} at {width} px: {out['n']} element(s) overflow the column without scrolling: "
+                    + json.dumps(out["bad"], ensure_ascii=False)
+                )
             if out["small"]:
                 failures.append(f"{page}: live-figure text below 9 px: {out['small']}")
     finally:
-        browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1, mobile=False)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=1280,
+            height=900,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
     assert not failures, "\n".join(failures)

@@ -34,16 +34,22 @@ DRAWN = """(() => { const out = [];
 def _wait_live(browser: Any, n: int) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if browser.js("!!window.igbookLive && [...document.querySelectorAll('[data-igbook-live]')]"
-                      ".every(e => igbookLive.figures.some(f => f.name === e.dataset.igbookLive))"):
+        if browser.js(
+            "!!window.igbookLive && [...document.querySelectorAll('[data-igbook-live]')]"
+            ".every(e => igbookLive.figures.some(f => f.name === e.dataset.igbookLive))"
+        ):
             return
         time.sleep(0.1)
-    raise AssertionError(f"only {browser.js('window.igbookLive ? igbookLive.figures.length : 0')} of {n} live figures registered")
+    raise AssertionError(
+        f"only {browser.js('window.igbookLive ? igbookLive.figures.length : 0')} of {n} live figures registered"
+    )
 
 
 def _no_nan(browser: Any) -> None:
-    text = browser.js("Bokeh.documents.map(d => [...d.all_models].filter(m => m.type === 'Div').map(m => m.text).join(' '))"
-                      ".join(' ') + ' ' + [...document.querySelectorAll('.igbook-live')].map(e => e.innerText).join(' ')")
+    text = browser.js(
+        "Bokeh.documents.map(d => [...d.all_models].filter(m => m.type === 'Div').map(m => m.text).join(' '))"
+        ".join(' ') + ' ' + [...document.querySelectorAll('.igbook-live')].map(e => e.innerText).join(' ')"
+    )
     assert "NaN" not in text and "Infinity" not in text, text[:500]
 
 
@@ -51,7 +57,9 @@ def _figure_shot(browser: Any, name: str) -> str:
     """A screenshot (base64 PNG) of one live figure's box, as the reader sees it."""
     box = browser.js(f"""(() => {{ const el = document.querySelector('[data-igbook-live={json.dumps(name)}] .igbook-live-panels');
         const b = el.getBoundingClientRect(); return {{x: b.left + scrollX, y: b.top + scrollY, width: b.width, height: Math.min(b.height, 3000)}}; }})()""")
-    return browser.send("Page.captureScreenshot", format="png", clip={**box, "scale": 1}, captureBeyondViewport=True)["data"]
+    return browser.send(
+        "Page.captureScreenshot", format="png", clip={**box, "scale": 1}, captureBeyondViewport=True
+    )["data"]
 
 
 def _settle(browser: Any) -> None:
@@ -72,7 +80,9 @@ def exercise_live_figures(browser: Any) -> tuple[dict[str, list[str]], dict[str,
     def add(kind: str, what: str) -> None:
         problems.setdefault(kind, []).append(what)
 
-    names = browser.js("[...document.querySelectorAll('[data-igbook-live]')].map(e => e.dataset.igbookLive)")
+    names = browser.js(
+        "[...document.querySelectorAll('[data-igbook-live]')].map(e => e.dataset.igbookLive)"
+    )
     if not names:
         return problems, drag_ms
     _wait_live(browser, len(names))
@@ -81,7 +91,9 @@ def exercise_live_figures(browser: Any) -> tuple[dict[str, list[str]], dict[str,
         add("registry", f"figures on the page {names}, registered {registered}")
     for name in names:
         fig = f"igbookLive.get({json.dumps(name)})"
-        browser.js(f"document.querySelector('[data-igbook-live={json.dumps(name)}]').scrollIntoView({{block: 'start'}})")
+        browser.js(
+            f"document.querySelector('[data-igbook-live={json.dumps(name)}]').scrollIntoView({{block: 'start'}})"
+        )
         n_widgets = browser.js(f"""(() => {{ const doc = Bokeh.documents.find(d => [...d.all_models].some(m => m.__igbook === {fig}));
             window.__doc = doc; window.__widgets = doc ? [...doc.all_models].filter(m => m.type === 'Slider' || m.type === 'Switch') : [];
             return window.__widgets.length; }})()""")
@@ -121,9 +133,15 @@ def exercise_live_figures(browser: Any) -> tuple[dict[str, list[str]], dict[str,
                         y0: m.y_range.start, y1: m.y_range.end, title: m.title.text, px: Array.from(src.data.x), py: Array.from(src.data.y)}}; }})()""")
             time.sleep(0.2)
             x, y = h["px"][-1], h["py"][-1]
-            tx = x + 0.2 * (h["x1"] - h["x0"]) if x < 0.5 * (h["x0"] + h["x1"]) else x - 0.2 * (h["x1"] - h["x0"])
+            tx = (
+                x + 0.2 * (h["x1"] - h["x0"])
+                if x < 0.5 * (h["x0"] + h["x1"])
+                else x - 0.2 * (h["x1"] - h["x0"])
+            )
             before = browser.js(f"JSON.stringify({fig}.state())")
-            drag_ms.setdefault(name, []).extend(drag(browser, h, (x, y), (tx, y), settle=lambda: _settle(browser)))
+            drag_ms.setdefault(name, []).extend(
+                drag(browser, h, (x, y), (tx, y), settle=lambda: _settle(browser))
+            )
             after = browser.js(f"JSON.stringify({fig}.state())")
             if after == before:
                 add("drag", f"{name}: dragging a handle in {h['title']!r} changed nothing")
@@ -143,24 +161,34 @@ def _no_nan_ok(browser: Any) -> bool:
 @pytest.mark.parametrize("page", NOTEBOOK_PAGES)
 def test_live_figures_respond(page: str, server: Any, browser: Any) -> None:
     start = browser.goto(server.base + page)
-    names = browser.js("[...document.querySelectorAll('[data-igbook-live]')].map(e => e.dataset.igbookLive)")
+    names = browser.js(
+        "[...document.querySelectorAll('[data-igbook-live]')].map(e => e.dataset.igbookLive)"
+    )
     chapter = page.rsplit("/", 1)[-1].removesuffix(".html")
     if not names:
         if chapter in CHAPTERS_WITHOUT_LIVE:
             pytest.skip(f"{chapter} has no live figure yet")
-        pytest.fail(f"{page}: no live figure (every chapter has at least one that moves on the static site)")
+        pytest.fail(
+            f"{page}: no live figure (every chapter has at least one that moves on the static site)"
+        )
     problems, _ = exercise_live_figures(browser)
     assert not problems, json.dumps(problems, ensure_ascii=False, indent=1)[:3000]
-    errors = [e for e in browser.events[start:] if e["method"] == "Runtime.exceptionThrown"
-              or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")]
+    errors = [
+        e
+        for e in browser.events[start:]
+        if e["method"] == "Runtime.exceptionThrown"
+        or (e["method"] == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
+    ]
     assert not errors, json.dumps(errors)[:2000]
 
 
 @pytest.mark.parametrize("page", NOTEBOOK_PAGES)
 def test_precomputed_figures_show_what_igbook_wrote(page: str, server: Any, browser: Any) -> None:
     browser.goto(server.base + page)
-    written = browser.js("Object.fromEntries([...document.querySelectorAll('script[data-igbook-live-data]')]"
-                         ".map(s => [s.dataset.igbookLiveData, JSON.parse(s.textContent)]))")
+    written = browser.js(
+        "Object.fromEntries([...document.querySelectorAll('script[data-igbook-live-data]')]"
+        ".map(s => [s.dataset.igbookLiveData, JSON.parse(s.textContent)]))"
+    )
     if not written:
         pytest.skip("no precomputed live figure on this page")
     _wait_live(browser, len(written))
@@ -180,10 +208,14 @@ def test_precomputed_figures_show_what_igbook_wrote(page: str, server: Any, brow
                 for axis in ("x", "y"):
                     frames = data[label][axis]  # one array when it is the same in every frame
                     want = frames[0] if len(frames) == 1 else frames[k]
-                    assert st["series"][f"s{i}"][axis] == want, f"{name}: series {label!r} {axis}, frame {k}"
+                    assert st["series"][f"s{i}"][axis] == want, (
+                        f"{name}: series {label!r} {axis}, frame {k}"
+                    )
             for key, values in data.items():
                 if key.startswith("readout:"):
-                    assert st["readouts"][key.removeprefix("readout:")] == values[k], f"{name}: {key}, frame {k}"
+                    assert st["readouts"][key.removeprefix("readout:")] == values[k], (
+                        f"{name}: {key}, frame {k}"
+                    )
 
 
 def test_ported_figures_start_at_igbook_numbers(server: Any, browser: Any) -> None:
@@ -194,10 +226,14 @@ def test_ported_figures_start_at_igbook_numbers(server: Any, browser: Any) -> No
     browser.goto(server.base + pages["fisher_metric.html"])
     _wait_live(browser, 1)
     st = browser.js("igbookLive.get('fisher-metric').state()")
-    assert math.isclose(st["fisherRao"], float(fisher_rao_gaussian(*st["P"], *st["Q"])), rel_tol=1e-9)
+    assert math.isclose(
+        st["fisherRao"], float(fisher_rao_gaussian(*st["P"], *st["Q"])), rel_tol=1e-9
+    )
     browser.goto(server.base + pages["gaussian_mixture.html"])
     _wait_live(browser, 1)
     st = browser.js("igbookLive.get('mixture').state()")
     ref = mixture_state(mu1=st["mu1"], mu2=st["mu2"], sigma=st["sigma"], grid_n=st["gridN"])
     assert math.isclose(st["condition"], ref.handle_condition, rel_tol=1e-9)
-    assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(st["eigenvalues"], ref.handle_eigenvalues))
+    assert all(
+        math.isclose(a, b, rel_tol=1e-9) for a, b in zip(st["eigenvalues"], ref.handle_eigenvalues)
+    )

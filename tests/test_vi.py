@@ -43,7 +43,9 @@ def _gen(seed: int) -> torch.Generator:
 COINS = (torch.rand(40, generator=_gen(0), dtype=D) < 0.3).to(D)
 COUNTS = torch.poisson(torch.full((25,), 3.0, dtype=D), generator=_gen(1))
 X_LIN = torch.randn(60, 3, generator=_gen(2), dtype=D)
-Y_LIN = X_LIN @ torch.tensor([1.0, -2.0, 0.5], dtype=D) + 0.3 * torch.randn(60, generator=_gen(3), dtype=D)
+Y_LIN = X_LIN @ torch.tensor([1.0, -2.0, 0.5], dtype=D) + 0.3 * torch.randn(
+    60, generator=_gen(3), dtype=D
+)
 Y_NG = 1.0 + 0.7 * torch.randn(15, generator=_gen(4), dtype=D)
 
 
@@ -63,12 +65,20 @@ def random_start(model, seed: int) -> torch.Tensor:  # type: ignore[no-untyped-d
     """A valid natural parameter far from the posterior."""
     g = _gen(seed)
     if isinstance(model, BetaBernoulli):
-        return Beta(0.5 + 5 * torch.rand((), generator=g, dtype=D), 0.5 + 5 * torch.rand((), generator=g, dtype=D)).natural
+        return Beta(
+            0.5 + 5 * torch.rand((), generator=g, dtype=D),
+            0.5 + 5 * torch.rand((), generator=g, dtype=D),
+        ).natural
     if isinstance(model, GammaPoisson):
-        return Gamma(0.5 + 5 * torch.rand((), generator=g, dtype=D), 0.5 + 5 * torch.rand((), generator=g, dtype=D)).natural
+        return Gamma(
+            0.5 + 5 * torch.rand((), generator=g, dtype=D),
+            0.5 + 5 * torch.rand((), generator=g, dtype=D),
+        ).natural
     if isinstance(model, BayesianLinearRegression):
         a = torch.randn(3, 3, generator=g, dtype=D)
-        return MultivariateGaussian(torch.randn(3, generator=g, dtype=D) * 3, a @ a.T + 0.5 * torch.eye(3, dtype=D)).natural
+        return MultivariateGaussian(
+            torch.randn(3, generator=g, dtype=D) * 3, a @ a.T + 0.5 * torch.eye(3, dtype=D)
+        ).natural
     return NormalGamma(3 * torch.randn((), generator=g, dtype=D).item(), 0.5, 2.0, 4.0).natural
 
 
@@ -100,8 +110,14 @@ def test_step_size_type_errors() -> None:
 # ----- conjugate models -----------------------------------------------------------------------
 def test_posteriors_match_textbook_formulas() -> None:
     k, n = float(COINS.sum()), COINS.shape[0]
-    torch.testing.assert_close(BetaBernoulli(2.0, 3.0).posterior(COINS).params, torch.tensor([2.0 + k, 3.0 + n - k], dtype=D))
-    torch.testing.assert_close(GammaPoisson(2.0, 1.0).posterior(COUNTS).params, torch.tensor([2.0 + float(COUNTS.sum()), 1.0 + 25], dtype=D))
+    torch.testing.assert_close(
+        BetaBernoulli(2.0, 3.0).posterior(COINS).params,
+        torch.tensor([2.0 + k, 3.0 + n - k], dtype=D),
+    )
+    torch.testing.assert_close(
+        GammaPoisson(2.0, 1.0).posterior(COUNTS).params,
+        torch.tensor([2.0 + float(COUNTS.sum()), 1.0 + 25], dtype=D),
+    )
     bl = BayesianLinearRegression(3, prior_precision=2.0, noise_variance=0.09)
     prec = 2.0 * torch.eye(3, dtype=D) + X_LIN.T @ X_LIN / 0.09
     mean = torch.linalg.solve(prec, X_LIN.T @ Y_LIN / 0.09)
@@ -113,27 +129,63 @@ def test_posteriors_match_textbook_formulas() -> None:
     # Normal-Gamma (Bishop 2.44 / Murphy 2007)
     y, n = Y_NG, Y_NG.shape[0]
     ybar = y.mean()
-    want = torch.stack([n * ybar / (1 + n), torch.tensor(1.0 + n, dtype=D), torch.tensor(1.0 + n / 2, dtype=D), 1.0 + 0.5 * ((y - ybar) ** 2).sum() + n * ybar**2 / (2 * (1 + n))])
-    torch.testing.assert_close(NormalGammaGaussian(0.0, 1.0, 1.0, 1.0).posterior(y).params, want, rtol=1e-12, atol=1e-12)
+    want = torch.stack(
+        [
+            n * ybar / (1 + n),
+            torch.tensor(1.0 + n, dtype=D),
+            torch.tensor(1.0 + n / 2, dtype=D),
+            1.0 + 0.5 * ((y - ybar) ** 2).sum() + n * ybar**2 / (2 * (1 + n)),
+        ]
+    )
+    torch.testing.assert_close(
+        NormalGammaGaussian(0.0, 1.0, 1.0, 1.0).posterior(y).params, want, rtol=1e-12, atol=1e-12
+    )
 
 
 def test_log_evidence_against_independent_formulas() -> None:
     k, n = float(COINS.sum()), COINS.shape[0]
     want = special.betaln(2.0 + k, 3.0 + n - k) - special.betaln(2.0, 3.0)
-    torch.testing.assert_close(BetaBernoulli(2.0, 3.0).log_evidence(COINS), torch.tensor(want, dtype=D), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        BetaBernoulli(2.0, 3.0).log_evidence(COINS),
+        torch.tensor(want, dtype=D),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     s, c = float(COUNTS.sum()), COUNTS.numpy()
-    want = special.gammaln(2.0 + s) - special.gammaln(2.0) + 2.0 * math.log(1.0) - (2.0 + s) * math.log(1.0 + 25) - special.gammaln(c + 1).sum()
-    torch.testing.assert_close(GammaPoisson(2.0, 1.0).log_evidence(COUNTS), torch.tensor(want, dtype=D), rtol=1e-12, atol=1e-12)
+    want = (
+        special.gammaln(2.0 + s)
+        - special.gammaln(2.0)
+        + 2.0 * math.log(1.0)
+        - (2.0 + s) * math.log(1.0 + 25)
+        - special.gammaln(c + 1).sum()
+    )
+    torch.testing.assert_close(
+        GammaPoisson(2.0, 1.0).log_evidence(COUNTS),
+        torch.tensor(want, dtype=D),
+        rtol=1e-12,
+        atol=1e-12,
+    )
     cov = 0.09 * np.eye(60) + X_LIN.numpy() @ X_LIN.numpy().T / 2.0
     want = stats.multivariate_normal(np.zeros(60), cov).logpdf(Y_LIN.numpy())
     bl = BayesianLinearRegression(3, prior_precision=2.0, noise_variance=0.09)
-    torch.testing.assert_close(bl.log_evidence((X_LIN, Y_LIN)), torch.tensor(want, dtype=D), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        bl.log_evidence((X_LIN, Y_LIN)), torch.tensor(want, dtype=D), rtol=1e-10, atol=1e-10
+    )
     # Normal-Gamma evidence (Murphy 2007, eq. 95)
     ng = NormalGammaGaussian(0.0, 1.0, 1.0, 1.0)
     _, kn, an, bn = ng.posterior(Y_NG).params.tolist()
     n = Y_NG.shape[0]
-    want = special.gammaln(an) - special.gammaln(1.0) + 1.0 * math.log(1.0) - an * math.log(bn) + 0.5 * math.log(1.0 / kn) - 0.5 * n * math.log(2 * math.pi)
-    torch.testing.assert_close(ng.log_evidence(Y_NG), torch.tensor(want, dtype=D), rtol=1e-12, atol=1e-12)
+    want = (
+        special.gammaln(an)
+        - special.gammaln(1.0)
+        + 1.0 * math.log(1.0)
+        - an * math.log(bn)
+        + 0.5 * math.log(1.0 / kn)
+        - 0.5 * n * math.log(2 * math.pi)
+    )
+    torch.testing.assert_close(
+        ng.log_evidence(Y_NG), torch.tensor(want, dtype=D), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize(("model", "data"), conjugate_cases(), ids=CIDS)
@@ -141,7 +193,9 @@ def test_one_step_is_exact_from_any_start(model, data) -> None:  # type: ignore[
     star = model.posterior_natural(data)
     for seed in range(5):
         lam1 = model.ngvi(data, 1.0, 1, init=random_start(model, seed))[1]
-        torch.testing.assert_close(lam1, star, rtol=0, atol=1e-12 * max(1.0, float(star.abs().max())))
+        torch.testing.assert_close(
+            lam1, star, rtol=0, atol=1e-12 * max(1.0, float(star.abs().max()))
+        )
 
 
 @pytest.mark.parametrize(("model", "data"), conjugate_cases(), ids=CIDS)
@@ -166,7 +220,9 @@ def test_elbo_is_evidence_minus_kl_and_increases(model, data) -> None:  # type: 
         q = model.family.from_natural(l_)
         torch.testing.assert_close(e, evidence - q.kl(post), rtol=1e-10, atol=1e-9)
     assert bool((elbos.diff() > 0).all())
-    torch.testing.assert_close(model.elbo(model.posterior_natural(data), data), evidence, rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(
+        model.elbo(model.posterior_natural(data), data), evidence, rtol=1e-12, atol=1e-10
+    )
 
 
 @pytest.mark.parametrize(("model", "data"), conjugate_cases(), ids=CIDS)
@@ -174,7 +230,9 @@ def test_natural_gradient_is_fisher_preconditioned_autograd_gradient(model, data
     lam = random_start(model, 5)
     g = grad(lambda l_: model.elbo(l_, data))(lam)
     fisher = torch.func.hessian(model.family.log_partition)(lam)
-    torch.testing.assert_close(torch.linalg.solve(fisher, g), model.natural_gradient(lam, data), rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(
+        torch.linalg.solve(fisher, g), model.natural_gradient(lam, data), rtol=1e-8, atol=1e-8
+    )
 
 
 def test_bayes_rule_is_addition_sequential_equals_batch() -> None:
@@ -183,13 +241,17 @@ def test_bayes_rule_is_addition_sequential_equals_batch() -> None:
     second = BetaBernoulli(first.alpha, first.beta).posterior(COINS[15:])
     torch.testing.assert_close(second.natural, m.posterior_natural(COINS), rtol=0, atol=1e-12)
     perm = torch.randperm(40, generator=_gen(9))
-    torch.testing.assert_close(m.posterior_natural(COINS[perm]), m.posterior_natural(COINS), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        m.posterior_natural(COINS[perm]), m.posterior_natural(COINS), rtol=0, atol=1e-12
+    )
     # the posterior density is prior x likelihood, normalized (on a grid)
     grid = torch.linspace(1e-3, 1 - 1e-3, 4001, dtype=D)
     k, n = float(COINS.sum()), 40
     log_un = m.prior.log_prob(grid) + k * torch.log(grid) + (n - k) * torch.log1p(-grid)
     dens = torch.exp(log_un - m.log_evidence(COINS))
-    torch.testing.assert_close(dens, torch.exp(m.posterior(COINS).log_prob(grid)), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        dens, torch.exp(m.posterior(COINS).log_prob(grid)), rtol=1e-10, atol=1e-12
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -222,19 +284,90 @@ def test_gamma_poisson_property(a: float, b: float, rho: float) -> None:
         (lambda: GammaPoisson().ngvi(COUNTS, 0.5, 3, init=torch.tensor([1.0, 1.0])), "init"),
         (lambda: ngvi_step(torch.zeros(2), torch.zeros(3), torch.zeros(2), 0.5), "prior_natural"),
         (lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.zeros(4, 3), 0.5), "messages"),
-        (lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.tensor([float("nan"), 0.0]), 0.5), "messages"),
-        (lambda: ngvi_step(Beta(1.0, 1.0).natural, torch.tensor([-2.0, 0.0]), torch.zeros(2), 0.5, family=Beta), "prior_natural"),
-        (lambda: ngvi_step(torch.tensor([0.0, 1.0]), Gamma(1.0, 1.0).natural, torch.zeros(2), 0.5, family=Gamma), "lam"),
-        (lambda: ngvi_step(Gamma(1.0, 1.0).natural, Gamma(1.0, 1.0).natural, torch.tensor([0.0, 5.0]), 1.0, family=Gamma), "updated"),
-        (lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.5, family=int), "family"),
-        (lambda: svi(lambda lam, idx: torch.zeros(2), torch.tensor([-5.0, 0.0]), 4, Beta(1.0, 1.0).natural,
-                     batch_size=2, steps=1, rho=0.5, family=Beta), "prior_natural"),
-        (lambda: svi(lambda lam, idx: torch.zeros(2), Beta(1.0, 1.0).natural, 4, torch.tensor([0.0, -3.0]),
-                     batch_size=2, steps=1, rho=0.5, family=Beta), "init"),
-        (lambda: svi(lambda lam, idx: torch.tensor([-9.0, 0.0]), Beta(1.0, 1.0).natural, 4, Beta(1.0, 1.0).natural,
-                     batch_size=2, steps=2, rho=1.0, family=Beta), "after step 1"),
-        (lambda: svi(lambda lam, idx: torch.zeros(2), torch.zeros(2), 4, torch.zeros(2),
-                     batch_size=2, steps=1, rho=0.5, family=str), "family"),
+        (
+            lambda: ngvi_step(
+                torch.zeros(2), torch.zeros(2), torch.tensor([float("nan"), 0.0]), 0.5
+            ),
+            "messages",
+        ),
+        (
+            lambda: ngvi_step(
+                Beta(1.0, 1.0).natural, torch.tensor([-2.0, 0.0]), torch.zeros(2), 0.5, family=Beta
+            ),
+            "prior_natural",
+        ),
+        (
+            lambda: ngvi_step(
+                torch.tensor([0.0, 1.0]), Gamma(1.0, 1.0).natural, torch.zeros(2), 0.5, family=Gamma
+            ),
+            "lam",
+        ),
+        (
+            lambda: ngvi_step(
+                Gamma(1.0, 1.0).natural,
+                Gamma(1.0, 1.0).natural,
+                torch.tensor([0.0, 5.0]),
+                1.0,
+                family=Gamma,
+            ),
+            "updated",
+        ),
+        (
+            lambda: ngvi_step(torch.zeros(2), torch.zeros(2), torch.zeros(2), 0.5, family=int),
+            "family",
+        ),
+        (
+            lambda: svi(
+                lambda lam, idx: torch.zeros(2),
+                torch.tensor([-5.0, 0.0]),
+                4,
+                Beta(1.0, 1.0).natural,
+                batch_size=2,
+                steps=1,
+                rho=0.5,
+                family=Beta,
+            ),
+            "prior_natural",
+        ),
+        (
+            lambda: svi(
+                lambda lam, idx: torch.zeros(2),
+                Beta(1.0, 1.0).natural,
+                4,
+                torch.tensor([0.0, -3.0]),
+                batch_size=2,
+                steps=1,
+                rho=0.5,
+                family=Beta,
+            ),
+            "init",
+        ),
+        (
+            lambda: svi(
+                lambda lam, idx: torch.tensor([-9.0, 0.0]),
+                Beta(1.0, 1.0).natural,
+                4,
+                Beta(1.0, 1.0).natural,
+                batch_size=2,
+                steps=2,
+                rho=1.0,
+                family=Beta,
+            ),
+            "after step 1",
+        ),
+        (
+            lambda: svi(
+                lambda lam, idx: torch.zeros(2),
+                torch.zeros(2),
+                4,
+                torch.zeros(2),
+                batch_size=2,
+                steps=1,
+                rho=0.5,
+                family=str,
+            ),
+            "family",
+        ),
     ],
 )
 def test_conjugate_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -257,7 +390,9 @@ def test_vmp_fixed_point_against_the_exact_posterior() -> None:
     # ... but under-estimates both variances, by the factors (a-1)/a and a/(a+1/2)
     exact_var_m = b / (k * (a - 1))  # Student-t marginal
     torch.testing.assert_close(q_m.variance / exact_var_m, (a - 1) / a, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close((q_t.alpha / q_t.beta**2) / (a / b**2), a / (a + 0.5), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        (q_t.alpha / q_t.beta**2) / (a / b**2), a / (a + 0.5), rtol=1e-12, atol=1e-12
+    )
     # q(tau) has shape alpha0 + (N + 1)/2
     torch.testing.assert_close(q_t.alpha, torch.tensor(1.0 + (Y_NG.shape[0] + 1) / 2, dtype=D))
 
@@ -268,7 +403,10 @@ def test_vmp_elbo_is_monotone_and_equals_evidence_minus_kl() -> None:
     model = NormalGammaGaussian(0.0, 1.0, 1.0, 1.0)
     post, evidence = model.posterior(Y_NG), model.log_evidence(Y_NG)
     for t in (0, 1, 5, 25):
-        q_m, q_t = Gaussian.from_natural(res.mean_natural[t]), Gamma.from_natural(res.precision_natural[t])
+        q_m, q_t = (
+            Gaussian.from_natural(res.mean_natural[t]),
+            Gamma.from_natural(res.precision_natural[t]),
+        )
         kl = mean_field_kl(q_m, q_t, post)
         torch.testing.assert_close(res.elbo[t], evidence - kl, rtol=1e-10, atol=1e-10)
         assert float(kl) > 0
@@ -279,12 +417,13 @@ def test_vmp_elbo_against_monte_carlo() -> None:
     n = 200_000
     m = q_m.sample(n, seed=1)
     tau = q_t.sample(n, seed=2)
-    log_joint = (
-        NormalGamma.log_prob_params(PRIOR_NG.params, torch.stack([m, tau], -1))
-        + (0.5 * torch.log(tau / (2 * math.pi)) - 0.5 * tau * (Y_NG.unsqueeze(-1) - m) ** 2).sum(0)
-    )
+    log_joint = NormalGamma.log_prob_params(PRIOR_NG.params, torch.stack([m, tau], -1)) + (
+        0.5 * torch.log(tau / (2 * math.pi)) - 0.5 * tau * (Y_NG.unsqueeze(-1) - m) ** 2
+    ).sum(0)
     vals = log_joint - q_m.log_prob(m) - q_t.log_prob(tau)
-    assert abs(float(vals.mean() - mean_field_elbo(Y_NG, PRIOR_NG, q_m, q_t))) < 5 * float(vals.std()) / math.sqrt(n)
+    assert abs(float(vals.mean() - mean_field_elbo(Y_NG, PRIOR_NG, q_m, q_t))) < 5 * float(
+        vals.std()
+    ) / math.sqrt(n)
 
 
 def test_vmp_messages_are_stationary_at_the_fixed_point_and_damping_reaches_it() -> None:
@@ -293,8 +432,12 @@ def test_vmp_messages_are_stationary_at_the_fixed_point_and_damping_reaches_it()
     torch.testing.assert_close(lam_m, res.mean_natural[-1], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(lam_t, res.precision_natural[-1], rtol=1e-12, atol=1e-12)
     damped = vmp_normal_gamma(Y_NG, PRIOR_NG, 300, rho=0.4)
-    torch.testing.assert_close(damped.mean_natural[-1], res.mean_natural[-1], rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(damped.precision_natural[-1], res.precision_natural[-1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        damped.mean_natural[-1], res.mean_natural[-1], rtol=1e-10, atol=1e-10
+    )
+    torch.testing.assert_close(
+        damped.precision_natural[-1], res.precision_natural[-1], rtol=1e-10, atol=1e-10
+    )
 
 
 def test_vmp_bad_input() -> None:
@@ -324,7 +467,9 @@ def test_robbins_monro_schedule() -> None:
 
 def test_full_batch_svi_with_unit_step_is_exact_bayes() -> None:
     bl = BayesianLinearRegression(3, prior_precision=2.0, noise_variance=0.09)
-    res = conjugate_svi(bl, (X_LIN, Y_LIN), batch_size=60, steps=1, rho=1.0, init=random_start(bl, 0))
+    res = conjugate_svi(
+        bl, (X_LIN, Y_LIN), batch_size=60, steps=1, rho=1.0, init=random_start(bl, 0)
+    )
     torch.testing.assert_close(res.final, bl.posterior_natural((X_LIN, Y_LIN)), rtol=0, atol=1e-10)
 
 
@@ -343,15 +488,23 @@ def test_svi_converges_to_the_full_batch_posterior_with_robbins_monro_steps() ->
     bl = BayesianLinearRegression(3, prior_precision=1.0, noise_variance=0.25)
     star = bl.posterior_natural((x, y))
 
-    def kl_to_posterior(traj: torch.Tensor, a: int, b: int) -> torch.Tensor:  # mean KL(q_t || exact posterior)
-        return torch.stack([MultivariateGaussian.bregman_natural(star, l_) for l_ in traj[a:b:10]]).mean()
+    def kl_to_posterior(
+        traj: torch.Tensor, a: int, b: int
+    ) -> torch.Tensor:  # mean KL(q_t || exact posterior)
+        return torch.stack(
+            [MultivariateGaussian.bregman_natural(star, l_) for l_ in traj[a:b:10]]
+        ).mean()
 
-    rm = conjugate_svi(bl, (x, y), batch_size=20, steps=4000, rho=robbins_monro(1.0, 1.0), seed=1).natural
+    rm = conjugate_svi(
+        bl, (x, y), batch_size=20, steps=4000, rho=robbins_monro(1.0, 1.0), seed=1
+    ).natural
     const = conjugate_svi(bl, (x, y), batch_size=20, steps=4000, rho=0.05, seed=1).natural
     late = kl_to_posterior(rm, 3000, 4001)
     assert float(late) < 0.05
     assert float(late) < float(kl_to_posterior(rm, 100, 300)) / 5  # keeps decreasing
-    assert float(kl_to_posterior(const, 3000, 4001)) > 20 * float(late)  # a constant step stalls at a noise floor
+    assert float(kl_to_posterior(const, 3000, 4001)) > 20 * float(
+        late
+    )  # a constant step stalls at a noise floor
 
 
 def test_svi_with_steps_one_over_t_averages_the_minibatch_targets() -> None:
@@ -364,7 +517,16 @@ def test_svi_with_steps_one_over_t_averages_the_minibatch_targets() -> None:
         seen.append(m.prior_natural + 60 / 6 * msgs[idx].sum(0))
         return msgs[idx].sum(0)
 
-    res = svi(messages, m.prior_natural, 60, random_start(m, 1), batch_size=6, steps=50, rho=robbins_monro(1.0, 0.0), seed=2)
+    res = svi(
+        messages,
+        m.prior_natural,
+        60,
+        random_start(m, 1),
+        batch_size=6,
+        steps=50,
+        rho=robbins_monro(1.0, 0.0),
+        seed=2,
+    )
     torch.testing.assert_close(res.final, torch.stack(seen).mean(0), rtol=1e-12, atol=1e-9)
 
 
@@ -379,7 +541,9 @@ def test_gaussian_mixture_cavi_is_full_batch_svi_and_svi_reaches_it() -> None:
     elbos = torch.stack([gm.elbo(l_, x) for l_ in cav])
     assert bool((elbos.diff() >= -1e-8).all())
     # the CAVI fixed point is stationary: one more sweep changes nothing
-    torch.testing.assert_close(gm.prior_natural + gm.messages(cav[-1], x), cav[-1], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        gm.prior_natural + gm.messages(cav[-1], x), cav[-1], rtol=1e-10, atol=1e-10
+    )
     res = gm.svi(x, init, batch_size=50, steps=1500, rho=robbins_monro(0.7, 1.0), seed=1)
     m_svi, _v_svi = gm.moments(res.final)
     m_cav, v_cav = gm.moments(cav[-1])
@@ -391,7 +555,9 @@ def test_gaussian_mixture_cavi_is_full_batch_svi_and_svi_reaches_it() -> None:
 def test_gaussian_mixture_elbo_against_monte_carlo() -> None:
     gm = GaussianMixture(2, 2, prior_variance=4.0, noise_variance=1.0)
     x, _ = gm.sample(30, torch.tensor([[-2.0, 0.0], [2.0, 1.0]], dtype=D), seed=2)
-    lam = gm.natural_from_moments(torch.tensor([[-1.5, 0.2], [1.8, 0.9]], dtype=D), torch.tensor([0.1, 0.2], dtype=D))
+    lam = gm.natural_from_moments(
+        torch.tensor([[-1.5, 0.2], [1.8, 0.9]], dtype=D), torch.tensor([0.1, 0.2], dtype=D)
+    )
     phi = gm.responsibilities(lam, x)
     m, v = gm.moments(lam)
     n = 100_000
@@ -430,7 +596,9 @@ def test_svi_bad_input() -> None:
 
 
 # ----- CVI and Euclidean-gradient VI ---------------------------------------------------------------
-def _toy_logistic(n: int = 80, d: int = 3, seed: int = 0, estimator: str = "quadrature") -> BayesianLogisticRegression:
+def _toy_logistic(
+    n: int = 80, d: int = 3, seed: int = 0, estimator: str = "quadrature"
+) -> BayesianLogisticRegression:
     g = _gen(seed)
     x = torch.randn(n, d, generator=g, dtype=D)
     w = torch.tensor([1.5, -1.0, 0.5][:d], dtype=D)
@@ -444,7 +612,9 @@ def test_gauss_hermite_is_exact_for_polynomials() -> None:
         want = 0.0 if k % 2 else float(special.factorial2(k - 1)) if k else 1.0
         scale = float((w * z.abs() ** k).sum())
         assert abs(float((w * z**k).sum()) - want) < 1e-13 * scale
-    assert abs(float((w * z**20).sum()) - float(special.factorial2(19))) > 1.0  # degree 2n is not exact
+    assert (
+        abs(float((w * z**20).sum()) - float(special.factorial2(19))) > 1.0
+    )  # degree 2n is not exact
 
 
 def test_expectation_derivatives_are_exact_derivatives_of_the_estimator() -> None:
@@ -491,7 +661,10 @@ def test_expectations_against_monte_carlo() -> None:
 def test_cvi_natural_gradient_is_fisher_preconditioned_autograd_gradient() -> None:
     """In the minimal Gaussian natural coordinates: F^{-1} grad_lambda ELBO = the CVI natural gradient."""
     model = _toy_logistic()
-    q = MultivariateGaussian(torch.tensor([0.3, -0.2, 0.1], dtype=D), torch.tensor([[0.5, 0.1, 0.0], [0.1, 0.4, 0.05], [0.0, 0.05, 0.3]], dtype=D))
+    q = MultivariateGaussian(
+        torch.tensor([0.3, -0.2, 0.1], dtype=D),
+        torch.tensor([[0.5, 0.1, 0.0], [0.1, 0.4, 0.05], [0.0, 0.05, 0.3]], dtype=D),
+    )
     d = 3
 
     def elbo_natural(lam: torch.Tensor) -> torch.Tensor:
@@ -521,8 +694,12 @@ def test_cvi_sites_equal_the_global_natural_parameter_recursion() -> None:
         nu = model.x @ mean
         # lambda <- (1-rho) lambda + rho (eta0 + grad_mu E[f]) in (P m, P) form
         shift = (1 - rho) * shift + rho * (model.x.T @ (g - h * nu))
-        prec = (1 - rho) * prec + rho * (model.prior_precision * torch.eye(3, dtype=D) - (model.x * h.unsqueeze(-1)).T @ model.x)
-        torch.testing.assert_close(res.means[t + 1], torch.linalg.solve(prec, shift), rtol=1e-10, atol=1e-12)
+        prec = (1 - rho) * prec + rho * (
+            model.prior_precision * torch.eye(3, dtype=D) - (model.x * h.unsqueeze(-1)).T @ model.x
+        )
+        torch.testing.assert_close(
+            res.means[t + 1], torch.linalg.solve(prec, shift), rtol=1e-10, atol=1e-12
+        )
         torch.testing.assert_close(res.covs[t + 1], torch.linalg.inv(prec), rtol=1e-10, atol=1e-12)
 
 
@@ -582,12 +759,30 @@ def test_mc_estimator_is_antithetic_and_seeded() -> None:
 @pytest.mark.parametrize(
     ("call", "name"),
     [
-        (lambda: BayesianLogisticRegression(torch.zeros(5, 2), torch.tensor([0.0, 1, 1, 0, 2])), "y"),
+        (
+            lambda: BayesianLogisticRegression(torch.zeros(5, 2), torch.tensor([0.0, 1, 1, 0, 2])),
+            "y",
+        ),
         (lambda: BayesianLogisticRegression(torch.zeros(5, 2), torch.zeros(4)), "y"),
         (lambda: BayesianLogisticRegression(torch.zeros(5), torch.zeros(5)), "x"),
-        (lambda: BayesianLogisticRegression(torch.zeros(5, 2), torch.zeros(5), prior_precision=0.0), "prior_precision"),
-        (lambda: BayesianLogisticRegression(torch.zeros(5, 2), torch.zeros(5), estimator="laplace"), "estimator"),
-        (lambda: BayesianLogisticRegression(torch.zeros(5, 2), torch.zeros(5), estimator="mc", num_points=7), "num_points"),
+        (
+            lambda: BayesianLogisticRegression(
+                torch.zeros(5, 2), torch.zeros(5), prior_precision=0.0
+            ),
+            "prior_precision",
+        ),
+        (
+            lambda: BayesianLogisticRegression(
+                torch.zeros(5, 2), torch.zeros(5), estimator="laplace"
+            ),
+            "estimator",
+        ),
+        (
+            lambda: BayesianLogisticRegression(
+                torch.zeros(5, 2), torch.zeros(5), estimator="mc", num_points=7
+            ),
+            "num_points",
+        ),
         (lambda: cvi(_toy_logistic(), rho=0.0), "rho"),
         (lambda: cvi(_toy_logistic(), rho=1.2), "rho"),
         (lambda: cvi(_toy_logistic(), steps=-1), "steps"),
@@ -600,7 +795,12 @@ def test_mc_estimator_is_antithetic_and_seeded() -> None:
         (lambda: _toy_logistic().elbo(torch.zeros(2), torch.eye(3)), "mean"),
         (lambda: _toy_logistic().elbo(torch.zeros(3), torch.eye(2)), "cov"),
         (lambda: gauss_hermite(0), "num"),
-        (lambda: gaussian_information_posterior(1.0, torch.eye(2), torch.zeros(2), -5 * torch.ones(2)), "positive definite"),
+        (
+            lambda: gaussian_information_posterior(
+                1.0, torch.eye(2), torch.zeros(2), -5 * torch.ones(2)
+            ),
+            "positive definite",
+        ),
     ],
 )
 def test_cvi_bad_input(call, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -625,10 +825,12 @@ def test_ngvi_exercise_self_checks_accept_right_and_explain_wrong_answers() -> N
     assert not ex.check_poisson_message(lambda y: 1 / 0)
     assert ex.check_vmp_precision_shape(1.0 + 11 / 2, 1.0, 10)
     assert "exact" in ex.check_vmp_precision_shape(1.0 + 10 / 2, 1.0, 10).message
+
     def right(a, b, g, h, nu, rho):  # type: ignore[no-untyped-def]
         return ((1 - rho) * a + rho * (g - h * nu), (1 - rho) * b - rho * h)
 
     assert ex.check_cvi_site_update(right)
+
     def wrong(a, b, g, h, nu, rho):  # type: ignore[no-untyped-def]
         return ((1 - rho) * a + rho * g, (1 - rho) * b - rho * h)
 

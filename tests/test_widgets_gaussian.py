@@ -23,7 +23,9 @@ from igbook.widgets.gaussian import (
 
 def test_state_fields_are_the_closed_forms() -> None:
     st = gaussian_manifold_state(0.5, 0.8, eps=0.05, resolution=41)
-    torch.testing.assert_close(st.fisher, torch.diag(torch.tensor([1 / 0.64, 2 / 0.64], dtype=torch.float64)))
+    torch.testing.assert_close(
+        st.fisher, torch.diag(torch.tensor([1 / 0.64, 2 / 0.64], dtype=torch.float64))
+    )
     assert st.kl.shape == (41, 41) and st.fisher_rao.shape == (41, 41)
     i, j = 17, 29
     mu, sig = float(st.mu_grid[j]), float(st.sigma_grid[i])
@@ -31,12 +33,15 @@ def test_state_fields_are_the_closed_forms() -> None:
     assert abs(float(st.kl[i, j]) - kl) < 1e-12
     assert abs(float(st.fisher_rao[i, j]) - float(fisher_rao_gaussian(0.5, 0.8, mu, sig))) < 1e-12
     d = st.ellipse - torch.tensor([0.5, 0.8], dtype=torch.float64)
-    torch.testing.assert_close(0.5 * torch.einsum("ni,ij,nj->n", d, st.fisher, d), torch.full((200,), 0.05, dtype=torch.float64))
+    torch.testing.assert_close(
+        0.5 * torch.einsum("ni,ij,nj->n", d, st.fisher, d),
+        torch.full((200,), 0.05, dtype=torch.float64),
+    )
     assert abs(float(torch.trapezoid(st.density, st.x)) - 1) < 1e-6
 
 
 @pytest.mark.parametrize(
-    "kwargs,name",
+    ("kwargs", "name"),
     [
         ({"mu": 0.0, "sigma": -1.0}, "sigma"),
         ({"mu": 0.0, "sigma": 1.0, "eps": 0.0}, "eps"),
@@ -91,9 +96,13 @@ def test_self_checks_accept_right_answers_and_explain_wrong_ones() -> None:
     assert not ex.check_bernoulli_natural_gradient(lambda p, g: g / (p * (1 - p)))
     assert ex.check_poisson_natural_fisher(math.exp)
     assert not ex.check_poisson_natural_fisher(lambda e: math.exp(-e))
-    ok = ex.check_gaussian_log_sigma_fisher(lambda mu, s: torch.diag(torch.tensor([math.exp(-2 * s), 2.0])))
+    ok = ex.check_gaussian_log_sigma_fisher(
+        lambda mu, s: torch.diag(torch.tensor([math.exp(-2 * s), 2.0]))
+    )
     assert ok
-    wrong = ex.check_gaussian_log_sigma_fisher(lambda mu, s: torch.diag(torch.tensor([math.exp(-2 * s), 2 * math.exp(-2 * s)])))
+    wrong = ex.check_gaussian_log_sigma_fisher(
+        lambda mu, s: torch.diag(torch.tensor([math.exp(-2 * s), 2 * math.exp(-2 * s)]))
+    )
     assert not wrong and "sigma^2" in wrong.message
     assert not ex.check_gaussian_log_sigma_fisher(lambda mu, s: torch.eye(3))
     assert ex.check_scale_distance(lambda s: math.sqrt(2) * abs(math.log(s)))
@@ -102,7 +111,12 @@ def test_self_checks_accept_right_answers_and_explain_wrong_ones() -> None:
     a, b = 0.5 * math.sqrt(0.2), 0.5 * math.sqrt(0.1)
     assert ex.check_ellipse_semi_axes(a, b, sigma=0.5, eps=0.1)
     assert "Swapped" in ex.check_ellipse_semi_axes(b, a, sigma=0.5, eps=0.1).message
-    assert "sqrt(2)" in ex.check_ellipse_semi_axes(a / math.sqrt(2), b / math.sqrt(2), sigma=0.5, eps=0.1).message
+    assert (
+        "sqrt(2)"
+        in ex.check_ellipse_semi_axes(
+            a / math.sqrt(2), b / math.sqrt(2), sigma=0.5, eps=0.1
+        ).message
+    )
     assert not ex.check_ellipse_semi_axes(a, float("inf"), sigma=0.5, eps=0.1)
     assert "Correct" in str(ok) and "✅" in ok._repr_markdown_()
 

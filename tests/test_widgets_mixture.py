@@ -9,13 +9,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
 
-from igbook import mixtures as mx  # noqa: E402
-from igbook.widgets.mixture import (  # noqa: E402
+from igbook import mixtures as mx
+from igbook.widgets.mixture import (
     MixtureControls,
     MixtureExplorer,
     MixtureState,
@@ -43,7 +43,9 @@ def test_default_state_is_consistent_with_the_package() -> None:
     n = c.grid_n
     assert s.grid.shape == (n, n, 2) and s.fisher.shape == (n, n, 2, 2)
     assert s.outlines.shape == (n * n, 32, 2) and s.clipped.shape == (n * n,)
-    np.testing.assert_allclose(s.fisher, mx.fisher(torch.from_numpy(s.grid), c.sigma).numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        s.fisher, mx.fisher(torch.from_numpy(s.grid), c.sigma).numpy(), rtol=0, atol=0
+    )
     f = mx.fisher(torch.tensor([c.mu1, c.mu2], dtype=D), c.sigma)
     np.testing.assert_allclose(s.handle_fisher, f.numpy(), rtol=1e-14)
     np.testing.assert_allclose(s.handle_eigenvalues, torch.linalg.eigvalsh(f).numpy(), rtol=1e-12)
@@ -68,7 +70,9 @@ def test_changes_and_singular_handles() -> None:
     assert math.isinf(s.handle_condition) and s.handle_eigenvalues[0] == 0.0
     assert "inf" in s.summary()
     near = mixture_state(mu1=0.3, mu2=0.35)
-    assert near.handle_condition == pytest.approx(2 * 1.0 / 0.05**2, rel=0.01)  # kappa ~ 2 sigma^2 / Delta^2
+    assert near.handle_condition == pytest.approx(
+        2 * 1.0 / 0.05**2, rel=0.01
+    )  # kappa ~ 2 sigma^2 / Delta^2
     far = mixture_state(mu1=-2.5, mu2=2.5, sigma=0.5)
     assert far.handle_condition < 1 + 1e-4  # 10 sigma apart: F ~ I / (2 sigma^2)
     # ellipse field depends on sigma only, not on the handles
@@ -94,11 +98,13 @@ def test_flow_state() -> None:
     nat, euc = s.flows["natural"], s.flows["euclidean"]  # type: ignore[index]
     assert nat.shape == euc.shape == (21, 36, 2)
     loss = mx.KLToTarget(torch.tensor([-1.5, 1.5], dtype=D), 1.0)
-    assert float(loss.value(torch.from_numpy(nat[-1])).mean()) < float(loss.value(torch.from_numpy(nat[0])).mean())
+    assert float(loss.value(torch.from_numpy(nat[-1])).mean()) < float(
+        loss.value(torch.from_numpy(nat[0])).mean()
+    )
 
 
 @pytest.mark.parametrize(
-    "kw, exc, match",
+    ("kw", "exc", "match"),
     [
         ({"mu1": 5.0}, ValueError, "inside extent"),
         ({"sigma": 0.0}, ValueError, "sigma"),
@@ -142,7 +148,9 @@ def test_bad_state_calls() -> None:
 def test_spectrum_curve() -> None:
     delta, lmin, lmax = spectrum_curve()
     assert np.all(lmin <= lmax)
-    np.testing.assert_allclose(lmin[0], delta[0] ** 2 / 2, rtol=1e-3)  # 2 sigma^2 * Delta^2 / (4 sigma^4)
+    np.testing.assert_allclose(
+        lmin[0], delta[0] ** 2 / 2, rtol=1e-3
+    )  # 2 sigma^2 * Delta^2 / (4 sigma^4)
     np.testing.assert_allclose(lmax[-1], 1.0, atol=1e-6)
 
 
@@ -150,10 +158,19 @@ def test_draw_and_update_flags_static_changes() -> None:
     s = mixture_state()
     mf = draw_mixture(s)
     assert len(mf.fig.axes) == 3
-    assert mf.update(mixture_state(mu1=0.0)) is Redraw.DYNAMIC  # handles moved: dynamic artists only
-    assert mf.update(mixture_state(mu1=0.0, sigma=0.5)) is Redraw.FULL  # sigma: the ellipses and (static figure) the height
+    assert (
+        mf.update(mixture_state(mu1=0.0)) is Redraw.DYNAMIC
+    )  # handles moved: dynamic artists only
+    assert (
+        mf.update(mixture_state(mu1=0.0, sigma=0.5)) is Redraw.FULL
+    )  # sigma: the ellipses and (static figure) the height
     assert mf.update(mixture_state(mu1=0.0, sigma=0.5, grid_n=9)) is Redraw.FIELD
-    assert mf.update(mixture_state(mu1=0.0, sigma=0.5, grid_n=9, probe=(0.2, 0.1), flow=True, flow_steps=5)) is Redraw.DYNAMIC
+    assert (
+        mf.update(
+            mixture_state(mu1=0.0, sigma=0.5, grid_n=9, probe=(0.2, 0.1), flow=True, flow_steps=5)
+        )
+        is Redraw.DYNAMIC
+    )
     assert len(mf.flow_nat.get_segments()) == 36
     mf.fig.canvas.draw()
 
@@ -184,7 +201,9 @@ def test_blitted_updates_match_a_full_draw() -> None:
     # a static figure takes the exact height for every state (no history)
     st = draw_mixture(mixture_state(sigma=0.5))
     st.update(mixture_state(sigma=0.6))
-    np.testing.assert_allclose(st.ax_data.get_ylim()[1], 1.15 / (0.6 * np.sqrt(2 * np.pi)), rtol=1e-12)
+    np.testing.assert_allclose(
+        st.ax_data.get_ylim()[1], 1.15 / (0.6 * np.sqrt(2 * np.pi)), rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("interactive", [False, True])
@@ -244,7 +263,9 @@ def test_animations_are_scrubbable_html() -> None:
     assert len(set(frames)) == 3  # every frame differs
     html = anim.to_jshtml()
     assert "<script" in html and 'type="range"' in html and 'max="2"' in html
-    assert html.count("data:image/png;base64") == 4  # the first frame twice (img src) + three in the player
+    assert (
+        html.count("data:image/png;base64") == 4
+    )  # the first frame twice (img src) + three in the player
     assert anim._repr_html_().count("<script") == 1
     anim2 = animate_sigma(frames=2, dpi=20)
     assert [s.controls.sigma for s in anim2.states] == pytest.approx([0.4, 1.6])

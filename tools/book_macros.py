@@ -43,13 +43,22 @@ def load_macros(config: Path = CONFIG) -> dict[str, tuple[str, int]]:
     for name, value in raw.items():
         if isinstance(value, str):
             out[str(name)] = (value, 0)
-        elif isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int):
+        elif (
+            isinstance(value, list)
+            and len(value) == 2
+            and isinstance(value[0], str)
+            and isinstance(value[1], int)
+        ):
             out[str(name)] = (value[0], value[1])
         else:
-            raise ValueError(f"macro {name!r} in {config.name}: expected a string or [expansion, n_args], got {value!r}")
+            raise ValueError(
+                f"macro {name!r} in {config.name}: expected a string or [expansion, n_args], got {value!r}"
+            )
         used = {int(k) for k in re.findall(r"#(\d)", out[str(name)][0])}
         if used and max(used) != out[str(name)][1]:
-            raise ValueError(f"macro {name!r}: declares {out[str(name)][1]} arguments but uses #{max(used)}")
+            raise ValueError(
+                f"macro {name!r}: declares {out[str(name)][1]} arguments but uses #{max(used)}"
+            )
     return out
 
 
@@ -62,11 +71,22 @@ def frontmatter_cell(macros: dict[str, tuple[str, int]]) -> dict[str, Any]:
     """The Markdown cell that carries the macros (YAML frontmatter only, removed from the site)."""
     import yaml
 
-    body = yaml.safe_dump({"math": myst_math(macros)}, sort_keys=False, allow_unicode=True, width=10_000, default_style="'")
+    body = yaml.safe_dump(
+        {"math": myst_math(macros)},
+        sort_keys=False,
+        allow_unicode=True,
+        width=10_000,
+        default_style="'",
+    )
     body = body.replace("'math':", "math:", 1)
     lines = body.splitlines(keepends=True)
     source = "---\n" + lines[0] + NOTE + "".join(lines[1:]) + "---\n"
-    return {"cell_type": "markdown", "id": CELL_ID, "metadata": {"tags": [TAG]}, "source": source.splitlines(keepends=True)}
+    return {
+        "cell_type": "markdown",
+        "id": CELL_ID,
+        "metadata": {"tags": [TAG]},
+        "source": source.splitlines(keepends=True),
+    }
 
 
 def _source(cell: dict[str, Any]) -> str:
@@ -97,7 +117,11 @@ def sync(paths: list[Path], *, check: bool = False, config: Path = CONFIG) -> li
         nb = json.loads(text)
         cells = nb["cells"]
         has = bool(cells) and cells[0].get("id") == CELL_ID
-        if has and cells[0]["source"] == cell["source"] and cells[0].get("metadata") == cell["metadata"]:
+        if (
+            has
+            and cells[0]["source"] == cell["source"]
+            and cells[0].get("metadata") == cell["metadata"]
+        ):
             continue
         stale.append(path)
         if check:
@@ -113,12 +137,18 @@ def sync(paths: list[Path], *, check: bool = False, config: Path = CONFIG) -> li
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", type=Path, help="default: book/*.ipynb")
-    ap.add_argument("--check", action="store_true", help="only report notebooks whose macros differ from _config.yml")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="only report notebooks whose macros differ from _config.yml",
+    )
     args = ap.parse_args(argv)
     paths = args.notebooks or sorted((ROOT / "book").glob("*.ipynb"))
     stale = sync(paths, check=args.check)
     for p in stale:
-        print(f"{'out of date' if args.check else 'updated'}: {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}")
+        print(
+            f"{'out of date' if args.check else 'updated'}: {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}"
+        )
     return 1 if (args.check and stale) else 0
 
 

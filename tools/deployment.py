@@ -55,7 +55,11 @@ class Deployment:
     @property
     def pages(self) -> str:
         owner, name = self.repo.split("/")
-        return f"https://{owner.lower()}.github.io/{name}/" if name.lower() != f"{owner.lower()}.github.io" else f"https://{name.lower()}/"
+        return (
+            f"https://{owner.lower()}.github.io/{name}/"
+            if name.lower() != f"{owner.lower()}.github.io"
+            else f"https://{name.lower()}/"
+        )
 
     def binder(self, path: str | None = None) -> str:
         """Binder link for the repository (``path``: a notebook to open in JupyterLab)."""
@@ -67,9 +71,13 @@ class Deployment:
 
 
 def _repo_of(value: str) -> str:
-    m = re.fullmatch(r"(?:https?://github\.com/)?([A-Za-z0-9][\w.-]*/[\w.-]+?)(?:\.git)?/?", value.strip())
+    m = re.fullmatch(
+        r"(?:https?://github\.com/)?([A-Za-z0-9][\w.-]*/[\w.-]+?)(?:\.git)?/?", value.strip()
+    )
     if not m:
-        raise ValueError(f"repository: expected owner/name or https://github.com/owner/name, got {value!r}")
+        raise ValueError(
+            f"repository: expected owner/name or https://github.com/owner/name, got {value!r}"
+        )
     return m.group(1)
 
 
@@ -126,10 +134,18 @@ def update_readme(dep: Deployment, readme: Path = README, *, check: bool = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Where the book is published (see the module docstring).")
-    ap.add_argument("--apply", action="store_true", help="write IGBOOK_REPOSITORY/IGBOOK_BRANCH into _config.yml")
+    ap = argparse.ArgumentParser(
+        description="Where the book is published (see the module docstring)."
+    )
+    ap.add_argument(
+        "--apply",
+        action="store_true",
+        help="write IGBOOK_REPOSITORY/IGBOOK_BRANCH into _config.yml",
+    )
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's generated links")
-    ap.add_argument("--check", action="store_true", help="exit 1 if README.md's links disagree with _config.yml")
+    ap.add_argument(
+        "--check", action="store_true", help="exit 1 if README.md's links disagree with _config.yml"
+    )
     args = ap.parse_args(argv)
     dep = settings()
     if args.apply and apply(dep):
@@ -137,10 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme and update_readme(dep):
         print("README.md: deployment links updated")
     if args.check and update_readme(settings(environ={}), check=True):
-        print("README.md's deployment links disagree with _config.yml: run python tools/deployment.py --readme")
+        print(
+            "README.md's deployment links disagree with _config.yml: run python tools/deployment.py --readme"
+        )
         return 1
     if not (args.apply or args.readme or args.check):
-        print(f"repository  {dep.url} (branch {dep.branch})\nwebsite     {dep.pages}\nbinder      {dep.binder()}")
+        print(
+            f"repository  {dep.url} (branch {dep.branch})\nwebsite     {dep.pages}\nbinder      {dep.binder()}"
+        )
     return 0
 
 

@@ -54,7 +54,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 MATHJAX_DEFAULT_PREFIX = "https://cdn.jsdelivr.net/npm/mathjax@3"
 MATHJAX_LOCAL = "mathjax/tex-chtml.js"
 # parts of MathJax's es5 build that tex-chtml.js loads on demand (the rest is other combined builds)
-MATHJAX_PARTS = ("tex-chtml.js", "a11y", "ui", "input", "output/chtml.js", "output/chtml", "sre", "adaptors")
+MATHJAX_PARTS = (
+    "tex-chtml.js",
+    "a11y",
+    "ui",
+    "input",
+    "output/chtml.js",
+    "output/chtml",
+    "sre",
+    "adaptors",
+)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 __all__ = ["setup", "mathjax_es5_dir", "chapters", "render_result", "Chapter", "Exercise"]
@@ -113,14 +122,26 @@ def _live_figures(app: Any, doctree: nodes.document, docname: str) -> None:
     for raw in list(doctree.findall(nodes.raw)):
         text = raw.astext()
         if "<!--igbook-bokehjs-->" in text and "html" in raw.get("format", ""):
-            raw.parent.replace(raw, nodes.raw("", _BOKEH_INLINE.sub("", text), format=raw["format"], classes=raw.get("classes", [])))
+            raw.parent.replace(
+                raw,
+                nodes.raw(
+                    "",
+                    _BOKEH_INLINE.sub("", text),
+                    format=raw["format"],
+                    classes=raw.get("classes", []),
+                ),
+            )
             pages = getattr(app.env, "igbook_live_pages", set())
             pages.add(docname)
             app.env.igbook_live_pages = pages
 
 
-def _live_scripts(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
-    if pagename in getattr(app.env, "igbook_live_pages", set()) or "igbook-live" in context.get("body", ""):
+def _live_scripts(
+    app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
+    if pagename in getattr(app.env, "igbook_live_pages", set()) or "igbook-live" in context.get(
+        "body", ""
+    ):
         from igbook.live import bokeh_js_files
 
         for f in bokeh_js_files():
@@ -135,7 +156,9 @@ def _copy_bokeh(app: Any, exc: Exception | None) -> None:
 
         files = bokeh_js_files()
     except (ImportError, FileNotFoundError) as e:
-        LOG.warning(f"live figures need bokeh (pip install bokeh): {e}", type="igbook", subtype="bokeh")
+        LOG.warning(
+            f"live figures need bokeh (pip install bokeh): {e}", type="igbook", subtype="bokeh"
+        )
         return
     dest = Path(app.outdir) / "_static" / "bokeh"
     dest.mkdir(parents=True, exist_ok=True)
@@ -159,7 +182,9 @@ def _copy_mathjax(app: Any, exc: Exception | None) -> None:
             copy_asset(str(s), str((dest / part).parent))
 
 
-def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any) -> None:
+def _dedupe_scripts(
+    app: Any, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
     """Drop repeated ``<script>`` entries.
 
     sphinx-thebe adds its inline configuration (``const THEBE_JS_URL = ...``) after the builder
@@ -172,14 +197,19 @@ def _dedupe_scripts(app: Any, pagename: str, templatename: str, context: dict[st
     seen: set[tuple[str, str]] = set()
     unique = []
     for js in scripts:
-        key = (str(getattr(js, "filename", js) or ""), repr(sorted(getattr(js, "attributes", {}).items())))
+        key = (
+            str(getattr(js, "filename", js) or ""),
+            repr(sorted(getattr(js, "attributes", {}).items())),
+        )
         if key not in seen:
             seen.add(key)
             unique.append(js)
     scripts[:] = unique
 
 
-def _resolve_reexports(app: Any, env: Any, node: Any, contnode: nodes.Element) -> nodes.Element | None:
+def _resolve_reexports(
+    app: Any, env: Any, node: Any, contnode: nodes.Element
+) -> nodes.Element | None:
     """Link ``igbook.kfac.KFAC`` to where autodoc documented it (``igbook.kfac.core.KFAC``).
 
     Docstrings name objects by their public, re-exported path, while ``book/api.md`` documents
@@ -197,10 +227,21 @@ def _resolve_reexports(app: Any, env: Any, node: Any, contnode: nodes.Element) -
     parts = target.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         prefix, rest = ".".join(parts[:cut]) + ".", "." + ".".join(parts[cut:])
-        found = [n for n in objects if n.startswith(prefix) and n.endswith(rest) and not objects[n].aliased]
+        found = [
+            n
+            for n in objects
+            if n.startswith(prefix) and n.endswith(rest) and not objects[n].aliased
+        ]
         if len(found) == 1:
             obj = objects[found[0]]
-            return make_refnode(app.builder, node.get("refdoc", env.docname), obj.docname, obj.node_id, contnode, found[0])
+            return make_refnode(
+                app.builder,
+                node.get("refdoc", env.docname),
+                obj.docname,
+                obj.node_id,
+                contnode,
+                found[0],
+            )
         if found:
             return None
     return None
@@ -216,7 +257,11 @@ def _binder_url(app: Any, docname: str) -> str | None:
     branch = opts.get("repository_branch", "main")
     path = (opts.get("path_to_docs") or "").strip("/")
     nb = f"{path}/{docname}.ipynb" if path else f"{docname}.ipynb"
-    ui = "lab/tree" if (opts.get("launch_buttons") or {}).get("notebook_interface") == "jupyterlab" else "tree"
+    ui = (
+        "lab/tree"
+        if (opts.get("launch_buttons") or {}).get("notebook_interface") == "jupyterlab"
+        else "tree"
+    )
     return f"{hub.rstrip('/')}/v2/gh/{m.group(1)}/{branch}?urlpath={ui}/{nb}"
 
 
@@ -234,12 +279,24 @@ def _static_outputs(app: Any, doctree: nodes.document, docname: str) -> None:
         return
     for raw in list(doctree.findall(nodes.raw)):
         if "font-awesome" in raw.astext() and "html" in raw.get("format", ""):
-            raw.parent.replace(raw, nodes.raw("", _CDN_LINK.sub("", raw.astext()), format=raw["format"], classes=raw.get("classes", [])))
+            raw.parent.replace(
+                raw,
+                nodes.raw(
+                    "",
+                    _CDN_LINK.sub("", raw.astext()),
+                    format=raw["format"],
+                    classes=raw.get("classes", []),
+                ),
+            )
     binder = _binder_url(app, docname)
     for raw in list(doctree.findall(nodes.raw)):
         if WIDGET_VIEW not in raw.astext() or "html" not in raw.get("format", ""):
             continue
-        link = f' <a class="reference external" href="{binder}" target="_blank" rel="noopener">Launch it on Binder</a>' if binder else ""
+        link = (
+            f' <a class="reference external" href="{binder}" target="_blank" rel="noopener">Launch it on Binder</a>'
+            if binder
+            else ""
+        )
         note = (
             '<div class="igbook-widget-fallback" role="note">'
             '<p class="igbook-widget-fallback-title">Interactive explorer: needs a running Python kernel</p>'
@@ -324,7 +381,14 @@ def _parse_exercises(text: str) -> list[Exercise]:
         label = re.search(r"^:label:\s*(\S+)", body, re.M)
         body_text = re.sub(r"^:\w[\w-]*:.*$", "", body, flags=re.M).strip()
         checks = sorted(set(re.findall(r"\b(check_\w+)\b", body_text)))
-        out.append(Exercise(m.group("title").strip() or "Exercise", label.group(1) if label else None, body_text, checks))
+        out.append(
+            Exercise(
+                m.group("title").strip() or "Exercise",
+                label.group(1) if label else None,
+                body_text,
+                checks,
+            )
+        )
     return out
 
 
@@ -335,7 +399,11 @@ def chapters(root: Path = ROOT) -> list[Chapter]:
     out: list[Chapter] = []
     for i, f in enumerate(files):
         nb = json.loads((root / f).with_suffix(".ipynb").read_text())
-        md = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb["cells"] if c["cell_type"] == "markdown")
+        md = "\n".join(
+            "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+            for c in nb["cells"]
+            if c["cell_type"] == "markdown"
+        )
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         title = re.search(r"^# (.+)$", md, re.M)
         links = set()
@@ -361,7 +429,11 @@ def _chapter_times() -> dict[str, float]:
         return {}
     try:
         data = json.loads(p.read_text())
-        return {str(r["chapter"]): float(r["seconds"]) for r in data.get("chapters", []) if r.get("seconds") is not None}
+        return {
+            str(r["chapter"]): float(r["seconds"])
+            for r in data.get("chapters", [])
+            if r.get("seconds") is not None
+        }
     except (ValueError, KeyError, TypeError, AttributeError):
         return {}
 
@@ -371,7 +443,9 @@ def _chapter_times() -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _table(header: list[str], rows: list[list[Any]], classes: tuple[str, ...] = ()) -> nodes.container:
+def _table(
+    header: list[str], rows: list[list[Any]], classes: tuple[str, ...] = ()
+) -> nodes.container:
     """A docutils table in a horizontally scrollable box."""
     wrap = nodes.container(classes=["igbook-table-wrap"])
     table = nodes.table(classes=["igbook-table", *classes])
@@ -393,7 +467,9 @@ def _table(header: list[str], rows: list[list[Any]], classes: tuple[str, ...] = 
         for cell in r:
             entry = nodes.entry()
             if isinstance(cell, nodes.Node):
-                entry += cell if isinstance(cell, nodes.paragraph) else nodes.paragraph("", "", cell)
+                entry += (
+                    cell if isinstance(cell, nodes.paragraph) else nodes.paragraph("", "", cell)
+                )
             else:
                 entry += nodes.paragraph(text=str(cell))
             row += entry
@@ -402,13 +478,28 @@ def _table(header: list[str], rows: list[list[Any]], classes: tuple[str, ...] = 
 
 
 def _doc_ref(env: Any, target: str, text: str) -> addnodes.pending_xref:
-    ref = addnodes.pending_xref("", refdomain="std", reftype="doc", reftarget="/" + target, refexplicit=True, refdoc=env.docname)
+    ref = addnodes.pending_xref(
+        "",
+        refdomain="std",
+        reftype="doc",
+        reftarget="/" + target,
+        refexplicit=True,
+        refdoc=env.docname,
+    )
     ref += nodes.inline(text=text)
     return ref
 
 
 def _label_ref(env: Any, label: str, text: str) -> addnodes.pending_xref:
-    ref = addnodes.pending_xref("", refdomain="std", reftype="ref", reftarget=label, refexplicit=True, refdoc=env.docname, refwarn=True)
+    ref = addnodes.pending_xref(
+        "",
+        refdomain="std",
+        reftype="ref",
+        reftarget=label,
+        refexplicit=True,
+        refdoc=env.docname,
+        refwarn=True,
+    )
     ref += nodes.inline(text=text)
     return ref
 
@@ -431,7 +522,9 @@ def fmt(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         scalars = all(not isinstance(v, (dict, list, tuple)) for v in value)
-        if scalars and (len(value) <= 4 or (len(value) <= 12 and all(isinstance(v, int) for v in value))):
+        if scalars and (
+            len(value) <= 4 or (len(value) <= 12 and all(isinstance(v, int) for v in value))
+        ):
             return ", ".join(fmt(v) for v in value)
         if scalars and value:  # a series (losses, times): its ends and its length
             return f"{fmt(value[0])} → {fmt(value[-1])} ({len(value)} values)"
@@ -455,8 +548,28 @@ def _flatten(d: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, A
 
 
 _META_KEYS = ("machine", "machine_info", "environment", "env", "system", "platform", "hardware")
-_SETTINGS_KEYS = ("settings", "config", "configuration", "params", "parameters", "setup", "hyperparameters")
-_TEXT_KEYS = ("title", "name", "benchmark", "description", "summary", "note", "notes", "command", "script", "date", "timestamp")
+_SETTINGS_KEYS = (
+    "settings",
+    "config",
+    "configuration",
+    "params",
+    "parameters",
+    "setup",
+    "hyperparameters",
+)
+_TEXT_KEYS = (
+    "title",
+    "name",
+    "benchmark",
+    "description",
+    "summary",
+    "note",
+    "notes",
+    "command",
+    "script",
+    "date",
+    "timestamp",
+)
 
 
 def _records_table(records: list[dict[str, Any]]) -> nodes.container:
@@ -500,7 +613,9 @@ def render_result(data: Any, *, depth: int = 0) -> list[nodes.Node]:
             cols: list[str] = []
             for r in flat.values():
                 cols += [c for c in r if c not in cols]
-            out.append(_table(["", *cols], [[k, *(fmt(r.get(c)) for c in cols)] for k, r in flat.items()]))
+            out.append(
+                _table(["", *cols], [[k, *(fmt(r.get(c)) for c in cols)] for k, r in flat.items()])
+            )
         elif isinstance(value, dict) and depth < 2:
             sub = render_result(value, depth=depth + 1)
             if sub:
@@ -509,7 +624,10 @@ def render_result(data: Any, *, depth: int = 0) -> list[nodes.Node]:
         else:
             scalars[str(key)] = value
     if scalars:
-        out.insert(0 if depth else len(out), _table(["quantity", "value"], [[k, fmt(v)] for k, v in scalars.items()]))
+        out.insert(
+            0 if depth else len(out),
+            _table(["quantity", "value"], [[k, fmt(v)] for k, v in scalars.items()]),
+        )
     return out
 
 
@@ -535,17 +653,31 @@ class BenchmarkDirective(Directive):
         if not path.exists():
             container["classes"].append("igbook-not-measured")
             container += nodes.paragraph(
-                "", "", nodes.strong(text="Not yet measured. "), nodes.Text("Run "), nodes.literal(text=f"python {script}"),
+                "",
+                "",
+                nodes.strong(text="Not yet measured. "),
+                nodes.Text("Run "),
+                nodes.literal(text=f"python {script}"),
                 nodes.Text(f" (it writes benchmarks/results/{topic}.json) and rebuild the book."),
             )
             return [container]
         try:
             data = json.loads(path.read_text())
         except ValueError as e:
-            container += nodes.paragraph(text=f"benchmarks/results/{topic}.json could not be read ({e}).")
+            container += nodes.paragraph(
+                text=f"benchmarks/results/{topic}.json could not be read ({e})."
+            )
             return [container]
         container += render_result(data)
-        container += nodes.paragraph("", "", nodes.emphasis(text="Source: "), nodes.literal(text=f"benchmarks/results/{topic}.json"), nodes.Text(", written by "), nodes.literal(text=script), nodes.Text("."))
+        container += nodes.paragraph(
+            "",
+            "",
+            nodes.emphasis(text="Source: "),
+            nodes.literal(text=f"benchmarks/results/{topic}.json"),
+            nodes.Text(", written by "),
+            nodes.literal(text=script),
+            nodes.Text("."),
+        )
         return [container]
 
 
@@ -605,18 +737,39 @@ class ChapterTableDirective(Directive):
                 pre += nodes.Text("none")
             n_checked = sum(bool(e.self_check) for e in ch.exercises)
             t = times.get(ch.name)
-            rows.append([
-                nodes.inline("", "", nodes.Text(f"{ch.number}. "), _doc_ref(env, f"book/{ch.name}", ch.title)),
-                pre,
-                f"{ch.words:,}",
-                str(ch.code_cells),
-                f"{len(ch.exercises)} ({n_checked} self-checked)",
-                f"{_minutes(ch)} min",
-                f"{t:.0f} s" if t is not None else "not yet measured",
-            ])
+            rows.append(
+                [
+                    nodes.inline(
+                        "",
+                        "",
+                        nodes.Text(f"{ch.number}. "),
+                        _doc_ref(env, f"book/{ch.name}", ch.title),
+                    ),
+                    pre,
+                    f"{ch.words:,}",
+                    str(ch.code_cells),
+                    f"{len(ch.exercises)} ({n_checked} self-checked)",
+                    f"{_minutes(ch)} min",
+                    f"{t:.0f} s" if t is not None else "not yet measured",
+                ]
+            )
         if not rows:
             return [nodes.paragraph(text="No chapters yet.")]
-        return [_table(["Chapter", "Builds on", "Words", "Code cells", "Exercises", "Class time (rough)", "Execution"], rows, ("igbook-chapters",))]
+        return [
+            _table(
+                [
+                    "Chapter",
+                    "Builds on",
+                    "Words",
+                    "Code cells",
+                    "Exercises",
+                    "Class time (rough)",
+                    "Execution",
+                ],
+                rows,
+                ("igbook-chapters",),
+            )
+        ]
 
 
 class ExerciseTableDirective(Directive):
@@ -697,11 +850,32 @@ def dependency_svg(chs: list[Chapter]) -> str:
     palette = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
     for p, c in _reduced_edges(chs):
         (x0, y0), (x1, y1) = pos[p], pos[c]
-        ax.add_patch(FancyArrowPatch((x0, y0 - h / 2), (x1, y1 + h / 2), arrowstyle="-|>", mutation_scale=12, color="#444444", lw=1.1, shrinkA=1, shrinkB=1))
+        ax.add_patch(
+            FancyArrowPatch(
+                (x0, y0 - h / 2),
+                (x1, y1 + h / 2),
+                arrowstyle="-|>",
+                mutation_scale=12,
+                color="#444444",
+                lw=1.1,
+                shrinkA=1,
+                shrinkB=1,
+            )
+        )
     for ch in chs:
         x, y = pos[ch.name]
         color = palette[level[ch.name] % len(palette)]
-        ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.15", fc="white", ec=color, lw=1.8))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - w / 2, y - h / 2),
+                w,
+                h,
+                boxstyle="round,pad=0.02,rounding_size=0.15",
+                fc="white",
+                ec=color,
+                lw=1.8,
+            )
+        )
         lines = textwrap.wrap(f"{ch.number}. {ch.title}", 26)
         label = "\n".join(lines[:2]) + ("…" if len(lines) > 2 else "")
         ax.text(x, y, label, ha="center", va="center", fontsize=10, color="#222222")
@@ -735,8 +909,11 @@ class ChapterGraphDirective(Directive):
         svg = svg.replace("<svg ", '<svg role="img" aria-label="Chapter dependency graph" ', 1)
         fig = nodes.container(classes=["igbook-graph"])
         fig += nodes.raw("", f'<div class="igbook-graph-svg">{svg}</div>', format="html")
-        fig += nodes.paragraph(text="An arrow from A to B: B uses A (a link from B to A in the text). "
-                                    "Arrows implied by a longer path are left out; the table below lists every prerequisite.", classes=["igbook-caption"])
+        fig += nodes.paragraph(
+            text="An arrow from A to B: B uses A (a link from B to A in the text). "
+            "Arrows implied by a longer path are left out; the table below lists every prerequisite.",
+            classes=["igbook-caption"],
+        )
         return [fig]
 
 

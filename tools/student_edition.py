@@ -63,7 +63,13 @@ def remove_solutions(markdown: str) -> str:
 
 def check_names(code: str) -> list[str]:
     """Names of the self-checks that ``code`` calls, in order of first call."""
-    return list(dict.fromkeys(m.group(1) for m in CHECK_CALL.finditer(code) if not code[: m.start()].rstrip().endswith("def")))
+    return list(
+        dict.fromkeys(
+            m.group(1)
+            for m in CHECK_CALL.finditer(code)
+            if not code[: m.start()].rstrip().endswith("def")
+        )
+    )
 
 
 def _templates(markdown: str) -> dict[str, str]:
@@ -90,11 +96,16 @@ def _signature_call(chapter: str | None, name: str) -> str:
         params = inspect.signature(fn).parameters.values()
     except (ImportError, AttributeError, TypeError, ValueError):
         return f"{name}(...)"
-    args = [p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}" for p in params]
+    args = [
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+        for p in params
+    ]
     return f"{name}({', '.join(args)})"
 
 
-def _scaffold(code: str, names: list[str], templates: dict[str, str], chapter: str | None = None) -> str:
+def _scaffold(
+    code: str, names: list[str], templates: dict[str, str], chapter: str | None = None
+) -> str:
     """The student's cell: the cell's imports and one commented call per self-check."""
     imports: list[str] = []
     try:
@@ -107,7 +118,7 @@ def _scaffold(code: str, names: list[str], templates: dict[str, str], chapter: s
         pass
     prefix = {}
     for m in CHECK_CALL.finditer(code):
-        full = m.group(0)[: -1].rstrip()
+        full = m.group(0)[:-1].rstrip()
         prefix.setdefault(m.group(1), full[: -len(m.group(1))])
     calls = []
     for name in names:
@@ -145,7 +156,11 @@ def _toc_notebooks(root: Path) -> list[Path]:
     sys.path.insert(0, str(root / "tools"))
     from igbook_site import _toc_files
 
-    return [(root / f).with_suffix(".ipynb") for f in _toc_files() if (root / f).with_suffix(".ipynb").exists()]
+    return [
+        (root / f).with_suffix(".ipynb")
+        for f in _toc_files()
+        if (root / f).with_suffix(".ipynb").exists()
+    ]
 
 
 def build(out: Path, root: Path = ROOT) -> list[Path]:
@@ -156,7 +171,11 @@ def build(out: Path, root: Path = ROOT) -> list[Path]:
     book = out / "book"
     if book.exists():
         shutil.rmtree(book)
-    shutil.copytree(root / "book", book, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "_build"))
+    shutil.copytree(
+        root / "book",
+        book,
+        ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints", "_build"),
+    )
     written = []
     for path in _toc_notebooks(root):
         nb = student_notebook(json.loads(path.read_text()), path.stem)
@@ -175,12 +194,16 @@ def build(out: Path, root: Path = ROOT) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Write the student edition (no solutions, self-checks kept).")
+    ap = argparse.ArgumentParser(
+        description="Write the student edition (no solutions, self-checks kept)."
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "_build" / "student")
     args = ap.parse_args(argv)
     written = build(args.out)
-    print(f"{len(written)} student notebooks in {args.out / 'book'}; "
-          f"`make student-site` builds the website from {args.out}")
+    print(
+        f"{len(written)} student notebooks in {args.out / 'book'}; "
+        f"`make student-site` builds the website from {args.out}"
+    )
     return 0
 
 

@@ -29,7 +29,11 @@ def toc_notebooks() -> list[Path]:
     sys.path.insert(0, str(ROOT / "tools"))
     from igbook_site import _toc_files
 
-    return [(ROOT / f).with_suffix(".ipynb") for f in _toc_files() if (ROOT / f).with_suffix(".ipynb").exists()]
+    return [
+        (ROOT / f).with_suffix(".ipynb")
+        for f in _toc_files()
+        if (ROOT / f).with_suffix(".ipynb").exists()
+    ]
 
 
 def time_notebook(path: Path, timeout: int = 600) -> dict[str, object]:
@@ -39,7 +43,12 @@ def time_notebook(path: Path, timeout: int = 600) -> dict[str, object]:
 
     nb = nbformat.read(path, as_version=4)
     cells: list[float] = []
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     start = time.perf_counter()
     with client.setup_kernel():
         started = time.perf_counter()
@@ -61,7 +70,9 @@ def time_notebook(path: Path, timeout: int = 600) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks to time (default: every chapter)")
+    ap.add_argument(
+        "notebooks", nargs="*", type=Path, help="notebooks to time (default: every chapter)"
+    )
     args = ap.parse_args(argv)
     # the kernels draw their figures inline, as for the website (ipykernel chooses the inline
     # backend only when MPLBACKEND is unset)
@@ -77,9 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     for p in paths:
         r = time_notebook(p)
         rows[str(r["chapter"])] = r
-        print(f"{r['chapter']:32s} {r['seconds']:8.1f} {r['code_cells']:6d} {r['slowest_cell_seconds']:13.1f}", flush=True)
+        print(
+            f"{r['chapter']:32s} {r['seconds']:8.1f} {r['code_cells']:6d} {r['slowest_cell_seconds']:13.1f}",
+            flush=True,
+        )
     order = [p.stem for p in toc_notebooks()]
-    ordered = sorted(rows.values(), key=lambda r: order.index(r["chapter"]) if r["chapter"] in order else len(order))
+    ordered = sorted(
+        rows.values(),
+        key=lambda r: order.index(r["chapter"]) if r["chapter"] in order else len(order),
+    )
     import torch
 
     data = {
@@ -93,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         },
-        "settings": {"kernel": "python3 (this environment)", "working_directory": "book/", "repeats": 1, "load_average_1min_at_start": load_start},
+        "settings": {
+            "kernel": "python3 (this environment)",
+            "working_directory": "book/",
+            "repeats": 1,
+            "load_average_1min_at_start": load_start,
+        },
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "chapters": ordered,
     }

@@ -93,7 +93,12 @@ def _clone_tree(obj: Any) -> Any:
 def _restore_tree(live: Any, saved: Any) -> Any:
     """Write ``saved`` back into ``live`` in place where both are tensors of one shape (so that
     references held elsewhere stay valid); otherwise return ``saved``."""
-    if isinstance(live, Tensor) and isinstance(saved, Tensor) and live.shape == saved.shape and live.dtype == saved.dtype:
+    if (
+        isinstance(live, Tensor)
+        and isinstance(saved, Tensor)
+        and live.shape == saved.shape
+        and live.dtype == saved.dtype
+    ):
         with torch.no_grad():
             live.copy_(saved)
         return live
@@ -140,7 +145,10 @@ class Snapshot:
         self._saved_state = None
         if state is not None:
             self._saved_state = {p: _clone_tree(state[p]) for p in self._params if p in state}
-        self._gens = [(g, g.get_state() if g is not None else torch.random.get_rng_state()) for g in generators]
+        self._gens = [
+            (g, g.get_state() if g is not None else torch.random.get_rng_state())
+            for g in generators
+        ]
         self._obj = obj
         self._attrs = {a: _clone_tree(getattr(obj, a)) for a in attrs}
 

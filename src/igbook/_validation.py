@@ -110,7 +110,13 @@ def check_in_open_interval(t: Tensor, name: str, low: float, high: float) -> Ten
 
 
 def check_in_interval(
-    t: Tensor, name: str, low: float, high: float, *, closed_low: bool = True, closed_high: bool = True
+    t: Tensor,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    closed_low: bool = True,
+    closed_high: bool = True,
 ) -> Tensor:
     """Raise :class:`ValueError` unless ``t`` lies in the interval with the given closedness."""
     check_finite(t, name)
@@ -143,7 +149,9 @@ def check_simplex(t: Tensor, name: str, *, atol: float = 1e-6, interior: bool = 
     if t.shape[-1] < 2:
         raise ValueError(f"{name} must have at least 2 categories, got {t.shape[-1]}")
     if interior and not bool((t > 0).all()):
-        raise ValueError(f"{name} must have strictly positive entries, got min {float(t.min()):.6g}")
+        raise ValueError(
+            f"{name} must have strictly positive entries, got min {float(t.min()):.6g}"
+        )
     if not interior and not bool((t >= 0).all()):
         raise ValueError(f"{name} must have non-negative entries, got min {float(t.min()):.6g}")
     s = t.sum(-1)
@@ -266,7 +274,9 @@ def check_real(value: Any, name: str) -> float:
     """
     if isinstance(value, Tensor):
         if value.numel() != 1 or value.is_complex():
-            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)} ({value.dtype})")
+            raise TypeError(
+                f"{name} must be a real number, got a tensor of shape {tuple(value.shape)} ({value.dtype})"
+            )
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -326,7 +336,9 @@ def check_scalar(
     """
     if isinstance(value, Tensor):
         if value.numel() != 1 or value.is_complex():
-            raise TypeError(f"{name} must be a real number, got a tensor of shape {tuple(value.shape)} ({value.dtype})")
+            raise TypeError(
+                f"{name} must be a real number, got a tensor of shape {tuple(value.shape)} ({value.dtype})"
+            )
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -345,8 +357,12 @@ def check_scalar(
             raise ValueError(f"{name} must lie in {lb}{low:g}, {high:g}{rb}, got {value}")
         fin = "" if allow_inf else "finite and "
         if low is not None:
-            raise ValueError(f"{name} must be {fin}{'>=' if closed_low else '>'} {low:g}, got {value}")
-        raise ValueError(f"{name} must be {fin}{'<=' if closed_high else '<'} {high:g}, got {value}")
+            raise ValueError(
+                f"{name} must be {fin}{'>=' if closed_low else '>'} {low:g}, got {value}"
+            )
+        raise ValueError(
+            f"{name} must be {fin}{'<=' if closed_high else '<'} {high:g}, got {value}"
+        )
     return v
 
 
@@ -360,7 +376,9 @@ def check_nonnegative_real(value: Any, name: str, *, allow_inf: bool = False) ->
     return check_scalar(value, name, low=0.0, allow_inf=allow_inf)
 
 
-def check_integer(value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_integer(
+    value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """An ``int`` (not a bool, not a float) in ``[minimum, maximum]``, or raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")

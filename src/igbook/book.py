@@ -84,6 +84,7 @@ def markdown_table(header: Sequence[object], rows: Sequence[Sequence[object]]) -
     ``IPython.display.Markdown`` in a chapter, or print it from a script.
     """
     _check_rows(header, rows)
+
     def line(cells: Sequence[object]) -> str:
         return "| " + " | ".join(str(c) for c in cells) + " |"
 

@@ -99,7 +99,9 @@ def _point(family: object, theta: object, chart: Chart, name: str = "theta") -> 
     except ValueError as exc:
         if str(exc).startswith("chart"):
             raise
-        raise ValueError(f"{name} is not a point of the {cls.__name__} family in the {chart!r} chart: {exc}") from exc
+        raise ValueError(
+            f"{name} is not a point of the {cls.__name__} family in the {chart!r} chart: {exc}"
+        ) from exc
     return t
 
 
@@ -112,11 +114,15 @@ def metric_at(metric: Metric, theta: Tensor) -> Tensor:
     a metric, before it differentiates it.
     """
     if not callable(metric):
-        raise TypeError(f"metric must be a function theta -> (d, d) matrix, got {type(metric).__name__}")
+        raise TypeError(
+            f"metric must be a function theta -> (d, d) matrix, got {type(metric).__name__}"
+        )
     g = metric(theta)
     d = theta.shape[0]
     if not isinstance(g, Tensor) or g.shape != (d, d):
-        raise ValueError(f"metric(theta) must return a ({d}, {d}) tensor, got {getattr(g, 'shape', type(g))}")
+        raise ValueError(
+            f"metric(theta) must return a ({d}, {d}) tensor, got {getattr(g, 'shape', type(g))}"
+        )
     return g
 
 
@@ -192,7 +198,9 @@ def m_connection(family: object, theta: object, chart: Chart = "params") -> Tens
     return torch.einsum("aij,ak->ijk", hess_mu, jac)
 
 
-def alpha_connection(family: object, theta: object, alpha: float = 0.0, chart: Chart = "params") -> Tensor:
+def alpha_connection(
+    family: object, theta: object, alpha: float = 0.0, chart: Chart = "params"
+) -> Tensor:
     r"""Amari's alpha-connection :math:`\Gamma^{(\alpha)} = \frac{1+\alpha}2\Gamma^{(e)} + \frac{1-\alpha}2\Gamma^{(m)}`.
 
     Equivalently :math:`\Gamma^{(\alpha)}_{ij,k} = \Gamma^{(0)}_{ij,k} - \frac\alpha2 T_{ijk}` with the
@@ -236,7 +244,9 @@ def levi_civita(metric: Metric, theta: object) -> Tensor:
     return _levi_civita(metric, t)
 
 
-def duality_defect(family: object, theta: object, alpha: float = 0.0, chart: Chart = "params") -> Tensor:
+def duality_defect(
+    family: object, theta: object, alpha: float = 0.0, chart: Chart = "params"
+) -> Tensor:
     r"""The residual :math:`\partial_kg_{ij} - \Gamma^{(\alpha)}_{ki,j} - \Gamma^{(-\alpha)}_{kj,i}`, shape ``[k, i, j]``.
 
     It vanishes identically: the alpha- and (-alpha)-connections are dual with respect to the
@@ -275,17 +285,21 @@ def gaussian_curvature(metric: Metric, theta: object) -> Tensor:
     fu, fv = d1[0, 1, 0], d1[0, 1, 1]
     gu, gv = d1[1, 1, 0], d1[1, 1, 1]
     evv, fuv, guu = d2[0, 0, 1, 1], d2[0, 1, 0, 1], d2[1, 1, 0, 0]
-    m1 = torch.stack([
-        torch.stack([-0.5 * evv + fuv - 0.5 * guu, 0.5 * eu, fu - 0.5 * ev]),
-        torch.stack([fv - 0.5 * gu, e_, f_]),
-        torch.stack([0.5 * gv, f_, g_]),
-    ])
+    m1 = torch.stack(
+        [
+            torch.stack([-0.5 * evv + fuv - 0.5 * guu, 0.5 * eu, fu - 0.5 * ev]),
+            torch.stack([fv - 0.5 * gu, e_, f_]),
+            torch.stack([0.5 * gv, f_, g_]),
+        ]
+    )
     zero = torch.zeros((), dtype=t.dtype)
-    m2 = torch.stack([
-        torch.stack([zero, 0.5 * ev, 0.5 * gu]),
-        torch.stack([0.5 * ev, e_, f_]),
-        torch.stack([0.5 * gu, f_, g_]),
-    ])
+    m2 = torch.stack(
+        [
+            torch.stack([zero, 0.5 * ev, 0.5 * gu]),
+            torch.stack([0.5 * ev, e_, f_]),
+            torch.stack([0.5 * gu, f_, g_]),
+        ]
+    )
     return (torch.linalg.det(m1) - torch.linalg.det(m2)) / (e_ * g_ - f_**2) ** 2
 
 
@@ -295,8 +309,13 @@ def geodesic_acceleration(metric: Metric, theta: Tensor, velocity: Tensor) -> Te
     return -torch.linalg.solve(metric(theta), torch.einsum("ijl,i,j->l", gamma, velocity, velocity))
 
 
-def rk4_geodesic(acceleration: Callable[[Tensor, Tensor], Tensor], th: Tensor, v: Tensor, steps: int,
-                 t_end: float) -> tuple[Tensor, Tensor]:
+def rk4_geodesic(
+    acceleration: Callable[[Tensor, Tensor], Tensor],
+    th: Tensor,
+    v: Tensor,
+    steps: int,
+    t_end: float,
+) -> tuple[Tensor, Tensor]:
     r"""Classical fourth-order Runge-Kutta for :math:`(\theta, v)' = (v, a(\theta, v))`, batched over rows.
 
     ``th`` and ``v`` are ``(B, d)``; ``acceleration`` is batched, ``(B, d), (B, d) -> (B, d)`` (for a
@@ -317,7 +336,9 @@ def rk4_geodesic(acceleration: Callable[[Tensor, Tensor], Tensor], th: Tensor, v
         th = th + h / 6 * (k1x + 2 * k2x + 2 * k3x + k4x)
         v = v + h / 6 * (k1v + 2 * k2v + 2 * k3v + k4v)
         if not bool(torch.isfinite(th).all()):
-            raise ValueError("the geodesic left the domain of the metric (non-finite point): shorten t_end or the velocity")
+            raise ValueError(
+                "the geodesic left the domain of the metric (non-finite point): shorten t_end or the velocity"
+            )
         xs.append(th)
         vs.append(v)
     return torch.stack(xs), torch.stack(vs)
@@ -328,9 +349,15 @@ def batched_acceleration(metric: Metric) -> Callable[[Tensor, Tensor], Tensor]:
     return vmap(lambda x, u: geodesic_acceleration(metric, x, u))
 
 
-def integrate_geodesic(metric: Metric, theta0: object, velocity0: object, *, t_end: float = 1.0,
-                       steps: int = 200, acceleration: Callable[[Tensor, Tensor], Tensor] | None = None
-                       ) -> tuple[Tensor, Tensor]:
+def integrate_geodesic(
+    metric: Metric,
+    theta0: object,
+    velocity0: object,
+    *,
+    t_end: float = 1.0,
+    steps: int = 200,
+    acceleration: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
     r"""Solve the geodesic equation :math:`\ddot\theta^k + \Gamma^k_{ij}\dot\theta^i\dot\theta^j = 0` by RK4.
 
     Starts at ``theta0`` with velocity ``velocity0`` and takes ``steps`` equal steps up to
@@ -354,11 +381,15 @@ def integrate_geodesic(metric: Metric, theta0: object, velocity0: object, *, t_e
     return xs[:, 0], vs[:, 0]
 
 
-def _flat_geodesic(family: object, p: object, q: object, num: int, flat: str, chart: Chart) -> Tensor:
+def _flat_geodesic(
+    family: object, p: object, q: object, num: int, flat: str, chart: Chart
+) -> Tensor:
     cls = family_class(family)
     tp, tq = _point(cls, p, chart, "p"), _point(cls, q, chart, "q")
     if tp.shape != tq.shape:
-        raise ValueError(f"p and q must have the same shape, got {tuple(tp.shape)} and {tuple(tq.shape)}")
+        raise ValueError(
+            f"p and q must have the same shape, got {tuple(tp.shape)} and {tuple(tq.shape)}"
+        )
     if not isinstance(num, int) or isinstance(num, bool) or num < 2:
         raise ValueError(f"num must be an int >= 2, got {num!r}")
     to_eta = natural_map(cls, chart)
@@ -375,7 +406,9 @@ def _flat_geodesic(family: object, p: object, q: object, num: int, flat: str, ch
     return torch.stack([cls.params_from_natural(e) for e in etas])
 
 
-def e_geodesic(family: object, p: object, q: object, num: int = 101, chart: Chart = "params") -> Tensor:
+def e_geodesic(
+    family: object, p: object, q: object, num: int = 101, chart: Chart = "params"
+) -> Tensor:
     r"""Points of the e-geodesic from ``p`` to ``q``: :math:`\eta(s) = (1-s)\eta_p + s\eta_q`, in ``chart``.
 
     Its densities are the normalized geometric mixtures :math:`q_s\propto p^{1-s}q^s`; shape ``(num, d)``
@@ -384,7 +417,9 @@ def e_geodesic(family: object, p: object, q: object, num: int = 101, chart: Char
     return _flat_geodesic(family, p, q, num, "e", chart)
 
 
-def m_geodesic(family: object, p: object, q: object, num: int = 101, chart: Chart = "params") -> Tensor:
+def m_geodesic(
+    family: object, p: object, q: object, num: int = 101, chart: Chart = "params"
+) -> Tensor:
     r"""Points of the m-geodesic from ``p`` to ``q``: :math:`\mu(s) = (1-s)\mu_p + s\mu_q`, in ``chart``.
 
     Within the family it is the moment-matching path (for a full family such as the categorical,

@@ -65,8 +65,16 @@ def _two_points(theta0: object, theta1: object) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-def geodesic_shooting(metric: Metric, theta0: object, theta1: object, *, steps: int = 40, tol: float = 1e-10,
-                      max_iter: int = 30, acceleration: Callable[[Tensor, Tensor], Tensor] | None = None) -> Geodesic:
+def geodesic_shooting(
+    metric: Metric,
+    theta0: object,
+    theta1: object,
+    *,
+    steps: int = 40,
+    tol: float = 1e-10,
+    max_iter: int = 30,
+    acceleration: Callable[[Tensor, Tensor], Tensor] | None = None,
+) -> Geodesic:
     r"""Geodesic from ``theta0`` to ``theta1`` by shooting on the initial velocity.
 
     Solves :math:`\Phi(v) = \theta_1` where :math:`\Phi(v)` is the end point at :math:`t = 1` of the
@@ -116,16 +124,22 @@ def geodesic_shooting(metric: Metric, theta0: object, theta1: object, *, steps: 
                 break
             step /= 2
         else:
-            raise ValueError("geodesic shooting failed to converge (the end-point error stopped decreasing)")
+            raise ValueError(
+                "geodesic shooting failed to converge (the end-point error stopped decreasing)"
+            )
         v, r, err = v_new, r_new, e_new
     if not err <= target:
-        raise ValueError(f"geodesic shooting did not converge in {max_iter} iterations (end-point error {err:.2e})")
+        raise ValueError(
+            f"geodesic shooting did not converge in {max_iter} iterations (end-point error {err:.2e})"
+        )
     pts = rk4_geodesic(acc, a.unsqueeze(0), v.unsqueeze(0), steps, 1.0)[0][:, 0]
     length = torch.sqrt(v @ metric(a) @ v)
     return Geodesic(pts, length, err, it)
 
 
-def geodesic_energy(metric: Metric, theta0: object, theta1: object, *, num: int = 40, max_iter: int = 500) -> Geodesic:
+def geodesic_energy(
+    metric: Metric, theta0: object, theta1: object, *, num: int = 40, max_iter: int = 500
+) -> Geodesic:
     r"""Geodesic from ``theta0`` to ``theta1`` by minimizing the energy of a polyline with ``num`` points.
 
     Minimizes :math:`E = (n-1)\sum_k \Delta_k^\top g(\bar\theta_k)\Delta_k` over the interior points
@@ -141,8 +155,15 @@ def geodesic_energy(metric: Metric, theta0: object, theta1: object, *, num: int 
         raise ValueError(f"num must be an int >= 3, got {num!r}")
     s = torch.linspace(0, 1, num, dtype=a.dtype).unsqueeze(-1)
     inner = ((1 - s) * a + s * b)[1:-1].clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([inner], lr=1.0, max_iter=max_iter, tolerance_grad=1e-12, tolerance_change=1e-15,
-                            history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [inner],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
 
     def sq_lengths(path: Tensor) -> Tensor:
         mids = 0.5 * (path[1:] + path[:-1])
@@ -164,9 +185,14 @@ def geodesic_energy(metric: Metric, theta0: object, theta1: object, *, num: int 
     return Geodesic(path, length, 0.0, max_iter)
 
 
-def _two_shape_pairs(a1: object, b1: object, a2: object, b2: object, names: tuple[str, str]) -> tuple[Tensor, Tensor]:
+def _two_shape_pairs(
+    a1: object, b1: object, a2: object, b2: object, names: tuple[str, str]
+) -> tuple[Tensor, Tensor]:
     n1, n2 = names
-    vals = [check_positive(as_tensor(v, n), n) for v, n in ((a1, f"{n1}1"), (b1, f"{n2}1"), (a2, f"{n1}2"), (b2, f"{n2}2"))]
+    vals = [
+        check_positive(as_tensor(v, n), n)
+        for v, n in ((a1, f"{n1}1"), (b1, f"{n2}1"), (a2, f"{n1}2"), (b2, f"{n2}2"))
+    ]
     for v, n in zip(vals, (f"{n1}1", f"{n2}1", f"{n1}2", f"{n2}2")):
         check_shape(v, n, ())
     return torch.stack(vals[:2]), torch.stack(vals[2:])
@@ -176,7 +202,9 @@ def _natural_point(eta: object, family: str) -> Tensor:
     """``eta`` checked: finite, last axis of size 2, inside the natural domain of ``family``."""
     t = check_finite(as_tensor(eta, "eta"), "eta")
     if t.ndim == 0 or t.shape[-1] != 2:
-        raise ValueError(f"eta must have a last axis of size 2 (the natural parameters of {family}), got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"eta must have a last axis of size 2 (the natural parameters of {family}), got shape {tuple(t.shape)}"
+        )
     if family == "Gamma":
         inside = (t[..., 0] > -1.0) & (t[..., 1] < 0.0)
         domain = "eta_0 > -1 and eta_1 < 0 (alpha = eta_0 + 1 > 0, rate = -eta_1 > 0)"
@@ -204,19 +232,28 @@ def _gamma_metric_natural(eta: Tensor) -> Tensor:
 
 def _gamma_acceleration(eta: Tensor, v: Tensor) -> Tensor:
     a, b = eta[..., 0] + 1.0, -eta[..., 1]
-    t = torch.stack([torch.polygamma(2, a) * v[..., 0] ** 2 + v[..., 1] ** 2 / b**2,
-                     2 * v[..., 0] * v[..., 1] / b**2 + 2 * a * v[..., 1] ** 2 / b**3], -1)
+    t = torch.stack(
+        [
+            torch.polygamma(2, a) * v[..., 0] ** 2 + v[..., 1] ** 2 / b**2,
+            2 * v[..., 0] * v[..., 1] / b**2 + 2 * a * v[..., 1] ** 2 / b**3,
+        ],
+        -1,
+    )
     return -0.5 * torch.linalg.solve(_gamma_metric_natural(eta), t)
 
 
 def _beta_metric_natural(eta: Tensor) -> Tensor:
     ab = eta + 1.0
-    return torch.diag_embed(torch.polygamma(1, ab)) - torch.polygamma(1, ab.sum(-1))[..., None, None]
+    return (
+        torch.diag_embed(torch.polygamma(1, ab)) - torch.polygamma(1, ab.sum(-1))[..., None, None]
+    )
 
 
 def _beta_acceleration(eta: Tensor, v: Tensor) -> Tensor:
     ab = eta + 1.0
-    t = torch.polygamma(2, ab) * v**2 - (torch.polygamma(2, ab.sum(-1)) * v.sum(-1) ** 2).unsqueeze(-1)
+    t = torch.polygamma(2, ab) * v**2 - (torch.polygamma(2, ab.sum(-1)) * v.sum(-1) ** 2).unsqueeze(
+        -1
+    )
     return -0.5 * torch.linalg.solve(_beta_metric_natural(eta), t)
 
 
@@ -263,7 +300,9 @@ def beta_acceleration(eta: Tensor, v: Tensor) -> Tensor:
     return _beta_acceleration(e, _velocity(v, e))
 
 
-def fisher_rao_gamma(alpha1: object, beta1: object, alpha2: object, beta2: object, *, steps: int = 40) -> Tensor:
+def fisher_rao_gamma(
+    alpha1: object, beta1: object, alpha2: object, beta2: object, *, steps: int = 40
+) -> Tensor:
     r"""Fisher-Rao distance between Gamma(alpha1, rate beta1) and Gamma(alpha2, rate beta2), by shooting.
 
     The metric in :math:`(\alpha, \beta)` is :math:`\begin{pmatrix}\psi'(\alpha)&-1/\beta\\-1/\beta&\alpha/\beta^2\end{pmatrix}`;
@@ -276,11 +315,18 @@ def fisher_rao_gamma(alpha1: object, beta1: object, alpha2: object, beta2: objec
     steps = check_count(steps, "steps")
     if torch.equal(p, q):
         return torch.zeros((), dtype=p.dtype)
-    nat = lambda t: torch.stack([t[0] - 1.0, -t[1]])
-    return geodesic_shooting(_gamma_metric_natural, nat(p), nat(q), steps=steps, acceleration=_gamma_acceleration).length
+
+    def nat(t):
+        return torch.stack([t[0] - 1.0, -t[1]])
+
+    return geodesic_shooting(
+        _gamma_metric_natural, nat(p), nat(q), steps=steps, acceleration=_gamma_acceleration
+    ).length
 
 
-def fisher_rao_beta(alpha1: object, beta1: object, alpha2: object, beta2: object, *, steps: int = 40) -> Tensor:
+def fisher_rao_beta(
+    alpha1: object, beta1: object, alpha2: object, beta2: object, *, steps: int = 40
+) -> Tensor:
     r"""Fisher-Rao distance between Beta(alpha1, beta1) and Beta(alpha2, beta2), by shooting.
 
     The metric is :math:`\mathrm{diag}(\psi'(\alpha), \psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`
@@ -292,7 +338,9 @@ def fisher_rao_beta(alpha1: object, beta1: object, alpha2: object, beta2: object
     steps = check_count(steps, "steps")
     if torch.equal(p, q):
         return torch.zeros((), dtype=p.dtype)
-    return geodesic_shooting(_beta_metric_natural, p - 1.0, q - 1.0, steps=steps, acceleration=_beta_acceleration).length
+    return geodesic_shooting(
+        _beta_metric_natural, p - 1.0, q - 1.0, steps=steps, acceleration=_beta_acceleration
+    ).length
 
 
 def fisher_rao_gaussian_fixed_mean(cov1: object, cov2: object) -> Tensor:
@@ -310,9 +358,13 @@ def fisher_rao_gaussian_fixed_mean(cov1: object, cov2: object) -> Tensor:
     s1 = check_symmetric_positive_definite(as_tensor(cov1, "cov1"), "cov1")
     s2 = check_symmetric_positive_definite(as_tensor(cov2, "cov2", dtype=s1.dtype), "cov2")
     if s1.shape != s2.shape:
-        raise ValueError(f"cov1 and cov2 must have the same shape, got {tuple(s1.shape)} and {tuple(s2.shape)}")
+        raise ValueError(
+            f"cov1 and cov2 must have the same shape, got {tuple(s1.shape)} and {tuple(s2.shape)}"
+        )
     chol = torch.linalg.cholesky(s1)
     w = torch.linalg.solve_triangular(chol, s2, upper=False)
-    m = torch.linalg.solve_triangular(chol, w.mT, upper=False)  # L^-1 S2 L^-T, symmetric, same spectrum
+    m = torch.linalg.solve_triangular(
+        chol, w.mT, upper=False
+    )  # L^-1 S2 L^-T, symmetric, same spectrum
     lam = torch.linalg.eigvalsh(0.5 * (m + m.mT))
     return torch.sqrt(0.5 * (torch.log(lam) ** 2).sum(-1))

@@ -75,14 +75,18 @@ def family_score(family: object, to_params: Callable[[Tensor], Tensor] | None = 
     """
     cls = family_class(family)
     if to_params is not None and not callable(to_params):
-        raise TypeError(f"to_params must be a function phi -> theta, got {type(to_params).__name__}")
+        raise TypeError(
+            f"to_params must be a function phi -> theta, got {type(to_params).__name__}"
+        )
     chart = to_params if to_params is not None else (lambda th: th)
     return vmap(grad(lambda th, x: cls.log_prob_params(chart(th), x)))
 
 
 def _setup(score: Score, theta0: object, data: object, offset: float) -> tuple[Tensor, Tensor]:
     if not callable(score):
-        raise TypeError(f"score must be a function (theta (R, d), x (R,)) -> (R, d), got {type(score).__name__}")
+        raise TypeError(
+            f"score must be a function (theta (R, d), x (R,)) -> (R, d), got {type(score).__name__}"
+        )
     th = check_finite(as_tensor(theta0, "theta0"), "theta0")
     check_shape(th, "theta0", (None,))
     x = check_finite(as_tensor(data, "data", dtype=th.dtype), "data")
@@ -92,8 +96,14 @@ def _setup(score: Score, theta0: object, data: object, offset: float) -> tuple[T
     return th.expand(x.shape[0], th.shape[0]).clone(), x
 
 
-def online_natural_gradient(score: Score, fisher: Callable[[Tensor], Tensor], theta0: object, data: object, *,
-                            offset: float = 0.0) -> Tensor:
+def online_natural_gradient(
+    score: Score,
+    fisher: Callable[[Tensor], Tensor],
+    theta0: object,
+    data: object,
+    *,
+    offset: float = 0.0,
+) -> Tensor:
     r"""Online natural-gradient learning with step :math:`1/(t+t_0)`, one observation per step.
 
     .. math:: \theta_{t+1} = \theta_t + \frac1{t+t_0}\,F(\theta_t)^{-1}\,\nabla_\theta\log p(x_t;\theta_t),\qquad t = 1,\dots,n.
@@ -104,17 +114,23 @@ def online_natural_gradient(score: Score, fisher: Callable[[Tensor], Tensor], th
     :math:`n\,\mathrm{Cov}(\theta_n)\to F^{-1}`: the estimator is Fisher efficient :cite:`amari1998natural`.
     """
     if not callable(fisher):
-        raise TypeError(f"fisher must be a function theta (R, d) -> (R, d, d), got {type(fisher).__name__}")
+        raise TypeError(
+            f"fisher must be a function theta (R, d) -> (R, d, d), got {type(fisher).__name__}"
+        )
     th, x = _setup(score, theta0, data, offset)
     for t in range(x.shape[1]):
         step = torch.linalg.solve(fisher(th), score(th, x[:, t]).unsqueeze(-1)).squeeze(-1)
         th = th + step / (t + 1 + offset)
         if not bool(torch.isfinite(th).all()):
-            raise ValueError(f"online natural gradient diverged at step {t + 1}: use a larger offset")
+            raise ValueError(
+                f"online natural gradient diverged at step {t + 1}: use a larger offset"
+            )
     return th
 
 
-def online_sgd(score: Score, theta0: object, data: object, *, lr: float, offset: float = 0.0) -> Tensor:
+def online_sgd(
+    score: Score, theta0: object, data: object, *, lr: float, offset: float = 0.0
+) -> Tensor:
     r"""Online stochastic gradient ascent on the log-likelihood with step :math:`c/(t+t_0)`:
     :math:`\theta_{t+1} = \theta_t + \frac{c}{t+t_0}\nabla_\theta\log p(x_t;\theta_t)`. Returns :math:`\theta_{n+1}`, ``(R, d)``
     :cite:`robbins1951stochastic`."""
@@ -125,7 +141,9 @@ def online_sgd(score: Score, theta0: object, data: object, *, lr: float, offset:
     for t in range(x.shape[1]):
         th = th + lr / (t + 1 + offset) * score(th, x[:, t])
         if not bool(torch.isfinite(th).all()):
-            raise ValueError(f"online SGD diverged at step {t + 1}: use a larger offset or a smaller lr")
+            raise ValueError(
+                f"online SGD diverged at step {t + 1}: use a larger offset or a smaller lr"
+            )
     return th
 
 
@@ -147,11 +165,15 @@ def sgd_asymptotic_covariance(fisher: object, lr: float) -> Tensor:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")
     lam_min = float(torch.linalg.eigvalsh(f)[0])
     if not 2 * lr * lam_min > 1:
-        raise ValueError(f"lr must satisfy 2 lr lambda_min(F) > 1 for a 1/n rate, got 2 * {lr} * {lam_min:.4g} <= 1")
+        raise ValueError(
+            f"lr must satisfy 2 lr lambda_min(F) > 1 for a 1/n rate, got 2 * {lr} * {lam_min:.4g} <= 1"
+        )
     d = f.shape[0]
     eye = torch.eye(d, dtype=f.dtype)
     a = lr * f - 0.5 * eye
-    big = torch.kron(eye, a) + torch.kron(a, eye)  # vec(A S + S A) with column-major vec (A symmetric)
+    big = torch.kron(eye, a) + torch.kron(
+        a, eye
+    )  # vec(A S + S A) with column-major vec (A symmetric)
     sol = torch.linalg.solve(big, (lr**2 * f).T.reshape(-1))
     s = sol.reshape(d, d).T
     return 0.5 * (s + s.T)

@@ -30,7 +30,14 @@ from igbook._validation import (
     check_square,
     check_symmetric,
 )
-from igbook.families import Bernoulli, Categorical, Exponential, ExponentialFamily, Gaussian, Poisson
+from igbook.families import (
+    Bernoulli,
+    Categorical,
+    Exponential,
+    ExponentialFamily,
+    Gaussian,
+    Poisson,
+)
 
 __all__ = [
     "fisher_rao_gaussian",
@@ -67,8 +74,14 @@ def fisher_rao_gaussian(mu1, sigma1, mu2, sigma2) -> Tensor:  # type: ignore[no-
     keeps full relative accuracy for nearby points, where forming :math:`1 + z` would round
     :math:`z` away.
     """
-    mu1, mu2 = check_finite(as_tensor(mu1, "mu1"), "mu1"), check_finite(as_tensor(mu2, "mu2"), "mu2")
-    s1, s2 = check_positive(as_tensor(sigma1, "sigma1"), "sigma1"), check_positive(as_tensor(sigma2, "sigma2"), "sigma2")
+    mu1, mu2 = (
+        check_finite(as_tensor(mu1, "mu1"), "mu1"),
+        check_finite(as_tensor(mu2, "mu2"), "mu2"),
+    )
+    s1, s2 = (
+        check_positive(as_tensor(sigma1, "sigma1"), "sigma1"),
+        check_positive(as_tensor(sigma2, "sigma2"), "sigma2"),
+    )
     mu1, s1, mu2, s2 = _broadcast(mu1, s1, mu2, s2, names=("mu1", "sigma1", "mu2", "sigma2"))
     chord = torch.hypot((mu1 - mu2) / math.sqrt(2.0), s1 - s2)
     return 2.0 * math.sqrt(2.0) * torch.asinh(chord / (2.0 * torch.sqrt(s1 * s2)))
@@ -80,7 +93,9 @@ def fisher_rao_categorical(p, q) -> Tensor:  # type: ignore[no-untyped-def]
     check_simplex(p, "p", interior=False)
     check_simplex(q, "q", interior=False)
     if p.shape[-1] != q.shape[-1]:
-        raise ValueError(f"p and q must have the same number of categories, got {p.shape[-1]} and {q.shape[-1]}")
+        raise ValueError(
+            f"p and q must have the same number of categories, got {p.shape[-1]} and {q.shape[-1]}"
+        )
     bc = torch.sqrt(p * q).sum(-1).clamp(max=1.0)
     # 2 arccos(bc) = 4 arcsin(||sqrt p - sqrt q|| / 2): accurate near p = q
     chord = torch.linalg.vector_norm(torch.sqrt(p) - torch.sqrt(q), dim=-1)
@@ -130,7 +145,9 @@ def fisher_rao_distance(p: ExponentialFamily, q: ExponentialFamily) -> Tensor:
     covariance free has no closed form and raises :class:`NotImplementedError`.
     """
     if type(p) is not type(q):
-        raise TypeError(f"p and q must be of the same family, got {type(p).__name__} and {type(q).__name__}")
+        raise TypeError(
+            f"p and q must be of the same family, got {type(p).__name__} and {type(q).__name__}"
+        )
     if isinstance(p, Gaussian) and isinstance(q, Gaussian):
         return fisher_rao_gaussian(p.mu, p.sigma, q.mu, q.sigma)
     if isinstance(p, Categorical) and isinstance(q, Categorical):
@@ -144,7 +161,9 @@ def fisher_rao_distance(p: ExponentialFamily, q: ExponentialFamily) -> Tensor:
     raise NotImplementedError(f"no closed-form Fisher-Rao distance for {type(p).__name__}")
 
 
-def gaussian_geodesic(mu1: float, sigma1: float, mu2: float, sigma2: float, num: int = 101) -> Tensor:
+def gaussian_geodesic(
+    mu1: float, sigma1: float, mu2: float, sigma2: float, num: int = 101
+) -> Tensor:
     r"""Points on the Fisher-Rao geodesic between two univariate Gaussians, shape ``(num, 2)`` of :math:`(\mu,\sigma)`.
 
     In :math:`(u, \sigma) = (\mu/\sqrt2, \sigma)` geodesics are vertical lines or semicircles

@@ -82,9 +82,18 @@ def _lr_at(lr: LearningRate, t: int) -> float:
         try:
             value = lr[t]  # type: ignore[index]
         except IndexError:
-            raise ValueError(f"lr has no step size for step {t} (a sequence of length {len(lr)})") from None  # type: ignore[arg-type]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"lr must be a finite number > 0 (or give one at every step), got {value!r} at step {t}")
+            raise ValueError(
+                f"lr has no step size for step {t} (a sequence of length {len(lr)})"
+            ) from None  # type: ignore[arg-type]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"lr must be a finite number > 0 (or give one at every step), got {value!r} at step {t}"
+        )
     return float(value)
 
 
@@ -177,7 +186,9 @@ class QuadraticMap(MirrorMap):
     def check_primal(self, x: Tensor, name: str = "x") -> Tensor:
         x = check_finite(as_tensor(x, name, dtype=self.matrix.dtype), name)
         if x.shape != (self.matrix.shape[0],):
-            raise ValueError(f"{name} must have shape ({self.matrix.shape[0]},), got {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must have shape ({self.matrix.shape[0]},), got {tuple(x.shape)}"
+            )
         return x
 
 
@@ -207,7 +218,9 @@ class NegativeEntropy(MirrorMap):
     def check_primal(self, x: Tensor, name: str = "x") -> Tensor:
         x = as_tensor(x, name)
         if x.ndim != 1:
-            raise ValueError(f"{name} must be a flat probability vector, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{name} must be a flat probability vector, got shape {tuple(x.shape)}"
+            )
         return check_simplex(x, name, atol=1e-9)
 
 
@@ -230,13 +243,17 @@ class ExponentialFamilyMap(MirrorMap):
         ``"mean"`` (default) or ``"natural"``.
     """
 
-    def __init__(self, family: type[ExponentialFamily] | ExponentialFamily, coordinates: str = "mean") -> None:
+    def __init__(
+        self, family: type[ExponentialFamily] | ExponentialFamily, coordinates: str = "mean"
+    ) -> None:
         if isinstance(family, ExponentialFamily):
             self.family: type[ExponentialFamily] = type(family)
         elif isinstance(family, type) and issubclass(family, ExponentialFamily):
             self.family = family
         else:
-            raise TypeError(f"family must be an ExponentialFamily class or instance, got {family!r}")
+            raise TypeError(
+                f"family must be an ExponentialFamily class or instance, got {family!r}"
+            )
         if coordinates not in ("mean", "natural"):
             raise ValueError(f"coordinates must be 'mean' or 'natural', got {coordinates!r}")
         self.coordinates = coordinates
@@ -275,7 +292,9 @@ class ExponentialFamilyMap(MirrorMap):
                 self.family.check_mean(y)
         except ValueError as exc:
             other = "natural" if self.coordinates == "mean" else "mean"
-            raise ValueError(f"{name} is not a valid {other} parameter of {self.family.__name__}: {exc}") from exc
+            raise ValueError(
+                f"{name} is not a valid {other} parameter of {self.family.__name__}: {exc}"
+            ) from exc
         return y
 
     def check_primal(self, x: Tensor, name: str = "x") -> Tensor:
@@ -288,7 +307,9 @@ class ExponentialFamilyMap(MirrorMap):
             else:
                 self.family.check_natural(x)
         except ValueError as exc:
-            raise ValueError(f"{name} is not a valid {self.coordinates} parameter of {self.family.__name__}: {exc}") from exc
+            raise ValueError(
+                f"{name} is not a valid {self.coordinates} parameter of {self.family.__name__}: {exc}"
+            ) from exc
         return x
 
 
@@ -303,7 +324,9 @@ def bregman_divergence(potential: Callable[[Tensor], Tensor], x: Tensor, y: Tens
     x = check_finite(as_tensor(x, "x"), "x")
     y = check_finite(as_tensor(y, "y", dtype=x.dtype), "y")
     if x.shape != y.shape or x.ndim != 1:
-        raise ValueError(f"x and y must be flat vectors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError(
+            f"x and y must be flat vectors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     g = torch.func.grad(potential)(y)
     return potential(x) - potential(y) - g @ (x - y)
 
@@ -340,7 +363,9 @@ def mirror_step(mirror_map: MirrorMap, x: Tensor, grad: Tensor, lr: float) -> Te
     return mirror_map.to_primal(y)
 
 
-def proximal_objective(mirror_map: MirrorMap, x: Tensor, grad: Tensor, lr: float) -> Callable[[Tensor], Tensor]:
+def proximal_objective(
+    mirror_map: MirrorMap, x: Tensor, grad: Tensor, lr: float
+) -> Callable[[Tensor], Tensor]:
     r"""The function :math:`u \mapsto g^\top u + \rho^{-1} B_\phi(u\|x)` that a mirror step minimizes.
 
     Its gradient :math:`g + \rho^{-1}(\nabla\phi(u) - \nabla\phi(x))` vanishes exactly at
@@ -384,7 +409,9 @@ def mirror_descent(
         try:
             mirror_map.check_dual(y, "the dual point")
         except ValueError as exc:
-            raise ValueError(f"mirror descent left the domain at step {t + 1} ({exc}): reduce lr") from exc
+            raise ValueError(
+                f"mirror descent left the domain at step {t + 1} ({exc}): reduce lr"
+            ) from exc
         x = mirror_map.to_primal(y)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"mirror descent left the domain at step {t + 1}: reduce lr")
@@ -497,6 +524,8 @@ def natural_gradient_descent_natural(
         try:
             fam.check_natural(eta)
         except ValueError as exc:
-            raise ValueError(f"natural-gradient descent left the natural parameter space at step {t + 1} ({exc}): reduce lr") from exc
+            raise ValueError(
+                f"natural-gradient descent left the natural parameter space at step {t + 1} ({exc}): reduce lr"
+            ) from exc
         out.append(eta)
     return torch.stack(out)

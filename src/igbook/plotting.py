@@ -85,7 +85,9 @@ def to_numpy(x: object) -> np.ndarray:
     return np.asarray(x)
 
 
-def draw_ellipses(ax, outlines, *, color: str = PALETTE[0], lw: float = 1.0, alpha: float = 0.9, **kw):  # type: ignore[no-untyped-def]
+def draw_ellipses(
+    ax, outlines, *, color: str = PALETTE[0], lw: float = 1.0, alpha: float = 0.9, **kw
+):  # type: ignore[no-untyped-def]
     """Draw closed outlines of shape ``(..., num, 2)`` (e.g. from :func:`igbook.geometry.ellipse_points`)."""
     from matplotlib.collections import LineCollection
 
@@ -96,16 +98,43 @@ def draw_ellipses(ax, outlines, *, color: str = PALETTE[0], lw: float = 1.0, alp
     return lc
 
 
-def draw_vector_field(ax, points, vectors, *, normalize: bool = True, color: str = PALETTE[1], scale: float | None = None, **kw):  # type: ignore[no-untyped-def]
+def draw_vector_field(
+    ax,
+    points,
+    vectors,
+    *,
+    normalize: bool = True,
+    color: str = PALETTE[1],
+    scale: float | None = None,
+    **kw,
+):  # type: ignore[no-untyped-def]
     """Quiver plot of ``vectors`` (``(n, 2)``) at ``points`` (``(n, 2)``); unit length if ``normalize``."""
     p, v = to_numpy(points), to_numpy(vectors).astype(float)
     if normalize:
         n = np.linalg.norm(v, axis=-1, keepdims=True)
         v = np.divide(v, n, out=np.zeros_like(v), where=n > 0)
-    return ax.quiver(p[:, 0], p[:, 1], v[:, 0], v[:, 1], color=color, angles="xy", scale_units="xy", scale=scale, **kw)
+    return ax.quiver(
+        p[:, 0],
+        p[:, 1],
+        v[:, 0],
+        v[:, 1],
+        color=color,
+        angles="xy",
+        scale_units="xy",
+        scale=scale,
+        **kw,
+    )
 
 
-def draw_trajectories(ax, paths: Sequence[object], *, color: str = PALETTE[0], label: str | None = None, marker_end: bool = True, **kw):  # type: ignore[no-untyped-def]
+def draw_trajectories(
+    ax,
+    paths: Sequence[object],
+    *,
+    color: str = PALETTE[0],
+    label: str | None = None,
+    marker_end: bool = True,
+    **kw,
+):  # type: ignore[no-untyped-def]
     """Draw several ``(steps, 2)`` paths with one legend entry."""
     lines = []
     for i, path in enumerate(paths):
@@ -118,9 +147,15 @@ def draw_trajectories(ax, paths: Sequence[object], *, color: str = PALETTE[0], l
 
 
 _FA_SYMBOLS = {
-    "fa-fast-backward": "\u23ee", "fa-step-backward": "\u23f4\u23f4", "fa-play fa-flip-horizontal": "\u25c0",
-    "fa-pause": "\u23f8", "fa-play": "\u25b6", "fa-step-forward": "\u23f5\u23f5", "fa-fast-forward": "\u23ed",
-    "fa-minus": "\u2212", "fa-plus": "+",
+    "fa-fast-backward": "\u23ee",
+    "fa-step-backward": "\u23f4\u23f4",
+    "fa-play fa-flip-horizontal": "\u25c0",
+    "fa-pause": "\u23f8",
+    "fa-play": "\u25b6",
+    "fa-step-forward": "\u23f5\u23f5",
+    "fa-fast-forward": "\u23ed",
+    "fa-minus": "\u2212",
+    "fa-plus": "+",
 }
 
 
@@ -133,7 +168,9 @@ def offline_jshtml(anim: object) -> str:
 
     to_jshtml = getattr(anim, "to_jshtml", None)
     if not callable(to_jshtml):
-        raise TypeError(f"anim must be a matplotlib animation (with to_jshtml), got {type(anim).__name__}")
+        raise TypeError(
+            f"anim must be a matplotlib animation (with to_jshtml), got {type(anim).__name__}"
+        )
     html = to_jshtml()
     html = re.sub(r"<link[^>]+font-awesome[^>]*>\s*", "", html)
 

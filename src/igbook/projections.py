@@ -64,14 +64,18 @@ def _pair(p: object, q: object, *, interior: bool = True) -> tuple[Tensor, Tenso
     p_t = check_simplex(as_tensor(p, "p"), "p", interior=interior)
     q_t = check_simplex(as_tensor(q, "q", dtype=p_t.dtype), "q", interior=True)
     if p_t.shape[-1] != q_t.shape[-1]:
-        raise ValueError(f"p and q must have the same number of categories, got {p_t.shape[-1]} and {q_t.shape[-1]}")
+        raise ValueError(
+            f"p and q must have the same number of categories, got {p_t.shape[-1]} and {q_t.shape[-1]}"
+        )
     return p_t, q_t
 
 
 def kl_divergence(p: object, q: object) -> Tensor:
     r""":math:`\KL{p}{q} = \sum_i p_i\log(p_i/q_i)` along the last axis (``0 log 0 = 0``) :cite:`kullback1951information`."""
     p_t, q_t = _pair(p, q, interior=False)
-    return torch.where(p_t > 0, p_t * (torch.log(p_t) - torch.log(q_t)), torch.zeros_like(p_t)).sum(-1)
+    return torch.where(p_t > 0, p_t * (torch.log(p_t) - torch.log(q_t)), torch.zeros_like(p_t)).sum(
+        -1
+    )
 
 
 def alpha_divergence(p: object, q: object, alpha: float) -> Tensor:
@@ -90,7 +94,9 @@ def alpha_divergence(p: object, q: object, alpha: float) -> Tensor:
     p_t = check_positive(as_tensor(p, "p"), "p")
     q_t = check_positive(as_tensor(q, "q", dtype=p_t.dtype), "q")
     if p_t.shape[-1] != q_t.shape[-1]:
-        raise ValueError(f"p and q must have the same last dimension, got {p_t.shape[-1]} and {q_t.shape[-1]}")
+        raise ValueError(
+            f"p and q must have the same last dimension, got {p_t.shape[-1]} and {q_t.shape[-1]}"
+        )
     a = float(check_finite(as_tensor(alpha, "alpha"), "alpha"))
     if abs(a + 1) < 1e-12:
         return (p_t * torch.log(p_t / q_t) - p_t + q_t).sum(-1)
@@ -110,8 +116,9 @@ class Projection:
     iterations: int
 
 
-def exponential_tilt(base: object, features: object, target: object, *, tol: float = 1e-12,
-                     max_iter: int = 100) -> Projection:
+def exponential_tilt(
+    base: object, features: object, target: object, *, tol: float = 1e-12, max_iter: int = 100
+) -> Projection:
     r"""The member :math:`q_\theta\propto b\,e^{F\theta}` with moments :math:`F^\top q_\theta = c`.
 
     Newton's method on the convex dual :math:`\psi(\theta) = \log\sum_i b_ie^{(F\theta)_i} - \theta^\top c`,
@@ -148,8 +155,10 @@ def exponential_tilt(base: object, features: object, target: object, *, tol: flo
         if t <= 1e-10:
             break
         theta = theta - t * step
-    raise ValueError("target moments are not attained by the exponential family (outside the interior of the "
-                     "convex hull of the feature rows?)")
+    raise ValueError(
+        "target moments are not attained by the exponential family (outside the interior of the "
+        "convex hull of the feature rows?)"
+    )
 
 
 def m_projection(p: object, features: object, base: object | None = None) -> Projection:
@@ -210,7 +219,9 @@ class MixtureParams:
 
 def _joint_log(x: Tensor, params: MixtureParams) -> Tensor:
     """:math:`\\log p_\\theta(x_i, z=k) = \\log w_k + \\log\\mathcal N(x_i; m_k, s_k^2)`, shape ``(n, K)``."""
-    comp = vmap(Gaussian.log_prob_params, in_dims=(0, None))(torch.stack([params.means, params.sigmas], -1), x)
+    comp = vmap(Gaussian.log_prob_params, in_dims=(0, None))(
+        torch.stack([params.means, params.sigmas], -1), x
+    )
     return (torch.log(params.weights).unsqueeze(-1) + comp).T
 
 
@@ -312,7 +323,9 @@ def markov_embedding(weights: Sequence[object]) -> Tensor:
     constant multiple of the Fisher metric :cite:`chentsov1982statistical,campbell1986extended`.
     """
     if not isinstance(weights, (list, tuple)) or len(weights) < 2:
-        raise ValueError("weights must be a list of at least 2 probability vectors (one block per outcome)")
+        raise ValueError(
+            "weights must be a list of at least 2 probability vectors (one block per outcome)"
+        )
     blocks = []
     for i, w in enumerate(weights):
         wt = as_tensor(w, f"weights[{i}]").reshape(-1)
@@ -326,7 +339,7 @@ def markov_embedding(weights: Sequence[object]) -> Tensor:
     out = torch.zeros(m, len(blocks), dtype=blocks[0].dtype)
     row = 0
     for i, b in enumerate(blocks):
-        out[row:row + b.shape[0], i] = b
+        out[row : row + b.shape[0], i] = b
         row += b.shape[0]
     return out
 

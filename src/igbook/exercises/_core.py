@@ -84,16 +84,21 @@ def call_reader(fn: Callable[..., object], *args: object) -> object:
     """Call the reader's function; an exception it raises is returned (to be reported), not raised."""
     try:
         return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - the reader's code: report, do not crash the notebook
+    except Exception as exc:
         return exc
 
 
-def run_reader(fn: Callable[..., object], *args: object, name: str = "Your function", where: str = "") -> object:
+def run_reader(
+    fn: Callable[..., object], *args: object, name: str = "Your function", where: str = ""
+) -> object:
     """Call the reader's function: its output, or a :class:`Feedback` reporting what it raised."""
     out = call_reader(fn, *args)
     if isinstance(out, Exception):
         loc = f" {where}" if where else ""
-        return Feedback(False, f"{name} raised {describe_exception(out)}{loc}. Fix the error and run the check again.")
+        return Feedback(
+            False,
+            f"{name} raised {describe_exception(out)}{loc}. Fix the error and run the check again.",
+        )
     if out is None:
         loc = f" {where}" if where else ""
         return Feedback(False, f"{name} returned None{loc}: is its `return` missing?")
@@ -105,7 +110,11 @@ def need_function(value: object, signature: str, name: str = "") -> Feedback | N
     if callable(value):
         return None
     what = f"{name}: p" if name else "P"
-    extra = " (write the function first, then pass it without calling it)" if value is None or value is Ellipsis else ""
+    extra = (
+        " (write the function first, then pass it without calling it)"
+        if value is None or value is Ellipsis
+        else ""
+    )
     return Feedback(False, f"{what}ass a function {signature}, got {describe(value)}{extra}.")
 
 
@@ -121,15 +130,28 @@ def as_answer(value: object, what: str) -> Tensor | Feedback:
     """The student's numeric answer as a float64 tensor, or a :class:`Feedback` saying why it is not one."""
     what = _cap(what)
     if value is None:
-        return Feedback(False, f"{what} is None: the answer is not filled in yet, or a function is missing its `return`.")
+        return Feedback(
+            False,
+            f"{what} is None: the answer is not filled in yet, or a function is missing its `return`.",
+        )
     if value is Ellipsis:
-        return Feedback(False, f"{what} is still the placeholder `...`: replace it with your answer.")
+        return Feedback(
+            False, f"{what} is still the placeholder `...`: replace it with your answer."
+        )
     if isinstance(value, bool):
-        return Feedback(False, f"{what} should be a number, got {value}: a truth value is not an answer here.")
+        return Feedback(
+            False, f"{what} should be a number, got {value}: a truth value is not an answer here."
+        )
     if isinstance(value, str):
-        return Feedback(False, f"{what} should be a number (or numbers), got {describe(value)}: compute the value instead of writing it as text.")
+        return Feedback(
+            False,
+            f"{what} should be a number (or numbers), got {describe(value)}: compute the value instead of writing it as text.",
+        )
     if callable(value) and not isinstance(value, Tensor):
-        return Feedback(False, f"{what} should be a number (or numbers), got {describe(value)}: call it, or return its value.")
+        return Feedback(
+            False,
+            f"{what} should be a number (or numbers), got {describe(value)}: call it, or return its value.",
+        )
     if isinstance(value, Tensor):
         t = value.detach()
     else:
@@ -137,11 +159,18 @@ def as_answer(value: object, what: str) -> Tensor | Feedback:
             t = torch.as_tensor(value, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError, OverflowError):
             try:  # e.g. a list of 1-element tensors
-                t = torch.stack([torch.as_tensor(v, dtype=torch.float64).detach().reshape(()) for v in value])  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - anything that is not numbers
-                return Feedback(False, f"{what} should be a number or an array of numbers, got {describe(value)}.")
+                t = torch.stack(
+                    [torch.as_tensor(v, dtype=torch.float64).detach().reshape(()) for v in value]
+                )  # type: ignore[union-attr]
+            except Exception:
+                return Feedback(
+                    False,
+                    f"{what} should be a number or an array of numbers, got {describe(value)}.",
+                )
     if t.is_complex():
-        return Feedback(False, f"{what} is complex: the answer is real (a square root of a negative number?).")
+        return Feedback(
+            False, f"{what} is complex: the answer is real (a square root of a negative number?)."
+        )
     return t.to(torch.float64)
 
 
@@ -152,16 +181,24 @@ def as_number(value: object, what: str) -> float | Feedback:
     if isinstance(t, Feedback):
         return t
     if t.numel() != 1:
-        return Feedback(False, f"{what} should be one number, got {t.numel()} numbers (shape {tuple(t.shape)}).")
+        return Feedback(
+            False, f"{what} should be one number, got {t.numel()} numbers (shape {tuple(t.shape)})."
+        )
     v = float(t.reshape(()))
     if not math.isfinite(v):
-        return Feedback(False, f"{what} is {v}: look for a 0/0, a log of zero or a division by zero.")
+        return Feedback(
+            False, f"{what} is {v}: look for a 0/0, a log of zero or a division by zero."
+        )
     return v
 
 
 # ------------------------------------------------------------------------------------ diagnosis
 def _close(a: Tensor, b: Tensor, rtol: float, atol: float) -> bool:
-    return a.shape == b.shape and bool(torch.isfinite(b).all()) and torch.allclose(a, b, rtol=rtol, atol=atol)
+    return (
+        a.shape == b.shape
+        and bool(torch.isfinite(b).all())
+        and torch.allclose(a, b, rtol=rtol, atol=atol)
+    )
 
 
 def _generic_hint(a: Tensor, e: Tensor, rtol: float, atol: float, low_precision: bool) -> str:
@@ -172,26 +209,48 @@ def _generic_hint(a: Tensor, e: Tensor, rtol: float, atol: float, low_precision:
     if scale > 0 and err <= 1e-3 * scale:
         if low_precision:
             return "Nearly right, but computed in float32: build your tensors with dtype=torch.float64."
-        return (f"Nearly right (relative error about {err / scale:.0e}, tolerance {rtol:g}): a rounded constant, "
-                "a finite difference or float32 somewhere? Compute it exactly.")
+        return (
+            f"Nearly right (relative error about {err / scale:.0e}, tolerance {rtol:g}): a rounded constant, "
+            "a finite difference or float32 somewhere? Compute it exactly."
+        )
     if scale == 0:
         return "It should be zero here: which term cancels?"
     if _close(a, -e, **tol):
         return "Wrong sign: check the minus signs."
-    for c, msg in ((2.0, "A factor of 2 too large: a missing 1/2 (in front of a quadratic form, a variance or a log)?"),
-                   (0.5, "A factor of 2 too small: a 1/2 too many, or a 2 lost in a derivative of a square?"),
-                   (math.sqrt(2), "Off by a factor sqrt(2): check where the 1/2 goes (1/2 d^T F d, or sqrt(2 x))."),
-                   (1 / math.sqrt(2), "Off by a factor sqrt(2): check where the 1/2 goes (1/2 d^T F d, or sqrt(2 x))."),
-                   (-2.0, "A sign and a factor of 2: check both the minus sign and the 1/2."),
-                   (-0.5, "A sign and a factor of 2: check both the minus sign and the 1/2.")):
+    for c, msg in (
+        (
+            2.0,
+            "A factor of 2 too large: a missing 1/2 (in front of a quadratic form, a variance or a log)?",
+        ),
+        (0.5, "A factor of 2 too small: a 1/2 too many, or a 2 lost in a derivative of a square?"),
+        (
+            math.sqrt(2),
+            "Off by a factor sqrt(2): check where the 1/2 goes (1/2 d^T F d, or sqrt(2 x)).",
+        ),
+        (
+            1 / math.sqrt(2),
+            "Off by a factor sqrt(2): check where the 1/2 goes (1/2 d^T F d, or sqrt(2 x)).",
+        ),
+        (-2.0, "A sign and a factor of 2: check both the minus sign and the 1/2."),
+        (-0.5, "A sign and a factor of 2: check both the minus sign and the 1/2."),
+    ):
         if _close(a, c * e, **tol):
             return msg
-    if e.dim() == 2 and e.shape[0] == e.shape[1] and not _close(e, e.T, **tol) and _close(a, e.T, **tol):
-        return "Transposed: your matrix is the transpose of the right one (which index is the row?)."
+    if (
+        e.dim() == 2
+        and e.shape[0] == e.shape[1]
+        and not _close(e, e.T, **tol)
+        and _close(a, e.T, **tol)
+    ):
+        return (
+            "Transposed: your matrix is the transpose of the right one (which index is the row?)."
+        )
     if e.dim() == 2 and e.shape[0] == e.shape[1] and e.shape[0] > 1:
         try:
             if _close(a, torch.linalg.inv(e), **tol):
-                return "You have the inverse matrix: F versus F^{-1}, or precision versus covariance?"
+                return (
+                    "You have the inverse matrix: F versus F^{-1}, or precision versus covariance?"
+                )
         except RuntimeError:
             pass
     if bool((e > 0).all()) and not _close(e, e**2, rtol=1e-2, atol=0.0):
@@ -204,8 +263,10 @@ def _generic_hint(a: Tensor, e: Tensor, rtol: float, atol: float, low_precision:
     if e.numel() > 1 and float(e.norm()) > 0:
         c = float((a * e).sum() / (e * e).sum())
         if c != 0 and _close(a, c * e, **tol):
-            return ("Proportional to the right answer but off by a constant factor: a missing constant "
-                    "(a 1/2, a 1/N or a variance)?")
+            return (
+                "Proportional to the right answer but off by a constant factor: a missing constant "
+                "(a 1/2, a 1/N or a variance)?"
+            )
     return ""
 
 
@@ -218,9 +279,23 @@ def _direction(a: Tensor, e: Tensor, rtol: float, atol: float) -> str:
         big, small = abs(av) > abs(ev), abs(av) < abs(ev)
         r = abs(av / ev) if ev != 0 else math.inf
         if big:
-            return "It is " + ("more than 10 times " if r > 10 else "") + "too large" + (" in magnitude" if ev < 0 else "") + "."
+            return (
+                "It is "
+                + ("more than 10 times " if r > 10 else "")
+                + "too large"
+                + (" in magnitude" if ev < 0 else "")
+                + "."
+            )
         if small:
-            return "It is " + ("less than a tenth of what it should be" if r < 0.1 else "too small" + (" in magnitude" if ev < 0 else "")) + "."
+            return (
+                "It is "
+                + (
+                    "less than a tenth of what it should be"
+                    if r < 0.1
+                    else "too small" + (" in magnitude" if ev < 0 else "")
+                )
+                + "."
+            )
         return ""
     bad = ~torch.isclose(a, e, rtol=rtol, atol=atol)
     idx = [tuple(int(i) for i in ix) for ix in bad.nonzero()]
@@ -230,8 +305,17 @@ def _direction(a: Tensor, e: Tensor, rtol: float, atol: float) -> str:
     return f"{'The entry' if len(idx) == 1 else 'The entries'} {fmt} {'is' if len(idx) == 1 else 'are'} off; the others are right."
 
 
-def compare(answer: object, expected: Tensor, *, what: str, rtol: float = 1e-6, atol: float = 1e-9, where: str = "",
-            mistakes: Sequence[Mistake] = (), hint: str = "") -> Feedback:
+def compare(
+    answer: object,
+    expected: Tensor,
+    *,
+    what: str,
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    where: str = "",
+    mistakes: Sequence[Mistake] = (),
+    hint: str = "",
+) -> Feedback:
     """Compare a reader's numeric answer with ``expected`` and explain any difference.
 
     Returns a Feedback for *any* ``answer`` (None, text, wrong shape, NaN, ...). When the answer
@@ -246,17 +330,29 @@ def compare(answer: object, expected: Tensor, *, what: str, rtol: float = 1e-6, 
     a = as_answer(answer, f"{what}{loc}")
     if isinstance(a, Feedback):
         return a
-    low_precision = isinstance(answer, Tensor) and answer.dtype in (torch.float32, torch.float16, torch.bfloat16)
+    low_precision = isinstance(answer, Tensor) and answer.dtype in (
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+    )
     e = torch.as_tensor(expected, dtype=torch.float64).detach()
     if a.shape != e.shape:
         if e.dim() == 2 and a.dim() == 2 and tuple(a.shape) == tuple(e.shape)[::-1]:
-            return Feedback(False, f"{what}{loc} has shape {tuple(a.shape)}, expected {tuple(e.shape)}: transposed?")
+            return Feedback(
+                False,
+                f"{what}{loc} has shape {tuple(a.shape)}, expected {tuple(e.shape)}: transposed?",
+            )
         if a.numel() != e.numel():
-            return Feedback(False, f"{what}{loc} should have shape {tuple(e.shape)}, got {tuple(a.shape)}.")
+            return Feedback(
+                False, f"{what}{loc} should have shape {tuple(e.shape)}, got {tuple(a.shape)}."
+            )
         a = a.reshape(e.shape)
     if not bool(torch.isfinite(a).all()):
-        return Feedback(False, f"{what}{loc} contains NaN or infinity: look for a 0/0, a log of zero, an overflowing exp "
-                               "or a square root of a negative number.")
+        return Feedback(
+            False,
+            f"{what}{loc} contains NaN or infinity: look for a 0/0, a log of zero, an overflowing exp "
+            "or a square root of a negative number.",
+        )
     if torch.allclose(a, e, rtol=rtol, atol=atol):
         return Feedback(True, f"{what}{loc} matches (rtol={rtol:g}).")
     err = float((a - e).abs().max())
@@ -266,7 +362,9 @@ def compare(answer: object, expected: Tensor, *, what: str, rtol: float = 1e-6, 
         if isinstance(m, Feedback) or m.numel() != e.numel():
             continue
         m = m.reshape(e.shape)
-        if not torch.allclose(m, e, rtol=rtol, atol=atol) and _close(a, m, rtol=max(rtol, 1e-6), atol=atol):
+        if not torch.allclose(m, e, rtol=rtol, atol=atol) and _close(
+            a, m, rtol=max(rtol, 1e-6), atol=atol
+        ):
             return Feedback(False, f"{what}{loc} is not right. {msg}", details)
     diag = _generic_hint(a, e, rtol, atol, low_precision) or _direction(a, e, rtol, atol)
     text = f"{what}{loc} is not right. {diag}".rstrip()

@@ -25,12 +25,17 @@ D = torch.float64
 def _need_function(fn: object, signature: str) -> Feedback | None:
     if callable(fn):
         return None
-    return Feedback(False, f"Pass a function {signature} (write it first, then pass it without calling it).")
+    return Feedback(
+        False, f"Pass a function {signature} (write it first, then pass it without calling it)."
+    )
 
 
 def _raised(out: object, where: str) -> Feedback | None:
     if isinstance(out, Exception):
-        return Feedback(False, f"Your function raised {type(out).__name__}: {out} {where}. Fix it and run the check again.")
+        return Feedback(
+            False,
+            f"Your function raised {type(out).__name__}: {out} {where}. Fix it and run the check again.",
+        )
     return None
 
 
@@ -48,13 +53,30 @@ def check_gaussian_christoffel(christoffel: Callable[[float, float], object]) ->
         if (bad := _raised(out, where)) is not None:
             return bad
         lowered = torch.einsum("kl,lij->kij", fisher_metric(Gaussian, th), want)
-        fb = compare(out, want, what="Gamma^k_ij", where=where, rtol=1e-8,
-                     mistakes=[(lowered, "These are the symbols of the first kind Gamma_{ij,k}: raise the index with g^{kl}."),
-                               (want.permute(1, 0, 2), "The index order is off: return [k, i, j] with k the upper index.")])
+        fb = compare(
+            out,
+            want,
+            what="Gamma^k_ij",
+            where=where,
+            rtol=1e-8,
+            mistakes=[
+                (
+                    lowered,
+                    "These are the symbols of the first kind Gamma_{ij,k}: raise the index with g^{kl}.",
+                ),
+                (
+                    want.permute(1, 0, 2),
+                    "The index order is off: return [k, i, j] with k the upper index.",
+                ),
+            ],
+        )
         if not fb:
             return fb
-    return Feedback(True, "Gamma^mu_{mu sigma} = -1/sigma, Gamma^sigma_{mu mu} = 1/(2 sigma), Gamma^sigma_{sigma sigma} = -1/sigma: "
-                          "the half-plane's symbols, rescaled by the factor 2 of the sigma direction.")
+    return Feedback(
+        True,
+        "Gamma^mu_{mu sigma} = -1/sigma, Gamma^sigma_{mu mu} = 1/(2 sigma), Gamma^sigma_{sigma sigma} = -1/sigma: "
+        "the half-plane's symbols, rescaled by the factor 2 of the sigma direction.",
+    )
 
 
 def check_alpha_divergence(divergence: Callable[[object, object, float], object]) -> Feedback:
@@ -70,13 +92,32 @@ def check_alpha_divergence(divergence: Callable[[object, object, float], object]
         where = f"at alpha = {alpha}"
         if (bad := _raised(out, where)) is not None:
             return bad
-        fb = compare(out, alpha_divergence(p, q, alpha), what="D_alpha(p || q)", where=where, rtol=1e-8,
-                     mistakes=[(alpha_divergence(p, q, -alpha), ("You have D_{-alpha}(p||q) = D_alpha(q||p): swap the exponents "
-                                 "(p carries (1 - alpha)/2).")),
-                               (alpha_divergence(p, q, alpha) * (1 - alpha**2) / 4, "The prefactor 4/(1 - alpha^2) is missing.")])
+        fb = compare(
+            out,
+            alpha_divergence(p, q, alpha),
+            what="D_alpha(p || q)",
+            where=where,
+            rtol=1e-8,
+            mistakes=[
+                (
+                    alpha_divergence(p, q, -alpha),
+                    (
+                        "You have D_{-alpha}(p||q) = D_alpha(q||p): swap the exponents "
+                        "(p carries (1 - alpha)/2)."
+                    ),
+                ),
+                (
+                    alpha_divergence(p, q, alpha) * (1 - alpha**2) / 4,
+                    "The prefactor 4/(1 - alpha^2) is missing.",
+                ),
+            ],
+        )
         if not fb:
             return fb
-    return Feedback(True, "D_alpha = 4/(1 - alpha^2) (1 - sum p^((1-alpha)/2) q^((1+alpha)/2)) for probability vectors.")
+    return Feedback(
+        True,
+        "D_alpha = 4/(1 - alpha^2) (1 - sum p^((1-alpha)/2) q^((1+alpha)/2)) for probability vectors.",
+    )
 
 
 def check_em_m_step(m_step: Callable[[object, object], object]) -> Feedback:
@@ -86,28 +127,48 @@ def check_em_m_step(m_step: Callable[[object, object], object]) -> Feedback:
     if fb is not None:
         return fb
     g = torch.Generator().manual_seed(0)
-    x = torch.cat([torch.randn(30, generator=g, dtype=D) - 1.5, 0.5 * torch.randn(20, generator=g, dtype=D) + 1.0])
+    x = torch.cat(
+        [
+            torch.randn(30, generator=g, dtype=D) - 1.5,
+            0.5 * torch.randn(20, generator=g, dtype=D) + 1.0,
+        ]
+    )
     resp = torch.softmax(torch.randn(50, 2, generator=g, dtype=D) + torch.stack([-x, x], 1), -1)
     want = em_m_step(x, resp)
     out = call_reader(m_step, x.clone(), resp.clone())
     if (bad := _raised(out, "")) is not None:
         return bad
     if not isinstance(out, (tuple, list)) or len(out) != 3:
-        return Feedback(False, "Return a tuple (weights, means, sigmas), each with one entry per component.")
-    unweighted = MixtureParams(torch.full((2,), 0.5, dtype=D), torch.full((2,), float(x.mean()), dtype=D),
-                               torch.full((2,), float(x.std(correction=0)), dtype=D))
-    for name, got, exp, alt in (("weights", out[0], want.weights, unweighted.weights),
-                                ("means", out[1], want.means, unweighted.means),
-                                ("sigmas", out[2], want.sigmas, unweighted.sigmas)):
+        return Feedback(
+            False, "Return a tuple (weights, means, sigmas), each with one entry per component."
+        )
+    unweighted = MixtureParams(
+        torch.full((2,), 0.5, dtype=D),
+        torch.full((2,), float(x.mean()), dtype=D),
+        torch.full((2,), float(x.std(correction=0)), dtype=D),
+    )
+    for name, got, exp, alt in (
+        ("weights", out[0], want.weights, unweighted.weights),
+        ("means", out[1], want.means, unweighted.means),
+        ("sigmas", out[2], want.sigmas, unweighted.sigmas),
+    ):
         mistakes = [(alt, "This ignores the responsibilities: weight each point by r_ik.")]
         if name == "sigmas":
-            mistakes.append((want.sigmas**2, "These are variances: the mixture is parametrized by standard deviations."))
+            mistakes.append(
+                (
+                    want.sigmas**2,
+                    "These are variances: the mixture is parametrized by standard deviations.",
+                )
+            )
         if name == "weights":
             mistakes.append((resp.sum(0), "These are the effective counts N_k: divide by n."))
         fb = compare(got, exp, what=name, rtol=1e-8, mistakes=mistakes)
         if not fb:
             return fb
-    return Feedback(True, "Weighted maximum likelihood: N_k = sum_i r_ik, w = N/n, m = sum r x / N, s^2 = sum r (x - m)^2 / N.")
+    return Feedback(
+        True,
+        "Weighted maximum likelihood: N_k = sum_i r_ik, w = N/n, m = sum r x / N, s^2 = sum r (x - m)^2 / N.",
+    )
 
 
 def check_sgd_asymptotic_variance(variance: Callable[[float, float], object]) -> Feedback:
@@ -122,8 +183,21 @@ def check_sgd_asymptotic_variance(variance: Callable[[float, float], object]) ->
         where = f"at c = {c}, F = {f}"
         if (bad := _raised(out, where)) is not None:
             return bad
-        fb = compare(out, want, what="the asymptotic n Var", where=where, rtol=1e-8,
-                     mistakes=[(torch.tensor(1 / f, dtype=D), "1/F is the Cramer-Rao value, reached only when c = 1/F.")])
+        fb = compare(
+            out,
+            want,
+            what="the asymptotic n Var",
+            where=where,
+            rtol=1e-8,
+            mistakes=[
+                (
+                    torch.tensor(1 / f, dtype=D),
+                    "1/F is the Cramer-Rao value, reached only when c = 1/F.",
+                )
+            ],
+        )
         if not fb:
             return fb
-    return Feedback(True, "c^2 F / (2 c F - 1), minimal (= 1/F) at c = 1/F: the natural-gradient step.")
+    return Feedback(
+        True, "c^2 F / (2 c F - 1), minimal (= 1/F) at c = 1/F: the natural-gradient step."
+    )

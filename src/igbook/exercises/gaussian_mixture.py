@@ -21,8 +21,12 @@ __all__ = [
 ]
 
 D = torch.float64
-_POINTS = ((0.3, -0.9, 0.8, 0.1), (1.0, 1.02, 1.0, -2.0), (-2.0, 3.0, 0.5, 0.7), (0.0, 0.0, 1.5, 1.2))
-
+_POINTS = (
+    (0.3, -0.9, 0.8, 0.1),
+    (1.0, 1.02, 1.0, -2.0),
+    (-2.0, 3.0, 0.5, 0.7),
+    (0.0, 0.0, 1.5, 1.2),
+)
 
 
 def check_mixture_score(score: Callable[[float, float, float, float], object]) -> Feedback:
@@ -37,17 +41,34 @@ def check_mixture_score(score: Callable[[float, float, float, float], object]) -
         want = mx.score(torch.tensor([x], dtype=D), torch.tensor([m1, m2], dtype=D), s)[0]
         no_r = torch.tensor([(x - m1) / s**2, (x - m2) / s**2], dtype=D)
         r = want / torch.where(no_r == 0, torch.ones_like(no_r), no_r)
-        msg_r = ("Each component's score must be weighted by its responsibility "
-                 "r_i(x) = 0.5 N(x|mu_i) / p(x), not by a constant.")
-        fb = compare(out, want, what="the score", where=where, rtol=1e-8, atol=1e-12, mistakes=[
-            (no_r, msg_r),
-            (0.5 * no_r, msg_r),
-            (r.flip(0) * no_r, "The responsibilities are swapped: component i's score is weighted by r_i(x), its own."),
-            (want * s, "Divide (x - mu_i) by sigma^2, not sigma."),
-        ], hint="d/d mu_i log(0.5 N(x|mu_1) + 0.5 N(x|mu_2)) = [0.5 N(x|mu_i) / p(x)] (x - mu_i)/sigma^2.")
+        msg_r = (
+            "Each component's score must be weighted by its responsibility "
+            "r_i(x) = 0.5 N(x|mu_i) / p(x), not by a constant."
+        )
+        fb = compare(
+            out,
+            want,
+            what="the score",
+            where=where,
+            rtol=1e-8,
+            atol=1e-12,
+            mistakes=[
+                (no_r, msg_r),
+                (0.5 * no_r, msg_r),
+                (
+                    r.flip(0) * no_r,
+                    "The responsibilities are swapped: component i's score is weighted by r_i(x), its own.",
+                ),
+                (want * s, "Divide (x - mu_i) by sigma^2, not sigma."),
+            ],
+            hint="d/d mu_i log(0.5 N(x|mu_1) + 0.5 N(x|mu_2)) = [0.5 N(x|mu_i) / p(x)] (x - mu_i)/sigma^2.",
+        )
         if not fb:
             return fb
-    return Feedback(True, "d log p / d mu_i = r_i(x)(x - mu_i)/sigma^2: a Gaussian score gated by the responsibility.")
+    return Feedback(
+        True,
+        "d log p / d mu_i = r_i(x)(x - mu_i)/sigma^2: a Gaussian score gated by the responsibility.",
+    )
 
 
 def check_exchange_score(score: Callable[[float, float, float, float], float]) -> Feedback:
@@ -66,15 +87,35 @@ def check_exchange_score(score: Callable[[float, float, float, float], float]) -
             return out
         sc = mx.score(torch.tensor([x], dtype=D), torch.tensor([m1, m2], dtype=D), s)[0]
         z = (x - m) / s
-        fb = compare(out, sc[0] - sc[1], what="the exchange score", where=where, rtol=1e-8, atol=1e-12, mistakes=[
-            (sc[0] + sc[1], "That is d/dm (both means move together); the exchange direction moves them apart: s_1 - s_2."),
-            (z * math.tanh(eps * z / s) / s, ("You lost the -eps/sigma^2 term: differentiate the Gaussian factors' own "
-                                             "exponents too, not only the responsibilities.")),
-        ], hint="With mu_1 = m + eps and mu_2 = m - eps, d/d eps = d/d mu_1 - d/d mu_2.")
+        fb = compare(
+            out,
+            sc[0] - sc[1],
+            what="the exchange score",
+            where=where,
+            rtol=1e-8,
+            atol=1e-12,
+            mistakes=[
+                (
+                    sc[0] + sc[1],
+                    "That is d/dm (both means move together); the exchange direction moves them apart: s_1 - s_2.",
+                ),
+                (
+                    z * math.tanh(eps * z / s) / s,
+                    (
+                        "You lost the -eps/sigma^2 term: differentiate the Gaussian factors' own "
+                        "exponents too, not only the responsibilities."
+                    ),
+                ),
+            ],
+            hint="With mu_1 = m + eps and mu_2 = m - eps, d/d eps = d/d mu_1 - d/d mu_2.",
+        )
         if not fb:
             return fb
-    return Feedback(True, "The exchange score z tanh(eps z / sigma)/sigma - eps/sigma^2 is O(eps): it vanishes on "
-                          "the singular line, and with it the exchange eigenvalue, like eps^2.")
+    return Feedback(
+        True,
+        "The exchange score z tanh(eps z / sigma)/sigma - eps/sigma^2 is O(eps): it vanishes on "
+        "the singular line, and with it the exchange eigenvalue, like eps^2.",
+    )
 
 
 def check_singularity_constants(c_min: float, c_kappa: float) -> Feedback:
@@ -87,21 +128,52 @@ def check_singularity_constants(c_min: float, c_kappa: float) -> Feedback:
     f = mx.fisher(torch.tensor([gap / 2, -gap / 2], dtype=D), s)
     ev, _ = mx.fisher_eigen(f)
     c_min_ref = float(ev[0] * s**4 / gap**2)
-    fb = compare(c_min, torch.tensor(c_min_ref, dtype=D), what="c_min", rtol=1e-4, mistakes=[
-        (2 * c_min_ref, ("c_min = 1/2 forgets the normalization: a unit step along (1,-1)/sqrt(2) changes "
-                        "the half-gap eps by only 1/sqrt(2), so the eigenvalue is F_eps,eps / 2.")),
-        (4 * c_min_ref, "Write the eigenvalue in Delta = mu1 - mu2 = 2 eps, not in eps: eps^2 = Delta^2 / 4."),
-    ], hint="Expand the exchange score to first order in eps, take its variance, and rotate to the unit direction (1,-1)/sqrt(2).")
+    fb = compare(
+        c_min,
+        torch.tensor(c_min_ref, dtype=D),
+        what="c_min",
+        rtol=1e-4,
+        mistakes=[
+            (
+                2 * c_min_ref,
+                (
+                    "c_min = 1/2 forgets the normalization: a unit step along (1,-1)/sqrt(2) changes "
+                    "the half-gap eps by only 1/sqrt(2), so the eigenvalue is F_eps,eps / 2."
+                ),
+            ),
+            (
+                4 * c_min_ref,
+                "Write the eigenvalue in Delta = mu1 - mu2 = 2 eps, not in eps: eps^2 = Delta^2 / 4.",
+            ),
+        ],
+        hint="Expand the exchange score to first order in eps, take its variance, and rotate to the unit direction (1,-1)/sqrt(2).",
+    )
     if not fb:
         return fb
     c_kappa_ref = float(mx.condition_number(f) * gap**2 / s**2)
-    fk = compare(c_kappa, torch.tensor(c_kappa_ref, dtype=D), what="c_kappa", rtol=1e-4, mistakes=[
-        (c_kappa_ref * 2, "lambda_max tends to 1/(2 sigma^2) (the mean-shift direction, each mean weighted 1/2), not 1/sigma^2."),
-        (1 / c_min_ref, "kappa = lambda_max / lambda_min: divide lambda_max = 1/(2 sigma^2), not 1, by lambda_min."),
-    ], hint="kappa = lambda_max / lambda_min with lambda_max the mean-shift eigenvalue at Delta = 0.")
+    fk = compare(
+        c_kappa,
+        torch.tensor(c_kappa_ref, dtype=D),
+        what="c_kappa",
+        rtol=1e-4,
+        mistakes=[
+            (
+                c_kappa_ref * 2,
+                "lambda_max tends to 1/(2 sigma^2) (the mean-shift direction, each mean weighted 1/2), not 1/sigma^2.",
+            ),
+            (
+                1 / c_min_ref,
+                "kappa = lambda_max / lambda_min: divide lambda_max = 1/(2 sigma^2), not 1, by lambda_min.",
+            ),
+        ],
+        hint="kappa = lambda_max / lambda_min with lambda_max the mean-shift eigenvalue at Delta = 0.",
+    )
     if not fk:
         return fk
-    return Feedback(True, "lambda_min ~ Delta^2/(4 sigma^4) and lambda_max -> 1/(2 sigma^2), so kappa ~ 2 sigma^2/Delta^2.")
+    return Feedback(
+        True,
+        "lambda_min ~ Delta^2/(4 sigma^4) and lambda_max -> 1/(2 sigma^2), so kappa ~ 2 sigma^2/Delta^2.",
+    )
 
 
 def check_isotropic_separation(delta: float) -> Feedback:
@@ -112,14 +184,27 @@ def check_isotropic_separation(delta: float) -> Feedback:
     want = torch.tensor(mx.ISOTROPIC_SEPARATION, dtype=D)
     fb = compare(val, want, what="the separation", rtol=1e-3)
     if fb:
-        return Feedback(True, "Below ~1.636 sigma the exchange direction is the flat one; above, the mean-shift direction "
-                              "is (slightly) flatter; at the crossing the ellipses are circles.")
+        return Feedback(
+            True,
+            "Below ~1.636 sigma the exchange direction is the flat one; above, the mean-shift direction "
+            "is (slightly) flatter; at the crossing the ellipses are circles.",
+        )
     if val <= 0:
-        return Feedback(False, "A separation |mu1 - mu2| / sigma is positive: at 0 the mixture is singular, far from isotropic.")
+        return Feedback(
+            False,
+            "A separation |mu1 - mu2| / sigma is positive: at 0 the mixture is singular, far from isotropic.",
+        )
     f12 = float(mx.fisher(torch.tensor([0.0, val], dtype=D), 1.0)[0, 1])
-    side = "too small: F_12 is still positive there" if f12 > 0 else "too large: F_12 is already negative there"
-    return Feedback(False, f"The separation is not right. F_12 is not zero at {val:g}: your value is {side}. "
-                           "Bisect on the sign of F_12 between 1 and 2.5.")
+    side = (
+        "too small: F_12 is still positive there"
+        if f12 > 0
+        else "too large: F_12 is already negative there"
+    )
+    return Feedback(
+        False,
+        f"The separation is not right. F_12 is not zero at {val:g}: your value is {side}. "
+        "Bisect on the sign of F_12 between 1 and 2.5.",
+    )
 
 
 def check_singular_speed_exponent(p: float) -> Feedback:
@@ -136,16 +221,35 @@ def check_singular_speed_exponent(p: float) -> Feedback:
     th = torch.stack([0.4 + gaps / 2, 0.4 - gaps / 2], -1)
     _, n = mx.natural_gradient_field(th, loss)
     slope = -float(torch.log(n[0].norm() / n[1].norm()) / torch.log(gaps[0] / gaps[1]))
-    fb = compare(val, torch.tensor(round(slope), dtype=D), what="the exponent p", rtol=1e-6, mistakes=[
-        (2.0, "p = 2 would hold if the gradient's exchange component stayed finite; it vanishes like |mu1 - mu2| too."),
-        (-1.0, "The sign convention: the speed *grows* as the gap shrinks, ||F^{-1} grad L|| ~ |mu1 - mu2|^{-p} with p > 0."),
-        (0.0, "The speed is not bounded near the singular line: compare how fast the gradient and lambda_min vanish."),
-    ], hint="Compare how fast the exchange component of grad L and the eigenvalue lambda_min vanish as the gap shrinks, "
-            "or measure the log-log slope of ||F^{-1} grad L|| between two small gaps.")
+    fb = compare(
+        val,
+        torch.tensor(round(slope), dtype=D),
+        what="the exponent p",
+        rtol=1e-6,
+        mistakes=[
+            (
+                2.0,
+                "p = 2 would hold if the gradient's exchange component stayed finite; it vanishes like |mu1 - mu2| too.",
+            ),
+            (
+                -1.0,
+                "The sign convention: the speed *grows* as the gap shrinks, ||F^{-1} grad L|| ~ |mu1 - mu2|^{-p} with p > 0.",
+            ),
+            (
+                0.0,
+                "The speed is not bounded near the singular line: compare how fast the gradient and lambda_min vanish.",
+            ),
+        ],
+        hint="Compare how fast the exchange component of grad L and the eigenvalue lambda_min vanish as the gap shrinks, "
+        "or measure the log-log slope of ||F^{-1} grad L|| between two small gaps.",
+    )
     if not fb:
         return fb
-    return Feedback(True, f"p = 1 (measured slope {slope:.3f}): the undamped natural flow is infinitely fast at the "
-                          "singular line, which is why the flows are damped there.")
+    return Feedback(
+        True,
+        f"p = 1 (measured slope {slope:.3f}): the undamped natural flow is infinitely fast at the "
+        "singular line, which is why the flows are damped there.",
+    )
 
 
 def condition_separation(kappa: float = 50.0, sigma: float = 1.0) -> float:
@@ -167,11 +271,26 @@ def check_explorer_condition_separation(delta: float, kappa: float = 50.0) -> Fe
     if isinstance(val, Feedback):
         return val
     exact = condition_separation(kappa)
-    fb = compare(val, torch.tensor(exact, dtype=D), what="the separation |mu1 - mu2| / sigma", rtol=0.03, mistakes=[
-        (exact / 2, "That is half the separation: the handles sit at -d/2 and +d/2, so |mu1 - mu2| = d."),
-        (2.0 / kappa, "kappa ~ 2 sigma^2 / Delta^2 gives Delta^2 = 2/kappa: take the square root."),
-    ], hint="Move the handles towards each other until the spectrum panel shows the condition number asked for, "
-            "then read |mu1 - mu2| / sigma.")
+    fb = compare(
+        val,
+        torch.tensor(exact, dtype=D),
+        what="the separation |mu1 - mu2| / sigma",
+        rtol=0.03,
+        mistakes=[
+            (
+                exact / 2,
+                "That is half the separation: the handles sit at -d/2 and +d/2, so |mu1 - mu2| = d.",
+            ),
+            (
+                2.0 / kappa,
+                "kappa ~ 2 sigma^2 / Delta^2 gives Delta^2 = 2/kappa: take the square root.",
+            ),
+        ],
+        hint="Move the handles towards each other until the spectrum panel shows the condition number asked for, "
+        "then read |mu1 - mu2| / sigma.",
+    )
     if not fb:
         return fb
-    return Feedback(True, f"{exact:.3f} (the approximation sqrt(2/kappa) gives {math.sqrt(2 / kappa):.3f}).")
+    return Feedback(
+        True, f"{exact:.3f} (the approximation sqrt(2/kappa) gives {math.sqrt(2 / kappa):.3f})."
+    )

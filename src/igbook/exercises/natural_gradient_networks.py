@@ -43,12 +43,32 @@ def check_probit_output_fisher(answer: Callable[[Tensor], Tensor]) -> Feedback:
             return got
         ref = lik.output_fisher(f.reshape(1, 1)).reshape(())
         pdf, cdf = normal.log_prob(f).exp(), normal.cdf(f)
-        fb = compare(got, ref, what="Lambda(f)", rtol=1e-6, atol=1e-10, where=where, mistakes=[
-            (torch.sigmoid(f) * (1 - torch.sigmoid(f)), "That is the logistic sigma(1 - sigma): the probit link is not canonical."),
-            (pdf / (cdf * (1 - cdf)), "Square the density: Lambda = (dp/df)^2 / (p(1-p)) with dp/df = phi(f)."),
-            (cdf * (1 - cdf), ("Phi(1 - Phi) is the Bernoulli variance in the mean parameter; chain it to f: "
-                              "Lambda = (dp/df)^2 / (p(1-p)).")),
-        ], hint="The Fisher of Bernoulli(p) in p is 1/(p(1-p)); change coordinates to f with p = Phi(f).")
+        fb = compare(
+            got,
+            ref,
+            what="Lambda(f)",
+            rtol=1e-6,
+            atol=1e-10,
+            where=where,
+            mistakes=[
+                (
+                    torch.sigmoid(f) * (1 - torch.sigmoid(f)),
+                    "That is the logistic sigma(1 - sigma): the probit link is not canonical.",
+                ),
+                (
+                    pdf / (cdf * (1 - cdf)),
+                    "Square the density: Lambda = (dp/df)^2 / (p(1-p)) with dp/df = phi(f).",
+                ),
+                (
+                    cdf * (1 - cdf),
+                    (
+                        "Phi(1 - Phi) is the Bernoulli variance in the mean parameter; chain it to f: "
+                        "Lambda = (dp/df)^2 / (p(1-p))."
+                    ),
+                ),
+            ],
+            hint="The Fisher of Bernoulli(p) in p is 1/(p(1-p)); change coordinates to f with p = Phi(f).",
+        )
         if not fb:
             return fb
     return Feedback(True, "Lambda(f) = phi(f)^2 / (Phi(f) (1 - Phi(f))) at all test points.")
@@ -70,11 +90,23 @@ def check_linear_regression_ggn(answer: Callable[[Tensor, float], Tensor]) -> Fe
         if isinstance(got, Feedback):
             return got
         ref = x.T @ x / (n * var)
-        fb = compare(got, ref, what="G", rtol=1e-8, atol=1e-12, where=where, mistakes=[
-            (ref * n, "Yours is N times too large: a sum over data points; igbook averages over data points (the mean loss)."),
-            (ref * var, "Divide by the noise variance sigma^2."),
-            (ref * var**2, "Divide by the noise variance sigma^2 (not multiply)."),
-        ], hint="G = (1/N) sum_n J_n^T Lambda J_n with J_n = x_n^T and Lambda = 1/sigma^2.")
+        fb = compare(
+            got,
+            ref,
+            what="G",
+            rtol=1e-8,
+            atol=1e-12,
+            where=where,
+            mistakes=[
+                (
+                    ref * n,
+                    "Yours is N times too large: a sum over data points; igbook averages over data points (the mean loss).",
+                ),
+                (ref * var, "Divide by the noise variance sigma^2."),
+                (ref * var**2, "Divide by the noise variance sigma^2 (not multiply)."),
+            ],
+            hint="G = (1/N) sum_n J_n^T Lambda J_n with J_n = x_n^T and Lambda = 1/sigma^2.",
+        )
         if not fb:
             return fb
     return Feedback(True, "G = X^T X / (N sigma^2) on every test case.")
@@ -95,12 +127,24 @@ def check_softmax_fisher_rank(answer: object, num_points: int, num_classes: int)
     if val != int(val):
         return Feedback(False, "A rank is a whole number.")
     if val == num_points * num_classes:
-        return Feedback(False, "Not N C: Lambda = diag(p) - p p^T annihilates the all-ones vector (shifting every logit changes nothing).")
+        return Feedback(
+            False,
+            "Not N C: Lambda = diag(p) - p p^T annihilates the all-ones vector (shifting every logit changes nothing).",
+        )
     if val == num_points:
-        return Feedback(False, "That is the bound for the empirical Fisher (one gradient per point); the Fisher has C - 1 directions per point.")
+        return Feedback(
+            False,
+            "That is the bound for the empirical Fisher (one gradient per point); the Fisher has C - 1 directions per point.",
+        )
     if val == num_classes - 1 or val == num_classes:
-        return Feedback(False, "That is the rank for one input point: the Fisher sums J_n^T Lambda_n J_n over all the points.")
-    return Feedback(False, f"Count the rank of J_n^T Lambda_n J_n for one point and add over the {num_points} points.")
+        return Feedback(
+            False,
+            "That is the rank for one input point: the Fisher sums J_n^T Lambda_n J_n over all the points.",
+        )
+    return Feedback(
+        False,
+        f"Count the rank of J_n^T Lambda_n J_n for one point and add over the {num_points} points.",
+    )
 
 
 def check_minibatch_second_moment(answer: Callable[[Tensor, Tensor, int], Tensor]) -> Feedback:
@@ -117,20 +161,46 @@ def check_minibatch_second_moment(answer: Callable[[Tensor, Tensor, int], Tensor
     per_example = torch.randn(4, 3, generator=g, dtype=torch.float64)
     gbar, ef = per_example.mean(0), (per_example**2).mean(0)
     for b in (1, 2, 3):
-        brute = torch.stack([per_example[list(i)].mean(0) ** 2 for i in itertools.product(range(4), repeat=b)]).mean(0)
+        brute = torch.stack(
+            [per_example[list(i)].mean(0) ** 2 for i in itertools.product(range(4), repeat=b)]
+        ).mean(0)
         where = f"for B = {b}"
         got = run_reader(answer, gbar.clone(), ef.clone(), b, where=where)
         if isinstance(got, Feedback):
             return got
-        fb = compare(got, brute, what="E[g_B^2]", rtol=1e-9, atol=1e-12, where=where, mistakes=[
-            (ef / b, "You dropped the squared mean gradient: the variance is diag(EF) - gbar^2."),
-            (gbar**2 + ef / b, "The variance of one example's gradient is diag(EF) - gbar^2, not diag(EF)."),
-            ((ef - gbar**2) / b, "That is only the variance of the minibatch mean: add its squared mean gbar^2."),
-            (gbar**2 + (ef - gbar**2) / b**2, "The variance of a mean of B independent terms is (variance) / B, not / B^2."),
-        ], hint="E[g_B^2] = (E[g_B])^2 + Var[g_B], entry by entry.")
+        fb = compare(
+            got,
+            brute,
+            what="E[g_B^2]",
+            rtol=1e-9,
+            atol=1e-12,
+            where=where,
+            mistakes=[
+                (
+                    ef / b,
+                    "You dropped the squared mean gradient: the variance is diag(EF) - gbar^2.",
+                ),
+                (
+                    gbar**2 + ef / b,
+                    "The variance of one example's gradient is diag(EF) - gbar^2, not diag(EF).",
+                ),
+                (
+                    (ef - gbar**2) / b,
+                    "That is only the variance of the minibatch mean: add its squared mean gbar^2.",
+                ),
+                (
+                    gbar**2 + (ef - gbar**2) / b**2,
+                    "The variance of a mean of B independent terms is (variance) / B, not / B^2.",
+                ),
+            ],
+            hint="E[g_B^2] = (E[g_B])^2 + Var[g_B], entry by entry.",
+        )
         if not fb:
             return fb
-    return Feedback(True, "E[g_B^2] = gbar^2 + (diag EF - gbar^2) / B, as enumeration over all minibatches confirms.")
+    return Feedback(
+        True,
+        "E[g_B^2] = gbar^2 + (diag EF - gbar^2) / B, as enumeration over all minibatches confirms.",
+    )
 
 
 def check_gd_limit_learning_rate(answer: Callable[[float, float], float]) -> Feedback:
@@ -146,11 +216,27 @@ def check_gd_limit_learning_rate(answer: Callable[[float, float], float]) -> Fee
         got = run_reader(answer, eta, lam, where=where)
         if isinstance(got, Feedback):
             return got
-        fb = compare(got, torch.tensor(eta * lam, dtype=D), what="lr", rtol=1e-9, where=where, mistakes=[
-            (eta / lam, "The damped direction is about g / damping, so multiply, don't divide."),
-            (eta, "With a large damping the natural-gradient direction shrinks to g / damping: the learning rate must make up for it."),
-            (lam, "The learning rate must also carry eta."),
-        ], hint="For a huge damping, (F + damping I)^{-1} g is about g / damping.")
+        fb = compare(
+            got,
+            torch.tensor(eta * lam, dtype=D),
+            what="lr",
+            rtol=1e-9,
+            where=where,
+            mistakes=[
+                (
+                    eta / lam,
+                    "The damped direction is about g / damping, so multiply, don't divide.",
+                ),
+                (
+                    eta,
+                    "With a large damping the natural-gradient direction shrinks to g / damping: the learning rate must make up for it.",
+                ),
+                (lam, "The learning rate must also carry eta."),
+            ],
+            hint="For a huge damping, (F + damping I)^{-1} g is about g / damping.",
+        )
         if not fb:
             return fb
-    return Feedback(True, "lr = eta * damping: a heavily damped natural gradient is gradient descent.")
+    return Feedback(
+        True, "lr = eta * damping: a heavily damped natural gradient is gradient descent."
+    )

@@ -86,7 +86,9 @@ def linreg_problem(
     """A 3-feature regression with correlated, differently scaled features (float64)."""
     n = check_count(n, "n", minimum=2)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64) * torch.tensor(
+        [1.0, 0.5, 2.0], dtype=torch.float64
+    )
     x[:, 1] += 0.5 * x[:, 0]
     noise = noise_std * torch.randn(n, generator=g, dtype=torch.float64)
     y = x @ torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64) + noise
@@ -155,12 +157,26 @@ def run_linreg(
         opt = VON([w], lr=hp["lr"], data_size=n, beta=hp["beta"], prior_precision=lam, seed=seed)
     elif name.startswith("VOGN"):
         ftype = FisherType.MC if name.endswith("sampled") else FisherType.EMPIRICAL
-        opt = VOGN([w], lr=hp["lr"], data_size=n, beta=hp["beta"], prior_precision=lam, fisher_type=ftype, seed=seed)
+        opt = VOGN(
+            [w],
+            lr=hp["lr"],
+            data_size=n,
+            beta=hp["beta"],
+            prior_precision=lam,
+            fisher_type=ftype,
+            seed=seed,
+        )
     elif name == "Vadam":
         opt = Vadam([w], lr=hp["lr"], data_size=n, prior_precision=lam, seed=seed)
     else:
         opt = IVON(
-            [w], lr=hp["lr"], ess=n, hess_init=hp["hess_init"], beta2=hp["beta2"], weight_decay=lam / n, seed=seed
+            [w],
+            lr=hp["lr"],
+            ess=n,
+            hess_init=hp["hess_init"],
+            beta2=hp["beta2"],
+            weight_decay=lam / n,
+            seed=seed,
         )
 
     def avg_nll() -> Tensor:
@@ -172,7 +188,9 @@ def run_linreg(
         loss.backward()
         return loss
 
-    per_example = PerExampleClosure(model, x, y[:, None].expand(n, replicas), likelihood="gaussian", noise_std=sig)
+    per_example = PerExampleClosure(
+        model, x, y[:, None].expand(n, replicas), likelihood="gaussian", noise_std=sig
+    )
     means, variances = [], []
     for k in range(steps):
         if k == burn:
@@ -202,13 +220,17 @@ def gap_function(x: Tensor) -> Tensor:
     return torch.sin(2 * x) + 0.3 * x
 
 
-def gap_regression_data(n: int = 60, noise_std: float = 0.1, seed: int = 0) -> tuple[Tensor, Tensor]:
+def gap_regression_data(
+    n: int = 60, noise_std: float = 0.1, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """``n`` points in two clusters, :math:`[-2, -0.8]` and :math:`[0.8, 2]`, shape ``(n, 1)``."""
     n = check_count(n, "n", minimum=2)
     if n % 2:
         raise ValueError(f"n must be an even number >= 2, got {n}")
     g = torch.Generator().manual_seed(seed)
-    x = torch.cat([torch.rand(n // 2, generator=g) * 1.2 - 2.0, torch.rand(n // 2, generator=g) * 1.2 + 0.8])
+    x = torch.cat(
+        [torch.rand(n // 2, generator=g) * 1.2 - 2.0, torch.rand(n // 2, generator=g) * 1.2 + 0.8]
+    )
     x = x.unsqueeze(1)
     y = gap_function(x) + noise_std * torch.randn(x.shape, generator=g)
     return x, y
@@ -216,7 +238,12 @@ def gap_regression_data(n: int = 60, noise_std: float = 0.1, seed: int = 0) -> t
 
 #: IVON on the gap regression: initial curvature :math:`h_0` (the likelihood's :math:`1/\sigma^2`
 #: scale), :math:`\alpha = \text{lr}\,(h_0+\delta)`, ``beta2`` and the prior precision
-IVON_GAP: dict[str, float] = {"hess_init": 50.0, "alpha": 0.1, "beta2": 0.995, "prior_precision": 3.0}
+IVON_GAP: dict[str, float] = {
+    "hess_init": 50.0,
+    "alpha": 0.1,
+    "beta2": 0.995,
+    "prior_precision": 3.0,
+}
 #: Adam's learning rate on the gap regression (mean squared error)
 ADAM_GAP_LR = 1e-2
 
@@ -264,8 +291,15 @@ def fit_gap_regression(
     model = mlp(sizes, activation="tanh", seed=seed)
     ess = ess_factor * n
     h0 = IVON_GAP["hess_init"]
-    opt = IVON(model.parameters(), lr=IVON_GAP["alpha"] / h0, ess=ess, hess_init=h0, beta2=IVON_GAP["beta2"],
-               weight_decay=IVON_GAP["prior_precision"] / ess, seed=seed)
+    opt = IVON(
+        model.parameters(),
+        lr=IVON_GAP["alpha"] / h0,
+        ess=ess,
+        hess_init=h0,
+        beta2=IVON_GAP["beta2"],
+        weight_decay=IVON_GAP["prior_precision"] / ess,
+        seed=seed,
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
 
     def closure() -> Tensor:
@@ -309,7 +343,13 @@ def fit_gap_regression(
 
 #: IVON on digits (MLP 64-64-10, batches of 64, 20 epochs, ess = N_train), chosen by validation
 #: NLL on another split (``benchmarks/bench_ivon.py --tune``); prior N(0, 1/(ess wd))
-IVON_DIGITS: dict[str, float] = {"lr": 1.0, "hess_init": 5.0, "beta1": 0.9, "beta2": 0.999, "weight_decay": 1e-3}
+IVON_DIGITS: dict[str, float] = {
+    "lr": 1.0,
+    "hess_init": 5.0,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "weight_decay": 1e-3,
+}
 #: AdamW on digits (same network, batches, epochs and selection)
 ADAMW_DIGITS: dict[str, float] = {"lr": 1e-2, "weight_decay": 1e-1}
 

@@ -64,7 +64,12 @@ METHODS = ("sgd", "adam", "kfac", "ngd")
 
 #: K-FAC settings the benchmark does not tune: KL clipping, factors every 5 steps, inverses
 #: every 10, momentum 0.9.
-KFAC_FIXED: dict[str, Any] = {"kl_clip": 1e-3, "factor_period": 5, "inverse_period": 10, "momentum": 0.9}
+KFAC_FIXED: dict[str, Any] = {
+    "kl_clip": 1e-3,
+    "factor_period": 5,
+    "inverse_period": 10,
+    "momentum": 0.9,
+}
 
 #: Per-method settings of the deep autoencoder chosen by the grid search of
 #: ``benchmarks/bench_kfac.py`` (seed 0, loss after 400 steps): keyword arguments of
@@ -171,7 +176,14 @@ def train_autoencoder(
     check_choice(method, "method", METHODS)
     steps = check_count(steps, "steps")
     model = mlp(widths, activation="tanh", seed=seed, dtype=images.dtype)
-    config = {"lr": lr, "batch_size": batch_size, "momentum": momentum, "widths": list(widths), "seed": seed, **kwargs}
+    config = {
+        "lr": lr,
+        "batch_size": batch_size,
+        "momentum": momentum,
+        "widths": list(widths),
+        "seed": seed,
+        **kwargs,
+    }
     if method == "sgd":
         opt: Any = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     elif method == "adam":
@@ -179,7 +191,9 @@ def train_autoencoder(
     elif method == "kfac":
         opt = KFAC(model, likelihood="bernoulli", lr=lr, momentum=momentum, seed=seed, **kwargs)
     else:
-        opt = DenseNaturalGradient(model, likelihood="bernoulli", lr=lr, momentum=momentum, seed=seed, **kwargs)
+        opt = DenseNaturalGradient(
+            model, likelihood="bernoulli", lr=lr, momentum=momentum, seed=seed, **kwargs
+        )
     run = TrainingRun(method, config)
     gen = torch.Generator().manual_seed(seed)
     n = images.shape[0]

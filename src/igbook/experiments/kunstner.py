@@ -56,9 +56,7 @@ def vector_field_data(n: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
     return torch.as_tensor(x), torch.as_tensor(y[:, 0])
 
 
-def logistic_data(
-    kind: Kind, n: int = 1000, seed: int = 0
-) -> tuple[Tensor, Tensor]:
+def logistic_data(kind: Kind, n: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
     r"""Data of Figure 2: two Gaussian classes in :math:`\mathbb R^2`, ``n/2`` points each.
 
     Class 0 has mean :math:`\mu_0` and class 1 mean :math:`-\mu_0`; a point is
@@ -92,9 +90,7 @@ def logistic_data(
     return torch.as_tensor(x), torch.as_tensor(y)
 
 
-def linear_data(
-    kind: Kind, n: int = 1000, seed: int = 0
-) -> tuple[Tensor, Tensor]:
+def linear_data(kind: Kind, n: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
     r"""Appendix data: :math:`x_n = (z_n, 1)`, :math:`z_n\sim\mathcal N(0,1)`,
     :math:`y_n = z_n + 1 + \text{noise}`.
 

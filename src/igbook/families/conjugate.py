@@ -581,7 +581,7 @@ class NormalGamma(ExponentialFamily):
         """
         self._check_same_family(other)
         m1, k1, a1, b1 = self.params
-        m2, k2, a2, b2 = other.params
+        m2, k2, _a2, _b2 = other.params
         r = k2 / k1
         return self.marginal_tau().kl(other.marginal_tau()) + 0.5 * (
             r - 1.0 - torch.log(r) + k2 * a1 / b1 * (m1 - m2) ** 2

@@ -30,30 +30,16 @@ a mean over samples or data points, never a sum.
     and :func:`reorder` between them.
 """
 
+from igbook.fisher.curvature import CURVATURE_STRUCTURES, curvature, layer_blocks
 from igbook.fisher.density import (
     expected_negative_hessian,
     fisher_from_scores,
     fisher_monte_carlo,
+    kl_quadratic_form,
     pullback_metric,
     reparameterized_fisher,
     score,
     score_covariance,
-    kl_quadratic_form,
-)
-from igbook.fisher.likelihoods import (
-    BernoulliLikelihood,
-    CategoricalLikelihood,
-    GaussianLikelihood,
-    Likelihood,
-    get_likelihood,
-)
-from igbook.fisher.types import FISHER_TYPE_ALIASES, FisherType, as_fisher_type
-from igbook.fisher.operators import (
-    BlockDiagonalCurvature,
-    Curvature,
-    DenseCurvature,
-    DiagonalCurvature,
-    KroneckerCurvature,
 )
 from igbook.fisher.kronecker import (
     BIAS_MODES,
@@ -67,9 +53,14 @@ from igbook.fisher.kronecker import (
     layer_output_rows,
     unsupported_layer_reason,
 )
-from igbook.fisher.curvature import CURVATURE_STRUCTURES, curvature, layer_blocks
 from igbook.fisher.layout import ORDERS, ParameterLayout, layer_vector, parameter_layout, reorder
-from igbook.fisher.problem import ModelProblem
+from igbook.fisher.likelihoods import (
+    BernoulliLikelihood,
+    CategoricalLikelihood,
+    GaussianLikelihood,
+    Likelihood,
+    get_likelihood,
+)
 from igbook.fisher.models import (
     CurvatureOperator,
     curvature_matrix,
@@ -88,6 +79,15 @@ from igbook.fisher.models import (
     per_example_gradients,
     unflatten_params,
 )
+from igbook.fisher.operators import (
+    BlockDiagonalCurvature,
+    Curvature,
+    DenseCurvature,
+    DiagonalCurvature,
+    KroneckerCurvature,
+)
+from igbook.fisher.problem import ModelProblem
+from igbook.fisher.types import FISHER_TYPE_ALIASES, FisherType, as_fisher_type
 
 __all__ = [
     "score",

@@ -29,7 +29,12 @@ from igbook.fisher.kronecker import kfac_factors, kronecker_curvature
 from igbook.fisher.layout import Params, model_params, param_slices
 from igbook.fisher.likelihoods import Likelihood
 from igbook.fisher.models import curvature_matrix
-from igbook.fisher.operators import BlockDiagonalCurvature, Curvature, DenseCurvature, DiagonalCurvature
+from igbook.fisher.operators import (
+    BlockDiagonalCurvature,
+    Curvature,
+    DenseCurvature,
+    DiagonalCurvature,
+)
 from igbook.fisher.products import CurvatureOperator
 from igbook.fisher.types import FisherType, as_fisher_type
 
@@ -85,15 +90,25 @@ def curvature(
         return CurvatureOperator(model, params, x, y, likelihood, ftype, **kw)
     if structure == "kron":
         if params is not None:
-            raise ValueError("params must be None for structure='kron' (K-FAC factors the model's own layers)")
+            raise ValueError(
+                "params must be None for structure='kron' (K-FAC factors the model's own layers)"
+            )
         factors = kfac_factors(model, x, y, likelihood=likelihood, fisher_type=ftype, **kw)
         return kronecker_curvature(model, factors)
     p = model_params(model) if params is None else params
     names = layer_blocks(p)
     if structure in ("dense", "diagonal"):
-        m = curvature_matrix(model, params, x, y, likelihood, ftype, structure=structure, chunk_size=chunk_size, **kw)
+        m = curvature_matrix(
+            model, params, x, y, likelihood, ftype, structure=structure, chunk_size=chunk_size, **kw
+        )
         assert isinstance(m, Tensor)
-        return DenseCurvature(m, blocks=names) if structure == "dense" else DiagonalCurvature(m, blocks=names)
-    blocks = curvature_matrix(model, params, x, y, likelihood, ftype, structure=structure, chunk_size=chunk_size, **kw)
+        return (
+            DenseCurvature(m, blocks=names)
+            if structure == "dense"
+            else DiagonalCurvature(m, blocks=names)
+        )
+    blocks = curvature_matrix(
+        model, params, x, y, likelihood, ftype, structure=structure, chunk_size=chunk_size, **kw
+    )
     assert isinstance(blocks, dict)
     return BlockDiagonalCurvature({name: DenseCurvature(b) for name, b in blocks.items()})

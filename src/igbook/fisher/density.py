@@ -54,7 +54,9 @@ LogProb = Callable[[Tensor, Tensor], Tensor]
 def _theta(theta: Tensor) -> Tensor:
     theta = as_tensor(theta, "theta")
     if theta.ndim != 1:
-        raise ValueError(f"theta must be a flat parameter vector (1-D), got shape {tuple(theta.shape)}")
+        raise ValueError(
+            f"theta must be a flat parameter vector (1-D), got shape {tuple(theta.shape)}"
+        )
     return check_finite(theta, "theta")
 
 

@@ -67,7 +67,9 @@ class GLMProblem:
         x = check_finite(as_tensor(self.x, "x"), "x")
         y = check_finite(as_tensor(self.y, "y", dtype=x.dtype), "y")
         if x.ndim != 2 or y.shape != (x.shape[0],):
-            raise ValueError(f"x must have shape (N, D) and y shape (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"x must have shape (N, D) and y shape (N,), got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
         if self.kind not in ("linear", "logistic"):
             raise ValueError(f"kind must be 'linear' or 'logistic', got {self.kind!r}")
         if self.kind == "logistic" and not bool(((y == 0) | (y == 1)).all()):
@@ -88,7 +90,9 @@ class GLMProblem:
     def _theta(self, theta: Tensor) -> Tensor:
         theta = as_tensor(theta, "theta", dtype=self.x.dtype)
         if theta.shape[-1:] != (self.dim,):
-            raise ValueError(f"theta must have last axis of size {self.dim}, got shape {tuple(theta.shape)}")
+            raise ValueError(
+                f"theta must have last axis of size {self.dim}, got shape {tuple(theta.shape)}"
+            )
         return theta
 
     def _prior_prec(self) -> float:
@@ -153,7 +157,9 @@ class GLMProblem:
                 break
             theta = theta - torch.linalg.solve(self.hessian(theta), g)
         else:
-            raise ValueError(f"Newton's method did not reach |grad| <= {tol} in {max_iter} iterations")
+            raise ValueError(
+                f"Newton's method did not reach |grad| <= {tol} in {max_iter} iterations"
+            )
         return theta
 
 
@@ -278,8 +284,14 @@ def linear_regression_flows(
     m3 = torch.einsum("ni,nj,nk,n->ijk", x, x, x, y) / n
     m2 = torch.einsum("ni,nj,n->ij", x, x, y**2) / n
     coef = [
-        [float(m4[i, j, 0, 0]), float(2 * m4[i, j, 0, 1]), float(m4[i, j, 1, 1]),
-         float(-2 * m3[i, j, 0]), float(-2 * m3[i, j, 1]), float(m2[i, j])]
+        [
+            float(m4[i, j, 0, 0]),
+            float(2 * m4[i, j, 0, 1]),
+            float(m4[i, j, 1, 1]),
+            float(-2 * m3[i, j, 0]),
+            float(-2 * m3[i, j, 1]),
+            float(m2[i, j]),
+        ]
         for i, j in ((0, 0), (0, 1), (1, 1))
     ]
     hm = h_mat.tolist()

@@ -132,7 +132,9 @@ def kronecker_layers(model: nn.Module) -> tuple[dict[str, nn.Module], list[str]]
             continue
         parent = next((q for q in opaque if name.startswith(q + ".")), None)
         if parent is not None:
-            unsupported.append(f"{name} ({type(m).__name__}: inside the unsupported layer {parent})")
+            unsupported.append(
+                f"{name} ({type(m).__name__}: inside the unsupported layer {parent})"
+            )
             continue
         reason = unsupported_layer_reason(m)
         if reason is not None or not m.weight.requires_grad:
@@ -181,8 +183,11 @@ def backpropagate_output_vectors(
     for k in range(vectors.shape[0]):
         try:
             grads = torch.autograd.grad(
-                outputs, list(layer_outputs), grad_outputs=vectors[k].reshape(outputs.shape).to(outputs.dtype),
-                retain_graph=True, allow_unused=True,
+                outputs,
+                list(layer_outputs),
+                grad_outputs=vectors[k].reshape(outputs.shape).to(outputs.dtype),
+                retain_graph=True,
+                allow_unused=True,
             )
         except RuntimeError as exc:
             raise RuntimeError(
@@ -218,7 +223,9 @@ def _record_forward(
             h.remove()
     twice = [n for n, c in calls.items() if c > 1]
     if twice:
-        raise ValueError(f"layers {twice} were called more than once in one forward pass: K-FAC does not support parameter reuse")
+        raise ValueError(
+            f"layers {twice} were called more than once in one forward pass: K-FAC does not support parameter reuse"
+        )
     missing = [n for n in layers if n not in records]
     if missing:
         raise ValueError(f"layers {missing} were not called by the model's forward pass")
@@ -268,7 +275,9 @@ def kfac_factors(
     lik = get_likelihood(likelihood)
     ftype = as_fisher_type(fisher_type, allowed=KRONECKER_FISHER_TYPES)
     if ftype is FisherType.GGN and not lik.canonical:
-        raise ValueError(f"fisher_type='ggn' of the non-canonical {lik!r} has no Kronecker factors: use 'exact'")
+        raise ValueError(
+            f"fisher_type='ggn' of the non-canonical {lik!r} has no Kronecker factors: use 'exact'"
+        )
     bias = check_choice(bias, "bias", BIAS_MODES)
     reduction = check_choice(reduction, "reduction", REDUCTIONS)
     mc_samples = check_integer(mc_samples, "mc_samples", minimum=1)
@@ -278,7 +287,9 @@ def kfac_factors(
         check_finite(x, "x")
     layers, _ = kronecker_layers(model)
     if not layers:
-        raise ValueError("model has no nn.Linear or nn.Conv2d layer with trainable weights: nothing to factor")
+        raise ValueError(
+            "model has no nn.Linear or nn.Conv2d layer with trainable weights: nothing to factor"
+        )
     out, records = _record_forward(model, layers, x)
     f = lik.flatten_output(out)
     n = f.shape[0]
@@ -311,7 +322,8 @@ def kfac_factors(
 
 
 def kronecker_curvature(
-    model: nn.Module, factors: dict[str, KroneckerFactors | tuple[KroneckerFactors, KroneckerFactors]]
+    model: nn.Module,
+    factors: dict[str, KroneckerFactors | tuple[KroneckerFactors, KroneckerFactors]],
 ) -> Curvature:
     """K-FAC's block-diagonal curvature as a :class:`~igbook.fisher.operators.Curvature` in the flat order.
 
@@ -338,7 +350,8 @@ def kronecker_curvature(
         others = [n for n in flat_names if n not in covered]
         raise ValueError(
             "K-FAC's curvature covers nn.Linear/nn.Conv2d layers only; these trainable parameters "
-            f"have no Kronecker block: {others}" if others else
-            "the factors' layers do not follow the model's parameter order"
+            f"have no Kronecker block: {others}"
+            if others
+            else "the factors' layers do not follow the model's parameter order"
         )
     return BlockDiagonalCurvature(blocks)

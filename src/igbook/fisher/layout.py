@@ -11,8 +11,8 @@ describes either order and :func:`reorder` maps vectors and matrices between the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +35,7 @@ __all__ = [
 Params = Mapping[str, Tensor]
 #: the two flat orders of a network's parameters
 ORDERS = ("flat", "kronecker")
+
 
 def model_params(model: nn.Module) -> dict[str, Tensor]:
     """Detached copies of the trainable parameters of ``model``, in registration order."""
@@ -64,7 +65,9 @@ def unflatten_params(vec: Tensor, like: Params) -> dict[str, Tensor]:
     total = sum(t.numel() for t in like.values())
     if not isinstance(vec, Tensor) or vec.shape[-1:] != (total,):
         shape = tuple(vec.shape) if isinstance(vec, Tensor) else type(vec).__name__
-        raise ValueError(f"vector must have last axis of size {total} (the number of parameters), got {shape}")
+        raise ValueError(
+            f"vector must have last axis of size {total} (the number of parameters), got {shape}"
+        )
     lead = vec.shape[:-1]
     return {n: vec[..., s].reshape(*lead, *like[n].shape) for n, s in param_slices(like).items()}
 
@@ -93,7 +96,9 @@ class ParameterLayout:
             out.append(t.reshape(t.shape[0], -1).T.reshape(-1) if colmajor else t.reshape(-1))
         return torch.cat(out)
 
-    def unflatten(self, vector: Tensor, like: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def unflatten(
+        self, vector: Tensor, like: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """Inverse of :meth:`flatten`: cut ``vector`` into tensors shaped like ``like`` (default: :attr:`shapes`)."""
         out = {}
         for pname, _, sl, colmajor in self.entries:
@@ -122,7 +127,11 @@ def parameter_layout(model: nn.Module, order: str = "kronecker") -> ParameterLay
     pos = 0
     seen: set[int] = set()
     for mname, m in model.named_modules():
-        own = [(n, p) for n, p in m.named_parameters(recurse=False) if p.requires_grad and id(p) not in seen]
+        own = [
+            (n, p)
+            for n, p in m.named_parameters(recurse=False)
+            if p.requires_grad and id(p) not in seen
+        ]
         if not own:
             continue
         is_layer = isinstance(m, (nn.Linear, nn.Conv2d))
@@ -154,7 +163,14 @@ def parameter_layout(model: nn.Module, order: str = "kronecker") -> ParameterLay
     return ParameterLayout(tuple(entries), layers, pos, order, shapes)
 
 
-def reorder(t: Tensor, model: nn.Module, *, source: str = "flat", target: str = "kronecker", matrix: bool = False) -> Tensor:
+def reorder(
+    t: Tensor,
+    model: nn.Module,
+    *,
+    source: str = "flat",
+    target: str = "kronecker",
+    matrix: bool = False,
+) -> Tensor:
     r"""Map a vector ``(P,)``, a stack of vectors ``(P, K)`` or, with ``matrix=True``, a
     ``(P, P)`` matrix (both axes) from the ``source`` order of ``model``'s parameters to ``target``.
 
@@ -167,7 +183,9 @@ def reorder(t: Tensor, model: nn.Module, *, source: str = "flat", target: str = 
         raise TypeError(f"t must be a tensor, got {type(t).__name__}")
     if t.ndim == 0 or t.shape[0] != src.size or (matrix and tuple(t.shape) != (src.size, src.size)):
         want = f"({src.size}, {src.size})" if matrix else f"({src.size},) or ({src.size}, K)"
-        raise ValueError(f"t must have shape {want} (the model's {src.size} parameters), got {tuple(t.shape)}")
+        raise ValueError(
+            f"t must have shape {want} (the model's {src.size} parameters), got {tuple(t.shape)}"
+        )
     # index[i] = position in the source vector of entry i of the target vector
     positions = torch.arange(src.size, dtype=torch.float64)
     index = dst.flatten(src.unflatten(positions)).round().long()
@@ -186,7 +204,9 @@ def layer_vector(weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if not isinstance(weight, Tensor):
         raise TypeError(f"weight must be a tensor, got {type(weight).__name__}")
     if weight.ndim < 2:
-        raise ValueError(f"weight must have at least 2 axes (out, in, ...), got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"weight must have at least 2 axes (out, in, ...), got shape {tuple(weight.shape)}"
+        )
     check_finite(weight, "weight")
     w = weight.reshape(weight.shape[0], -1)
     parts = [w.T.reshape(-1)]
@@ -198,4 +218,3 @@ def layer_vector(weight: Tensor, bias: Tensor | None = None) -> Tensor:
             raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
         parts.append(bias)
     return torch.cat(parts)
-

@@ -177,7 +177,9 @@ def _check_float_output(output: Tensor) -> None:
     if not isinstance(output, Tensor) or not output.is_floating_point():
         raise TypeError("the model output must be a floating-point tensor")
     if output.ndim == 0:
-        raise ValueError("the model output must have a batch axis (data points first), got a scalar")
+        raise ValueError(
+            "the model output must have a batch axis (data points first), got a scalar"
+        )
 
 
 class GaussianLikelihood(Likelihood):
@@ -288,14 +290,18 @@ class CategoricalLikelihood(Likelihood):
         if not isinstance(y, Tensor):
             raise TypeError(f"{name} must be a tensor of class labels, got {type(y).__name__}")
         if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integer class labels for a categorical likelihood, got {y.dtype}")
+            raise TypeError(
+                f"{name} must hold integer class labels for a categorical likelihood, got {y.dtype}"
+            )
         if tuple(y.shape) != (output.shape[0],):
             raise ValueError(
                 f"{name} must have shape ({output.shape[0]},) (one label per data point), got {tuple(y.shape)}"
             )
         c = output.shape[1]
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= c):
-            raise ValueError(f"{name} must hold labels in 0..{c - 1}, got values in [{int(y.min())}, {int(y.max())}]")
+            raise ValueError(
+                f"{name} must hold labels in 0..{c - 1}, got values in [{int(y.min())}, {int(y.max())}]"
+            )
         return y.long()
 
     def nll(self, f: Tensor, y: Tensor) -> Tensor:
@@ -390,7 +396,9 @@ class BernoulliLikelihood(Likelihood):
         if not isinstance(y, Tensor):
             raise TypeError(f"{name} must be a tensor of 0/1 labels, got {type(y).__name__}")
         one = output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)
-        if tuple(y.shape) != tuple(output.shape) and not (one and tuple(y.shape) == (output.shape[0],)):
+        if tuple(y.shape) != tuple(output.shape) and not (
+            one and tuple(y.shape) == (output.shape[0],)
+        ):
             raise ValueError(
                 f"{name} must have the shape of the model output {tuple(output.shape)}"
                 + (f" or ({output.shape[0]},)" if one else "")

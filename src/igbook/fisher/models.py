@@ -66,7 +66,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad, hessian, jacrev, vmap
 
-from igbook.fisher.layout import Params, flatten_params, model_params, param_slices, unflatten_params
+from igbook.fisher.layout import (
+    Params,
+    flatten_params,
+    model_params,
+    param_slices,
+    unflatten_params,
+)
 from igbook.fisher.likelihoods import Likelihood
 from igbook.fisher.problem import (
     ModelProblem,
@@ -194,7 +200,11 @@ def minibatch_gradient_second_moment(
         raise ValueError(f"batch_size must be <= N = {n} without replacement, got {batch_size}")
     gbar2 = g.mean(0) ** 2
     var = (g**2).mean(0) - gbar2
-    kappa = 1.0 / batch_size if replacement else (0.0 if n == 1 else (n - batch_size) / (batch_size * (n - 1)))
+    kappa = (
+        1.0 / batch_size
+        if replacement
+        else (0.0 if n == 1 else (n - batch_size) / (batch_size * (n - 1)))
+    )
     return gbar2 + kappa * var
 
 
@@ -218,7 +228,15 @@ def output_curvature(
     ftype = as_fisher_type(fisher_type)
     if ftype is FisherType.HESSIAN:
         raise ValueError("the Hessian is not a pull-back J^T M J and has no output-space matrix")
-    prob = ModelProblem(model, params, x, y, likelihood, need_y=needs_targets(ftype), what=f"fisher_type={ftype.value!r}")
+    prob = ModelProblem(
+        model,
+        params,
+        x,
+        y,
+        likelihood,
+        need_y=needs_targets(ftype),
+        what=f"fisher_type={ftype.value!r}",
+    )
     return prob.f, output_matrices(prob, ftype, mc_samples, seed, generator)
 
 
@@ -287,18 +305,34 @@ def curvature_matrix(
     """
     ftype = as_fisher_type(fisher_type)
     structure = _structure(structure)  # type: ignore[assignment]
-    prob = ModelProblem(model, params, x, y, likelihood, need_y=needs_targets(ftype), what=f"fisher_type={ftype.value!r}")
+    prob = ModelProblem(
+        model,
+        params,
+        x,
+        y,
+        likelihood,
+        need_y=needs_targets(ftype),
+        what=f"fisher_type={ftype.value!r}",
+    )
     _chunk(chunk_size, prob.n)
-    if structure == "diagonal":  # the linear-layer closed form when it applies (igbook.fisher.diagonal)
+    if (
+        structure == "diagonal"
+    ):  # the linear-layer closed form when it applies (igbook.fisher.diagonal)
         from igbook._validation import check_choice
         from igbook.fisher.diagonal import DIAGONAL_STRATEGIES, linear_curvature_diagonal
 
         if check_choice(strategy, "strategy", DIAGONAL_STRATEGIES) != "vmap":
             fast = linear_curvature_diagonal(
-                prob.model, prob.params, prob.x, prob.y, prob.lik, ftype,
+                prob.model,
+                prob.params,
+                prob.x,
+                prob.y,
+                prob.lik,
+                ftype,
                 mc_samples=check_mc_samples(mc_samples) if ftype is FisherType.MC else 1,
                 generator=mc_generator(seed, generator) if ftype is FisherType.MC else None,
-                chunk_size=chunk_size, outputs=prob.f,
+                chunk_size=chunk_size,
+                outputs=prob.f,
             )
             if fast is not None:
                 return fast
@@ -338,7 +372,9 @@ def curvature_matrix(
 
         def rows(lo: int, hi: int) -> tuple[Tensor, Tensor]:
             rd = row_fn(prob.params, prob.x[lo:hi], fac[lo:hi])
-            r = torch.cat([rd[n].reshape(hi - lo, fac.shape[2], -1) for n in names], dim=2)  # (b, K, P)
+            r = torch.cat(
+                [rd[n].reshape(hi - lo, fac.shape[2], -1) for n in names], dim=2
+            )  # (b, K, P)
             return r, r
 
     rows_per_point = factors[0].shape[1] if isinstance(factors, tuple) else factors.shape[2]
@@ -362,7 +398,10 @@ def curvature_matrix(
         else:
             for g, members in groups.items():
                 idx = torch.cat([torch.arange(p)[slices[n]] for n in members])
-                ai, bi = a[:, :, idx].reshape(-1, idx.numel()), b[:, :, idx].reshape(-1, idx.numel())
+                ai, bi = (
+                    a[:, :, idx].reshape(-1, idx.numel()),
+                    b[:, :, idx].reshape(-1, idx.numel()),
+                )
                 block = ai.T @ bi
                 acc[g] = acc[g] + block if g in acc else block  # type: ignore[index,operator]
     if isinstance(acc, dict):
@@ -426,8 +465,17 @@ def fisher_matrix(
     :func:`curvature_matrix`.
     """
     return curvature_matrix(
-        model, params, x, y, likelihood, fisher_type, structure=structure, mc_samples=mc_samples,
-        seed=seed, generator=generator, chunk_size=chunk_size,
+        model,
+        params,
+        x,
+        y,
+        likelihood,
+        fisher_type,
+        structure=structure,
+        mc_samples=mc_samples,
+        seed=seed,
+        generator=generator,
+        chunk_size=chunk_size,
     )
 
 
@@ -459,8 +507,18 @@ def fisher_diagonal(
     ``"linear"`` insists on the closed form. The numbers agree to rounding.
     """
     out = curvature_matrix(
-        model, params, x, y, likelihood, fisher_type, structure="diagonal", mc_samples=mc_samples,
-        seed=seed, generator=generator, chunk_size=chunk_size, strategy=strategy,
+        model,
+        params,
+        x,
+        y,
+        likelihood,
+        fisher_type,
+        structure="diagonal",
+        mc_samples=mc_samples,
+        seed=seed,
+        generator=generator,
+        chunk_size=chunk_size,
+        strategy=strategy,
     )
     assert isinstance(out, Tensor)
     return out
@@ -482,7 +540,9 @@ def ggn_matrix(
     :cite:`schraudolph2002fast,martens2020new`; equal to the Fisher for canonical links and to
     the Hessian for models linear in :math:`\theta`.
     """
-    return curvature_matrix(model, params, x, y, likelihood, FisherType.GGN, structure=structure, chunk_size=chunk_size)
+    return curvature_matrix(
+        model, params, x, y, likelihood, FisherType.GGN, structure=structure, chunk_size=chunk_size
+    )
 
 
 def hessian_matrix(
@@ -495,4 +555,6 @@ def hessian_matrix(
     structure: Structure = "dense",
 ) -> Tensor | dict[str, Tensor]:
     r"""Hessian :math:`\nabla^2_\theta L` of the mean loss :eq:`eq-mean-loss` (via :func:`torch.func.hessian`)."""
-    return curvature_matrix(model, params, x, y, likelihood, FisherType.HESSIAN, structure=structure)
+    return curvature_matrix(
+        model, params, x, y, likelihood, FisherType.HESSIAN, structure=structure
+    )

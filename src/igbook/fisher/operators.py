@@ -81,9 +81,13 @@ class Curvature(ABC):
 
     def _check_vector(self, v: Tensor, name: str = "v") -> tuple[Tensor, bool]:
         if not isinstance(v, Tensor):
-            raise TypeError(f"{name} must be a tensor of shape ({self.size},) or ({self.size}, K), got {type(v).__name__}")
+            raise TypeError(
+                f"{name} must be a tensor of shape ({self.size},) or ({self.size}, K), got {type(v).__name__}"
+            )
         if v.ndim not in (1, 2) or v.shape[0] != self.size:
-            raise ValueError(f"{name} must have shape ({self.size},) or ({self.size}, K), got {tuple(v.shape)}")
+            raise ValueError(
+                f"{name} must have shape ({self.size},) or ({self.size}, K), got {tuple(v.shape)}"
+            )
         check_finite(v, name)
         return (v.unsqueeze(1) if v.ndim == 1 else v), v.ndim == 1
 
@@ -116,7 +120,9 @@ class Curvature(ABC):
 
     def inverse(self, damping: float = 0.0) -> Curvature:
         """:math:`(C + dI)^{-1}` as a :class:`Curvature` (dense by default)."""
-        return DenseCurvature(_spd_inverse(self.to_dense(), self._damping(damping)), blocks=self._blocks)
+        return DenseCurvature(
+            _spd_inverse(self.to_dense(), self._damping(damping)), blocks=self._blocks
+        )
 
     def block(self, name: str) -> Curvature:
         """The diagonal block of layer ``name`` (see :attr:`blocks`) as a dense curvature."""
@@ -137,7 +143,12 @@ def _check_blocks(blocks: Mapping[str, slice] | None, size: int) -> dict[str, sl
         return {}
     out: dict[str, slice] = {}
     for name, sl in blocks.items():
-        if not isinstance(sl, slice) or sl.start is None or sl.stop is None or not 0 <= sl.start < sl.stop <= size:
+        if (
+            not isinstance(sl, slice)
+            or sl.start is None
+            or sl.stop is None
+            or not 0 <= sl.start < sl.stop <= size
+        ):
             raise ValueError(f"blocks[{name!r}] must be a slice within [0, {size}), got {sl!r}")
         out[str(name)] = slice(sl.start, sl.stop)
     return out
@@ -161,7 +172,9 @@ class DenseCurvature(Curvature):
 
     def __init__(self, matrix: Tensor, *, blocks: Mapping[str, slice] | None = None) -> None:
         if not isinstance(matrix, Tensor) or matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(f"matrix must be a square 2-D tensor, got {getattr(matrix, 'shape', type(matrix).__name__)}")
+            raise ValueError(
+                f"matrix must be a square 2-D tensor, got {getattr(matrix, 'shape', type(matrix).__name__)}"
+            )
         check_finite(matrix, "matrix")
         self.matrix = matrix
         self.size = int(matrix.shape[0])
@@ -183,7 +196,9 @@ class DiagonalCurvature(Curvature):
 
     def __init__(self, diagonal: Tensor, *, blocks: Mapping[str, slice] | None = None) -> None:
         if not isinstance(diagonal, Tensor) or diagonal.ndim != 1:
-            raise ValueError(f"diagonal must be a 1-D tensor, got {getattr(diagonal, 'shape', type(diagonal).__name__)}")
+            raise ValueError(
+                f"diagonal must be a 1-D tensor, got {getattr(diagonal, 'shape', type(diagonal).__name__)}"
+            )
         check_finite(diagonal, "diagonal")
         self.values = diagonal
         self.size = int(diagonal.shape[0])
@@ -275,10 +290,14 @@ class KroneckerCurvature(Curvature):
     (eigenvalues clipped at 0: the factors are PSD up to rounding).
     """
 
-    def __init__(self, A: Tensor, G: Tensor, *, bias: bool = False, power: float = 1.0, shift: float = 0.0) -> None:
+    def __init__(
+        self, A: Tensor, G: Tensor, *, bias: bool = False, power: float = 1.0, shift: float = 0.0
+    ) -> None:
         for name, f in (("A", A), ("G", G)):
             if not isinstance(f, Tensor) or f.ndim != 2 or f.shape[0] != f.shape[1]:
-                raise ValueError(f"{name} must be a square 2-D tensor, got {getattr(f, 'shape', type(f).__name__)}")
+                raise ValueError(
+                    f"{name} must be a square 2-D tensor, got {getattr(f, 'shape', type(f).__name__)}"
+                )
             check_finite(f, name)
         if A.dtype != G.dtype:
             raise ValueError(f"A and G must share a dtype, got {A.dtype} and {G.dtype}")
@@ -357,9 +376,13 @@ class KroneckerCurvature(Curvature):
         r""":math:`(\phi(A\otimes G) + dI)^{-1}` exactly: defined for ``power=1`` (any damping) and for ``damping=0``."""
         d = self._damping(damping)
         if self.power == 1.0:
-            return KroneckerCurvature(self.A, self.G, bias=self.bias, power=-1.0, shift=self.shift + d)
+            return KroneckerCurvature(
+                self.A, self.G, bias=self.bias, power=-1.0, shift=self.shift + d
+            )
         if d == 0.0:
-            return KroneckerCurvature(self.A, self.G, bias=self.bias, power=-self.power, shift=self.shift)
+            return KroneckerCurvature(
+                self.A, self.G, bias=self.bias, power=-self.power, shift=self.shift
+            )
         raise ValueError(
             f"damping must be 0 for the inverse of a Kronecker block with power={self.power:g} "
             "(((x + s)^p + d)^-1 is not a power of x + s): damp the block with power=1"

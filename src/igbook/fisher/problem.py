@@ -27,10 +27,12 @@ __all__ = [
     "needs_targets",
 ]
 
+
 class ModelProblem:
     """A model, a likelihood and a batch at given parameters: the validated inputs that every
     curvature routine of :mod:`igbook.fisher` shares (one forward pass, outputs ``f`` of shape
     ``(N, C)``, flat targets ``y``, and optionally the reverse-mode pull-back)."""
+
     """Validated model, parameters, data and likelihood, with the functional forward pass."""
 
     def __init__(
@@ -53,11 +55,15 @@ class ModelProblem:
         if params is None:
             params = {n: p.detach() for n, p in named.items() if p.requires_grad}
         if not isinstance(params, Mapping) or not params:
-            raise ValueError("params must be a non-empty dict name -> tensor (or None for all parameters)")
+            raise ValueError(
+                "params must be a non-empty dict name -> tensor (or None for all parameters)"
+            )
         checked: dict[str, Tensor] = {}
         for name, t in params.items():
             if name not in named:
-                raise ValueError(f"params[{name!r}] is not a parameter of the model; its parameters are {list(named)}")
+                raise ValueError(
+                    f"params[{name!r}] is not a parameter of the model; its parameters are {list(named)}"
+                )
             if not isinstance(t, Tensor) or not t.is_floating_point():
                 raise TypeError(f"params[{name!r}] must be a floating-point tensor")
             if t.shape != named[name].shape:
@@ -65,18 +71,24 @@ class ModelProblem:
                     f"params[{name!r}] must have the parameter's shape {tuple(named[name].shape)}, got {tuple(t.shape)}"
                 )
             if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"params[{name!r}] must be finite, got a value that is NaN or infinite")
+                raise ValueError(
+                    f"params[{name!r}] must be finite, got a value that is NaN or infinite"
+                )
             checked[name] = t.detach()
         self.params = checked
         self.frozen = {
             **{n: p.detach() for n, p in named.items() if n not in checked},
-            **{n: b for n, b in model.named_buffers()},
+            **dict(model.named_buffers()),
         }
         self.num_params = sum(t.numel() for t in checked.values())
         if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a tensor of inputs (data points first), got {type(x).__name__}")
+            raise TypeError(
+                f"x must be a tensor of inputs (data points first), got {type(x).__name__}"
+            )
         if x.ndim == 0 or x.shape[0] == 0:
-            raise ValueError(f"x must hold at least one data point along its first axis, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must hold at least one data point along its first axis, got shape {tuple(x.shape)}"
+            )
         if x.is_floating_point():
             if not bool(torch.isfinite(x).all()):
                 raise ValueError("x must be finite, got a value that is NaN or infinite")
@@ -131,10 +143,14 @@ class ModelProblem:
     def check_vector(self, v: Tensor | Params, name: str = "v") -> tuple[Tensor, bool]:
         if isinstance(v, Mapping):
             if list(v) != list(self.params):
-                raise ValueError(f"{name} must have the keys of params {list(self.params)}, got {list(v)}")
+                raise ValueError(
+                    f"{name} must have the keys of params {list(self.params)}, got {list(v)}"
+                )
             for k, t in v.items():
                 if t.shape != self.params[k].shape:
-                    raise ValueError(f"{name}[{k!r}] must have shape {tuple(self.params[k].shape)}, got {tuple(t.shape)}")
+                    raise ValueError(
+                        f"{name}[{k!r}] must have shape {tuple(self.params[k].shape)}, got {tuple(t.shape)}"
+                    )
             flat, as_dict = flatten_params(v), True
         elif isinstance(v, Tensor):
             if v.shape != (self.num_params,):
@@ -167,7 +183,9 @@ def mc_generator(seed: int | None, generator: torch.Generator | None) -> torch.G
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         return generator
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int (or pass a torch.Generator), got {type(seed).__name__}")
+        raise TypeError(
+            f"seed must be an int (or pass a torch.Generator), got {type(seed).__name__}"
+        )
     return torch.Generator().manual_seed(seed)
 
 
@@ -186,7 +204,9 @@ def output_matrices(
         return lik.output_fisher(f)
     if ftype is FisherType.MC:
         k = check_mc_samples(mc_samples)
-        r = lik.output_gradient_samples(f, ftype, mc_samples=k, generator=mc_generator(seed, generator))
+        r = lik.output_gradient_samples(
+            f, ftype, mc_samples=k, generator=mc_generator(seed, generator)
+        )
         return torch.einsum("knc,knd->ncd", r, r)  # r carries the 1/sqrt(k)
     assert prob.y is not None
     if ftype is FisherType.EMPIRICAL:
@@ -225,7 +245,9 @@ def output_factors(
     if ftype is FisherType.MC:
         k = check_mc_samples(mc_samples)
         if k <= prob.c:
-            r = lik.output_gradient_samples(f, ftype, mc_samples=k, generator=mc_generator(seed, generator))
+            r = lik.output_gradient_samples(
+                f, ftype, mc_samples=k, generator=mc_generator(seed, generator)
+            )
             return r.permute(1, 2, 0)  # (N, C, k), carries the 1/sqrt(k)
     if ftype is FisherType.EMPIRICAL:
         assert prob.y is not None

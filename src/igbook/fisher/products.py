@@ -17,7 +17,13 @@ from igbook.fisher.operators import Curvature
 from igbook.fisher.problem import ModelProblem, needs_targets, output_matrices
 from igbook.fisher.types import FisherType, as_fisher_type
 
-__all__ = ["CurvatureOperator", "fisher_vector_product", "ggn_vector_product", "hessian_vector_product"]
+__all__ = [
+    "CurvatureOperator",
+    "fisher_vector_product",
+    "ggn_vector_product",
+    "hessian_vector_product",
+]
+
 
 class CurvatureOperator(Curvature):
     r"""Matrix-free curvature matrix: ``op @ v`` without forming the :math:`P\times P` matrix.
@@ -65,8 +71,14 @@ class CurvatureOperator(Curvature):
     ) -> None:
         self.fisher_type = as_fisher_type(fisher_type)
         self._prob = prob = ModelProblem(
-            model, params, x, y, likelihood, need_y=needs_targets(self.fisher_type),
-            what=f"fisher_type={self.fisher_type.value!r}", keep_vjp=self.fisher_type is not FisherType.HESSIAN,
+            model,
+            params,
+            x,
+            y,
+            likelihood,
+            need_y=needs_targets(self.fisher_type),
+            what=f"fisher_type={self.fisher_type.value!r}",
+            keep_vjp=self.fisher_type is not FisherType.HESSIAN,
         )
         self.params = prob.params
         self.dim = prob.num_params
@@ -76,7 +88,9 @@ class CurvatureOperator(Curvature):
             self._grad_fn = grad(prob.loss)
         else:
             #: output-space matrices :math:`M_n`, shape ``(N, C, C)``
-            self.output_matrices = output_matrices(prob, self.fisher_type, mc_samples, seed, generator)
+            self.output_matrices = output_matrices(
+                prob, self.fisher_type, mc_samples, seed, generator
+            )
 
         self.size = self.dim
         self.dtype = prob.f.dtype
@@ -94,8 +108,15 @@ class CurvatureOperator(Curvature):
         if self.fisher_type is FisherType.HESSIAN or self._settings["generator"] is not None:
             return self.to_dense().diagonal().clone()
         d = curvature_matrix(
-            self._model, self.params, self._x, self._y, self._likelihood, self.fisher_type,
-            structure="diagonal", mc_samples=self._settings["mc_samples"], seed=self._settings["seed"],
+            self._model,
+            self.params,
+            self._x,
+            self._y,
+            self._likelihood,
+            self.fisher_type,
+            structure="diagonal",
+            mc_samples=self._settings["mc_samples"],
+            seed=self._settings["seed"],
         )
         assert isinstance(d, Tensor)
         return d
@@ -180,7 +201,17 @@ def fisher_vector_product(
     Builds a :class:`CurvatureOperator` and applies it once; for many products at the same
     parameters (conjugate gradient) build the operator once instead.
     """
-    op = CurvatureOperator(model, params, x, y, likelihood, fisher_type, mc_samples=mc_samples, seed=seed, generator=generator)
+    op = CurvatureOperator(
+        model,
+        params,
+        x,
+        y,
+        likelihood,
+        fisher_type,
+        mc_samples=mc_samples,
+        seed=seed,
+        generator=generator,
+    )
     return op.matvec(v)
 
 

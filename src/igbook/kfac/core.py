@@ -68,7 +68,13 @@ import torch
 from torch import Tensor, nn
 
 from igbook._safety import first_nonfinite, nonfinite_error
-from igbook._validation import check_choice, check_integer, check_positive_real, check_scalar, resolve_generator
+from igbook._validation import (
+    check_choice,
+    check_integer,
+    check_positive_real,
+    check_scalar,
+    resolve_generator,
+)
 from igbook.fisher.kronecker import (
     BIAS_MODES,
     KRONECKER_FISHER_TYPES,
@@ -96,7 +102,9 @@ def check_fisher_type(value: object, likelihood: Likelihood) -> FisherType:
     ftype = as_fisher_type(value, allowed=KRONECKER_FISHER_TYPES)
     if ftype is FisherType.GGN:
         if not likelihood.canonical:
-            raise ValueError(f"fisher_type='ggn' of the non-canonical {likelihood!r} has no Kronecker factors: use 'exact'")
+            raise ValueError(
+                f"fisher_type='ggn' of the non-canonical {likelihood!r} has no Kronecker factors: use 'exact'"
+            )
         ftype = FisherType.EXACT
     return ftype
 
@@ -326,7 +334,11 @@ class KFACPreconditioner:
         self._calls.clear()
 
     def _layer_hook(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-        if not torch.is_grad_enabled() or not isinstance(output, Tensor) or not output.requires_grad:
+        if (
+            not torch.is_grad_enabled()
+            or not isinstance(output, Tensor)
+            or not output.requires_grad
+        ):
             return
         self._calls[module] = self._calls.get(module, 0) + 1
         self._records[module] = (args[0].detach(), output)
@@ -363,7 +375,9 @@ class KFACPreconditioner:
         if not self.factors_due:
             return False
         if not isinstance(outputs, Tensor):
-            raise TypeError(f"outputs must be a tensor (the network output), got {type(outputs).__name__}")
+            raise TypeError(
+                f"outputs must be a tensor (the network output), got {type(outputs).__name__}"
+            )
         f = self.likelihood.flatten_output(outputs)
         if not outputs.requires_grad:
             raise ValueError("outputs must be the output of a forward pass with gradients enabled")
@@ -371,7 +385,9 @@ class KFACPreconditioner:
         missing = [self._layers[m] for m in self._layers if m not in self._records]
         if missing:
             raise RuntimeError(
-                "no forward pass recorded for layers " + ", ".join(missing) + ": call the model with "
+                "no forward pass recorded for layers "
+                + ", ".join(missing)
+                + ": call the model with "
                 "gradients enabled before update_factors"
             )
         twice = [self._layers[m] for m, c in self._calls.items() if c > 1]
@@ -381,12 +397,16 @@ class KFACPreconditioner:
                 "K-FAC does not support parameter reuse"
             )
         if first_nonfinite([f.detach()]) is not None:
-            raise nonfinite_error(type(self).__name__, "curvature statistic (model outputs)", "<outputs>")
+            raise nonfinite_error(
+                type(self).__name__, "curvature statistic (model outputs)", "<outputs>"
+            )
         rng = self.generator.get_state()
         yf = None
         if self.fisher_type is FisherType.EMPIRICAL:
             if targets is None:
-                raise ValueError("targets are required for fisher_type='empirical' (the observed labels)")
+                raise ValueError(
+                    "targets are required for fisher_type='empirical' (the observed labels)"
+                )
             yf = self.likelihood.check_targets(targets, outputs.detach(), "targets")
         vs = self.likelihood.output_gradient_samples(
             f.detach(), self.fisher_type, y=yf, mc_samples=self.mc_samples, generator=self.generator
@@ -411,7 +431,9 @@ class KFACPreconditioner:
             self.generator.set_state(rng)
             m = list(stats)[bad // 2]
             what = "layer inputs (activations)" if bad % 2 == 0 else "sampled output gradients"
-            raise nonfinite_error(type(self).__name__, f"curvature statistic ({what})", self._layers[m])
+            raise nonfinite_error(
+                type(self).__name__, f"curvature statistic ({what})", self._layers[m]
+            )
         self.factor_updates += 1
         eps = min(1.0 - 1.0 / self.factor_updates, self.factor_decay)
         by_module: dict[nn.Module, list[_Block]] = {}
@@ -450,7 +472,9 @@ class KFACPreconditioner:
         if isinstance(layer, str):
             by_name = self.named_layers()
             if layer not in by_name:
-                raise ValueError(f"layer must be one of the preconditioned layers {list(by_name)}, got {layer!r}")
+                raise ValueError(
+                    f"layer must be one of the preconditioned layers {list(by_name)}, got {layer!r}"
+                )
             layer = by_name[layer]
         if layer not in self._layers:
             raise ValueError("layer is not a layer preconditioned by this K-FAC preconditioner")
@@ -459,14 +483,21 @@ class KFACPreconditioner:
             raise RuntimeError("no factors yet: call update_factors first")
         return blks
 
-    def factors(self, layer: nn.Module | str) -> KroneckerFactors | tuple[KroneckerFactors, KroneckerFactors]:
+    def factors(
+        self, layer: nn.Module | str
+    ) -> KroneckerFactors | tuple[KroneckerFactors, KroneckerFactors]:
         """The current (moving-average) factors of a layer (the module or its name): one pair, or
         (weight, bias) pairs with ``bias="separate"``."""
         blks = self._block_of(layer)
-        out = [KroneckerFactors(b.A.clone(), b.G.clone(), bias=b.kind == "bias" or b.has_bias) for b in blks]  # type: ignore[union-attr]
+        out = [
+            KroneckerFactors(b.A.clone(), b.G.clone(), bias=b.kind == "bias" or b.has_bias)
+            for b in blks
+        ]  # type: ignore[union-attr]
         return out[0] if len(out) == 1 else (out[0], out[1])
 
-    def all_factors(self) -> dict[str, KroneckerFactors | tuple[KroneckerFactors, KroneckerFactors]]:
+    def all_factors(
+        self,
+    ) -> dict[str, KroneckerFactors | tuple[KroneckerFactors, KroneckerFactors]]:
         """:meth:`factors` of every layer by name, the format of :func:`igbook.fisher.kfac_factors`."""
         return {name: self.factors(m) for name, m in self.named_layers().items()}
 
@@ -498,9 +529,13 @@ class KFACPreconditioner:
         lam = self.damping
         for blk in self.blocks:
             if blk.A is None or blk.G is None:
-                raise RuntimeError("no factors yet: call update_factors(outputs) before the first step")
+                raise RuntimeError(
+                    "no factors yet: call update_factors(outputs) before the first step"
+                )
             for name, f in (("A", blk.A), ("G", blk.G)):
-                if not math.isfinite(float(f.sum())):  # a NaN or an infinity anywhere makes the sum non-finite
+                if not math.isfinite(
+                    float(f.sum())
+                ):  # a NaN or an infinity anywhere makes the sum non-finite
                     raise ValueError(
                         f"the Kronecker factor {name} of layer {blk.name} is not finite: the activations "
                         "or the outputs overflowed (lower the learning rate or raise the damping)"
@@ -544,7 +579,9 @@ class KFACPreconditioner:
         advances the step counter.
         """
         if self.factor_updates == 0:
-            raise RuntimeError("no factors yet: call update_factors(outputs) before loss.backward() and step()")
+            raise RuntimeError(
+                "no factors yet: call update_factors(outputs) before loss.backward() and step()"
+            )
         if self.factors_due and not self._updated_this_step:
             raise RuntimeError(
                 f"the factors are due at step {self.steps} (factor_period={self.factor_period}): call "
@@ -569,7 +606,9 @@ class KFACPreconditioner:
         if self.kl_clip is not None and results:
             eta = self.lr if lr is None else check_positive_real(lr, "lr")
             if eta is None:
-                raise ValueError("kl_clip needs the learning rate: pass lr to the constructor or to step()")
+                raise ValueError(
+                    "kl_clip needs the learning rate: pass lr to the constructor or to step()"
+                )
             vg = sum(float((u * v).sum()) for _, v, u in results)
             kl = 0.5 * eta**2 * max(vg, 0.0)
             nu = 1.0 if kl <= self.kl_clip else math.sqrt(self.kl_clip / kl)
@@ -640,7 +679,9 @@ class KFACPreconditioner:
         self.mc_samples = hp["mc_samples"]
         self.reduction = check_choice(hp["reduction"], "reduction", REDUCTIONS)
         if hp["bias"] != self.bias:
-            raise ValueError(f"state has bias={hp['bias']!r} but this preconditioner has bias={self.bias!r}")
+            raise ValueError(
+                f"state has bias={hp['bias']!r} but this preconditioner has bias={self.bias!r}"
+            )
         self.kl_clip = hp["kl_clip"]
         self.lr = hp["lr"]
         self.steps = int(state["steps"])

@@ -92,7 +92,9 @@ def network_fisher(
     reduction = check_choice(reduction, "reduction", REDUCTIONS)
     if not isinstance(inputs, Tensor) or inputs.ndim < 1 or inputs.shape[0] < 1:
         raise ValueError("inputs must be a tensor with a non-empty batch axis")
-    fm = curvature_matrix(model, None, inputs, targets, lik, ftype, mc_samples=mc_samples, seed=check_seed(seed))
+    fm = curvature_matrix(
+        model, None, inputs, targets, lik, ftype, mc_samples=mc_samples, seed=check_seed(seed)
+    )
     assert isinstance(fm, Tensor)
     fm = reorder(fm, model, matrix=True)
     if reduction == "sum":
@@ -100,9 +102,7 @@ def network_fisher(
     return fm, parameter_layout(model, "kronecker")
 
 
-def layer_fisher_blocks(
-    model: nn.Module, inputs: Tensor, **kwargs: Any
-) -> dict[str, Tensor]:
+def layer_fisher_blocks(model: nn.Module, inputs: Tensor, **kwargs: Any) -> dict[str, Tensor]:
     r"""The diagonal blocks of :func:`network_fisher` for each ``Linear``/``Conv2d`` layer.
 
     Keys are module names; each block is in the ``[vec(W), b]`` ordering of
@@ -183,12 +183,19 @@ class DenseNaturalGradient(torch.optim.Optimizer):
     def update_curvature(self, inputs: Tensor, targets: Tensor | None = None) -> Tensor:
         """Fold the dense Fisher at the current parameters on ``inputs`` into the running average; returns the average."""
         fhat, _ = network_fisher(
-            self.model, inputs, likelihood=self.likelihood, fisher_type=self.fisher_type,
-            targets=targets, mc_samples=self.mc_samples, seed=self._seed + self._calls,
+            self.model,
+            inputs,
+            likelihood=self.likelihood,
+            fisher_type=self.fisher_type,
+            targets=targets,
+            mc_samples=self.mc_samples,
+            seed=self._seed + self._calls,
         )
         if first_nonfinite([fhat]) is not None:
             if self.nonfinite != "skip":
-                raise nonfinite_error(type(self).__name__, "curvature statistic (dense Fisher)", "<all>")
+                raise nonfinite_error(
+                    type(self).__name__, "curvature statistic (dense Fisher)", "<all>"
+                )
             self._before = (self.fisher, self._calls)
             self._calls += 1
             self._skip_pending = True
@@ -245,7 +252,10 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         self._before = None
         if self.fisher is None:
             raise RuntimeError("call update_curvature(inputs) before step()")
-        grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in self._named.items()}
+        grads = {
+            k: (p.grad if p.grad is not None else torch.zeros_like(p))
+            for k, p in self._named.items()
+        }
         g = self.layout.flatten(grads)
         group = self.param_groups[0]
         g64 = g.to(torch.float64)
@@ -253,7 +263,12 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         if all(active.values()):
             v = natural_gradient(self.fisher.to(torch.float64), g64, damping=group["damping"])
         else:  # parameters without a gradient are held fixed (torch.optim): solve on the others
-            keep = torch.cat([torch.full((sl.stop - sl.start,), active[pn]) for pn, _, sl, _ in self.layout.entries])
+            keep = torch.cat(
+                [
+                    torch.full((sl.stop - sl.start,), active[pn])
+                    for pn, _, sl, _ in self.layout.entries
+                ]
+            )
             idx = keep.nonzero().squeeze(-1)
             f64 = self.fisher.to(torch.float64)
             v = torch.zeros_like(g64)
@@ -311,12 +326,22 @@ class CurvatureCosts:
             ("parameters", f"{self.parameters:,}", f"{self.parameters:,}"),
             ("matrix entries", f"{self.dense_entries:.3g}", f"{self.kfac_entries:.3g}"),
             ("memory (float64)", b(self.dense_bytes), b(self.kfac_bytes)),
-            ("inverse (flops)", f"{self.dense_inverse_flops:.3g}", f"{self.kfac_inverse_flops:.3g}"),
-            ("preconditioning a gradient (flops)", f"{self.dense_solve_flops:.3g}", f"{self.kfac_solve_flops:.3g}"),
+            (
+                "inverse (flops)",
+                f"{self.dense_inverse_flops:.3g}",
+                f"{self.kfac_inverse_flops:.3g}",
+            ),
+            (
+                "preconditioning a gradient (flops)",
+                f"{self.dense_solve_flops:.3g}",
+                f"{self.kfac_solve_flops:.3g}",
+            ),
         ]
 
 
-def curvature_costs(n_in: int, n_out: int, *, bias: bool = True, bytes_per_entry: int = 8) -> CurvatureCosts:
+def curvature_costs(
+    n_in: int, n_out: int, *, bias: bool = True, bytes_per_entry: int = 8
+) -> CurvatureCosts:
     r"""Costs of the exact Fisher block of an ``n_in -> n_out`` layer against its K-FAC factors.
 
     With :math:`d = (n_\text{in}+1)\,n_\text{out}` parameters (bias as a ones column), the exact
@@ -347,4 +372,3 @@ def curvature_costs(n_in: int, n_out: int, *, bias: bool = True, bytes_per_entry
         dense_solve_flops=2.0 * float(d) ** 2,
         kfac_solve_flops=2.0 * n_out * a * (a + n_out),
     )
-

@@ -7,6 +7,7 @@ from torch import Tensor
 
 __all__ = ["FLOAT32_INVERSE_MAX_CONDITION", "damped_inverse", "psd_eigh"]
 
+
 def psd_eigh(m: Tensor, what: str = "factor") -> tuple[Tensor, Tensor]:
     """Symmetric eigendecomposition with eigenvalues clipped at 0 (a PSD factor)."""
     m = 0.5 * (m + m.T)
@@ -33,7 +34,11 @@ def damped_inverse(m: Tensor, shift: float) -> Tensor:
     """
     dt = m.dtype
     tr = float(m.diagonal().sum())
-    fast = dt == torch.float32 and shift > 0 and (max(tr, 0.0) + shift) / shift <= FLOAT32_INVERSE_MAX_CONDITION
+    fast = (
+        dt == torch.float32
+        and shift > 0
+        and (max(tr, 0.0) + shift) / shift <= FLOAT32_INVERSE_MAX_CONDITION
+    )
     if fast:
         inv = _cholesky_inverse(m, shift)
         if inv is not None:

@@ -21,7 +21,9 @@ __all__ = ["negative_log_likelihood", "output_gradient_samples"]
 
 def _outputs(outputs: object, lik: Likelihood) -> Tensor:
     if not isinstance(outputs, Tensor):
-        raise TypeError(f"outputs must be a tensor (the network output), got {type(outputs).__name__}")
+        raise TypeError(
+            f"outputs must be a tensor (the network output), got {type(outputs).__name__}"
+        )
     return lik.flatten_output(outputs)
 
 
@@ -89,6 +91,8 @@ def output_gradient_samples(
     y = None
     if ftype is FisherType.EMPIRICAL:
         if targets is None:
-            raise ValueError("targets are required for fisher_type='empirical' (the observed labels)")
+            raise ValueError(
+                "targets are required for fisher_type='empirical' (the observed labels)"
+            )
         y = lik.check_targets(targets, outputs.detach(), "targets")
     return lik.output_gradient_samples(f, ftype, y=y, mc_samples=mc_samples, generator=generator)

@@ -73,12 +73,16 @@ class KFAC(torch.optim.Optimizer):
         momentum = check_scalar(momentum, "momentum", low=0.0, high=1.0, closed_high=False)
         weight_decay = check_nonnegative_real(weight_decay, "weight_decay")
         params = [p for p in model.parameters() if p.requires_grad]
-        super().__init__(params, {"lr": lr, "momentum": float(momentum), "weight_decay": weight_decay})
+        super().__init__(
+            params, {"lr": lr, "momentum": float(momentum), "weight_decay": weight_decay}
+        )
         self.preconditioner = KFACPreconditioner(model, lr=lr, **kfac_kwargs)
         self.nonfinite = check_nonfinite_mode(nonfinite)
         #: number of steps skipped under ``nonfinite="skip"``
         self.skipped_steps = 0
-        self._before_factors: dict[str, Any] | None = None  # preconditioner state before update_factors
+        self._before_factors: dict[str, Any] | None = (
+            None  # preconditioner state before update_factors
+        )
         self._skip_pending = False
 
     def update_factors(self, outputs: Tensor, targets: Tensor | None = None) -> bool:
@@ -129,7 +133,9 @@ class KFAC(torch.optim.Optimizer):
                 self.skipped_steps += 1
                 return loss
             names = {p: n for n, p in self.preconditioner.model.named_parameters()}
-            raise nonfinite_error(type(self).__name__, "gradient", names.get(params[bad or 0], f"#{bad}"))
+            raise nonfinite_error(
+                type(self).__name__, "gradient", names.get(params[bad or 0], f"#{bad}")
+            )
         self._before_factors = None
         for group in self.param_groups:
             wd = group["weight_decay"]

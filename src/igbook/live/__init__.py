@@ -10,6 +10,14 @@ from igbook.live.gaussian import gaussian_half_plane
 from igbook.live.mixture import mixture_explorer
 
 __all__ = [
-    "LiveFigure", "MECHANISMS", "bokeh_js_files", "live_js", "gaussian_half_plane", "mixture_explorer",
-    "Control", "Series", "Readout", "frames_figure",
+    "LiveFigure",
+    "MECHANISMS",
+    "bokeh_js_files",
+    "live_js",
+    "gaussian_half_plane",
+    "mixture_explorer",
+    "Control",
+    "Series",
+    "Readout",
+    "frames_figure",
 ]

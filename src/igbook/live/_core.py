@@ -51,7 +51,9 @@ _BOKEH_BUNDLES = ("bokeh.min.js", "bokeh-widgets.min.js")
 @lru_cache(maxsize=1)
 def live_js() -> str:
     """The browser side of igbook's live figures (``igbook/live/static/igbook_live.js``)."""
-    return resources.files("igbook.live").joinpath("static/igbook_live.js").read_text(encoding="utf-8")
+    return (
+        resources.files("igbook.live").joinpath("static/igbook_live.js").read_text(encoding="utf-8")
+    )
 
 
 def bokeh_js_files() -> list[Path]:
@@ -75,14 +77,18 @@ def _inline_bokeh() -> str:
     body = body.replace("</script", "<\\/script")
     version = json.dumps(bokeh.__version__)
     return (
-        f"{BOKEH_MARK_START}<script type=\"text/javascript\">\n"
+        f'{BOKEH_MARK_START}<script type="text/javascript">\n'
         f"if (!(window.Bokeh && window.Bokeh.version === {version} && window.Bokeh.Widgets)) {{\n{body}\n}}\n"
         f"</script>{BOKEH_MARK_END}"
     )
 
 
 def _inline_live_css() -> str:
-    css = resources.files("igbook.live").joinpath("static/igbook_live.css").read_text(encoding="utf-8")
+    css = (
+        resources.files("igbook.live")
+        .joinpath("static/igbook_live.css")
+        .read_text(encoding="utf-8")
+    )
     return f"<style>{css}</style>"
 
 
@@ -134,9 +140,16 @@ class LiveFigure:
 
     def __post_init__(self) -> None:
         if self.mechanism not in MECHANISMS:
-            raise ValueError(f"mechanism must be one of {sorted(MECHANISMS)}, got {self.mechanism!r}")
-        if not isinstance(self.name, str) or not self.name.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"name must be a non-empty identifier (letters, digits, - and _), got {self.name!r}")
+            raise ValueError(
+                f"mechanism must be one of {sorted(MECHANISMS)}, got {self.mechanism!r}"
+            )
+        if (
+            not isinstance(self.name, str)
+            or not self.name.replace("-", "").replace("_", "").isalnum()
+        ):
+            raise ValueError(
+                f"name must be a non-empty identifier (letters, digits, - and _), got {self.name!r}"
+            )
 
     def panels(self) -> list[tuple[Any, str]]:
         """The panels as ``(model, kind)`` pairs."""
@@ -149,8 +162,10 @@ class LiveFigure:
 
         panels = self.panels()
         script, divs = components([m for m, _ in panels])
-        inner = "".join(f'<div class="igbook-live-panel{" igbook-live-" + kind if kind else ""}">{d}</div>'
-                        for d, (_, kind) in zip(divs, panels))
+        inner = "".join(
+            f'<div class="igbook-live-panel{" igbook-live-" + kind if kind else ""}">{d}</div>'
+            for d, (_, kind) in zip(divs, panels)
+        )
         return script, f'<div class="igbook-live-panels">{inner}</div>'
 
     def html(self, *, inline_bokeh: bool = True) -> str:
@@ -182,18 +197,25 @@ class LiveFigure:
         """
         if self.mechanism != "precomputed" or not self.data:
             return ""
-        text = json.dumps(self.data, separators=(",", ":"), default=lambda a: a.tolist()).replace("</", "<\\/")
-        return f'<script type="application/json" data-igbook-live-data="{self.name}">{text}</script>'
+        text = json.dumps(self.data, separators=(",", ":"), default=lambda a: a.tolist()).replace(
+            "</", "<\\/"
+        )
+        return (
+            f'<script type="application/json" data-igbook-live-data="{self.name}">{text}</script>'
+        )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        return {"text/html": self.html(), "text/plain": f"<igbook live figure {self.name!r} ({self.mechanism})>"}
+        return {
+            "text/html": self.html(),
+            "text/plain": f"<igbook live figure {self.name!r} ({self.mechanism})>",
+        }
 
     def save(self, path: str | Path) -> Path:
         """A standalone HTML file with everything inline (opens offline in any browser)."""
         path = Path(path)
         page = (
-            "<!DOCTYPE html><html><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>"
+            '<!DOCTYPE html><html><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1"><title>'
             f"{html.escape(self.name)}</title></head><body>{self.html()}</body></html>"
         )
         path.write_text(page, encoding="utf-8")

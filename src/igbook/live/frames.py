@@ -70,10 +70,18 @@ class Control:
         object.__setattr__(self, "values", vals)
         if self.labels is not None:
             if len(self.labels) != len(vals) or not all(isinstance(t, str) for t in self.labels):
-                raise ValueError(f"labels must be {len(vals)} strings (one per value), got {self.labels!r}")
+                raise ValueError(
+                    f"labels must be {len(vals)} strings (one per value), got {self.labels!r}"
+                )
             object.__setattr__(self, "labels", list(self.labels))
-        if isinstance(self.initial, bool) or not isinstance(self.initial, int) or not 0 <= self.initial < len(vals):
-            raise ValueError(f"initial must be an index into values (0 to {len(vals) - 1}), got {self.initial!r}")
+        if (
+            isinstance(self.initial, bool)
+            or not isinstance(self.initial, int)
+            or not 0 <= self.initial < len(vals)
+        ):
+            raise ValueError(
+                f"initial must be an index into values (0 to {len(vals) - 1}), got {self.initial!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,11 @@ class Readout:
 
 
 def _frames_of(arr: Any, n_frames: int, name: str) -> list[np.ndarray]:
-    if isinstance(arr, (list, tuple)) and len(arr) == n_frames and all(np.ndim(a) == 1 for a in arr):
+    if (
+        isinstance(arr, (list, tuple))
+        and len(arr) == n_frames
+        and all(np.ndim(a) == 1 for a in arr)
+    ):
         frames = [np.asarray(a, dtype=np.float64) for a in arr]
     else:
         a = np.asarray(arr, dtype=np.float64)
@@ -117,18 +129,32 @@ def _frames_of(arr: Any, n_frames: int, name: str) -> list[np.ndarray]:
         elif a.ndim == 2 and a.shape[0] == n_frames:
             frames = list(a)
         else:
-            raise ValueError(f"{name} must be one 1-D array or one per frame ({n_frames} frames), got shape {a.shape}")
+            raise ValueError(
+                f"{name} must be one 1-D array or one per frame ({n_frames} frames), got shape {a.shape}"
+            )
     for k, f in enumerate(frames):
         if not np.isfinite(f).all():
             raise ValueError(f"{name} of frame {k} holds NaN or infinity")
     return frames
 
 
-def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, title: str, x_label: str, y_label: str,
-                  name: str, readouts: Sequence[Readout] = (), x_axis_type: str = "linear",
-                  y_axis_type: str = "linear", x_range: tuple[float, float] | None = None,
-                  y_range: tuple[float, float] | None = None, caption: str = "", height: int = 360,
-                  legend_location: str = "top_right") -> LiveFigure:
+def frames_figure(
+    controls: Sequence[Control],
+    series: Sequence[Series],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    name: str,
+    readouts: Sequence[Readout] = (),
+    x_axis_type: str = "linear",
+    y_axis_type: str = "linear",
+    x_range: tuple[float, float] | None = None,
+    y_range: tuple[float, float] | None = None,
+    caption: str = "",
+    height: int = 360,
+    legend_location: str = "top_right",
+) -> LiveFigure:
     """A panel whose curves switch between precomputed frames as the reader moves the sliders.
 
     There is one frame per combination of control values, in row-major order
@@ -149,9 +175,17 @@ def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, titl
     if not series:
         raise ValueError("series must hold at least one Series")
     n_frames = int(np.prod([len(c.values) for c in controls]))
-    fig = figure(title=title, x_axis_label=x_label, y_axis_label=y_label, x_axis_type=x_axis_type,
-                 y_axis_type=y_axis_type, tools="pan,wheel_zoom,reset,save", height=height,
-                 sizing_mode="stretch_width", min_width=280)
+    fig = figure(
+        title=title,
+        x_axis_label=x_label,
+        y_axis_label=y_label,
+        x_axis_type=x_axis_type,
+        y_axis_type=y_axis_type,
+        tools="pan,wheel_zoom,reset,save",
+        height=height,
+        sizing_mode="stretch_width",
+        min_width=280,
+    )
     if x_range is not None:
         fig.x_range.start, fig.x_range.end = x_range
     if y_range is not None:
@@ -169,18 +203,31 @@ def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, titl
         ys = [f.astype(np.float32) for f in _frames_of(s.y, n_frames, f"series {s.label!r} y")]
         for k in range(n_frames):
             if xs[k].shape != ys[k].shape:
-                raise ValueError(f"series {s.label!r}: x and y of frame {k} differ in length ({xs[k].shape} vs {ys[k].shape})")
+                raise ValueError(
+                    f"series {s.label!r}: x and y of frame {k} differ in length ({xs[k].shape} vs {ys[k].shape})"
+                )
         key = f"s{i}"
         # an array equal in every frame is stored once (the page uses frame 0's)
         same_x = all(np.array_equal(xs[0], a) for a in xs[1:])
         same_y = all(np.array_equal(ys[0], a) for a in ys[1:])
         store[key] = {"x": xs[:1] if same_x else xs, "y": ys[:1] if same_y else ys}
-        written[s.label] = {"x": [a.tolist() for a in store[key]["x"]], "y": [a.tolist() for a in store[key]["y"]]}
+        written[s.label] = {
+            "x": [a.tolist() for a in store[key]["x"]],
+            "y": [a.tolist() for a in store[key]["y"]],
+        }
         src = ColumnDataSource({"x": xs[initial], "y": ys[initial]})
         sources[key] = src
         color = s.color or PALETTE[i % len(PALETTE)]
         if s.kind == "line":
-            fig.line("x", "y", source=src, color=color, line_width=s.width, line_dash=s.dash, legend_label=s.label)
+            fig.line(
+                "x",
+                "y",
+                source=src,
+                color=color,
+                line_width=s.width,
+                line_dash=s.dash,
+                legend_label=s.label,
+            )
         else:
             fig.scatter("x", "y", source=src, color=color, size=6 + s.width, legend_label=s.label)
     fig.legend.location = legend_location
@@ -192,21 +239,46 @@ def frames_figure(controls: Sequence[Control], series: Sequence[Series], *, titl
     for r in readouts:
         vals = _finite_values(r.values, f"readout {r.label!r}")
         if len(vals) != n_frames:
-            raise ValueError(f"readout {r.label!r} needs {n_frames} values (one per frame), got {len(vals)}")
+            raise ValueError(
+                f"readout {r.label!r} needs {n_frames} values (one per frame), got {len(vals)}"
+            )
         v32 = np.asarray(vals, dtype=np.float32)
-        reads.append({"label": r.label, "values": [float(v) for v in v32], "fmt": r.fmt, "key": r.key or r.label,
-                      "text": [r.fmt.format(float(v)) for v in v32]})
+        reads.append(
+            {
+                "label": r.label,
+                "values": [float(v) for v in v32],
+                "fmt": r.fmt,
+                "key": r.key or r.label,
+                "text": [r.fmt.format(float(v)) for v in v32],
+            }
+        )
         written[f"readout:{r.key or r.label}"] = [float(v) for v in v32]
     sliders = []
     for c in controls:
         texts = list(c.labels) if c.labels is not None else [c.fmt.format(v) for v in c.values]
-        sl = Slider(title=f"{c.label}", start=0, end=max(len(c.values) - 1, 1), step=1, value=c.initial,
-                    show_value=False, sizing_mode="stretch_width", disabled=len(c.values) < 2)
+        sl = Slider(
+            title=f"{c.label}",
+            start=0,
+            end=max(len(c.values) - 1, 1),
+            step=1,
+            value=c.initial,
+            show_value=False,
+            sizing_mode="stretch_width",
+            disabled=len(c.values) < 2,
+        )
         sl.tags = [{"values": c.values, "texts": texts}]
         sliders.append(sl)
     readout = Div(text="", sizing_mode="stretch_width", styles={"color": "inherit"})
-    args = dict(sources=sources, store=store, sliders=sliders, labels=[c.label for c in controls],
-                sizes=[len(c.values) for c in controls], reads=reads, readout=readout, name=name)
+    args = dict(
+        sources=sources,
+        store=store,
+        sliders=sliders,
+        labels=[c.label for c in controls],
+        sizes=[len(c.values) for c in controls],
+        reads=reads,
+        readout=readout,
+        name=name,
+    )
     redraw = CustomJS(args=dict(s=sliders[0]), code="s.__igbook && s.__igbook.update();")
     for sl in sliders:
         sl.js_on_change("value", redraw)

@@ -29,19 +29,44 @@ FLOW_STEPS = 60
 FLOW_DT = 0.15
 
 
-def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *, grid_n: int = 15,
-                     ellipse_scale: float = 0.8, probe: tuple[float, float] | None = (-0.4, 0.9),
-                     flow: bool = False, name: str = "mixture") -> LiveFigure:
+def mixture_explorer(
+    mu1: float = -1.5,
+    mu2: float = 1.5,
+    sigma: float = 1.0,
+    *,
+    grid_n: int = 15,
+    ellipse_scale: float = 0.8,
+    probe: tuple[float, float] | None = (-0.4, 0.9),
+    flow: bool = False,
+    name: str = "mixture",
+) -> LiveFigure:
     """The live mixture explorer, starting at the given controls (those of :class:`igbook.widgets.mixture.MixtureControls`)."""
     from bokeh.layouts import column, row
-    from bokeh.models import (Arrow, ColumnDataSource, CustomJS, Div, LogScale, NormalHead, PointDrawTool, Slider,
-                              Span, Switch)
+    from bokeh.models import (
+        Arrow,
+        ColumnDataSource,
+        CustomJS,
+        Div,
+        LogScale,
+        NormalHead,
+        PointDrawTool,
+        Slider,
+        Span,
+        Switch,
+    )
     from bokeh.plotting import figure
 
     from igbook.widgets.mixture import MixtureControls, flow_seeds, spectrum_curve
 
-    c = MixtureControls(mu1=mu1, mu2=mu2, sigma=sigma, probe=probe, grid_n=grid_n, ellipse_scale=ellipse_scale,
-                        flow=flow)
+    c = MixtureControls(
+        mu1=mu1,
+        mu2=mu2,
+        sigma=sigma,
+        probe=probe,
+        grid_n=grid_n,
+        ellipse_scale=ellipse_scale,
+        flow=flow,
+    )
     lo, hi = c.extent
     euclid_color, natural_color = PALETTE[1], PALETTE[0]
 
@@ -61,14 +86,48 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     marker = ColumnDataSource({"x": [], "y": []})
 
     # data space
-    data_fig = figure(title="data space: drag the means μ₁*, μ₂*", x_range=(lo - 3.5, hi + 3.5), y_range=(-0.04, 0.45),
-                      x_axis_label="x", tools="reset", height=300, sizing_mode="stretch_width", min_width=260)
-    data_fig.line("x", "c1", source=dens, color=PALETTE[5], line_width=1.5, line_dash="dashed", legend_label="½N(μ₁*, σ²)")
-    data_fig.line("x", "c2", source=dens, color=PALETTE[4], line_width=1.5, line_dash="dashed", legend_label="½N(μ₂*, σ²)")
+    data_fig = figure(
+        title="data space: drag the means μ₁*, μ₂*",
+        x_range=(lo - 3.5, hi + 3.5),
+        y_range=(-0.04, 0.45),
+        x_axis_label="x",
+        tools="reset",
+        height=300,
+        sizing_mode="stretch_width",
+        min_width=260,
+    )
+    data_fig.line(
+        "x",
+        "c1",
+        source=dens,
+        color=PALETTE[5],
+        line_width=1.5,
+        line_dash="dashed",
+        legend_label="½N(μ₁*, σ²)",
+    )
+    data_fig.line(
+        "x",
+        "c2",
+        source=dens,
+        color=PALETTE[4],
+        line_width=1.5,
+        line_dash="dashed",
+        legend_label="½N(μ₂*, σ²)",
+    )
     data_fig.line("x", "p", source=dens, color=PALETTE[3], line_width=2.5, legend_label="p(x | θ*)")
-    h = data_fig.scatter("x", "y", source=handles, size=15, color=PALETTE[2], line_color="white", marker="triangle")
-    data_fig.text("x", "y", text="label", source=handles, x_offset=-8, y_offset=-14, text_font_size="12px",
-                  text_color=PALETTE[2])
+    h = data_fig.scatter(
+        "x", "y", source=handles, size=15, color=PALETTE[2], line_color="white", marker="triangle"
+    )
+    data_fig.text(
+        "x",
+        "y",
+        text="label",
+        source=handles,
+        x_offset=-8,
+        y_offset=-14,
+        text_font_size="12px",
+        text_color=PALETTE[2],
+    )
     drag_h = PointDrawTool(renderers=[h], add=False, drag=True, description="Drag the means")
     data_fig.add_tools(drag_h)
     data_fig.toolbar.active_drag = drag_h
@@ -77,23 +136,77 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     figure_theme(data_fig)
 
     # parameter plane
-    plane = figure(title="parameter plane: drag ★, click for a probe", x_range=(lo, hi), y_range=(lo, hi),
-                   x_axis_label="μ₁", y_axis_label="μ₂", tools="reset", height=520, width=420,
-                   sizing_mode="scale_width", min_width=260, max_width=460)
-    plane.line([lo, hi], [lo, hi], color="#8a8a8a", line_dash="dashed", line_width=1.5, legend_label="μ₁ = μ₂ (singular)")
-    plane.line("x", "y", source=field, color="#7a8a99", line_width=1, legend_label="Fisher ellipses")
-    plane.line("x", "y", source=field_clipped, color=PALETTE[3], line_width=1, line_dash="dotted",
-               legend_label="clipped")
+    plane = figure(
+        title="parameter plane: drag ★, click for a probe",
+        x_range=(lo, hi),
+        y_range=(lo, hi),
+        x_axis_label="μ₁",
+        y_axis_label="μ₂",
+        tools="reset",
+        height=520,
+        width=420,
+        sizing_mode="scale_width",
+        min_width=260,
+        max_width=460,
+    )
+    plane.line(
+        [lo, hi],
+        [lo, hi],
+        color="#8a8a8a",
+        line_dash="dashed",
+        line_width=1.5,
+        legend_label="μ₁ = μ₂ (singular)",
+    )
+    plane.line(
+        "x", "y", source=field, color="#7a8a99", line_width=1, legend_label="Fisher ellipses"
+    )
+    plane.line(
+        "x",
+        "y",
+        source=field_clipped,
+        color=PALETTE[3],
+        line_width=1,
+        line_dash="dotted",
+        legend_label="clipped",
+    )
     plane.multi_line("xs", "ys", source=flows_e, color=euclid_color, line_width=1.2, line_alpha=0.8)
-    plane.multi_line("xs", "ys", source=flows_n, color=natural_color, line_width=1.2, line_alpha=0.8)
+    plane.multi_line(
+        "xs", "ys", source=flows_n, color=natural_color, line_width=1.2, line_alpha=0.8
+    )
     plane.line("x", "y", source=handle_ell, color=PALETTE[2], line_width=2)
-    plane.scatter("x", "y", source=mirror, size=14, marker="star", fill_color=None, line_color=PALETTE[2], line_width=1.5)
-    s = plane.scatter("x", "y", source=star, size=20, marker="star", color=PALETTE[2], line_color="white",
-                      legend_label="θ* and mirror")
+    plane.scatter(
+        "x",
+        "y",
+        source=mirror,
+        size=14,
+        marker="star",
+        fill_color=None,
+        line_color=PALETTE[2],
+        line_width=1.5,
+    )
+    s = plane.scatter(
+        "x",
+        "y",
+        source=star,
+        size=20,
+        marker="star",
+        color=PALETTE[2],
+        line_color="white",
+        legend_label="θ* and mirror",
+    )
     plane.scatter("x", "y", source=probe_src, size=9, color="#8a8a8a", line_color="white")
-    plane.add_layout(Arrow(end=NormalHead(size=9, fill_color="color", line_color="color"), source=arrows,
-                           x_start="x_start", y_start="y_start", x_end="x_end", y_end="y_end", line_color="color",
-                           line_width=2.5))
+    plane.add_layout(
+        Arrow(
+            end=NormalHead(size=9, fill_color="color", line_color="color"),
+            source=arrows,
+            x_start="x_start",
+            y_start="y_start",
+            x_end="x_end",
+            y_end="y_end",
+            line_color="color",
+            line_width=2.5,
+        )
+    )
     # legend entries for the arrows and the flows (Bokeh draws no swatch for an empty source:
     # these lines lie outside the view)
     off = [hi + 100.0, hi + 101.0]
@@ -114,11 +227,31 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
 
     # spectrum
     delta, lam_min, lam_max = spectrum_curve()
-    spec = figure(title="spectrum: 2σ²λ against separation δ", x_axis_type="log", x_range=(float(delta[0]), float(delta[-1])),
-                  y_range=(-0.05, 1.1), x_axis_label="δ = |μ₁ − μ₂| / σ", tools="", height=300,
-                  sizing_mode="stretch_width", min_width=260)
-    spec.line(delta.tolist(), lam_max.tolist(), color=PALETTE[0], line_width=2, legend_label="mean shift 2σ²λmax")
-    spec.line(delta.tolist(), lam_min.tolist(), color=PALETTE[1], line_width=2, legend_label="exchange 2σ²λmin")
+    spec = figure(
+        title="spectrum: 2σ²λ against separation δ",
+        x_axis_type="log",
+        x_range=(float(delta[0]), float(delta[-1])),
+        y_range=(-0.05, 1.1),
+        x_axis_label="δ = |μ₁ − μ₂| / σ",
+        tools="",
+        height=300,
+        sizing_mode="stretch_width",
+        min_width=260,
+    )
+    spec.line(
+        delta.tolist(),
+        lam_max.tolist(),
+        color=PALETTE[0],
+        line_width=2,
+        legend_label="mean shift 2σ²λmax",
+    )
+    spec.line(
+        delta.tolist(),
+        lam_min.tolist(),
+        color=PALETTE[1],
+        line_width=2,
+        legend_label="exchange 2σ²λmin",
+    )
     spec.scatter("x", "y", source=marker, size=10, color=PALETTE[2], line_color="white")
     spec.add_layout(Span(location=1.0, dimension="width", line_color="#8a8a8a", line_dash="dotted"))
     spec.legend.location = "center_left"
@@ -126,37 +259,103 @@ def mixture_explorer(mu1: float = -1.5, mu2: float = 1.5, sigma: float = 1.0, *,
     figure_theme(spec)
     assert isinstance(spec.x_scale, LogScale)
 
-    sigma_s = Slider(title="σ (shared standard deviation)", start=0.3, end=2.0, step=0.01, value=c.sigma,
-                     sizing_mode="stretch_width")
-    grid_s = Slider(title="grid density (ellipses per side)", start=5, end=30, step=1, value=c.grid_n,
-                    sizing_mode="stretch_width")
-    scale_s = Slider(title="ellipse scale", start=0.2, end=2.0, step=0.05, value=c.ellipse_scale, sizing_mode="stretch_width")
+    sigma_s = Slider(
+        title="σ (shared standard deviation)",
+        start=0.3,
+        end=2.0,
+        step=0.01,
+        value=c.sigma,
+        sizing_mode="stretch_width",
+    )
+    grid_s = Slider(
+        title="grid density (ellipses per side)",
+        start=5,
+        end=30,
+        step=1,
+        value=c.grid_n,
+        sizing_mode="stretch_width",
+    )
+    scale_s = Slider(
+        title="ellipse scale",
+        start=0.2,
+        end=2.0,
+        step=0.05,
+        value=c.ellipse_scale,
+        sizing_mode="stretch_width",
+    )
     flow_sw = Switch(active=c.flow, width=48)
-    flow_label = Div(text="particle flows along both fields", styles={"color": "inherit", "margin-top": "2px"})
+    flow_label = Div(
+        text="particle flows along both fields", styles={"color": "inherit", "margin-top": "2px"}
+    )
     readout = Div(text="", sizing_mode="stretch_width", styles={"color": "inherit"})
 
     seeds = flow_seeds(lo, hi).tolist()
-    cfg = {"extent": [lo, hi], "probe": list(c.probe) if c.probe else None, "flowSeeds": seeds, "flowSteps": FLOW_STEPS,
-           "flowDt": FLOW_DT, "deltaMin": float(delta[0]),
-           "colors": {"euclidean": euclid_color, "natural": natural_color}}
-    args = dict(handles=handles, star=star, mirror=mirror, probe=probe_src, arrows=arrows, field=field,
-                fieldClipped=field_clipped, handleEll=handle_ell, flowsN=flows_n, flowsE=flows_e, dens=dens,
-                marker=marker, sigma=sigma_s, gridN=grid_s, scale=scale_s, flow=flow_sw, readout=readout, cfg=cfg,
-                name=name)
+    cfg = {
+        "extent": [lo, hi],
+        "probe": list(c.probe) if c.probe else None,
+        "flowSeeds": seeds,
+        "flowSteps": FLOW_STEPS,
+        "flowDt": FLOW_DT,
+        "deltaMin": float(delta[0]),
+        "colors": {"euclidean": euclid_color, "natural": natural_color},
+    }
+    args = dict(
+        handles=handles,
+        star=star,
+        mirror=mirror,
+        probe=probe_src,
+        arrows=arrows,
+        field=field,
+        fieldClipped=field_clipped,
+        handleEll=handle_ell,
+        flowsN=flows_n,
+        flowsE=flows_e,
+        dens=dens,
+        marker=marker,
+        sigma=sigma_s,
+        gridN=grid_s,
+        scale=scale_s,
+        flow=flow_sw,
+        readout=readout,
+        cfg=cfg,
+        name=name,
+    )
     from_handles = CustomJS(args=dict(h=handles), code="h.__igbook && h.__igbook.sync('handles');")
     from_star = CustomJS(args=dict(h=handles), code="h.__igbook && h.__igbook.sync('star');")
     redraw = CustomJS(args=dict(h=handles), code="h.__igbook && h.__igbook.update();")
     for ev in ("pan", "panend"):
         data_fig.js_on_event(ev, from_handles)
         plane.js_on_event(ev, from_star)
-    plane.js_on_event("tap", CustomJS(args=dict(h=handles), code="h.__igbook && h.__igbook.tap(cb_obj.x, cb_obj.y);"))
+    plane.js_on_event(
+        "tap",
+        CustomJS(args=dict(h=handles), code="h.__igbook && h.__igbook.tap(cb_obj.x, cb_obj.y);"),
+    )
     for w in (sigma_s, grid_s, scale_s):
         w.js_on_change("value", redraw)
     flow_sw.js_on_change("active", redraw)
 
-    layout = [data_fig, (plane, "square"), spec,
-              (column(sigma_s, grid_s, scale_s, row(flow_sw, flow_label), readout, sizing_mode="stretch_width"), "full")]
+    layout = [
+        data_fig,
+        (plane, "square"),
+        spec,
+        (
+            column(
+                sigma_s,
+                grid_s,
+                scale_s,
+                row(flow_sw, flow_label),
+                readout,
+                sizing_mode="stretch_width",
+            ),
+            "full",
+        ),
+    ]
     controller(layout, "mixture.js", args)
-    return LiveFigure(layout, name, "ported",
-                      "Drag the means (left) or the star (middle), click to place the probe, move the sliders, "
-                      "switch on the flows.", data={"spectrum": {"delta": delta, "lam_min": lam_min, "lam_max": lam_max}})
+    return LiveFigure(
+        layout,
+        name,
+        "ported",
+        "Drag the means (left) or the star (middle), click to place the probe, move the sliders, "
+        "switch on the flows.",
+        data={"spectrum": {"delta": delta, "lam_min": lam_min, "lam_max": lam_max}},
+    )

@@ -73,7 +73,9 @@ def natural_gradient(fisher: Tensor, grad: Tensor, damping: float = 0.0) -> Tens
     grad = check_finite(as_tensor(grad, "grad", dtype=fisher.dtype), "grad")
     lam = _damping(damping)
     if grad.ndim == 0 or grad.shape[0] != d or grad.ndim > 2:
-        raise ValueError(f"grad must have shape ({d},) or ({d}, k) to match fisher, got {tuple(grad.shape)}")
+        raise ValueError(
+            f"grad must have shape ({d},) or ({d}, k) to match fisher, got {tuple(grad.shape)}"
+        )
     evals = torch.linalg.eigvalsh(check_square(check_finite(fisher, "fisher"), "fisher"))
     check_positive_semidefinite(fisher, "fisher", eigenvalues=evals)
     hint = "pass damping > 0" if lam == 0 else "increase damping"
@@ -89,7 +91,9 @@ def natural_gradient(fisher: Tensor, grad: Tensor, damping: float = 0.0) -> Tens
     scale = diag.rsqrt()
     scaled_evals = torch.linalg.eigvalsh(a * scale[:, None] * scale[None, :])
     if not float(scaled_evals[0]) > d * torch.finfo(fisher.dtype).eps * float(scaled_evals[-1]):
-        raise ValueError(f"fisher + damping * I is singular to working precision (singular Fisher); {hint}")
+        raise ValueError(
+            f"fisher + damping * I is singular to working precision (singular Fisher); {hint}"
+        )
     chol, info = torch.linalg.cholesky_ex(a)
     if int(info) != 0:
         raise ValueError(
@@ -143,7 +147,9 @@ def conjugate_gradient(
     def op(v: Tensor) -> Tensor:
         out = matvec(v)
         if not isinstance(out, Tensor) or out.shape != v.shape:
-            raise ValueError(f"matvec must return a tensor of shape {tuple(v.shape)}, got {getattr(out, 'shape', type(out).__name__)}")
+            raise ValueError(
+                f"matvec must return a tensor of shape {tuple(v.shape)}, got {getattr(out, 'shape', type(out).__name__)}"
+            )
         check_finite(out, "matvec(v)")
         return out + lam * v if lam else out
 
@@ -204,7 +210,9 @@ def natural_gradient_cg(
     return res.x
 
 
-def trust_region_step_size(fisher: Tensor | Callable[[Tensor], Tensor], direction: Tensor, radius: float) -> Tensor:
+def trust_region_step_size(
+    fisher: Tensor | Callable[[Tensor], Tensor], direction: Tensor, radius: float
+) -> Tensor:
     r"""Step length :math:`\alpha` with :math:`\tfrac12\alpha^2\, d^\top F d = \epsilon`.
 
     The largest step along ``direction`` whose quadratic KL estimate equals the trust radius
@@ -221,7 +229,9 @@ def trust_region_step_size(fisher: Tensor | Callable[[Tensor], Tensor], directio
     if callable(fisher):
         fd = fisher(direction)
         if not isinstance(fd, Tensor) or fd.shape != direction.shape:
-            raise ValueError("fisher (a Fisher-vector product) must return a tensor shaped like direction")
+            raise ValueError(
+                "fisher (a Fisher-vector product) must return a tensor shaped like direction"
+            )
         check_finite(fd, "fisher(direction)")
     else:
         f = check_square(as_tensor(fisher, "fisher", dtype=direction.dtype), "fisher")
@@ -235,5 +245,7 @@ def trust_region_step_size(fisher: Tensor | Callable[[Tensor], Tensor], directio
         fd = f @ direction
     quad = direction @ fd
     if not float(quad) > 0:
-        raise ValueError("direction has zero Fisher norm (d^T F d <= 0): no finite step meets the radius")
+        raise ValueError(
+            "direction has zero Fisher norm (d^T F d <= 0): no finite step meets the radius"
+        )
     return torch.sqrt(2 * radius / quad)

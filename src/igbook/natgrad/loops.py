@@ -183,7 +183,7 @@ def best_learning_rate(
     if not lrs:
         raise ValueError("lrs must hold at least one learning rate")
     rates = sorted((check_positive_real(lr, "lrs entry") for lr in lrs), reverse=True)
-    cls, ch, phi = start_point(start, which)
+    _cls, ch, phi = start_point(start, which)
     loss0 = float(loss_and_gradient(loss, ch, phi)[0])
     best: tuple[float | None, int | None] = (None, None)
     for lr in rates:

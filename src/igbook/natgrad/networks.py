@@ -84,7 +84,9 @@ def _positive(value: float, name: str, *, allow_zero: bool = False) -> float:
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     ok = value >= 0 if allow_zero else value > 0
     if not (ok and math.isfinite(value)):
-        raise ValueError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, got {value}")
+        raise ValueError(
+            f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, got {value}"
+        )
     return float(value)
 
 
@@ -138,10 +140,14 @@ def natural_gradient_direction(
     lam = _positive(damping, "damping")
     rtol = _positive(cg_rtol, "cg_rtol")
     max_iter = _max_iter(cg_max_iter)
-    op = CurvatureOperator(model, params, x, y, likelihood, fisher_type, mc_samples=mc_samples, seed=seed)
+    op = CurvatureOperator(
+        model, params, x, y, likelihood, fisher_type, mc_samples=mc_samples, seed=seed
+    )
     if gradient is None:
         if y is None:
-            raise ValueError("y (the targets) is required to compute the gradient; or pass gradient=")
+            raise ValueError(
+                "y (the targets) is required to compute the gradient; or pass gradient="
+            )
         g = op.gradient()
         loss = op.loss()
     else:
@@ -180,7 +186,9 @@ def ngd_step(
     :class:`NaturalGradientResult`. Keyword arguments go to :func:`natural_gradient_direction`.
     """
     alpha = _positive(lr, "lr", allow_zero=True)
-    res = natural_gradient_direction(model, params, x, y, likelihood, damping, fisher_type, **kwargs)
+    res = natural_gradient_direction(
+        model, params, x, y, likelihood, damping, fisher_type, **kwargs
+    )
     if params is None:
         params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     theta = flatten_params(params).detach()
@@ -254,13 +262,23 @@ class NaturalGradientDescent(torch.optim.Optimizer):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr >= 0 and math.isfinite(lr)):
+        if (
+            isinstance(lr, bool)
+            or not isinstance(lr, (int, float))
+            or not (lr >= 0 and math.isfinite(lr))
+        ):
             raise ValueError(f"Invalid learning rate: {lr}")
-        if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (damping > 0 and math.isfinite(damping)):
+        if (
+            isinstance(damping, bool)
+            or not isinstance(damping, (int, float))
+            or not (damping > 0 and math.isfinite(damping))
+        ):
             raise ValueError(f"Invalid damping value: {damping} (must be finite and > 0)")
         ftype = as_fisher_type(fisher_type)
         if ftype is FisherType.HESSIAN:
-            raise ValueError("fisher_type='hessian' is not positive semi-definite; use 'exact', 'mc', 'empirical' or 'ggn'")
+            raise ValueError(
+                "fisher_type='hessian' is not positive semi-definite; use 'exact', 'mc', 'empirical' or 'ggn'"
+            )
         if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 1:
             raise ValueError(f"Invalid mc_samples: {mc_samples!r} (must be an int >= 1)")
         seed = check_seed(seed)
@@ -271,8 +289,15 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         self.model = model
         self.likelihood = get_likelihood(likelihood)
         defaults = dict(
-            lr=lr, damping=damping, fisher_type=ftype.value, mc_samples=mc_samples, seed=seed,
-            cg_max_iter=cg_max_iter, cg_rtol=cg_rtol, kl_clip=kl_clip, warm_start=warm_start,
+            lr=lr,
+            damping=damping,
+            fisher_type=ftype.value,
+            mc_samples=mc_samples,
+            seed=seed,
+            cg_max_iter=cg_max_iter,
+            cg_rtol=cg_rtol,
+            kl_clip=kl_clip,
+            warm_start=warm_start,
         )
         super().__init__(params, defaults)
         names = {id(p): n for n, p in model.named_parameters()}
@@ -280,7 +305,11 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         for group in self.param_groups:
             for key in ("lr", "damping"):
                 v = group[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and (v > 0 if key == "damping" else v >= 0)):
+                if (
+                    isinstance(v, bool)
+                    or not isinstance(v, (int, float))
+                    or not (math.isfinite(v) and (v > 0 if key == "damping" else v >= 0))
+                ):
                     raise ValueError(f"Invalid {key} value in a parameter group: {v}")
             for p in group["params"]:
                 if id(p) not in names:
@@ -314,7 +343,9 @@ class NaturalGradientDescent(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         g0 = self.param_groups[0]
-        active = [(p, group) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        active = [
+            (p, group) for group in self.param_groups for p in group["params"] if p.grad is not None
+        ]
         if not active:
             return loss
         names = [self._names[id(p)] for p, _ in active]
@@ -325,17 +356,29 @@ class NaturalGradientDescent(torch.optim.Optimizer):
                 self.skipped_steps += 1
                 return loss
             raise nonfinite_error(type(self).__name__, "gradient (p.grad)", names[bad])
-        grad = torch.cat([p.grad.reshape(-1) for p, _ in active]).to(next(iter(params.values())).dtype)
-        lam = torch.cat([torch.full((p.numel(),), float(group["damping"]), dtype=grad.dtype) for p, group in active])
+        grad = torch.cat([p.grad.reshape(-1) for p, _ in active]).to(
+            next(iter(params.values())).dtype
+        )
+        lam = torch.cat(
+            [
+                torch.full((p.numel(),), float(group["damping"]), dtype=grad.dtype)
+                for p, group in active
+            ]
+        )
         first = active[0][0]
         state = self.state[first]
         t = int(state.get("step", 0))
         ftype = FisherType(g0["fisher_type"])
         with torch.enable_grad():
             op = CurvatureOperator(
-                self.model, params, inputs,
+                self.model,
+                params,
+                inputs,
                 targets if ftype in (FisherType.EMPIRICAL, FisherType.GGN) else None,
-                self.likelihood, ftype, mc_samples=g0["mc_samples"], seed=g0["seed"] + t,
+                self.likelihood,
+                ftype,
+                mc_samples=g0["mc_samples"],
+                seed=g0["seed"] + t,
             )
 
             def matvec(v: Tensor) -> Tensor:
@@ -344,14 +387,18 @@ class NaturalGradientDescent(torch.optim.Optimizer):
             x0 = None
             if g0["warm_start"] and all("direction" in self.state[p] for p, _ in active):
                 x0 = torch.cat([self.state[p]["direction"].reshape(-1) for p, _ in active])
-            res = conjugate_gradient(matvec, grad, x0=x0, rtol=g0["cg_rtol"], max_iter=g0["cg_max_iter"])
+            res = conjugate_gradient(
+                matvec, grad, x0=x0, rtol=g0["cg_rtol"], max_iter=g0["cg_max_iter"]
+            )
             d = res.x
             fd = op.flat_matvec(d)
         if first_nonfinite([d, fd]) is not None:  # a non-finite curvature: write nothing
             if self.nonfinite == "skip":
                 self.skipped_steps += 1
                 return loss
-            raise nonfinite_error(type(self).__name__, "curvature (Fisher-vector product)", names[0])
+            raise nonfinite_error(
+                type(self).__name__, "curvature (Fisher-vector product)", names[0]
+            )
         quad = float(d @ (fd + lam * d))
         scale = 1.0
         if g0["kl_clip"] is not None and float(d @ fd) > 0:

@@ -75,6 +75,7 @@ from igbook.optim.mean_field import (
 
 __all__ = ["GaussianMeanFieldOptimizer", "BGD", "bgd_update"]
 
+
 def bgd_update(
     mu: Tensor, sigma: Tensor, grad_mu: Tensor, grad_sigma: Tensor, *, eta: float = 1.0
 ) -> tuple[Tensor, Tensor]:
@@ -175,7 +176,7 @@ class GaussianMeanFieldOptimizer(Optimizer):
                 self._state(p, group)
 
     # -- state ---------------------------------------------------------------------------
-    def add_param_group(self, param_group: dict[str, Any]) -> None:  # noqa: D102 (torch API)
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         self._validate_group(group)
@@ -194,7 +195,9 @@ class GaussianMeanFieldOptimizer(Optimizer):
             sigma = torch.as_tensor(value, dtype=p.dtype, device=p.device)
             sigma = torch.broadcast_to(sigma, p.shape).clone()
             if not bool(torch.isfinite(sigma).all()) or not bool((sigma > 0).all()):
-                raise ValueError("sigma_init must give finite standard deviations > 0 for every parameter")
+                raise ValueError(
+                    "sigma_init must give finite standard deviations > 0 for every parameter"
+                )
             state["sigma"] = sigma
             state["step"] = 0
         return state
@@ -207,8 +210,15 @@ class GaussianMeanFieldOptimizer(Optimizer):
         return [self._state(p, g)["sigma"] for p, g in self._params()]
 
     # -- sampling ------------------------------------------------------------------------
-    def _noise(self, shape: Sequence[int], like: Tensor, generator: torch.Generator | None) -> Tensor:
-        return torch.randn(tuple(shape), generator=generator or self.generator, dtype=like.dtype, device=like.device)
+    def _noise(
+        self, shape: Sequence[int], like: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        return torch.randn(
+            tuple(shape),
+            generator=generator or self.generator,
+            dtype=like.dtype,
+            device=like.device,
+        )
 
     @torch.no_grad()
     def draw_samples(
@@ -326,7 +336,9 @@ class GaussianMeanFieldOptimizer(Optimizer):
         return mean_loss
 
     @torch.no_grad()
-    def apply_gradients(self, grads_mu: Sequence[Tensor | None], grads_sigma: Sequence[Tensor | None]) -> None:
+    def apply_gradients(
+        self, grads_mu: Sequence[Tensor | None], grads_sigma: Sequence[Tensor | None]
+    ) -> None:
         r"""Apply the update given :math:`\bar g` and :math:`\hat g` for every parameter.
 
         Both lists follow param-group order (as ``sigmas()``); a ``None`` entry leaves that
@@ -339,7 +351,9 @@ class GaussianMeanFieldOptimizer(Optimizer):
         self._apply(grads_mu, grads_sigma)
 
     @torch.no_grad()
-    def _apply(self, grads_mu: Sequence[Tensor | None], grads_sigma: Sequence[Tensor | None]) -> bool:
+    def _apply(
+        self, grads_mu: Sequence[Tensor | None], grads_sigma: Sequence[Tensor | None]
+    ) -> bool:
         """:meth:`apply_gradients`; returns ``False`` when the step was skipped."""
         items = self._params()
         if len(grads_mu) != len(items) or len(grads_sigma) != len(items):
@@ -367,22 +381,35 @@ class GaussianMeanFieldOptimizer(Optimizer):
                     self.skipped_steps += 1
                     return False
                 i = live[bad]
-                raise nonfinite_error(type(self).__name__, nm, f"#{i} (shape {tuple(items[i][0].shape)})")
+                raise nonfinite_error(
+                    type(self).__name__, nm, f"#{i} (shape {tuple(items[i][0].shape)})"
+                )
         snap = Snapshot([items[i][0] for i in live], self.state)
         try:
-            self._apply_checked([items[i] for i in live], [grads_mu[i] for i in live], [grads_sigma[i] for i in live])
+            self._apply_checked(
+                [items[i] for i in live],
+                [grads_mu[i] for i in live],
+                [grads_sigma[i] for i in live],
+            )
         except BaseException:
             snap.restore()
             raise
         return True
 
-    def _apply_checked(self, items: list[tuple[Tensor, dict[str, Any]]], grads_mu: list[Tensor], grads_sigma: list[Tensor]) -> None:
+    def _apply_checked(
+        self,
+        items: list[tuple[Tensor, dict[str, Any]]],
+        grads_mu: list[Tensor],
+        grads_sigma: list[Tensor],
+    ) -> None:
         for (p, group), gm, gs in zip(items, grads_mu, grads_sigma):
             state = self._state(p, group)
             self._update(p, state, group, gm.to(p.dtype), gs.to(p.dtype))
             state["step"] += 1
             sigma = state["sigma"]
-            lo, hi, pmax = torch.stack([sigma.min(), sigma.max(), p.detach().abs().max()]).tolist()  # one sync
+            lo, hi, pmax = torch.stack(
+                [sigma.min(), sigma.max(), p.detach().abs().max()]
+            ).tolist()  # one sync
             if not (lo > 0 and math.isfinite(hi) and math.isfinite(pmax)):
                 raise RuntimeError(
                     f"{type(self).__name__}: a standard deviation became <= 0 or a value became non-finite "
@@ -390,7 +417,9 @@ class GaussianMeanFieldOptimizer(Optimizer):
                     "lower the learning rates or the batch size, or set ratio_max / sigma_bounds"
                 )
 
-    def _update(self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor) -> None:
+    def _update(
+        self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor
+    ) -> None:
         raise NotImplementedError
 
     # -- serialization -------------------------------------------------------------------
@@ -470,9 +499,20 @@ class BGD(GaussianMeanFieldOptimizer):
         check_sigma_init(sigma_init)
         check_ratio_max(ratio_max)
         check_sigma_bounds(sigma_bounds, "sigma_bounds")
-        defaults = dict(eta=eta, sigma_init=sigma_init, lr_sigma=lr_sigma, ratio_max=ratio_max, sigma_bounds=sigma_bounds)
+        defaults = dict(
+            eta=eta,
+            sigma_init=sigma_init,
+            lr_sigma=lr_sigma,
+            ratio_max=ratio_max,
+            sigma_bounds=sigma_bounds,
+        )
         super().__init__(
-            params, defaults, num_samples=num_samples, seed=seed, generator=generator, nonfinite=nonfinite
+            params,
+            defaults,
+            num_samples=num_samples,
+            seed=seed,
+            generator=generator,
+            nonfinite=nonfinite,
         )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -482,7 +522,9 @@ class BGD(GaussianMeanFieldOptimizer):
         check_ratio_max(group["ratio_max"])
         check_sigma_bounds(group["sigma_bounds"], "sigma_bounds")
 
-    def _update(self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor) -> None:
+    def _update(
+        self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor
+    ) -> None:
         sigma = state["sigma"]
         new_mu, new_sigma = _bgd_update(p, sigma, g_mu, g_sigma, eta=group["eta"])
         clamp_and_bound(p, sigma, new_mu - p, group["lr_sigma"] * (new_sigma - sigma), group)

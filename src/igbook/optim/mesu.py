@@ -123,8 +123,15 @@ def mesu_delta(
 
 
 def _mesu_delta(
-    mu: Tensor, sigma: Tensor, grad_mu: Tensor, grad_sigma: Tensor,
-    N: float, sigma_prior: float | Tensor, mu_prior: float | Tensor, lr_mu: float, lr_sigma: float,
+    mu: Tensor,
+    sigma: Tensor,
+    grad_mu: Tensor,
+    grad_sigma: Tensor,
+    N: float,
+    sigma_prior: float | Tensor,
+    mu_prior: float | Tensor,
+    lr_mu: float,
+    lr_sigma: float,
 ) -> tuple[Tensor, Tensor]:
     """:func:`mesu_delta` without argument checks (the optimizer validated them once)."""
     sp2 = sigma_prior * sigma_prior
@@ -257,7 +264,12 @@ class MESU(GaussianMeanFieldOptimizer):
         )
         self._validate_group(defaults)
         super().__init__(
-            params, defaults, num_samples=num_samples, seed=seed, generator=generator, nonfinite=nonfinite
+            params,
+            defaults,
+            num_samples=num_samples,
+            seed=seed,
+            generator=generator,
+            nonfinite=nonfinite,
         )
 
     def _validate_group(self, group: dict[str, Any]) -> None:
@@ -269,31 +281,51 @@ class MESU(GaussianMeanFieldOptimizer):
         check_nonnegative_real(group["lr_sigma"], "lr_sigma")
         check_nonnegative_real(group["clamp_grad"], "clamp_grad")
         check_scalar(group["momentum_mu"], "momentum_mu", low=0.0, high=1.0, closed_high=False)
-        check_scalar(group["momentum_sigma"], "momentum_sigma", low=0.0, high=1.0, closed_high=False)
+        check_scalar(
+            group["momentum_sigma"], "momentum_sigma", low=0.0, high=1.0, closed_high=False
+        )
         if not isinstance(group["second_order"], bool):
-            raise TypeError(f"second_order must be a bool, got {type(group['second_order']).__name__}")
+            raise TypeError(
+                f"second_order must be a bool, got {type(group['second_order']).__name__}"
+            )
         check_ratio_max(group["ratio_max"])
         check_sigma_bounds(group["sigma_bounds"], "sigma_bounds")
 
-    def _update(self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor) -> None:
+    def _update(
+        self, p: Tensor, state: dict[str, Any], group: dict[str, Any], g_mu: Tensor, g_sigma: Tensor
+    ) -> None:
         sigma = state["sigma"]
         clamp = group["clamp_grad"]
         if clamp > 0:
             lim = clamp / sigma
             g_mu = torch.maximum(torch.minimum(g_mu, lim), -lim)
             g_sigma = torch.maximum(torch.minimum(g_sigma, lim), -lim)
-        for key, g, beta in (("avg_mu", g_mu, group["momentum_mu"]), ("avg_sigma", g_sigma, group["momentum_sigma"])):
+        for key, g, beta in (
+            ("avg_mu", g_mu, group["momentum_mu"]),
+            ("avg_sigma", g_sigma, group["momentum_sigma"]),
+        ):
             if beta > 0:
                 buf = state.get(key)
-                buf = g.clone() * (1 - beta) if buf is None else buf.mul_(beta).add_(g, alpha=1 - beta)
+                buf = (
+                    g.clone() * (1 - beta)
+                    if buf is None
+                    else buf.mul_(beta).add_(g, alpha=1 - beta)
+                )
                 state[key] = buf
         if group["momentum_mu"] > 0:
             g_mu = state["avg_mu"]
         if group["momentum_sigma"] > 0:
             g_sigma = state["avg_sigma"]
         d_mu, d_sigma = _mesu_delta(
-            p, sigma, g_mu, g_sigma,
-            group["N"], group["sigma_prior"], group["mu_prior"], group["lr_mu"], group["lr_sigma"],
+            p,
+            sigma,
+            g_mu,
+            g_sigma,
+            group["N"],
+            group["sigma_prior"],
+            group["mu_prior"],
+            group["lr_mu"],
+            group["lr_sigma"],
         )
         if group["second_order"]:
             denom = 1.0 + sigma * g_sigma.abs()

@@ -101,7 +101,9 @@ def _check_probs_labels(probs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     if not isinstance(probs, Tensor) or not isinstance(labels, Tensor):
         raise TypeError("probs and labels must be tensors")
     if probs.ndim != 2 or probs.shape[1] < 2 or probs.shape[0] == 0:
-        raise ValueError(f"probs must have shape (n, classes) with classes >= 2, got {tuple(probs.shape)}")
+        raise ValueError(
+            f"probs must have shape (n, classes) with classes >= 2, got {tuple(probs.shape)}"
+        )
     if labels.shape != (probs.shape[0],):
         raise ValueError(f"labels must have shape ({probs.shape[0]},), got {tuple(labels.shape)}")
     if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -170,7 +172,9 @@ class ClassificationMetrics(NamedTuple):
     ece: float
 
 
-def classification_metrics(probs: Tensor, labels: Tensor, num_bins: int = 10) -> ClassificationMetrics:
+def classification_metrics(
+    probs: Tensor, labels: Tensor, num_bins: int = 10
+) -> ClassificationMetrics:
     r"""Accuracy, NLL :math:`-\frac1n\sum_i\log p_{i,y_i}`, Brier score
     :math:`\frac1n\sum_i\|p_i - e_{y_i}\|^2` and ECE of predicted probabilities.
 

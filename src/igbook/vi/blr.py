@@ -142,7 +142,9 @@ def _check_state(mean: Tensor, precision: Tensor) -> tuple[Tensor, Tensor]:
     """
     mean = as_tensor(mean, "mean")
     if mean.ndim != 1 or mean.numel() == 0:
-        raise ValueError(f"mean must be a non-empty flat vector of shape (d,), got {tuple(mean.shape)}")
+        raise ValueError(
+            f"mean must be a non-empty flat vector of shape (d,), got {tuple(mean.shape)}"
+        )
     check_finite(mean, "mean")
     precision = as_tensor(precision, "precision", dtype=mean.dtype)
     d = mean.shape[0]
@@ -291,7 +293,9 @@ def gaussian_expectations(
                 a = (grads.T @ delta / num_samples) @ precision
                 h = 0.5 * (a + a.T)
     if not bool(torch.isfinite(g).all()) or not bool(torch.isfinite(h).all()):
-        raise ValueError("the expected gradient or Hessian is not finite (the loss overflows under q)")
+        raise ValueError(
+            "the expected gradient or Hessian is not finite (the loss overflows under q)"
+        )
     return g, h
 
 
@@ -422,7 +426,13 @@ def blr_step(
     mean, precision = _check_state(mean, precision)
     rho = _check_lr(lr, allow_above_one=fixed_precision)
     g, h = gaussian_expectations(
-        loss, mean, precision, method=method, num_samples=num_samples, seed=seed, generator=generator
+        loss,
+        mean,
+        precision,
+        method=method,
+        num_samples=num_samples,
+        seed=seed,
+        generator=generator,
     )
     if fixed_precision:
         new_prec = precision
@@ -461,7 +471,13 @@ def blr_natural_step(
     mean, precision = _check_state(mean, precision)
     rho = _check_lr(lr, allow_above_one=False)
     g, h = gaussian_expectations(
-        loss, mean, precision, method=method, num_samples=num_samples, seed=seed, generator=generator
+        loss,
+        mean,
+        precision,
+        method=method,
+        num_samples=num_samples,
+        seed=seed,
+        generator=generator,
     )
     eta1, eta2 = natural_parameters(mean, precision)
     d1, d2 = mean_parameter_gradient(g, h, mean)

@@ -92,7 +92,9 @@ def ngvi_step(
     eta0 = check_finite(as_tensor(prior_natural, "prior_natural", dtype=lam.dtype), "prior_natural")
     g = check_finite(as_tensor(messages, "messages", dtype=lam.dtype), "messages")
     if eta0.shape != lam.shape:
-        raise ValueError(f"prior_natural must have the shape of lam {tuple(lam.shape)}, got {tuple(eta0.shape)}")
+        raise ValueError(
+            f"prior_natural must have the shape of lam {tuple(lam.shape)}, got {tuple(eta0.shape)}"
+        )
     if g.shape == lam.shape:
         total = g
     elif g.ndim == lam.ndim + 1 and g.shape[1:] == lam.shape:
@@ -105,11 +107,17 @@ def ngvi_step(
     if family is not None:
         if not (isinstance(family, type) and issubclass(family, ExponentialFamily)):
             raise TypeError(f"family must be an ExponentialFamily class, got {family!r}")
-        for name, value in (("lam", lam), ("prior_natural", eta0), ("the updated natural parameter", out)):
+        for name, value in (
+            ("lam", lam),
+            ("prior_natural", eta0),
+            ("the updated natural parameter", out),
+        ):
             try:
                 family.check_natural(value)
             except ValueError as exc:
-                raise ValueError(f"{name} is not a valid natural parameter of {family.__name__}: {exc}") from exc
+                raise ValueError(
+                    f"{name} is not a valid natural parameter of {family.__name__}: {exc}"
+                ) from exc
     return out
 
 
@@ -128,12 +136,14 @@ def gaussian_information_posterior(
     conjugate-computation VI (:mod:`igbook.vi.cvi`) calls this with pseudo-observations
     :cite:`khan2017conjugate`. Returns ``(mean, covariance, precision)``.
     """
-    n, d = x.shape
+    _n, d = x.shape
     prec = prior_precision * torch.eye(d, dtype=x.dtype) + (x * weights.unsqueeze(-1)).T @ x
     prec = 0.5 * (prec + prec.T)
     chol, info = torch.linalg.cholesky_ex(prec)
     if int(info) != 0:
-        raise ValueError("the posterior precision is not positive definite (negative pseudo-precisions?)")
+        raise ValueError(
+            "the posterior precision is not positive definite (negative pseudo-precisions?)"
+        )
     mean = torch.cholesky_solve((x.T @ linear).unsqueeze(-1), chol).squeeze(-1)
     cov = torch.cholesky_inverse(chol)
     return mean, 0.5 * (cov + cov.T), prec
@@ -193,16 +203,24 @@ class ConjugateModel(ABC):
         r""":math:`\log p(y) = A(\eta_0 + \sum_i\lambda_i) - A(\eta_0) + \sum_i c_i`."""
         data = self._check_data(data)
         post = self.prior_natural + self._messages(data).sum(0)
-        return self.family.log_partition(post) - self.family.log_partition(self.prior_natural) + self._constants(data).sum()
+        return (
+            self.family.log_partition(post)
+            - self.family.log_partition(self.prior_natural)
+            + self._constants(data).sum()
+        )
 
     def _check_lam(self, lam: Tensor, name: str = "lam") -> Tensor:
         lam = check_finite(as_tensor(lam, name, dtype=self.prior_natural.dtype), name)
         if lam.shape != self.prior_natural.shape:
-            raise ValueError(f"{name} must have shape {tuple(self.prior_natural.shape)}, got {tuple(lam.shape)}")
+            raise ValueError(
+                f"{name} must have shape {tuple(self.prior_natural.shape)}, got {tuple(lam.shape)}"
+            )
         try:
             self.family.check_natural(lam)
         except ValueError as exc:
-            raise ValueError(f"{name} is not a valid natural parameter of {self.family.__name__}: {exc}") from exc
+            raise ValueError(
+                f"{name} is not a valid natural parameter of {self.family.__name__}: {exc}"
+            ) from exc
         return lam
 
     def expected_log_likelihood(self, lam: Tensor, data: Any) -> Tensor:
@@ -337,7 +355,9 @@ class BayesianLinearRegression(ConjugateModel):
     @property
     def prior(self) -> MultivariateGaussian:
         eye = torch.eye(self.dim, dtype=self.prior_precision.dtype)
-        return MultivariateGaussian(torch.zeros(self.dim, dtype=eye.dtype), eye / self.prior_precision)
+        return MultivariateGaussian(
+            torch.zeros(self.dim, dtype=eye.dtype), eye / self.prior_precision
+        )
 
     def _check_data(self, data: Any) -> tuple[Tensor, Tensor]:
         if not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -383,7 +403,9 @@ class NormalGammaGaussian(ConjugateModel):
 
     family = NormalGamma
 
-    def __init__(self, loc0: float = 0.0, kappa0: float = 1.0, alpha0: float = 1.0, beta0: float = 1.0) -> None:
+    def __init__(
+        self, loc0: float = 0.0, kappa0: float = 1.0, alpha0: float = 1.0, beta0: float = 1.0
+    ) -> None:
         loc = as_tensor(loc0, "loc0")
         check_shape(loc, "loc0", ())
         self.loc0 = check_finite(loc, "loc0")
@@ -406,4 +428,3 @@ class NormalGammaGaussian(ConjugateModel):
 
     def _constants(self, data: Tensor) -> Tensor:
         return torch.full_like(data, -0.5 * _LOG_2PI)
-

@@ -123,10 +123,16 @@ class BayesianLogisticRegression:
         check_positive(as_tensor(self.prior_precision, "prior_precision"), "prior_precision")
         if self.estimator not in ("quadrature", "mc"):
             raise ValueError(f"estimator must be 'quadrature' or 'mc', got {self.estimator!r}")
-        if isinstance(self.num_points, bool) or not isinstance(self.num_points, int) or self.num_points < 2:
+        if (
+            isinstance(self.num_points, bool)
+            or not isinstance(self.num_points, int)
+            or self.num_points < 2
+        ):
             raise ValueError(f"num_points must be an int >= 2, got {self.num_points!r}")
         if self.estimator == "mc" and self.num_points % 2:
-            raise ValueError(f"num_points must be even for antithetic Monte Carlo, got {self.num_points}")
+            raise ValueError(
+                f"num_points must be even for antithetic Monte Carlo, got {self.num_points}"
+            )
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "prior_precision", float(self.prior_precision))
@@ -206,7 +212,11 @@ class BayesianLogisticRegression:
         prec = torch.linalg.inv(cov)
         d = self.dim
         shift = self.x.T @ (g - h * nu) - prec @ mean
-        mat = 0.5 * (self.x * h.unsqueeze(-1)).T @ self.x - 0.5 * self.prior_precision * torch.eye(d, dtype=cov.dtype) + 0.5 * prec
+        mat = (
+            0.5 * (self.x * h.unsqueeze(-1)).T @ self.x
+            - 0.5 * self.prior_precision * torch.eye(d, dtype=cov.dtype)
+            + 0.5 * prec
+        )
         return shift, mat
 
 
@@ -294,7 +304,9 @@ def cvi(
             covs[-1] = cov
     elbos.append(model.elbo(mean, cov))
     times.append(time.perf_counter() - t0)
-    return VIResult(torch.stack(elbos).detach(), torch.tensor(times), torch.stack(means), torch.stack(covs))
+    return VIResult(
+        torch.stack(elbos).detach(), torch.tensor(times), torch.stack(means), torch.stack(covs)
+    )
 
 
 def euclidean_vi(
@@ -315,7 +327,11 @@ def euclidean_vi(
     """
     if not isinstance(model, BayesianLogisticRegression):
         raise TypeError(f"model must be a BayesianLogisticRegression, got {type(model).__name__}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
+    if (
+        isinstance(lr, bool)
+        or not isinstance(lr, (int, float))
+        or not (lr > 0 and math.isfinite(lr))
+    ):
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     steps = _check_int(steps, "steps", 0)
     if optimizer not in ("gd", "adam"):

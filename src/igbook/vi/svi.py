@@ -121,7 +121,9 @@ def svi(
         of it (a :class:`ValueError` names the first one that is not). Without it, natural
         parameters are unconstrained vectors and only their shapes and finiteness are checked.
     """
-    if family is not None and not (isinstance(family, type) and issubclass(family, ExponentialFamily)):
+    if family is not None and not (
+        isinstance(family, type) and issubclass(family, ExponentialFamily)
+    ):
         raise TypeError(f"family must be an ExponentialFamily class, got {family!r}")
 
     def valid(name: str, value: Tensor) -> None:
@@ -130,12 +132,16 @@ def svi(
         try:
             family.check_natural(value)
         except ValueError as exc:
-            raise ValueError(f"{name} is not a valid natural parameter of {family.__name__}: {exc}") from exc
+            raise ValueError(
+                f"{name} is not a valid natural parameter of {family.__name__}: {exc}"
+            ) from exc
 
     eta0 = check_finite(as_tensor(prior_natural, "prior_natural"), "prior_natural")
     lam = check_finite(as_tensor(init, "init", dtype=eta0.dtype), "init")
     if lam.shape != eta0.shape:
-        raise ValueError(f"init must have the shape of prior_natural {tuple(eta0.shape)}, got {tuple(lam.shape)}")
+        raise ValueError(
+            f"init must have the shape of prior_natural {tuple(eta0.shape)}, got {tuple(lam.shape)}"
+        )
     for name, v in (("num_data", num_data), ("batch_size", batch_size), ("steps", steps)):
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"{name} must be an int, got {type(v).__name__}")
@@ -157,7 +163,11 @@ def svi(
     out, rhos = [lam], []
     for t in range(1, steps + 1):
         r = check_step_size(schedule(t), f"rho at step {t}")
-        idx = torch.arange(num_data) if batch_size == num_data else torch.randperm(num_data, generator=g)[:batch_size]
+        idx = (
+            torch.arange(num_data)
+            if batch_size == num_data
+            else torch.randperm(num_data, generator=g)[:batch_size]
+        )
         m = messages(lam, idx)
         if m.shape != lam.shape:
             raise ValueError(f"messages must return shape {tuple(lam.shape)}, got {tuple(m.shape)}")
@@ -236,13 +246,23 @@ class GaussianMixture:
         :math:`\sigma^2 > 0`.
     """
 
-    def __init__(self, num_components: int, dim: int, prior_variance: float = 10.0, noise_variance: float = 1.0) -> None:
+    def __init__(
+        self,
+        num_components: int,
+        dim: int,
+        prior_variance: float = 10.0,
+        noise_variance: float = 1.0,
+    ) -> None:
         for name, v in (("num_components", num_components), ("dim", dim)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         self.num_components, self.dim = num_components, dim
-        self.prior_variance = float(check_positive(as_tensor(prior_variance, "prior_variance"), "prior_variance"))
-        self.noise_variance = float(check_positive(as_tensor(noise_variance, "noise_variance"), "noise_variance"))
+        self.prior_variance = float(
+            check_positive(as_tensor(prior_variance, "prior_variance"), "prior_variance")
+        )
+        self.noise_variance = float(
+            check_positive(as_tensor(noise_variance, "noise_variance"), "noise_variance")
+        )
 
     @property
     def prior_natural(self) -> Tensor:
@@ -322,8 +342,12 @@ class GaussianMixture:
         prior_term = (-0.5 * d * math.log(2 * math.pi * s0) - 0.5 * e_sq / s0).sum()
         entropy = (0.5 * d * (torch.log(2 * math.pi * math.e * v))).sum()
         phi = self.responsibilities(lam, x)
-        e_loglik = -0.5 * d * math.log(2 * math.pi * s2) - ((x**2).sum(-1, keepdim=True) - 2 * x @ m.T + e_sq) / (2 * s2)
-        local = (phi * (e_loglik - math.log(self.num_components) - torch.log(phi.clamp_min(1e-300)))).sum()
+        e_loglik = -0.5 * d * math.log(2 * math.pi * s2) - (
+            (x**2).sum(-1, keepdim=True) - 2 * x @ m.T + e_sq
+        ) / (2 * s2)
+        local = (
+            phi * (e_loglik - math.log(self.num_components) - torch.log(phi.clamp_min(1e-300)))
+        ).sum()
         return prior_term + entropy + local
 
     # ----- algorithms ------------------------------------------------------------------------
@@ -375,5 +399,7 @@ class GaussianMixture:
             raise ValueError(f"n must be an int >= 1, got {n!r}")
         g = torch.Generator().manual_seed(seed)
         labels = torch.randint(self.num_components, (n,), generator=g)
-        noise = torch.randn(n, self.dim, generator=g, dtype=means.dtype) * math.sqrt(self.noise_variance)
+        noise = torch.randn(n, self.dim, generator=g, dtype=means.dtype) * math.sqrt(
+            self.noise_variance
+        )
         return means[labels] + noise, labels

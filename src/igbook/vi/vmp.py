@@ -121,7 +121,9 @@ def mean_field_elbo(y: Tensor, prior: NormalGamma, q_mean: Gaussian, q_precision
     e_tau, e_log_tau = a / b, torch.digamma(a) - torch.log(b)
     e_m, var_m = q_mean.mu, q_mean.variance  # type: ignore[union-attr]
     lik = 0.5 * n * (e_log_tau - _LOG_2PI) - 0.5 * e_tau * (((y - e_m) ** 2).sum() + n * var_m)
-    prior_m = 0.5 * (torch.log(k0) + e_log_tau - _LOG_2PI) - 0.5 * k0 * e_tau * ((e_m - loc0) ** 2 + var_m)
+    prior_m = 0.5 * (torch.log(k0) + e_log_tau - _LOG_2PI) - 0.5 * k0 * e_tau * (
+        (e_m - loc0) ** 2 + var_m
+    )
     prior_tau = a0 * torch.log(b0) - torch.lgamma(a0) + (a0 - 1) * e_log_tau - b0 * e_tau
     return lik + prior_m + prior_tau + q_mean.entropy() + q_precision.entropy()
 
@@ -198,4 +200,3 @@ def vmp_normal_gamma(
         hist_t.append(lam_t)
         elbos.append(mean_field_elbo(y, prior, q_m, q_tau))
     return VMPResult(torch.stack(hist_m), torch.stack(hist_t), torch.stack(elbos))
-

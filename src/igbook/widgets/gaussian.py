@@ -20,7 +20,13 @@ from igbook._validation import as_tensor, check_positive
 from igbook.families import Gaussian
 from igbook.geometry import ellipse_points, fisher_rao_gaussian
 
-__all__ = ["GaussianManifoldState", "gaussian_manifold_state", "draw_gaussian_manifold", "animate_gaussian_manifold", "GaussianManifoldExplorer"]
+__all__ = [
+    "GaussianManifoldState",
+    "gaussian_manifold_state",
+    "draw_gaussian_manifold",
+    "animate_gaussian_manifold",
+    "GaussianManifoldExplorer",
+]
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,9 @@ def gaussian_manifold_state(
     fr = fisher_rao_gaussian(mu, sigma, M, S)
     x = torch.linspace(-6, 6, 400, dtype=torch.float64)
     dens = torch.exp(p.log_prob(x))
-    return GaussianManifoldState(float(mu), float(sigma), float(eps), f, ell, mg, sg, kl, fr, x, dens)
+    return GaussianManifoldState(
+        float(mu), float(sigma), float(eps), f, ell, mg, sg, kl, fr, x, dens
+    )
 
 
 def draw_gaussian_manifold(state: GaussianManifoldState, axes: Any = None) -> Any:
@@ -81,19 +89,35 @@ def draw_gaussian_manifold(state: GaussianManifoldState, axes: Any = None) -> An
     from igbook.plotting import PALETTE, to_numpy
 
     if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.25, 1]})
+        _fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.25, 1]})
     ax, ax2 = axes
     ax.clear()
     ax2.clear()
     M, S = np.meshgrid(to_numpy(state.mu_grid), to_numpy(state.sigma_grid))
     ax.contour(M, S, to_numpy(state.kl), levels=[state.eps], colors=[PALETTE[1]], linewidths=2)
-    ax.contour(M, S, to_numpy(state.fisher_rao), levels=[np.sqrt(2 * state.eps)], colors=[PALETTE[2]], linewidths=2, linestyles="--")
+    ax.contour(
+        M,
+        S,
+        to_numpy(state.fisher_rao),
+        levels=[np.sqrt(2 * state.eps)],
+        colors=[PALETTE[2]],
+        linewidths=2,
+        linestyles="--",
+    )
     e = to_numpy(state.ellipse)
     ax.plot(e[:, 0], e[:, 1], color=PALETTE[0], lw=2)
     ax.plot([state.mu], [state.sigma], "o", color="black")
-    ax.plot([], [], color=PALETTE[0], lw=2, label=r"Fisher ellipse $\frac{1}{2}\delta^\top F\delta=\varepsilon$")
+    ax.plot(
+        [],
+        [],
+        color=PALETTE[0],
+        lw=2,
+        label=r"Fisher ellipse $\frac{1}{2}\delta^\top F\delta=\varepsilon$",
+    )
     ax.plot([], [], color=PALETTE[1], lw=2, label=r"KL ball $\mathrm{KL}(p\|q)=\varepsilon$")
-    ax.plot([], [], color=PALETTE[2], lw=2, ls="--", label=r"Fisher-Rao ball $d=\sqrt{2\varepsilon}$")
+    ax.plot(
+        [], [], color=PALETTE[2], lw=2, ls="--", label=r"Fisher-Rao ball $d=\sqrt{2\varepsilon}$"
+    )
     ax.set_xlim(float(state.mu_grid[0]), float(state.mu_grid[-1]))
     ax.set_ylim(0, float(state.sigma_grid[-1]))
     ax.set_xlabel(r"$\mu$")
@@ -121,9 +145,16 @@ def animate_gaussian_manifold(
     if len(path) < 2:
         raise ValueError(f"path must hold at least 2 points, got {len(path)}")
     states = [gaussian_manifold_state(m, s, eps, resolution=61) for m, s in path]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=72, gridspec_kw={"width_ratios": [1.25, 1]})
+    fig, axes = plt.subplots(
+        1, 2, figsize=(9, 3.8), dpi=72, gridspec_kw={"width_ratios": [1.25, 1]}
+    )
     draw_gaussian_manifold(states[0], axes)
-    anim = FuncAnimation(fig, lambda k: draw_gaussian_manifold(states[k], axes), frames=len(states), interval=interval)
+    anim = FuncAnimation(
+        fig,
+        lambda k: draw_gaussian_manifold(states[k], axes),
+        frames=len(states),
+        interval=interval,
+    )
     plt.close(fig)
     return anim
 
@@ -146,14 +177,21 @@ class GaussianManifoldExplorer:
 
         self.mu = w.FloatSlider(value=mu, min=-2.5, max=2.5, step=0.05, description="μ")
         self.sigma = w.FloatSlider(value=sigma, min=0.2, max=2.5, step=0.05, description="σ")
-        self.eps = w.FloatLogSlider(value=eps, base=10, min=-2.5, max=0.3, step=0.05, description="ε")
+        self.eps = w.FloatLogSlider(
+            value=eps, base=10, min=-2.5, max=0.3, step=0.05, description="ε"
+        )
         with book_style():
             self.fig = Figure(figsize=(10, 4.2), dpi=80, layout="constrained")
             self.axes = self.fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1]})
         self.image = w.Image(format="png", layout=w.Layout(width="100%", max_width="900px"))
         for s in (self.mu, self.sigma, self.eps):
             s.observe(lambda _change: self.update(), names="value")
-        self.widget = w.VBox([w.HBox([self.mu, self.sigma, self.eps], layout=w.Layout(flex_flow="row wrap")), self.image])
+        self.widget = w.VBox(
+            [
+                w.HBox([self.mu, self.sigma, self.eps], layout=w.Layout(flex_flow="row wrap")),
+                self.image,
+            ]
+        )
         self.update()
 
     def state(self) -> GaussianManifoldState:

@@ -89,7 +89,9 @@ class _NewtonBase(VariationalOptimizer):
             new_hess.append(nh)
         for (group, sl), nh in zip(self._split(), new_hess, strict=False):
             tl = group["prior_precision"] / group["data_size"]
-            for p, h_new, g, mv in zip(group["params"], nh, acc["grad"][sl], moving[sl], strict=False):
+            for p, h_new, g, mv in zip(
+                group["params"], nh, acc["grad"][sl], moving[sl], strict=False
+            ):
                 if not mv:
                     continue
                 st = self.state[p]
@@ -275,7 +277,10 @@ class VON(_NewtonBase):
                     it = iter(got)
                     grads = [next(it) if lv else None for lv in live]
                     self._note_grads([g is not None for g in grads])
-                    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=False)]
+                    grads = [
+                        torch.zeros_like(p) if g is None else g
+                        for g, p in zip(grads, params, strict=False)
+                    ]
                     hdiag = self._hessian_diagonal(grads, params)
                 self._accumulate({"grad": [g.detach() for g in grads], "hess": hdiag})
                 losses.append(loss.detach())
