@@ -8,9 +8,9 @@ likelihood of the shared cases: they must be the same numbers as the core's, not
 from __future__ import annotations
 
 import pytest
-import reference
 import torch
 
+import reference
 from igbook.continual import diagonal_fisher
 from igbook.optim import PerExampleClosure
 
@@ -34,7 +34,12 @@ def test_blr_closure_curvature_equals_the_reference(c: reference.Case) -> None:
     losses, grads = closure.per_example_gradients(params)
     g = torch.cat([t.reshape(t.shape[0], -1) for t in grads], dim=1)
     assert reference.rel_err(g, reference.per_example_gradients(c)) < 1e-10
-    assert reference.rel_err(losses.mean().reshape(1), torch.tensor([reference.loss(c)], dtype=losses.dtype)) < 1e-10
+    assert (
+        reference.rel_err(
+            losses.mean().reshape(1), torch.tensor([reference.loss(c)], dtype=losses.dtype)
+        )
+        < 1e-10
+    )
     for kind in ("exact", "ggn", "empirical"):
         diag = torch.cat([t.reshape(-1) for t in closure.curvature_diagonal(params, kind)])
         assert reference.rel_err(diag, reference.dense_curvature(c, kind).diagonal()) < 1e-10
