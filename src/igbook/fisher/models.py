@@ -28,11 +28,16 @@ and differ only in :math:`M_n`:
 ========================  ======================================================================
 ``FisherType``            output-space matrix :math:`M_n`
 ========================  ======================================================================
-``EXACT``                 :math:`\Lambda(f_n) = \mathbb E_{y\sim p(\cdot\mid f_n)}[\nabla_f\ell\nabla_f\ell^\top]`, in closed form
-``MC``                    :math:`\frac1k\sum_{s=1}^k \nabla_f\ell(f_n,\tilde y_{ns})\nabla_f\ell(f_n,\tilde y_{ns})^\top`, :math:`\tilde y_{ns}\sim p(\cdot\mid f_n)`
+``EXACT``                 :math:`\Lambda(f_n) = \mathbb E_{y\sim p(\cdot\mid f_n)}[\nabla_f\ell\nabla_f\ell^\top]`,
+                          in closed form
+``MC``                    :math:`\frac1k\sum_{s=1}^k
+                          \nabla_f\ell(f_n,\tilde y_{ns})\nabla_f\ell(f_n,\tilde y_{ns})^\top`,
+                          :math:`\tilde y_{ns}\sim p(\cdot\mid f_n)`
 ``EMPIRICAL``             :math:`\nabla_f\ell(f_n,y_n)\,\nabla_f\ell(f_n,y_n)^\top` with the observed labels
 ``GGN``                   :math:`\nabla^2_f\ell(f_n, y_n)` (generalized Gauss-Newton)
-``HESSIAN``               not a pull-back: :math:`\nabla^2_\theta L = G_{\mathrm{GGN}} + \frac1N\sum_{n,c}\partial_{f_c}\ell_n\,\nabla^2_\theta f_{nc}`
+``HESSIAN``               not a pull-back:
+                          :math:`\nabla^2_\theta L = G_{\mathrm{GGN}}
+                          + \frac1N\sum_{n,c}\partial_{f_c}\ell_n\,\nabla^2_\theta f_{nc}`
 ========================  ======================================================================
 
 ``EXACT`` is the Fisher information of the conditional model :math:`p(y\mid x,\theta)` with
@@ -90,13 +95,11 @@ from igbook.fisher.products import (
 )
 from igbook.fisher.types import FisherType, as_fisher_type
 
+# Also importable from here, for code written before the split (documented in their modules):
+# FisherType (fisher.types), model_params, flatten_params, unflatten_params, param_slices
+# (fisher.layout), CurvatureOperator and the *_vector_product functions (fisher.products).
 __all__ = [
-    "FisherType",
     "Structure",
-    "model_params",
-    "flatten_params",
-    "unflatten_params",
-    "param_slices",
     "per_example_gradients",
     "minibatch_gradient_second_moment",
     "output_curvature",
@@ -105,10 +108,6 @@ __all__ = [
     "fisher_diagonal",
     "ggn_matrix",
     "hessian_matrix",
-    "CurvatureOperator",
-    "fisher_vector_product",
-    "ggn_vector_product",
-    "hessian_vector_product",
 ]
 
 Structure = Literal["dense", "diagonal", "blocks", "layers"]
@@ -182,7 +181,8 @@ def minibatch_gradient_second_moment(
 
     .. math::
 
-        \mathbb E_B\big[\hat g_B^{\,2}\big] = \bar g^{\,2} + \kappa\,\big(\operatorname{diag}\widetilde F - \bar g^{\,2}\big),
+        \mathbb E_B\big[\hat g_B^{\,2}\big]
+        = \bar g^{\,2} + \kappa\,\big(\operatorname{diag}\widetilde F - \bar g^{\,2}\big),
         \qquad \kappa = \begin{cases} 1/B & \text{with replacement}\\
         \frac{N-B}{B(N-1)} & \text{without replacement,}\end{cases}
 
