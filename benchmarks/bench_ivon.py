@@ -275,7 +275,8 @@ def main() -> None:
     t_start = time.perf_counter()
     step_cost = {}
     print(
-        f"{'network':42s} {'params':>9s} {'AdamW ms':>9s} {'IVON ms':>9s} {'ref ms':>9s} {'IVON/AdamW':>10s} {'ref/AdamW':>10s} {'randn ms':>9s}"
+        f"{'network':42s} {'params':>9s} {'AdamW ms':>9s} {'IVON ms':>9s} {'ref ms':>9s} "
+        f"{'IVON/AdamW':>10s} {'ref/AdamW':>10s} {'randn ms':>9s}"
     )
     for name, (make, batch) in NETWORKS.items():
         r = time_steps(make, batch, rounds=rounds, steps=steps)

@@ -407,7 +407,7 @@ def test_exercise_self_checks_accept_right_and_explain_wrong() -> None:
     assert not ex.check_gd_from_blr(lambda m, g, rho: 1 / 0)
 
     def right(h, hh, d, b2):
-        return b2 * h + (1 - b2) * hh + 0.5 * (1 - b2) ** 2 * (h - hh) ** 2 / (h + d)  # noqa: E731
+        return b2 * h + (1 - b2) * hh + 0.5 * (1 - b2) ** 2 * (h - hh) ** 2 / (h + d)
 
     assert ex.check_ivon_hessian_update(right)
     fb = ex.check_ivon_hessian_update(lambda h, hh, d, b2: b2 * h + (1 - b2) * hh)

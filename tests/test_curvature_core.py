@@ -130,7 +130,7 @@ def test_kfac_factors_conventions() -> None:
     torch.testing.assert_close(emp["2"].G, r.T @ r / 7, rtol=1e-12, atol=1e-14)
     assert w2.shape == (3, 3)
     assert all(not m._forward_hooks for m in model.modules())
-    with pytest.raises(ValueError, match="y .* is required"):
+    with pytest.raises(ValueError, match=r"y .* is required"):
         kfac_factors(model, x, likelihood="gaussian", fisher_type="empirical")
     assert all(not m._forward_hooks for m in model.modules())
     with pytest.raises(ValueError, match="fisher_type must be one of"):

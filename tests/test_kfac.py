@@ -221,7 +221,7 @@ def test_single_datum_empirical_is_exact_gradient_outer_product() -> None:
     out = model(x)
     pre.update_factors(out, y)
     F.cross_entropy(out, y).backward()
-    for name, m in pre.named_layers().items():
+    for m in pre.named_layers().values():
         gvec = layer_vector(m.weight.grad, m.bias.grad)
         assert rel(pre.dense_block(m), torch.outer(gvec, gvec)) < 1e-10
 
@@ -592,7 +592,7 @@ def test_step_refuses_stale_factors_and_missing_forward() -> None:
     F.cross_entropy(out, y).backward()
     with pytest.raises(RuntimeError, match="due at step 1"):
         pre.step()
-    with pytest.raises(RuntimeError, match="before loss.backward"):
+    with pytest.raises(RuntimeError, match=r"before loss.backward"):
         pre.update_factors(out)  # the graph was freed by backward
 
 

@@ -407,13 +407,17 @@ def test_mesu_bad_group_and_calls() -> None:
     "kw", [{"eta": -1.0}, {"sigma_init": 0.0}, {"num_samples": 0}, {"lr_sigma": -1.0}]
 )
 def test_bgd_bad_hyperparameters(kw: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+    (name,) = kw
+    with pytest.raises(ValueError, match=f"^{name} must be"):
         BGD([torch.nn.Parameter(torch.zeros(2))], **kw)  # type: ignore[arg-type]
 
 
 def test_mesu_is_the_first_order_solution_of_the_truncated_posterior_free_energy() -> None:
-    """Quadratic minibatch cost C = h (w - m)^2 / 2: the free energy E_q[C] + (1 - 1/N) KL(q || q_old) + KL(q || prior) / N
-    is minimized exactly by the Gaussian q_old^(1-1/N) prior^(1/N) exp(-C); MESU's step matches it to first order in 1/N."""
+    """Quadratic minibatch cost C = h (w - m)^2 / 2.
+
+    The free energy E_q[C] + (1 - 1/N) KL(q || q_old) + KL(q || prior) / N is minimized exactly
+    by the Gaussian q_old^(1-1/N) prior^(1/N) exp(-C); MESU's step matches it to first order
+    in 1/N."""
     h, m, mu0, sp, mp = 2.0, -0.4, 0.3, 1.0, 0.1
     rel = []
     for N in (100.0, 200.0, 400.0, 800.0):

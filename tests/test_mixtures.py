@@ -65,7 +65,9 @@ def test_fisher_matches_adaptive_quadrature_reference() -> None:
     for d in (0.0, 0.01, 0.5, 1.0, 2.0, 3.0, 5.0, 7.7, 9.1, 12.0, 20.0):
         m1, m2, s = 0.0, d, 1.0
 
-        def integrand(x: float, i: int, j: int) -> float:
+        def integrand(
+            x: float, i: int, j: int, *, m1: float = m1, m2: float = m2, s: float = s
+        ) -> float:
             a, b = 0.5 * norm.pdf(x, m1, s), 0.5 * norm.pdf(x, m2, s)
             p = a + b
             sc = (a / p * (x - m1) / s**2, b / p * (x - m2) / s**2)

@@ -251,7 +251,9 @@ def test_per_example_closure_curvature_matches_independent_paths(toy) -> None:
     exact = [torch.zeros_like(p) for p in params]
     for i in range(len(y)):
         jac = torch.func.jacrev(
-            lambda *ps: torch.func.functional_call(model, dict(zip(names, ps)), (x[i : i + 1],))[0],
+            lambda *ps, i=i: torch.func.functional_call(
+                model, dict(zip(names, ps)), (x[i : i + 1],)
+            )[0],
             argnums=tuple(range(len(params))),
         )(*[p.detach() for p in params])
         prob = model(x[i : i + 1])[0].softmax(-1).detach()
@@ -523,17 +525,27 @@ def test_sampling_context_restores_after_exception(name: str, toy) -> None:
     model = _mlp(1)
     opt = _make(name, model.parameters())
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(ZeroDivisionError), opt.sampled_params():
-        assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # sampled
-        1 / 0
+
+    def fail_inside_sampled_params() -> None:
+        with opt.sampled_params():
+            assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # sampled
+            raise ZeroDivisionError("inside the sampling context")
+
+    with pytest.raises(ZeroDivisionError):
+        fail_inside_sampled_params()
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     with opt.sampled_params():  # and it works again afterwards
         pass
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     if name in ("IVON", "Vadam"):  # a failed training sample is not recorded
-        with pytest.raises(RuntimeError, match="boom"), opt.sampled_params(train=True):
-            nn.functional.cross_entropy(model(toy[0]), toy[1]).backward()
-            raise RuntimeError("boom")
+
+        def fail_inside_training_sample() -> None:
+            with opt.sampled_params(train=True):
+                nn.functional.cross_entropy(model(toy[0]), toy[1]).backward()
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            fail_inside_training_sample()
         with pytest.raises(RuntimeError, match="needs gradients at posterior samples"):
             opt.step()
 
@@ -585,13 +597,13 @@ def test_several_monte_carlo_samples(name: str, toy) -> None:
     out = []
     for mc in (3, 3, 1):
         model = _mlp(9)
-        params = model.parameters()
-        opt = {
-            "IVON": lambda: IVON(params, lr=0.1, ess=50, mc_samples=mc, seed=0),
-            "Vadam": lambda: Vadam(params, lr=0.01, data_size=50, mc_samples=mc, seed=0),
-            "VON": lambda: VON(params, lr=0.1, data_size=50, mc_samples=mc, seed=0),
-            "VOGN": lambda: VOGN(params, lr=0.1, data_size=50, mc_samples=mc, seed=0),
-        }[name]()
+        cls, kw = {
+            "IVON": (IVON, {"lr": 0.1, "ess": 50}),
+            "Vadam": (Vadam, {"lr": 0.01, "data_size": 50}),
+            "VON": (VON, {"lr": 0.1, "data_size": 50}),
+            "VOGN": (VOGN, {"lr": 0.1, "data_size": 50}),
+        }[name]
+        opt = cls(model.parameters(), mc_samples=mc, seed=0, **kw)
         _train(name, model, opt, 3, x, y)
         out.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert bool(torch.isfinite(out[0]).all())
@@ -706,7 +718,8 @@ def test_calibration_metrics_against_hand_and_sklearn() -> None:
     torch.testing.assert_close(
         ece2, torch.tensor(abs(0.6 - (0.9 + 0.8 + 0.7 + 0.55 + 0.6) / 5), dtype=DT)
     )
-    # ten bins: (0.5,0.6]: {0.55 wrong, 0.6 right}; (0.6,0.7]: {0.7 right}; (0.7,0.8]: {0.8 wrong}; (0.8,0.9]: {0.9 right}
+    # ten bins: (0.5,0.6]: {0.55 wrong, 0.6 right}; (0.6,0.7]: {0.7 right};
+    # (0.7,0.8]: {0.8 wrong}; (0.8,0.9]: {0.9 right}
     ref10 = (2 * abs(0.5 - 0.575) + abs(1 - 0.7) + abs(0 - 0.8) + abs(1 - 0.9)) / 5
     torch.testing.assert_close(
         expected_calibration_error(probs, labels, 10), torch.tensor(ref10, dtype=DT)
@@ -828,9 +841,10 @@ def test_misuse_raises_clear_errors(toy) -> None:
         PerExampleClosure(model, x, y[:5])
     with pytest.raises(ValueError, match="not parameters"):
         PerExampleClosure(model, x, y).per_example_gradients([torch.zeros(2, requires_grad=True)])
+    w = torch.zeros(2, dtype=DT, requires_grad=True)
+    von = VON([w], lr=0.5, data_size=10, beta=0.0, hess_init=0.0)
     with pytest.raises(RuntimeError, match="non-positive"):  # negative curvature in VON
-        w = torch.zeros(2, dtype=DT, requires_grad=True)
-        VON([w], lr=0.5, data_size=10, beta=0.0, hess_init=0.0).step(lambda: -(w * w).sum() * 100)
+        von.step(lambda: -(w * w).sum() * 100)
     probs = torch.full((4, 3), 1 / 3, dtype=DT)
     with pytest.raises(ValueError, match="num_samples"):
         predictive(opt, lambda: model(x), 0)
