@@ -38,10 +38,10 @@ Bregman divergences :meth:`~ExponentialFamily.bregman_natural` (of :math:`A`) an
 are the conjugate priors used by :mod:`igbook.vi`; their inverse mean maps have no closed form
 and are computed by a damped Newton solve that is exact to rounding and differentiable.
 
-The package is split along these lines: :mod:`~igbook.families.base` (the interface),
-:mod:`~igbook.families.elementary` (Bernoulli, Categorical, Poisson, Exponential),
-:mod:`~igbook.families.gaussian` (Gaussian, MultivariateGaussian) and
-:mod:`~igbook.families.conjugate` (Beta, Gamma, NormalGamma); every name is importable from
+The package is split along these lines: ``igbook.families.base`` (the interface),
+``igbook.families.elementary`` (Bernoulli, Categorical, Poisson, Exponential),
+``igbook.families.gaussian`` (Gaussian, MultivariateGaussian) and
+``igbook.families.conjugate`` (Beta, Gamma, NormalGamma); every name is importable from
 :mod:`igbook.families`.
 """
 

@@ -3,8 +3,8 @@
 :class:`ExponentialFamily` holds what every family has: the pure maps between usual, natural
 and mean coordinates, the log-densities in each chart, the convex conjugate :math:`A^*` and the
 two Bregman divergences, validated constructors, and the closed-form geometry's interface. The
-families themselves live in :mod:`igbook.families.elementary`, :mod:`igbook.families.gaussian`
-and :mod:`igbook.families.conjugate`; the package docstring explains the conventions.
+families themselves live in ``igbook.families.elementary``, ``igbook.families.gaussian``
+and ``igbook.families.conjugate``; the package docstring explains the conventions.
 """
 
 from __future__ import annotations

@@ -5,29 +5,29 @@ One vocabulary for every curvature in the package (``natgrad``, ``kfac``, ``cont
 a mean over samples or data points, never a sum.
 
 :mod:`igbook.fisher.types`
-    :class:`FisherType` (exact, Monte Carlo, empirical, GGN, Hessian) and :func:`as_fisher_type`,
+    :class:`~igbook.fisher.types.FisherType` (exact, Monte Carlo, empirical, GGN, Hessian) and :func:`~igbook.fisher.types.as_fisher_type`,
     which also resolves the deprecated spellings ``"type2"`` and ``"sample"``.
 :mod:`igbook.fisher.likelihoods`
     The one likelihood family: Gaussian (any variance), categorical, Bernoulli (logit, probit;
     one or many outputs), each with its loss, sampling, output gradient, output Fisher and its
     factor, and the vectors that curvature code back-propagates
-    (:meth:`Likelihood.output_gradient_samples`).
+    (:meth:`~igbook.fisher.likelihoods.Likelihood.output_gradient_samples`).
 :mod:`igbook.fisher.density`
     Fisher information of a differentiable log-density: score covariance, expected negative
     Hessian, Monte Carlo with standard errors, pull-back under a change of coordinates.
 :mod:`igbook.fisher.models`, :mod:`igbook.fisher.products`, :mod:`igbook.fisher.diagonal`
     Curvature of networks with a likelihood: dense, diagonal, per-tensor and per-layer blocks,
-    matrix-free products (:class:`CurvatureOperator`), per-example gradients.
+    matrix-free products (:class:`~igbook.fisher.products.CurvatureOperator`), per-example gradients.
 :mod:`igbook.fisher.kronecker`
-    K-FAC's Kronecker factors, functionally (:func:`kfac_factors`), and the layer statistics
+    K-FAC's Kronecker factors, functionally (:func:`~igbook.fisher.kronecker.kfac_factors`), and the layer statistics
     that :class:`igbook.kfac.KFACPreconditioner` averages.
 :mod:`igbook.fisher.operators`, :mod:`igbook.fisher.curvature`
-    One protocol, :class:`Curvature` (``matvec`` on ``(P,)`` or ``(P, K)``, ``to_dense``,
+    One protocol, :class:`~igbook.fisher.operators.Curvature` (``matvec`` on ``(P,)`` or ``(P, K)``, ``to_dense``,
     ``diagonal``, damped ``solve``/``inverse``, named layer blocks), with dense, diagonal,
-    block-diagonal and Kronecker structures; :func:`curvature` builds any of them for a network.
+    block-diagonal and Kronecker structures; :func:`~igbook.fisher.curvature.curvature` builds any of them for a network.
 :mod:`igbook.fisher.layout`
     The two flat parameter orders (row-major ``"flat"``, K-FAC's column-major ``"kronecker"``)
-    and :func:`reorder` between them.
+    and :func:`~igbook.fisher.layout.reorder` between them.
 """
 
 from igbook.fisher.curvature import CURVATURE_STRUCTURES, curvature, layer_blocks

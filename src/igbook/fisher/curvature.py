@@ -15,7 +15,7 @@ Laplace approximation and the chapters consume), all with the vocabulary of
 ``"operator"``     :class:`~igbook.fisher.CurvatureOperator` (matrix-free products)
 =================  ==============================================================================
 
-Every structure is a mean over the data points (``"kron"``: as :func:`kfac_factors` with
+Every structure is a mean over the data points (``"kron"``: as :func:`~igbook.fisher.kronecker.kfac_factors` with
 ``reduction="mean"``) and uses the flat parameter order of :func:`igbook.fisher.flatten_params`.
 """
 

@@ -151,7 +151,7 @@ def linear_curvature_diagonal(
     Returns
     -------
     Tensor or None
-        Shape ``(P,)`` in :func:`~igbook.fisher.models.flatten_params` order, or ``None`` when
+        Shape ``(P,)`` in :func:`~igbook.fisher.layout.flatten_params` order, or ``None`` when
         the closed form does not apply (see the module docstring).
     """
     if not isinstance(model, nn.Module):

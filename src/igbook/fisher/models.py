@@ -50,14 +50,14 @@ whenever the likelihood has a canonical link :cite:`schraudolph2002fast,martens2
 as its diagonal (``"diagonal"``, :math:`P`), as the diagonal blocks of each parameter tensor
 (``"blocks"``, a dict name :math:`\to` matrix) or of each module, weight and bias together
 (``"layers"``), or applied to vectors without ever being formed
-(:class:`CurvatureOperator`, :func:`fisher_vector_product`): a forward-mode Jacobian-vector
+(:class:`~igbook.fisher.products.CurvatureOperator`, :func:`~igbook.fisher.products.fisher_vector_product`): a forward-mode Jacobian-vector
 product, a multiplication by :math:`M_n`, and a reverse-mode vector-Jacobian product, about
 twice the cost of one gradient.
 
 **Parameters and ordering.** ``params`` is a dict name :math:`\to` tensor (a subset of
 ``model.named_parameters()``; the other parameters and buffers are held fixed) or ``None`` for
 all trainable parameters. Flat vectors and matrix rows follow the dict order, each tensor
-flattened row-major (:meth:`torch.Tensor.flatten`), as in :func:`flatten_params`.
+flattened row-major (:meth:`torch.Tensor.flatten`), as in :func:`~igbook.fisher.layout.flatten_params`.
 
 **Per-example derivatives** use :func:`torch.func.vmap` over data points (never a Python loop),
 which requires the model to treat data points independently (no batch statistics).
@@ -148,7 +148,7 @@ def per_example_gradients(
     r"""Per-example gradients :math:`g_n = \nabla_\theta\,\ell(f(x_n;\theta), y_n)`, shape ``(N, P)``.
 
     Computed with :func:`torch.func.vmap` over :func:`torch.func.grad` (one vectorized pass,
-    no Python loop over data points). The rows follow :func:`flatten_params` order; their mean
+    no Python loop over data points). The rows follow :func:`~igbook.fisher.layout.flatten_params` order; their mean
     is the gradient of :eq:`eq-mean-loss` and :math:`\frac1N G^\top G` is the empirical Fisher.
     ``chunk_size`` bounds the number of data points vmapped at once (memory).
     """

@@ -56,7 +56,7 @@ __all__ = [
 class Curvature(ABC):
     """A symmetric positive semi-definite :math:`P\\times P` curvature matrix (module docstring).
 
-    Subclasses implement :meth:`_apply` (``(P, K) -> (P, K)``), :meth:`to_dense`, and where they
+    Subclasses implement ``_apply`` (``(P, K) -> (P, K)``), :meth:`to_dense`, and where they
     can do better than the dense defaults, :meth:`diagonal`, :meth:`solve` and :meth:`inverse`.
     """
 
@@ -125,7 +125,7 @@ class Curvature(ABC):
         )
 
     def block(self, name: str) -> Curvature:
-        """The diagonal block of layer ``name`` (see :attr:`blocks`) as a dense curvature."""
+        """The diagonal block of layer ``name`` (see ``blocks``) as a dense curvature."""
         sl = self._slice(name)
         return DenseCurvature(self.to_dense()[sl, sl])
 
@@ -373,7 +373,8 @@ class KroneckerCurvature(Curvature):
         return self._from_matrix(d.unsqueeze(0)).squeeze(1)
 
     def inverse(self, damping: float = 0.0) -> KroneckerCurvature:
-        r""":math:`(\phi(A\otimes G) + dI)^{-1}` exactly: defined for ``power=1`` (any damping) and for ``damping=0``."""
+        r""":math:`(\phi(A\otimes G) + dI)^{-1}` exactly: defined for ``power=1`` (any damping) and
+        for ``damping=0``."""
         d = self._damping(damping)
         if self.power == 1.0:
             return KroneckerCurvature(
@@ -389,8 +390,12 @@ class KroneckerCurvature(Curvature):
         )
 
     def factors_dense(self) -> Tensor:
-        r""":math:`A\otimes G` in the column-major ``[vec(W), b]`` order of :func:`igbook.fisher.reorder`'s ``"kronecker"`` layout."""
+        r""":math:`A\otimes G` in the column-major ``[vec(W), b]`` order of
+        :func:`igbook.fisher.reorder`'s ``"kronecker"`` layout."""
         return torch.kron(self.A, self.G)
 
     def __repr__(self) -> str:
-        return f"KroneckerCurvature(out={self.out}, din={self.din}, bias={self.bias}, power={self.power:g}, shift={self.shift:g})"
+        return (
+            f"KroneckerCurvature(out={self.out}, din={self.din}, bias={self.bias}, "
+            f"power={self.power:g}, shift={self.shift:g})"
+        )

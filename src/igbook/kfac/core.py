@@ -42,20 +42,19 @@ Conventions (all of them explicit arguments):
 * **Ordering**: a layer's parameters are vectorized column-major, ``[vec(W), b]`` with
   :math:`\operatorname{vec}(W)` stacking the columns of the ``(out, in)`` weight matrix
   (``W.T.reshape(-1)``); :meth:`KFACPreconditioner.dense_block` uses this ordering and
-  :func:`layer_vector` produces it.
+  :func:`~igbook.fisher.layout.layer_vector` produces it.
 * **Weight sharing** (``nn.Conv2d``, ``nn.Linear`` on inputs with extra leading axes): the
   "expand" convention of :cite:`grosse2016kronecker`: :math:`A` averages
   :math:`\bar a\bar a^\top` over data points *and* positions, :math:`G` sums
   :math:`gg^\top` over positions and averages over data points.
 
-Numerical safety: the moving averages of the factors are kept in the parameters' dtype (float64
-for every verified result); inverses are computed in float64, by Cholesky (factored damping) with a fallback to a symmetric eigendecomposition whose negative
-eigenvalues (rounding noise of a positive semi-definite factor) are clipped to zero, or by the
-eigendecomposition directly (exact damping). The one exception: a float32 factor whose damped
-condition number is provably at most ``FLOAT32_INVERSE_MAX_CONDITION`` (:math:`10^3`, bounded by
-:math:`(\operatorname{tr} M + c)/c`) is inverted in float32, which loses at most about
-:math:`10^{-4}` relative accuracy and halves the cost of the inverses. Damping must be strictly positive, so every damped
-matrix is positive definite and no step is ever ``inf`` or ``nan``.
+Numerical safety: the moving averages of the factors are kept in the parameters' dtype (float64 for every verified
+result); inverses are computed in float64, by Cholesky (factored damping) with a fallback to a symmetric
+eigendecomposition whose negative eigenvalues (rounding noise of a positive semi-definite factor) are clipped to zero,
+or by the eigendecomposition directly (exact damping). The one exception: a float32 factor whose damped condition number
+is provably at most ``FLOAT32_INVERSE_MAX_CONDITION`` (:math:`10^3`, bounded by :math:`(\operatorname{tr} M + c)/c`) is
+inverted in float32, which loses at most about :math:`10^{-4}` relative accuracy and halves the cost of the inverses.
+Damping must be strictly positive, so every damped matrix is positive definite and no step is ever ``inf`` or ``nan``.
 """
 
 from __future__ import annotations
@@ -361,7 +360,7 @@ class KFACPreconditioner:
 
         Call it after ``outputs = model(x)`` and *before* ``loss.backward()`` (it backpropagates
         through the same graph, keeping it). It backpropagates the vectors of
-        :func:`output_gradient_samples` (sampled labels by default) to every supported layer's
+        :meth:`~igbook.fisher.likelihoods.Likelihood.output_gradient_samples` (sampled labels by default) to every supported layer's
         output, without computing any weight gradient. Returns ``False`` (and does nothing) when
         the factors are not due at this step.
 

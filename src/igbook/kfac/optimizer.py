@@ -86,7 +86,7 @@ class KFAC(torch.optim.Optimizer):
         self._skip_pending = False
 
     def update_factors(self, outputs: Tensor, targets: Tensor | None = None) -> bool:
-        """See :meth:`KFACPreconditioner.update_factors`.
+        """See :meth:`~igbook.kfac.core.KFACPreconditioner.update_factors`.
 
         The preconditioner's state before the update is kept until :meth:`step`, which puts it
         back if the step fails or is skipped. With ``nonfinite="skip"`` non-finite statistics
@@ -152,7 +152,7 @@ class KFAC(torch.optim.Optimizer):
             grads = [p.grad for p in params]
             if mu:
                 bufs = []
-                for p, d in zip(params, grads):
+                for p in params:
                     st = self.state[p]
                     if "momentum_buffer" not in st:
                         st["momentum_buffer"] = torch.zeros_like(p)

@@ -48,9 +48,9 @@ like :math:`2\sigma^2/(\mu_1-\mu_2)^2` (:func:`small_separation_eigenvalues`); f
 :math:`F\to I/(2\sigma^2)` with an error :math:`\propto\delta e^{-\delta^2/8}`
 (:func:`large_separation_fisher`).
 
-The package is split into :mod:`~igbook.mixtures.model` (coordinates, quadrature, density,
-score, Fisher, KL, losses), :mod:`~igbook.mixtures.spectrum` (grids, eigen-decomposition,
-ellipses, asymptotics) and :mod:`~igbook.mixtures.flows` (gradient fields and flows); every name
+The package is split into ``igbook.mixtures.model`` (coordinates, quadrature, density,
+score, Fisher, KL, losses), ``igbook.mixtures.spectrum`` (grids, eigen-decomposition,
+ellipses, asymptotics) and ``igbook.mixtures.flows`` (gradient fields and flows); every name
 is importable from :mod:`igbook.mixtures`.
 """
 

@@ -1,7 +1,7 @@
 r"""The two-component Gaussian mixture: coordinates, quadrature, log-density, score, Fisher, KL and losses.
 
 See :mod:`igbook.mixtures` for the model, the quadrature and the geometry; this module holds the
-computations on which the others (:mod:`~igbook.mixtures.spectrum`, :mod:`~igbook.mixtures.flows`)
+computations on which the others (``igbook.mixtures.spectrum``, ``igbook.mixtures.flows``)
 build.
 """
 
@@ -118,7 +118,7 @@ def trapezoid_rule(h: float = 0.1, half_width: float = 8.6) -> QuadratureRule:
     """
     h = check_positive_real(h, "h")
     half_width = check_positive_real(half_width, "half_width")
-    n = int(round(half_width / h))
+    n = round(half_width / h)
     if n < 2:
         raise ValueError(f"half_width / h must be >= 2 nodes per side, got {half_width}/{h}")
     z = torch.arange(-n, n + 1, dtype=torch.float64) * h

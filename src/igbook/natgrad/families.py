@@ -28,8 +28,8 @@ follows TRPO :cite:`schulman2015trust`: the step is scaled so that the quadratic
 :math:`\tfrac12 d^\top F d` equals the radius, then shortened until the *exact* KL is within the
 radius and the loss decreases.
 
-The trust-region and proximal steps are in :mod:`igbook.natgrad.trust_region`, the descent
-loops in :mod:`igbook.natgrad.loops`; :mod:`igbook.natgrad` re-exports all three.
+The trust-region and proximal steps are in ``igbook.natgrad.trust_region``, the descent
+loops in ``igbook.natgrad.loops``; :mod:`igbook.natgrad` re-exports all three.
 """
 
 from __future__ import annotations

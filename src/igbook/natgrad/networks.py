@@ -9,9 +9,9 @@ direction is the solution of
     (F(\theta) + \lambda I)\,d = \nabla L(\theta),
 
 where :math:`F` is the Fisher (or the generalized Gauss-Newton matrix, or one of their
-estimates, chosen by :class:`~igbook.fisher.models.FisherType`) of the *mean* loss :math:`L`.
+estimates, chosen by :class:`~igbook.fisher.types.FisherType`) of the *mean* loss :math:`L`.
 It is found by conjugate gradient on curvature-vector products
-(:class:`~igbook.fisher.models.CurvatureOperator`), so the :math:`P\times P` matrix is never
+(:class:`~igbook.fisher.products.CurvatureOperator`), so the :math:`P\times P` matrix is never
 formed: each iteration costs about two gradient passes. This is the Hessian-free / truncated
 Newton recipe of :cite:`martens2020new` with the Fisher in place of the Hessian
 :cite:`amari1998natural,schraudolph2002fast,pascanu2014revisiting`.
@@ -59,7 +59,7 @@ class NaturalGradientResult:
     Fields:
 
     - ``direction``: :math:`d \approx (F+\lambda I)^{-1} g`, flat (order of
-      :func:`~igbook.fisher.models.flatten_params`); step with :math:`\theta - \alpha d`.
+      :func:`~igbook.fisher.layout.flatten_params`); step with :math:`\theta - \alpha d`.
     - ``gradient``: :math:`g = \nabla L(\theta)`, flat.
     - ``loss``: :math:`L(\theta)` (mean negative log-likelihood), or ``nan`` if a custom
       gradient was passed without targets.

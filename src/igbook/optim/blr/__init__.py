@@ -62,9 +62,9 @@ curvature decays towards the prior's, the reading of the reference ``ivon-opt`` 
 
 Modules
 -------
-:mod:`~igbook.optim.blr.base` (:class:`VariationalOptimizer`: sampling, Monte Carlo averages,
-failures, state), :mod:`~igbook.optim.blr.ivon`, :mod:`~igbook.optim.blr.vadam`,
-:mod:`~igbook.optim.blr.newton` (VON, VOGN) and :mod:`~igbook.optim.blr.closures`
+``igbook.optim.blr.base`` (:class:`VariationalOptimizer`: sampling, Monte Carlo averages,
+failures, state), ``igbook.optim.blr.ivon``, ``igbook.optim.blr.vadam``,
+``igbook.optim.blr.newton`` (VON, VOGN) and ``igbook.optim.blr.closures``
 (:class:`PerExampleClosure`). Every name is importable from here.
 """
 

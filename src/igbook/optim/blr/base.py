@@ -3,8 +3,8 @@ r"""The machinery shared by the Bayesian-learning-rule optimizers: a diagonal Ga
 :class:`VariationalOptimizer` keeps the means in the parameters and the curvature in the
 optimizer state; it provides the sampling context, the Monte Carlo averaging of gradient
 statistics, the failure policy of ``igbook._safety`` and a ``state_dict`` that holds the state
-of the private generator. The optimizers themselves live in :mod:`igbook.optim.blr.ivon`,
-:mod:`igbook.optim.blr.vadam` and :mod:`igbook.optim.blr.newton` (see :mod:`igbook.optim.blr`).
+of the private generator. The optimizers themselves live in ``igbook.optim.blr.ivon``,
+``igbook.optim.blr.vadam`` and ``igbook.optim.blr.newton`` (see :mod:`igbook.optim.blr`).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ r"""Minibatch closures that know their likelihood: what :class:`~igbook.optim.bl
 A :class:`PerExampleClosure` holds a model, a minibatch and a likelihood of
 :mod:`igbook.fisher.likelihoods`. Everything it computes beyond the ordinary training closure
 goes through :mod:`igbook.fisher`: per-example gradients by
-:func:`igbook.fisher.per_example_gradients` (``vmap`` over examples), the diagonal of the
+:func:`igbook.fisher.models.per_example_gradients` (``vmap`` over examples), the diagonal of the
 exact Fisher, GGN or Hessian by :func:`igbook.fisher.curvature_matrix` with
 ``structure="diagonal"``, and targets sampled from the model by :meth:`Likelihood.sample`.
 """
@@ -41,7 +41,7 @@ class PerExampleClosure:
 
     - :meth:`per_example_gradients` returns the :math:`M` losses and gradients
       :math:`g_i = \nabla_\theta\ell(f(x_i;\theta), y_i)`
-      (:func:`igbook.fisher.per_example_gradients`);
+      (:func:`igbook.fisher.models.per_example_gradients`);
     - :meth:`sample_targets` draws :math:`\tilde y_i \sim p(y\mid f(x_i;\theta))`
       (:meth:`igbook.fisher.Likelihood.sample`; :class:`VOGN` with ``FisherType.MC``);
     - :meth:`curvature_diagonal` returns the diagonal of a curvature matrix of
@@ -177,7 +177,7 @@ class PerExampleClosure:
     ) -> tuple[Tensor, list[Tensor]]:
         """Per-example losses ``(M,)`` and gradients ``[(M, *p.shape) for p in params]``.
 
-        The gradients are :func:`igbook.fisher.per_example_gradients` of the closure's model
+        The gradients are :func:`igbook.fisher.models.per_example_gradients` of the closure's model
         and likelihood. ``params`` must be parameters of the model; the others are held fixed.
         ``targets`` replaces the stored targets (e.g. by :meth:`sample_targets`). When the
         model's output is not finite the gradients are returned as NaN, so that the

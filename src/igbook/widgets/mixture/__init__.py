@@ -23,8 +23,8 @@ parameter plane they are one point :math:`\theta^*` (drawn with its mirror image
 flows follow is :math:`L(\theta)=\mathrm{KL}(p_{\theta^*}\|p_\theta)`
 (:class:`igbook.mixtures.KLToTarget`). The Fisher field itself depends only on :math:`\sigma`.
 
-The package holds the three layers in :mod:`~igbook.widgets.mixture.state`,
-:mod:`~igbook.widgets.mixture.drawing` and :mod:`~igbook.widgets.mixture.explorer`; every name
+The package holds the three layers in ``igbook.widgets.mixture.state``,
+``igbook.widgets.mixture.drawing`` and ``igbook.widgets.mixture.explorer``; every name
 is importable from :mod:`igbook.widgets.mixture`.
 """
 
