@@ -219,10 +219,10 @@ def check_positive_semidefinite(
     r"""Raise :class:`ValueError` unless ``t`` is a finite, symmetric, positive semi-definite matrix.
 
     The smallest eigenvalue may be negative by rounding only: :math:`\lambda_{\min} \ge
-    -	ext{rtol}\,\max(1, |\lambda|_{\max})` with ``rtol`` the square root of float32's machine
+    -\text{rtol}\,\max(1, |\lambda|_{\max})` with ``rtol`` the square root of float32's machine
     epsilon (about 3.5e-4) by default, whatever the dtype: Fisher matrices accumulated in
-    float32 and promoted to float64 carry float32 rounding. Pass ``eigenvalues`` (ascending, from :func:`torch.linalg.eigvalsh`)
-    when the caller computes them anyway, to avoid a second decomposition, and
+    float32 and promoted to float64 carry float32 rounding. Pass ``eigenvalues`` (ascending, from
+    :func:`torch.linalg.eigvalsh`) when the caller computes them anyway, to avoid a second decomposition, and
     ``symmetric_checked=True`` when the caller has already checked finiteness and symmetry (the
     fast path of vectorized callers). Works on batches.
     """

@@ -10,8 +10,9 @@ log-partition :math:`A` alone :cite:`amari2000methods,amari2016information`:
   = \nabla^3A[\partial_i\eta, \partial_j\eta, \partial_k\eta]`;
 - the e-connection :math:`\Gamma^{(e)}_{ij,k} = \E[\partial_i\partial_j\ell\,\partial_k\ell]
   = \partial_i\partial_j\eta^\top\,\nabla^2A\,\partial_k\eta` (zero in :math:`\eta`: e-flat);
-- the m-connection :math:`\Gamma^{(m)}_{ij,k} = \E[(\partial_i\partial_j\ell + \partial_i\ell\,\partial_j\ell)\,\partial_k\ell]
-  = \partial_i\partial_j\mu^\top\,\partial_k\eta` (zero in :math:`\mu`: m-flat);
+- the m-connection :math:`\Gamma^{(m)}_{ij,k} = \E[(\partial_i\partial_j\ell
+  + \partial_i\ell\,\partial_j\ell)\,\partial_k\ell] = \partial_i\partial_j\mu^\top\,\partial_k\eta`
+  (zero in :math:`\mu`: m-flat);
 - the alpha-connections :math:`\Gamma^{(\alpha)} = \tfrac{1+\alpha}2\Gamma^{(e)} + \tfrac{1-\alpha}2\Gamma^{(m)}`,
   so that :math:`\Gamma^{(1)} = \Gamma^{(e)}`, :math:`\Gamma^{(-1)} = \Gamma^{(m)}`, :math:`\Gamma^{(0)}` is
   Levi-Civita and :math:`\Gamma^{(m)} - \Gamma^{(e)} = T`.
@@ -201,7 +202,8 @@ def m_connection(family: object, theta: object, chart: Chart = "params") -> Tens
 def alpha_connection(
     family: object, theta: object, alpha: float = 0.0, chart: Chart = "params"
 ) -> Tensor:
-    r"""Amari's alpha-connection :math:`\Gamma^{(\alpha)} = \frac{1+\alpha}2\Gamma^{(e)} + \frac{1-\alpha}2\Gamma^{(m)}`.
+    r"""Amari's alpha-connection
+    :math:`\Gamma^{(\alpha)} = \frac{1+\alpha}2\Gamma^{(e)} + \frac{1-\alpha}2\Gamma^{(m)}`.
 
     Equivalently :math:`\Gamma^{(\alpha)}_{ij,k} = \Gamma^{(0)}_{ij,k} - \frac\alpha2 T_{ijk}` with the
     Levi-Civita connection :math:`\Gamma^{(0)}` :cite:`amari2000methods`. ``alpha = 1`` is the
@@ -216,7 +218,8 @@ def alpha_connection(
 
 
 def raise_index(gamma: Tensor, metric: Tensor) -> Tensor:
-    r"""Christoffel symbols of the second kind: :math:`\Gamma^k_{ij} = g^{kl}\Gamma_{ij,l}`, returned as ``[k, i, j]``."""
+    r"""Christoffel symbols of the second kind: :math:`\Gamma^k_{ij} = g^{kl}\Gamma_{ij,l}`,
+    returned as ``[k, i, j]``."""
     gamma = check_finite(as_tensor(gamma, "gamma"), "gamma")
     metric = check_finite(as_tensor(metric, "metric", dtype=gamma.dtype), "metric")
     d = metric.shape[-1]
@@ -233,7 +236,8 @@ def _levi_civita(metric: Metric, theta: Tensor) -> Tensor:
 
 
 def levi_civita(metric: Metric, theta: object) -> Tensor:
-    r"""Levi-Civita connection of a metric, first kind: :math:`\Gamma_{ij,k} = \tfrac12(\partial_ig_{jk} + \partial_jg_{ik} - \partial_kg_{ij})`.
+    r"""Levi-Civita connection of a metric, first kind:
+    :math:`\Gamma_{ij,k} = \tfrac12(\partial_ig_{jk} + \partial_jg_{ik} - \partial_kg_{ij})`.
 
     ``metric`` is a differentiable function ``theta -> (d, d)``; its derivatives come from
     :func:`torch.func.jacfwd`. Returns ``[i, j, k]`` :cite:`amari2000methods`.
@@ -247,7 +251,8 @@ def levi_civita(metric: Metric, theta: object) -> Tensor:
 def duality_defect(
     family: object, theta: object, alpha: float = 0.0, chart: Chart = "params"
 ) -> Tensor:
-    r"""The residual :math:`\partial_kg_{ij} - \Gamma^{(\alpha)}_{ki,j} - \Gamma^{(-\alpha)}_{kj,i}`, shape ``[k, i, j]``.
+    r"""The residual :math:`\partial_kg_{ij} - \Gamma^{(\alpha)}_{ki,j} - \Gamma^{(-\alpha)}_{kj,i}`,
+    shape ``[k, i, j]``.
 
     It vanishes identically: the alpha- and (-alpha)-connections are dual with respect to the
     Fisher metric :cite:`amari2000methods`. The metric derivative is taken by autograd of
@@ -365,7 +370,8 @@ def integrate_geodesic(
     symbols are those of :func:`levi_civita` (autograd of ``metric``), unless ``acceleration``, a
     batched closed form ``(theta (B, d), v (B, d)) -> (B, d)`` of :math:`-\Gamma^k_{ij}v^iv^j`, is
     given. The speed :math:`\dot\theta^\top g\dot\theta` is conserved along the exact solution, so the
-    length of the curve is :math:`t_\mathrm{end}\sqrt{\dot\theta_0^\top g(\theta_0)\dot\theta_0}` :cite:`amari2000methods`.
+    length of the curve is :math:`t_\mathrm{end}\sqrt{\dot\theta_0^\top g(\theta_0)\dot\theta_0}`
+    :cite:`amari2000methods`.
     """
     th = check_finite(as_tensor(theta0, "theta0"), "theta0")
     check_shape(th, "theta0", (None,))

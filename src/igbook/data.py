@@ -84,7 +84,8 @@ def load(
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
         rng.shuffle(idx)
-        test_idx.extend(idx[: int(round(test_fraction * len(idx)))].tolist())
+        # test_fraction is not converted to float, so round() may return a numpy/torch scalar
+        test_idx.extend(idx[: int(round(test_fraction * len(idx)))].tolist())  # noqa: RUF046
     test_mask = np.zeros(len(y), dtype=bool)
     test_mask[test_idx] = True
     train = np.flatnonzero(~test_mask)

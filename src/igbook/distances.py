@@ -258,7 +258,8 @@ def _beta_acceleration(eta: Tensor, v: Tensor) -> Tensor:
 
 
 def gamma_metric_natural(eta: Tensor) -> Tensor:
-    r"""Fisher metric of Gamma in :math:`\eta = (\alpha-1, -\beta)`: :math:`\nabla^2A = \begin{pmatrix}\psi'(\alpha)&1/\beta\\1/\beta&\alpha/\beta^2\end{pmatrix}`.
+    r"""Fisher metric of Gamma in :math:`\eta = (\alpha-1, -\beta)`:
+    :math:`\nabla^2A = \begin{pmatrix}\psi'(\alpha)&1/\beta\\1/\beta&\alpha/\beta^2\end{pmatrix}`.
 
     ``eta`` (shape ``(..., 2)``) must be finite with :math:`\alpha > 0` and :math:`\beta > 0`
     :cite:`amari2000methods`.
@@ -272,7 +273,8 @@ def gamma_acceleration(eta: Tensor, v: Tensor) -> Tensor:
     In natural coordinates :math:`\Gamma_{ij,k} = \tfrac12\partial_i\partial_j\partial_kA`
     :cite:`amari2000methods`; with :math:`A = \log\Gamma(\alpha) - \alpha\log\beta` the non-zero third
     derivatives are :math:`A_{000} = \psi''(\alpha)`, :math:`A_{011} = 1/\beta^2`, :math:`A_{111} = 2\alpha/\beta^3`,
-    so :math:`\ddot\eta = -\tfrac12 g^{-1}\big(\psi''(\alpha)v_0^2 + v_1^2/\beta^2,\ 2v_0v_1/\beta^2 + 2\alpha v_1^2/\beta^3\big)`.
+    so :math:`\ddot\eta = -\tfrac12 g^{-1}\big(\psi''(\alpha)v_0^2 + v_1^2/\beta^2,
+    \ 2v_0v_1/\beta^2 + 2\alpha v_1^2/\beta^3\big)`.
     ``eta`` and ``v`` are checked (finite, same shape ``(..., 2)``, ``eta`` in the domain);
     :func:`fisher_rao_gamma` integrates an unchecked twin.
     """
@@ -281,7 +283,8 @@ def gamma_acceleration(eta: Tensor, v: Tensor) -> Tensor:
 
 
 def beta_metric_natural(eta: Tensor) -> Tensor:
-    r"""Fisher metric of Beta in :math:`\eta = (\alpha-1, \beta-1)`: :math:`\mathrm{diag}(\psi'(\alpha),\psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`.
+    r"""Fisher metric of Beta in :math:`\eta = (\alpha-1, \beta-1)`:
+    :math:`\mathrm{diag}(\psi'(\alpha),\psi'(\beta)) - \psi'(\alpha+\beta)\mathbf 1\mathbf 1^\top`.
 
     ``eta`` (shape ``(..., 2)``) must be finite with :math:`\alpha, \beta > 0` :cite:`amari2000methods`.
     """
@@ -292,7 +295,8 @@ def beta_acceleration(eta: Tensor, v: Tensor) -> Tensor:
     r"""Levi-Civita geodesic acceleration of Beta in natural coordinates, batched over rows.
 
     :math:`A_{ijk} = \psi''(\alpha)[i=j=k=0] + \psi''(\beta)[i=j=k=1] - \psi''(\alpha+\beta)`, so
-    :math:`\ddot\eta = -\tfrac12 g^{-1}\big((\psi''(\alpha)v_0^2, \psi''(\beta)v_1^2) - \psi''(\alpha+\beta)(v_0+v_1)^2\mathbf 1\big)`
+    :math:`\ddot\eta = -\tfrac12 g^{-1}\big((\psi''(\alpha)v_0^2, \psi''(\beta)v_1^2)
+    - \psi''(\alpha+\beta)(v_0+v_1)^2\mathbf 1\big)`
     :cite:`amari2000methods`. ``eta`` and ``v`` are checked as in :func:`gamma_acceleration`;
     :func:`fisher_rao_beta` integrates an unchecked twin.
     """
@@ -305,7 +309,8 @@ def fisher_rao_gamma(
 ) -> Tensor:
     r"""Fisher-Rao distance between Gamma(alpha1, rate beta1) and Gamma(alpha2, rate beta2), by shooting.
 
-    The metric in :math:`(\alpha, \beta)` is :math:`\begin{pmatrix}\psi'(\alpha)&-1/\beta\\-1/\beta&\alpha/\beta^2\end{pmatrix}`;
+    The metric in :math:`(\alpha, \beta)` is
+    :math:`\begin{pmatrix}\psi'(\alpha)&-1/\beta\\-1/\beta&\alpha/\beta^2\end{pmatrix}`;
     in :math:`(\alpha, \log\beta)` it does not depend on :math:`\log\beta`, so the distance is
     invariant under a common rescaling of the rates. There is no closed form
     :cite:`atkinson1981rao,miyamoto2024closed`; the geodesic is shot in natural coordinates with the
@@ -346,13 +351,15 @@ def fisher_rao_beta(
 def fisher_rao_gaussian_fixed_mean(cov1: object, cov2: object) -> Tensor:
     r"""Fisher-Rao distance between :math:`\mathcal N(m, \Sigma_1)` and :math:`\mathcal N(m, \Sigma_2)` (same mean).
 
-    On the covariances the Fisher metric is :math:`\tfrac12\operatorname{tr}(\Sigma^{-1}\dd\Sigma\,\Sigma^{-1}\dd\Sigma)`,
+    On the covariances the Fisher metric is
+    :math:`\tfrac12\operatorname{tr}(\Sigma^{-1}\dd\Sigma\,\Sigma^{-1}\dd\Sigma)`,
     invariant under :math:`\Sigma\mapsto A\Sigma A^\top`; its geodesics are
     :math:`\Sigma_1^{1/2}\exp(t\log(\Sigma_1^{-1/2}\Sigma_2\Sigma_1^{-1/2}))\Sigma_1^{1/2}` and
 
     .. math:: d(\Sigma_1,\Sigma_2) = \sqrt{\tfrac12\textstyle\sum_i \log^2\lambda_i},
 
-    with :math:`\lambda_i` the eigenvalues of :math:`\Sigma_1^{-1}\Sigma_2` :cite:`skovgaard1984riemannian,atkinson1981rao`.
+    with :math:`\lambda_i` the eigenvalues of :math:`\Sigma_1^{-1}\Sigma_2`
+    :cite:`skovgaard1984riemannian,atkinson1981rao`.
     For :math:`d = 1` it is :math:`\sqrt2\,|\log(\sigma_2/\sigma_1)|`.
     """
     s1 = check_symmetric_positive_definite(as_tensor(cov1, "cov1"), "cov1")

@@ -3,7 +3,8 @@ r"""Cramér-Rao bound, Fisher efficiency, and online natural-gradient learning.
 - :func:`cramer_rao_bound`: an unbiased estimator from :math:`n` i.i.d. draws has covariance at
   least :math:`F(\theta)^{-1}/n`; for a function :math:`\psi(\theta)` at least
   :math:`J F^{-1}J^\top/n` :cite:`rao1945information,cramer1946mathematical`.
-- :func:`online_natural_gradient`: :math:`\theta_{t+1} = \theta_t + \frac1{t+t_0}F(\theta_t)^{-1}\nabla\log p(x_t;\theta_t)`,
+- :func:`online_natural_gradient`:
+  :math:`\theta_{t+1} = \theta_t + \frac1{t+t_0}F(\theta_t)^{-1}\nabla\log p(x_t;\theta_t)`,
   one observation per step; asymptotically :math:`n\,\mathrm{Cov}(\theta_n)\to F^{-1}`: Fisher efficient
   :cite:`amari1998natural`.
 - :func:`online_sgd`: the same with the plain gradient and step :math:`c/(t+t_0)`; its asymptotic
@@ -47,7 +48,8 @@ Score = Callable[[Tensor, Tensor], Tensor]
 
 
 def cramer_rao_bound(fisher: object, n: int = 1, jacobian: object | None = None) -> Tensor:
-    r"""The Cramér-Rao lower bound :math:`F^{-1}/n`, or :math:`JF^{-1}J^\top/n` for :math:`\psi(\theta)` with :math:`J = \partial\psi/\partial\theta`.
+    r"""The Cramér-Rao lower bound :math:`F^{-1}/n`, or :math:`JF^{-1}J^\top/n` for :math:`\psi(\theta)`
+    with :math:`J = \partial\psi/\partial\theta`.
 
     For an unbiased estimator :math:`\hat\psi` from :math:`n` i.i.d. observations,
     :math:`\mathrm{Cov}(\hat\psi) - JF^{-1}J^\top/n` is positive semi-definite
@@ -106,7 +108,10 @@ def online_natural_gradient(
 ) -> Tensor:
     r"""Online natural-gradient learning with step :math:`1/(t+t_0)`, one observation per step.
 
-    .. math:: \theta_{t+1} = \theta_t + \frac1{t+t_0}\,F(\theta_t)^{-1}\,\nabla_\theta\log p(x_t;\theta_t),\qquad t = 1,\dots,n.
+    .. math::
+
+        \theta_{t+1} = \theta_t + \frac1{t+t_0}\,F(\theta_t)^{-1}\,\nabla_\theta\log p(x_t;\theta_t),
+        \qquad t = 1,\dots,n.
 
     ``score(theta (R, d), x (R,))`` is the batched score (e.g. :func:`family_score`), ``fisher(theta (R, d))``
     the batched Fisher matrix ``(R, d, d)``; ``data`` of shape ``(R, n)`` holds ``R`` independent
@@ -132,8 +137,8 @@ def online_sgd(
     score: Score, theta0: object, data: object, *, lr: float, offset: float = 0.0
 ) -> Tensor:
     r"""Online stochastic gradient ascent on the log-likelihood with step :math:`c/(t+t_0)`:
-    :math:`\theta_{t+1} = \theta_t + \frac{c}{t+t_0}\nabla_\theta\log p(x_t;\theta_t)`. Returns :math:`\theta_{n+1}`, ``(R, d)``
-    :cite:`robbins1951stochastic`."""
+    :math:`\theta_{t+1} = \theta_t + \frac{c}{t+t_0}\nabla_\theta\log p(x_t;\theta_t)`.
+    Returns :math:`\theta_{n+1}`, ``(R, d)`` :cite:`robbins1951stochastic`."""
     lr = check_real(lr, "lr")
     if not lr > 0:
         raise ValueError(f"lr must be a number > 0, got {lr!r}")

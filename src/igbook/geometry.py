@@ -68,8 +68,9 @@ def fisher_rao_gaussian(mu1, sigma1, mu2, sigma2) -> Tensor:  # type: ignore[no-
     r"""Fisher-Rao distance between :math:`\mathcal N(\mu_1,\sigma_1^2)` and :math:`\mathcal N(\mu_2,\sigma_2^2)`.
 
     With :math:`u=\mu/\sqrt2` the metric is twice the Poincaré half-plane metric, so
-    :math:`d = \sqrt2\,\operatorname{arccosh}\big(1 + \frac{(\mu_1-\mu_2)^2/2 + (\sigma_1-\sigma_2)^2}{2\sigma_1\sigma_2}\big)`,
-    evaluated as :math:`2\sqrt2\,\operatorname{arcsinh}\frac{\|(\Delta\mu/\sqrt2,\ \Delta\sigma)\|}{2\sqrt{\sigma_1\sigma_2}}`
+    :math:`d = \sqrt2\,\operatorname{arccosh}\big(1
+    + \frac{(\mu_1-\mu_2)^2/2 + (\sigma_1-\sigma_2)^2}{2\sigma_1\sigma_2}\big)`, evaluated as
+    :math:`2\sqrt2\,\operatorname{arcsinh}\frac{\|(\Delta\mu/\sqrt2,\ \Delta\sigma)\|}{2\sqrt{\sigma_1\sigma_2}}`
     (the same function, :math:`\operatorname{arccosh}(1+z) = 2\operatorname{arcsinh}\sqrt{z/2}`), which
     keeps full relative accuracy for nearby points, where forming :math:`1 + z` would round
     :math:`z` away.
@@ -88,7 +89,8 @@ def fisher_rao_gaussian(mu1, sigma1, mu2, sigma2) -> Tensor:  # type: ignore[no-
 
 
 def fisher_rao_categorical(p, q) -> Tensor:  # type: ignore[no-untyped-def]
-    r""":math:`2\arccos\sum_k\sqrt{p_kq_k}`: the map :math:`p\mapsto 2\sqrt p` is an isometry onto a sphere of radius 2."""
+    r""":math:`2\arccos\sum_k\sqrt{p_kq_k}`: the map :math:`p\mapsto 2\sqrt p` is an isometry onto a
+    sphere of radius 2."""
     p, q = as_tensor(p, "p"), as_tensor(q, "q")
     check_simplex(p, "p", interior=False)
     check_simplex(q, "q", interior=False)

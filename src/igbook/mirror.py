@@ -124,7 +124,8 @@ class MirrorMap(ABC):
         """Convert and validate a primal point (raise :class:`ValueError` naming ``name``)."""
 
     def check_dual(self, y: Tensor, name: str = "y") -> Tensor:
-        """Raise :class:`ValueError` unless ``y`` is a valid dual point (the image of the domain under :meth:`to_dual`)."""
+        """Raise :class:`ValueError` unless ``y`` is a valid dual point (the image of the domain
+        under :meth:`to_dual`)."""
         return check_finite(y, name)
 
     def conjugate(self, y: Tensor) -> Tensor:

@@ -13,7 +13,8 @@ On a finite sample space (the simplex :math:`\Delta_{m-1}`), with a feature matr
 
 The EM algorithm for a Gaussian mixture (:func:`em_gaussian_mixture`) alternates an e-projection onto
 the data manifold (the E-step) and an m-projection onto the model manifold (the M-step), each
-decreasing the same divergence :func:`em_free_energy` :cite:`dempster1977maximum,csiszar1984information,amari1995information`.
+decreasing the same divergence :func:`em_free_energy`
+:cite:`dempster1977maximum,csiszar1984information,amari1995information`.
 
 :func:`alpha_divergence` is Amari's alpha-family, :func:`markov_embedding` builds the maps under
 which Chentsov's theorem says the Fisher metric is the only invariant one
@@ -71,7 +72,8 @@ def _pair(p: object, q: object, *, interior: bool = True) -> tuple[Tensor, Tenso
 
 
 def kl_divergence(p: object, q: object) -> Tensor:
-    r""":math:`\KL{p}{q} = \sum_i p_i\log(p_i/q_i)` along the last axis (``0 log 0 = 0``) :cite:`kullback1951information`."""
+    r""":math:`\KL{p}{q} = \sum_i p_i\log(p_i/q_i)` along the last axis (``0 log 0 = 0``)
+    :cite:`kullback1951information`."""
     p_t, q_t = _pair(p, q, interior=False)
     return torch.where(p_t > 0, p_t * (torch.log(p_t) - torch.log(q_t)), torch.zeros_like(p_t)).sum(
         -1
@@ -87,7 +89,8 @@ def alpha_divergence(p: object, q: object, alpha: float) -> Tensor:
         - p_i^{\frac{1-\alpha}2}q_i^{\frac{1+\alpha}2}\Big),\qquad \alpha\ne\pm1,
 
     with the limits :math:`D_{-1}(p\|q) = \sum p\log\frac pq - p + q` and :math:`D_{1}(p\|q) = D_{-1}(q\|p)`.
-    :math:`D_0 = 2\sum(\sqrt p-\sqrt q)^2` (twice the squared Hellinger distance); :math:`D_\alpha(p\|q) = D_{-\alpha}(q\|p)`;
+    :math:`D_0 = 2\sum(\sqrt p-\sqrt q)^2` (twice the squared Hellinger distance);
+    :math:`D_\alpha(p\|q) = D_{-\alpha}(q\|p)`;
     every :math:`D_\alpha` is :math:`\tfrac12\,\delta^\top g\,\delta + O(\delta^3)` with the Fisher metric
     :cite:`amari2000methods,amari2016information`. Entries must be positive (not necessarily normalized).
     """
@@ -162,7 +165,8 @@ def exponential_tilt(
 
 
 def m_projection(p: object, features: object, base: object | None = None) -> Projection:
-    r"""m-projection of ``p`` onto the exponential family :math:`\{q\propto b\,e^{F\theta}\}`: :math:`\argmin_q\KL{p}{q}`.
+    r"""m-projection of ``p`` onto the exponential family :math:`\{q\propto b\,e^{F\theta}\}`:
+    :math:`\argmin_q\KL{p}{q}`.
 
     Setting the gradient of :math:`\KL{p}{q_\theta} = \mathrm{const} - \theta^\top F^\top p + \log Z(\theta)` to zero
     gives moment matching, :math:`F^\top q = F^\top p`; ``base`` defaults to the uniform distribution

@@ -145,7 +145,8 @@ def as_answer(value: object, what: str) -> Tensor | Feedback:
     if isinstance(value, str):
         return Feedback(
             False,
-            f"{what} should be a number (or numbers), got {describe(value)}: compute the value instead of writing it as text.",
+            f"{what} should be a number (or numbers), got {describe(value)}: "
+            "compute the value instead of writing it as text.",
         )
     if callable(value) and not isinstance(value, Tensor):
         return Feedback(
@@ -302,7 +303,8 @@ def _direction(a: Tensor, e: Tensor, rtol: float, atol: float) -> str:
     if len(idx) == e.numel():
         return "Every entry is off."
     fmt = ", ".join(str(list(i)) for i in idx[:4]) + (", ..." if len(idx) > 4 else "")
-    return f"{'The entry' if len(idx) == 1 else 'The entries'} {fmt} {'is' if len(idx) == 1 else 'are'} off; the others are right."
+    one = len(idx) == 1
+    return f"{'The entry' if one else 'The entries'} {fmt} {'is' if one else 'are'} off; the others are right."
 
 
 def compare(

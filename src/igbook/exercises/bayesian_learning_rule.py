@@ -187,7 +187,8 @@ def check_newton_fixed_point(
                 "The log-likelihood is a sum over the data points, not a mean.",
             ),
         ],
-        hint="With rho = 1 the new precision is the expected Hessian of the negative log joint: X^T X / sigma^2 plus the prior's.",
+        hint="With rho = 1 the new precision is the expected Hessian of the negative log joint: "
+        "X^T X / sigma^2 plus the prior's.",
     )
     if not fb:
         return fb

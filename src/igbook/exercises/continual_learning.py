@@ -176,7 +176,8 @@ def check_backward_transfer(answer: object, R: object) -> Feedback:
                 ),
             ),
         ],
-        hint="For each task but the last: final accuracy R[T-1, j] minus R[j, j] right after learning it; then average.",
+        hint="For each task but the last: final accuracy R[T-1, j] minus R[j, j] right after learning it; "
+        "then average.",
     )
 
 
@@ -208,14 +209,21 @@ def check_halving_time(
             ),
             (
                 4 * N,
-                "The step is proportional to the variance, 1/precision: half the step needs twice the precision, not four times.",
+                (
+                    "The step is proportional to the variance, 1/precision: "
+                    "half the step needs twice the precision, not four times."
+                ),
             ),
             (
                 N / 2,
-                "Halving the step needs a *larger* precision than the windowed one, which is reached after about N minibatches.",
+                (
+                    "Halving the step needs a *larger* precision than the windowed one, "
+                    "which is reached after about N minibatches."
+                ),
             ),
         ],
-        hint="The step scales like the variance 1/lambda: find t where lambda0 + t H is twice the windowed fixed point.",
+        hint="The step scales like the variance 1/lambda: "
+        "find t where lambda0 + t H is twice the windowed fixed point.",
     )
 
 
@@ -249,5 +257,6 @@ def check_batched_lambda(answer: object, lam_batched: float, batch_size: int) ->
                 ),
             ),
         ],
-        hint="Near a minimum the mean gradient vanishes, so a squared minibatch-mean gradient is about 1/B of the per-example one.",
+        hint="Near a minimum the mean gradient vanishes, "
+        "so a squared minibatch-mean gradient is about 1/B of the per-example one.",
     )

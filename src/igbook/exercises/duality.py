@@ -40,8 +40,9 @@ def _raised(out: object, where: str) -> Feedback | None:
 
 
 def check_gaussian_christoffel(christoffel: Callable[[float, float], object]) -> Feedback:
-    r"""Check ``christoffel(mu, sigma)``: the Levi-Civita symbols :math:`\Gamma^k_{ij}` of :math:`\mathrm{diag}(1,2)/\sigma^2`,
-    as a ``(2, 2, 2)`` array indexed ``[k, i, j]`` (coordinates ``0 = mu``, ``1 = sigma``)."""
+    r"""Check ``christoffel(mu, sigma)``: the Levi-Civita symbols :math:`\Gamma^k_{ij}` of
+    :math:`\mathrm{diag}(1,2)/\sigma^2`, as a ``(2, 2, 2)`` array indexed ``[k, i, j]`` (coordinates ``0 = mu``,
+    ``1 = sigma``)."""
     fb = _need_function(christoffel, "(mu, sigma) -> (2, 2, 2) array [k, i, j]")
     if fb is not None:
         return fb

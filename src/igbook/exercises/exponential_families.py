@@ -77,7 +77,8 @@ def check_bernoulli_natural_gradient_step(step: Callable[[float, float, float], 
                         "That is a Euclidean step in p; the exercise takes the step in eta = logit(p).",
                     ),
                 ],
-                hint="Write the step in eta = logit(p), where the natural gradient is dL/dp, then map back with the sigmoid.",
+                hint="Write the step in eta = logit(p), where the natural gradient is dL/dp, "
+                "then map back with the sigmoid.",
             )
             if not fb:
                 return fb
@@ -146,7 +147,8 @@ def check_gaussian_hessian_of_log_partition(fisher: Callable[[float, float], obj
 
 
 def check_gamma_fisher_natural(fisher: Callable[[float, float], object]) -> Feedback:
-    r"""Check ``fisher(alpha, beta)``: the Fisher matrix of Gamma(alpha, rate beta) in :math:`\eta = (\alpha-1, -\beta)`."""
+    r"""Check ``fisher(alpha, beta)``: the Fisher matrix of Gamma(alpha, rate beta) in
+    :math:`\eta = (\alpha-1, -\beta)`."""
     if (bad := need_function(fisher, "(alpha, beta) -> 2x2 matrix")) is not None:
         return bad
     for a, b in ((0.5, 1.0), (3.0, 2.0), (10.0, 0.3)):
@@ -191,7 +193,8 @@ def check_gamma_fisher_natural(fisher: Callable[[float, float], object]) -> Feed
 
 
 def check_poisson_bregman(bregman: Callable[[float, float], float]) -> Feedback:
-    r"""Check ``bregman(rate_p, rate_q)``: :math:`D_{A^*}(\mu_p\|\mu_q)` for the Poisson family, which is :math:`\mathrm{KL}(p\|q)`."""
+    r"""Check ``bregman(rate_p, rate_q)``: :math:`D_{A^*}(\mu_p\|\mu_q)` for the Poisson family, which is
+    :math:`\mathrm{KL}(p\|q)`."""
     if (bad := need_function(bregman, "(rate_p, rate_q) -> divergence")) is not None:
         return bad
     for rp, rq in ((1.0, 2.0), (3.5, 0.7), (2.0, 2.0), (0.1, 5.0)):
@@ -283,5 +286,6 @@ def check_exponentiated_gradient_step(
             return fb
     return Feedback(
         True,
-        "x_k <- x_k exp(-lr g_k) / Z: mirror descent with the negative entropy, and natural-gradient descent for a Categorical.",
+        "x_k <- x_k exp(-lr g_k) / Z: mirror descent with the negative entropy, "
+        "and natural-gradient descent for a Categorical.",
     )

@@ -183,7 +183,8 @@ def check_gaussian_log_sigma_fisher(fisher: Callable[[float, float], object]) ->
                 ),
                 (diag(1.0, 2.0), "Only the scale coordinate changed: F_mu,mu is still 1/sigma^2."),
             ],
-            hint="Start from F = diag(1/sigma^2, 2/sigma^2) in (mu, sigma) and change coordinates with J = d(mu, sigma)/d(mu, s).",
+            hint="Start from F = diag(1/sigma^2, 2/sigma^2) in (mu, sigma) "
+            "and change coordinates with J = d(mu, sigma)/d(mu, s).",
         )
         if not fb:
             return fb

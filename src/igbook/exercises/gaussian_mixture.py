@@ -30,7 +30,8 @@ _POINTS = (
 
 
 def check_mixture_score(score: Callable[[float, float, float, float], object]) -> Feedback:
-    r"""Check ``score(x, mu1, mu2, sigma)``: :math:`\nabla_{(\mu_1,\mu_2)}\log p(x)`, a 2-vector :math:`(r_i(x)(x-\mu_i)/\sigma^2)_i`."""
+    r"""Check ``score(x, mu1, mu2, sigma)``: :math:`\nabla_{(\mu_1,\mu_2)}\log p(x)`, a 2-vector
+    :math:`(r_i(x)(x-\mu_i)/\sigma^2)_i`."""
     if (bad := need_function(score, "(x, mu1, mu2, sigma) -> 2-vector")) is not None:
         return bad
     for m1, m2, s, x in _POINTS:
@@ -119,7 +120,8 @@ def check_exchange_score(score: Callable[[float, float, float, float], float]) -
 
 
 def check_singularity_constants(c_min: float, c_kappa: float) -> Feedback:
-    r"""Check the constants in :math:`\lambda_{\min}\approx c_{\min}\Delta^2/\sigma^4` and :math:`\kappa\approx c_\kappa\sigma^2/\Delta^2` (:math:`\Delta=\mu_1-\mu_2\to0`).
+    r"""Check the constants in :math:`\lambda_{\min}\approx c_{\min}\Delta^2/\sigma^4` and
+    :math:`\kappa\approx c_\kappa\sigma^2/\Delta^2` (:math:`\Delta=\mu_1-\mu_2\to0`).
 
     Expected :math:`c_{\min}=1/4` and :math:`c_\kappa = 2`; checked against the quadrature Fisher at
     :math:`\Delta = 10^{-3}\sigma`.
@@ -146,7 +148,8 @@ def check_singularity_constants(c_min: float, c_kappa: float) -> Feedback:
                 "Write the eigenvalue in Delta = mu1 - mu2 = 2 eps, not in eps: eps^2 = Delta^2 / 4.",
             ),
         ],
-        hint="Expand the exchange score to first order in eps, take its variance, and rotate to the unit direction (1,-1)/sqrt(2).",
+        hint="Expand the exchange score to first order in eps, take its variance, "
+        "and rotate to the unit direction (1,-1)/sqrt(2).",
     )
     if not fb:
         return fb
@@ -229,19 +232,25 @@ def check_singular_speed_exponent(p: float) -> Feedback:
         mistakes=[
             (
                 2.0,
-                "p = 2 would hold if the gradient's exchange component stayed finite; it vanishes like |mu1 - mu2| too.",
+                (
+                    "p = 2 would hold if the gradient's exchange component stayed finite; "
+                    "it vanishes like |mu1 - mu2| too."
+                ),
             ),
             (
                 -1.0,
-                "The sign convention: the speed *grows* as the gap shrinks, ||F^{-1} grad L|| ~ |mu1 - mu2|^{-p} with p > 0.",
+                (
+                    "The sign convention: the speed *grows* as the gap shrinks, "
+                    "||F^{-1} grad L|| ~ |mu1 - mu2|^{-p} with p > 0."
+                ),
             ),
             (
                 0.0,
                 "The speed is not bounded near the singular line: compare how fast the gradient and lambda_min vanish.",
             ),
         ],
-        hint="Compare how fast the exchange component of grad L and the eigenvalue lambda_min vanish as the gap shrinks, "
-        "or measure the log-log slope of ||F^{-1} grad L|| between two small gaps.",
+        hint="Compare how fast the exchange component of grad L and the eigenvalue lambda_min vanish "
+        "as the gap shrinks, or measure the log-log slope of ||F^{-1} grad L|| between two small gaps.",
     )
     if not fb:
         return fb

@@ -90,7 +90,8 @@ def _spd(n: int, g: torch.Generator) -> Tensor:
 
 
 def check_kronecker_solve(solve: Callable[[Tensor, Tensor, Tensor], Tensor]) -> Feedback:
-    r"""Check ``solve(A, G, V)``: the matrix :math:`U` with :math:`\operatorname{vec}U = (A\otimes G)^{-1}\operatorname{vec}V`.
+    r"""Check ``solve(A, G, V)``: the matrix :math:`U` with
+    :math:`\operatorname{vec}U = (A\otimes G)^{-1}\operatorname{vec}V`.
 
     ``A`` is :math:`d_\text{in}\times d_\text{in}`, ``G`` is :math:`d_\text{out}\times d_\text{out}`,
     ``V`` is :math:`d_\text{out}\times d_\text{in}` and :math:`\operatorname{vec}` stacks columns.
@@ -146,7 +147,8 @@ def check_kronecker_solve(solve: Callable[[Tensor, Tensor, Tensor], Tensor]) -> 
 
 
 def check_deep_linear_G(g_first: Callable[[list[Tensor]], Tensor]) -> Feedback:
-    r"""Check ``g_first(later_weights)``: the factor :math:`G_1` of the first layer of a deep linear network with square loss.
+    r"""Check ``g_first(later_weights)``: the factor :math:`G_1` of the first layer of a deep linear
+    network with square loss.
 
     For :math:`f(x) = W_L\cdots W_2 W_1 x` and :math:`\ell = \tfrac12\lVert y - f\rVert^2`, the
     output gradient of layer 1 is :math:`g = (W_L\cdots W_2)^\top (f - y)` and the type-2 factor
@@ -208,7 +210,8 @@ def check_deep_linear_G(g_first: Callable[[list[Tensor]], Tensor]) -> Feedback:
 def check_sum_reduction(
     damping: float, lr_factor: float, *, n: int, mean_damping: float
 ) -> Feedback:
-    r"""Summed instead of averaged loss over ``n`` points: which damping and learning-rate factor reproduce the mean-reduction K-FAC step?
+    r"""Summed instead of averaged loss over ``n`` points: which damping and learning-rate factor
+    reproduce the mean-reduction K-FAC step?
 
     With exact damping, :math:`(NF + \lambda' I)^{-1} N g = (F + \lambda I)^{-1} g` iff
     :math:`\lambda' = N\lambda`, and then the same learning rate works (factor 1).

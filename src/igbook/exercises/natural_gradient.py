@@ -85,7 +85,10 @@ def check_bernoulli_fit_steps(
                 mistakes=[
                     (
                         torch.sigmoid(torch.tensor(eta - rho * (p - q), dtype=D)),
-                        "step_logit used dL/deta = p - q without preconditioning: F(eta) = p(1-p), so the natural gradient is (p - q)/(p(1-p)).",
+                        (
+                            "step_logit used dL/deta = p - q without preconditioning: F(eta) = p(1-p), "
+                            "so the natural gradient is (p - q)/(p(1-p))."
+                        ),
                     ),
                     (
                         new_eta,
@@ -114,7 +117,8 @@ def check_bernoulli_fit_steps(
 def check_log_sigma_natural_gradient(
     natgrad: Callable[[float, float, float, float], object],
 ) -> Feedback:
-    r"""Check ``natgrad(mu, sigma, m, s)``: the natural gradient in :math:`(\mu,\log\sigma)` of :math:`\mathrm{KL}(\mathcal N(m,s^2)\|\mathcal N(\mu,\sigma^2))`.
+    r"""Check ``natgrad(mu, sigma, m, s)``: the natural gradient in :math:`(\mu,\log\sigma)` of
+    :math:`\mathrm{KL}(\mathcal N(m,s^2)\|\mathcal N(\mu,\sigma^2))`.
 
     Expected :math:`\big(\mu-m,\ \tfrac12\,(1-(s^2+(\mu-m)^2)/\sigma^2)\big)`, computed here with
     :func:`igbook.natgrad.families.natural_gradient_at`.
@@ -163,7 +167,8 @@ def check_log_sigma_natural_gradient(
 
 
 def check_trust_region_step(step: Callable[[Tensor, Tensor, float], object]) -> Feedback:
-    r"""Check ``step(F, g, eps)``: the step :math:`-\sqrt{2\epsilon/(g^\top F^{-1}g)}\,F^{-1}g` with :math:`\tfrac12 d^\top F d = \epsilon`."""
+    r"""Check ``step(F, g, eps)``: the step :math:`-\sqrt{2\epsilon/(g^\top F^{-1}g)}\,F^{-1}g` with
+    :math:`\tfrac12 d^\top F d = \epsilon`."""
     if (bad := need_function(step, "(F, g, eps) -> step vector")) is not None:
         return bad
     gen = torch.Generator().manual_seed(7)
@@ -239,7 +244,10 @@ def check_euclidean_discrepancy(answer: object) -> Feedback:
             ),
             (
                 1.0,
-                "Equal changes would mean the Euclidean step is chart-independent; it is not: only the natural step is.",
+                (
+                    "Equal changes would mean the Euclidean step is chart-independent; "
+                    "it is not: only the natural step is."
+                ),
             ),
         ],
         hint="Write both sigma changes to first order in rho and divide.",

@@ -100,7 +100,10 @@ def check_linear_regression_ggn(answer: Callable[[Tensor, float], Tensor]) -> Fe
             mistakes=[
                 (
                     ref * n,
-                    "Yours is N times too large: a sum over data points; igbook averages over data points (the mean loss).",
+                    (
+                        "Yours is N times too large: a sum over data points; "
+                        "igbook averages over data points (the mean loss)."
+                    ),
                 ),
                 (ref * var, "Divide by the noise variance sigma^2."),
                 (ref * var**2, "Divide by the noise variance sigma^2 (not multiply)."),
@@ -134,7 +137,8 @@ def check_softmax_fisher_rank(answer: object, num_points: int, num_classes: int)
     if val == num_points:
         return Feedback(
             False,
-            "That is the bound for the empirical Fisher (one gradient per point); the Fisher has C - 1 directions per point.",
+            "That is the bound for the empirical Fisher (one gradient per point); "
+            "the Fisher has C - 1 directions per point.",
         )
     if val == num_classes - 1 or val == num_classes:
         return Feedback(
@@ -229,7 +233,10 @@ def check_gd_limit_learning_rate(answer: Callable[[float, float], float]) -> Fee
                 ),
                 (
                     eta,
-                    "With a large damping the natural-gradient direction shrinks to g / damping: the learning rate must make up for it.",
+                    (
+                        "With a large damping the natural-gradient direction shrinks to g / damping: "
+                        "the learning rate must make up for it."
+                    ),
                 ),
                 (lam, "The learning rate must also carry eta."),
             ],

@@ -36,7 +36,10 @@ def check_beta_bernoulli_posterior(
         mistakes=[
             (
                 want - 1,
-                "You gave the natural parameter eta_N = (alpha_N - 1, beta_N - 1); the exercise asks for (alpha_N, beta_N).",
+                (
+                    "You gave the natural parameter eta_N = (alpha_N - 1, beta_N - 1); "
+                    "the exercise asks for (alpha_N, beta_N)."
+                ),
             ),
             (want.flip(0), "Swapped: alpha counts the ones (successes), beta the zeros."),
             ([ones, zeros], "You forgot the prior: the messages add to the prior's parameters."),
@@ -92,7 +95,8 @@ def check_ngvi_steps_needed(answer: int, rho: float, factor: float) -> Feedback:
         )
     return Feedback(
         False,
-        "Not yet: the error after t steps is (1 - rho)^t times the initial error; find the smallest t with (1 - rho)^t <= factor. "
+        "Not yet: the error after t steps is (1 - rho)^t times the initial error; "
+        "find the smallest t with (1 - rho)^t <= factor. "
         + ("That many steps is more than needed." if t > want else "That many steps is too few."),
     )
 
@@ -128,7 +132,10 @@ def check_poisson_message(message: Callable[[float], object]) -> Feedback:
                 ),
                 (
                     [y - 1, -1.0],
-                    "The message adds y to the natural parameter alpha - 1 (alpha grows by y): there is no -1 in the message.",
+                    (
+                        "The message adds y to the natural parameter alpha - 1 (alpha grows by y): "
+                        "there is no -1 in the message."
+                    ),
                 ),
             ],
             hint="Write log p(y | r) = y log r - r - log y! and read off the coefficients of (log r, r).",
@@ -163,7 +170,8 @@ def check_vmp_precision_shape(answer: float, alpha0: float, n: int) -> Feedback:
             ),
             ((n + 1) / 2, "Add the prior's shape alpha0."),
         ],
-        hint="Collect the powers of tau in log p(x, m, tau): each Gaussian factor with precision proportional to tau gives tau^{1/2}.",
+        hint="Collect the powers of tau in log p(x, m, tau): "
+        "each Gaussian factor with precision proportional to tau gives tau^{1/2}.",
     )
     if fb:
         return Feedback(
@@ -209,7 +217,10 @@ def check_cvi_site_update(
             mistakes=[
                 (
                     [(1 - rho) * alpha + rho * g, (1 - rho) * beta - rho * h],
-                    "The shift needs -h nu: the gradient with respect to the first mean parameter is E[f'] - E[f''] m, not E[f'] alone.",
+                    (
+                        "The shift needs -h nu: the gradient with respect to the first mean parameter "
+                        "is E[f'] - E[f''] m, not E[f'] alone."
+                    ),
                 ),
                 (
                     [(1 - rho) * alpha + rho * (g + h * nu), (1 - rho) * beta + rho * h],
@@ -224,7 +235,8 @@ def check_cvi_site_update(
                     "Forgetting the old site: CVI is a moving average, (1 - rho) old + rho new.",
                 ),
             ],
-            hint="Each site is an exponential moving average, with weight rho, of the natural-parameter gradient (g - h nu, -h).",
+            hint="Each site is an exponential moving average, with weight rho, "
+            "of the natural-parameter gradient (g - h nu, -h).",
         )
         if not fb:
             return fb

@@ -120,7 +120,8 @@ class LinregRun:
 
     def tail_average(self, fraction: float = 0.4) -> tuple[Tensor, Tensor]:
         """Mean and variance estimates averaged over the last ``fraction`` of the steps."""
-        k = max(1, int(round(fraction * self.means.shape[0])))
+        # fraction is not validated: int() keeps k a Python int for numpy/torch scalars too
+        k = max(1, int(round(fraction * self.means.shape[0])))  # noqa: RUF046
         return self.means[-k:].mean(0), self.variances[-k:].mean(0)
 
 

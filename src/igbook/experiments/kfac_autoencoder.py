@@ -22,6 +22,7 @@ the exact-natural-gradient comparison on the small network :data:`TINY_WIDTHS`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,7 +224,7 @@ def train_autoencoder(
             run.seconds.append(spent)
             run.cpu_seconds.append(cpu)
             run.losses.append(value)
-            if not value == value or value == float("inf") or value > 1e6:
+            if math.isnan(value) or value == float("inf") or value > 1e6:
                 run.diverged = True
                 break
             if target is not None and value <= target:

@@ -188,7 +188,7 @@ class MultivariateGaussian(ExponentialFamily):
     @staticmethod
     def _dim_from_len(n: int) -> int:
         # n = d + d(d+1)/2  =>  d^2 + 3d - 2n = 0
-        d = int(round((-3 + math.sqrt(9 + 8 * n)) / 2))
+        d = round((-3 + math.sqrt(9 + 8 * n)) / 2)
         if d + d * (d + 1) // 2 != n:
             raise ValueError(f"a parameter vector of length {n} is not d + d(d+1)/2 for any d")
         return d

@@ -197,7 +197,8 @@ def reparameterized_fisher(
 
 
 def kl_quadratic_form(fisher: Tensor, delta: Tensor) -> Tensor:
-    r"""The local approximation :math:`\tfrac12\,\delta^\top F\,\delta` of :math:`\mathrm{KL}(p_\theta\|p_{\theta+\delta})`."""
+    r"""The local approximation :math:`\tfrac12\,\delta^\top F\,\delta` of
+    :math:`\mathrm{KL}(p_\theta\|p_{\theta+\delta})`."""
     fisher = as_tensor(fisher, "fisher")
     if fisher.ndim != 2:
         raise ValueError(f"fisher must be a (d, d) matrix, got shape {tuple(fisher.shape)}")

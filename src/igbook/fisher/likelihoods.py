@@ -319,7 +319,8 @@ class CategoricalLikelihood(Likelihood):
         return torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
 
     def output_fisher_factor(self, f: Tensor) -> Tensor:
-        r""":math:`S = \operatorname{diag}(\sqrt p) - p\sqrt p^{\top}`, for which :math:`SS^\top = \operatorname{diag}(p) - pp^\top`."""
+        r""":math:`S = \operatorname{diag}(\sqrt p) - p\sqrt p^{\top}`, for which
+        :math:`SS^\top = \operatorname{diag}(p) - pp^\top`."""
         p = torch.softmax(f, dim=-1)
         sq = p.sqrt()
         return torch.diag_embed(sq) - p.unsqueeze(-1) * sq.unsqueeze(-2)

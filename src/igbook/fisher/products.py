@@ -137,7 +137,8 @@ class CurvatureOperator(Curvature):
         return self._matvec_flat(v)
 
     def check_vector(self, v: Tensor | Params, name: str = "v") -> tuple[Tensor, bool]:
-        """``v`` (flat ``(P,)`` or a dict shaped like ``params``) as a checked flat vector, and whether it was a dict."""
+        """``v`` (flat ``(P,)`` or a dict shaped like ``params``) as a checked flat vector, and
+        whether it was a dict."""
         return self._prob.check_vector(v, name)
 
     def _pullback(self, w: Tensor) -> Tensor:

@@ -181,7 +181,9 @@ class DenseNaturalGradient(torch.optim.Optimizer):
         self._skip_pending = False
 
     def update_curvature(self, inputs: Tensor, targets: Tensor | None = None) -> Tensor:
-        """Fold the dense Fisher at the current parameters on ``inputs`` into the running average; returns the average."""
+        """Fold the dense Fisher at the current parameters on ``inputs`` into the running average.
+
+        Returns the average."""
         fhat, _ = network_fisher(
             self.model,
             inputs,

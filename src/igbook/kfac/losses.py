@@ -30,7 +30,8 @@ def _outputs(outputs: object, lik: Likelihood) -> Tensor:
 def negative_log_likelihood(
     outputs: Tensor, targets: Tensor, *, likelihood: Likelihood | str, reduction: str = "mean"
 ) -> Tensor:
-    r"""The loss whose curvature K-FAC approximates: :math:`\sum_n` or :math:`\tfrac1N\sum_n` of :math:`-\log p(y_n\mid f_n)`.
+    r"""The loss whose curvature K-FAC approximates: :math:`\sum_n` or :math:`\tfrac1N\sum_n` of
+    :math:`-\log p(y_n\mid f_n)`.
 
     .. math::
 
@@ -77,7 +78,8 @@ def output_gradient_samples(
     mc_samples: int = 1,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    r"""Vectors :math:`v_{kn}` to backpropagate from the output so that :math:`\sum_k v_{kn}v_{kn}^\top` estimates the output Fisher.
+    r"""Vectors :math:`v_{kn}` to backpropagate from the output so that :math:`\sum_k v_{kn}v_{kn}^\top`
+    estimates the output Fisher.
 
     :meth:`igbook.fisher.likelihoods.Likelihood.output_gradient_samples` on validated network
     outputs: ``"exact"`` gives the columns of a square root of the output Fisher, ``"mc"``

@@ -181,10 +181,14 @@ class LiveFigure:
             div,
             script,
             self._data_script(),
-            f'<p class="igbook-live-caption"><span class="igbook-live-badge">live</span>{caption}'
-            f" <em>Numbers {html.escape(how)}.</em></p>",
-            '<noscript><p class="igbook-live-noscript">This live figure needs JavaScript; the static '
-            "figure next to it shows the same.</p></noscript>",
+            (
+                f'<p class="igbook-live-caption"><span class="igbook-live-badge">live</span>{caption}'
+                f" <em>Numbers {html.escape(how)}.</em></p>"
+            ),
+            (
+                '<noscript><p class="igbook-live-noscript">This live figure needs JavaScript; the static '
+                "figure next to it shows the same.</p></noscript>"
+            ),
             "</div>",
         ]
         return "\n".join(p for p in parts if p)

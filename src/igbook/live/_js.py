@@ -12,7 +12,9 @@ def controller_source(filename: str) -> str:
 
 
 def controller(layout: Any, filename: str, args: dict[str, Any]) -> Any:
-    """Run the controller ``filename`` with ``args`` when the document of ``layout`` (a model or a list of panels) is ready.
+    """Run the controller ``filename`` with ``args`` when the document of ``layout`` is ready.
+
+    ``layout`` is a model or a list of panels.
 
     The layout gets a document of its own; the controller registers the figure in
     ``window.igbookLive.figures`` and draws the first frame.

@@ -40,7 +40,8 @@ def mixture_explorer(
     flow: bool = False,
     name: str = "mixture",
 ) -> LiveFigure:
-    """The live mixture explorer, starting at the given controls (those of :class:`igbook.widgets.mixture.MixtureControls`)."""
+    """The live mixture explorer, starting at the given controls (those of
+    :class:`igbook.widgets.mixture.MixtureControls`)."""
     from bokeh.layouts import column, row
     from bokeh.models import (
         Arrow,

@@ -122,8 +122,8 @@ def flow_pair(
         nat, euc = nat + step[:k], euc + step[k:]
         out_n.append(nat)
         out_e.append(euc)
-    return torch.stack(out_n).reshape((steps + 1,) + shape), torch.stack(out_e).reshape(
-        (steps + 1,) + shape
+    return torch.stack(out_n).reshape(steps + 1, *shape), torch.stack(out_e).reshape(
+        steps + 1, *shape
     )
 
 

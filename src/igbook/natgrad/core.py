@@ -148,7 +148,8 @@ def conjugate_gradient(
         out = matvec(v)
         if not isinstance(out, Tensor) or out.shape != v.shape:
             raise ValueError(
-                f"matvec must return a tensor of shape {tuple(v.shape)}, got {getattr(out, 'shape', type(out).__name__)}"
+                f"matvec must return a tensor of shape {tuple(v.shape)}, "
+                f"got {getattr(out, 'shape', type(out).__name__)}"
             )
         check_finite(out, "matvec(v)")
         return out + lam * v if lam else out

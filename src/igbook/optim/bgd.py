@@ -13,7 +13,8 @@ deviations :math:`\sigma_i` live in the optimizer state (``optimizer.state[p]["s
 
     \bar g = \frac{\partial\,\E_q[L]}{\partial\mu} = \E_\varepsilon\Big[\frac{\partial L}{\partial\omega}\Big],
     \qquad
-    \hat g = \frac{\partial\,\E_q[L]}{\partial\sigma} = \E_\varepsilon\Big[\varepsilon\odot\frac{\partial L}{\partial\omega}\Big],
+    \hat g = \frac{\partial\,\E_q[L]}{\partial\sigma}
+    = \E_\varepsilon\Big[\varepsilon\odot\frac{\partial L}{\partial\omega}\Big],
 
 estimated with ``num_samples`` weight draws, each draw shared by the whole minibatch
 :cite:`zeno2018task,bonnet2025bayesian`. Two ways to obtain them:
@@ -362,7 +363,7 @@ class GaussianMeanFieldOptimizer(Optimizer):
                 f"got {len(grads_mu)} and {len(grads_sigma)}"
             )
         live = []
-        for i, ((p, group), gm, gs) in enumerate(zip(items, grads_mu, grads_sigma)):
+        for i, ((p, _group), gm, gs) in enumerate(zip(items, grads_mu, grads_sigma)):
             if gm is None or gs is None:
                 continue
             for nm, t in (("grads_mu", gm), ("grads_sigma", gs)):

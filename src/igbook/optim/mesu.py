@@ -12,8 +12,10 @@ of older minibatches is forgotten and replaced by the prior
 .. math::
     :label: eq-mesu-update
 
-    \Delta\mu &= \eta_\mu\Big[-\sigma^2 g_\mu + \frac{\sigma^2(\mu_{\mathrm{prior}}-\mu)}{N\sigma_{\mathrm{prior}}^2}\Big],\\
-    \Delta\sigma &= \frac{\eta_\sigma}{2}\Big[-\sigma^2 g_\sigma + \frac{\sigma(\sigma_{\mathrm{prior}}^2-\sigma^2)}{N\sigma_{\mathrm{prior}}^2}\Big].
+    \Delta\mu &= \eta_\mu\Big[-\sigma^2 g_\mu
+        + \frac{\sigma^2(\mu_{\mathrm{prior}}-\mu)}{N\sigma_{\mathrm{prior}}^2}\Big],\\
+    \Delta\sigma &= \frac{\eta_\sigma}{2}\Big[-\sigma^2 g_\sigma
+        + \frac{\sigma(\sigma_{\mathrm{prior}}^2-\sigma^2)}{N\sigma_{\mathrm{prior}}^2}\Big].
 
 * **Metaplasticity.** Each synapse's learning rate is its own variance :math:`\sigma^2`:
   uncertain synapses move, confident ones hold.
@@ -176,7 +178,8 @@ class MESU(GaussianMeanFieldOptimizer):
     ``optimizer.state[p]["sigma"]`` (``sigmas()``). Gradients come from the
     reparameterization (:class:`igbook.optim.bgd.GaussianMeanFieldOptimizer`): call
     ``step`` with a closure that returns the minibatch loss **summed** over its examples,
-    or draw the samples yourself (``draw_samples``) and call ``apply_gradients``, both inherited from :class:`igbook.optim.bgd.GaussianMeanFieldOptimizer`.
+    or draw the samples yourself (``draw_samples``) and call ``apply_gradients``, both inherited
+    from :class:`igbook.optim.bgd.GaussianMeanFieldOptimizer`.
 
     Parameters
     ----------

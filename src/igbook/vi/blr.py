@@ -532,7 +532,8 @@ def run_blr(
 
 
 def gaussian_entropy(precision: Tensor) -> Tensor:
-    r"""Entropy :math:`\tfrac d2(1 + \log 2\pi) - \tfrac12\log\det S` of :math:`\mathcal{N}(m, S^{-1})` :cite:`khan2023bayesian`.
+    r"""Entropy :math:`\tfrac d2(1 + \log 2\pi) - \tfrac12\log\det S` of :math:`\mathcal{N}(m, S^{-1})`
+    :cite:`khan2023bayesian`.
 
     ``precision`` is a symmetric positive-definite ``(d, d)`` matrix or the ``(d,)`` positive
     diagonal of one; anything else raises naming it. Differentiable in ``precision``;

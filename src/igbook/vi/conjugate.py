@@ -241,7 +241,8 @@ class ConjugateModel(ABC):
         return self.expected_log_likelihood(lam, data) - kl
 
     def natural_gradient(self, lam: Tensor, data: Any) -> Tensor:
-        r"""Natural gradient of the ELBO, :math:`F(\lambda)^{-1}\nabla_\lambda\mathcal L = \eta_0 + \sum_i\lambda_i - \lambda`."""
+        r"""Natural gradient of the ELBO,
+        :math:`F(\lambda)^{-1}\nabla_\lambda\mathcal L = \eta_0 + \sum_i\lambda_i - \lambda`."""
         lam = self._check_lam(lam)
         return self.posterior_natural(data) - lam
 
@@ -332,7 +333,8 @@ class GammaPoisson(ConjugateModel):
 
 
 class BayesianLinearRegression(ConjugateModel):
-    r"""Linear regression :math:`y_i = x_i^\top w + \varepsilon_i`, :math:`\varepsilon_i\sim\mathcal N(0,\sigma^2)`, prior :math:`w\sim\mathcal N(0,\delta^{-1}I)`.
+    r"""Linear regression :math:`y_i = x_i^\top w + \varepsilon_i`, :math:`\varepsilon_i\sim\mathcal N(0,\sigma^2)`,
+    prior :math:`w\sim\mathcal N(0,\delta^{-1}I)`.
 
     The posterior family is :class:`~igbook.families.MultivariateGaussian` (minimal natural
     coordinates). Observation :math:`(x, y)` has message

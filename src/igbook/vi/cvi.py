@@ -5,7 +5,8 @@ Gaussian posterior :math:`q(w) = \mathcal N(m, V)`. The ELBO is
 
 .. math::
 
-    \mathcal L(m, V) = \sum_i \mathbb E_{q}[f_i(x_i^\top w)] - \mathrm{KL}\big(\mathcal N(m,V)\,\|\,\mathcal N(0,\delta^{-1}I)\big),
+    \mathcal L(m, V) = \sum_i \mathbb E_{q}[f_i(x_i^\top w)]
+    - \mathrm{KL}\big(\mathcal N(m,V)\,\|\,\mathcal N(0,\delta^{-1}I)\big),
     \qquad f_i(a) = y_i a - \log(1 + e^{a}),
 
 and each expectation depends only on the one-dimensional Gaussian
@@ -393,7 +394,8 @@ def euclidean_vi(
 
 
 def _trace_and_level(elbo: Tensor, target: float, tol: float) -> tuple[Tensor, float]:
-    """``elbo`` a finite non-empty 1-D trace, ``target`` finite, ``tol`` finite and >= 0; returns the trace and ``target - tol``."""
+    """``elbo`` a finite non-empty 1-D trace, ``target`` finite, ``tol`` finite and >= 0; returns the
+    trace and ``target - tol``."""
     e = check_finite(as_tensor(elbo, "elbo"), "elbo")
     check_shape(e, "elbo", (None,))
     check_nonempty(e, "elbo")

@@ -322,7 +322,8 @@ class GaussianMixture:
         return torch.softmax(logits, -1)
 
     def messages(self, lam: Tensor, x: Tensor) -> Tensor:
-        r"""Summed messages :math:`\sum_i(\varphi_{ik}x_i/\sigma^2, -\varphi_{ik}/(2\sigma^2))`, shape ``(K, D + 1)``."""
+        r"""Summed messages :math:`\sum_i(\varphi_{ik}x_i/\sigma^2, -\varphi_{ik}/(2\sigma^2))`,
+        shape ``(K, D + 1)``."""
         phi = self.responsibilities(lam, x)
         return torch.cat([phi.T @ x, -0.5 * phi.sum(0).unsqueeze(-1)], -1) / self.noise_variance
 
@@ -332,7 +333,8 @@ class GaussianMixture:
         .. math::
 
             \sum_k\big(\mathbb E\log p(\mu_k) + \mathrm H[q(\mu_k)]\big)
-            + \sum_{i,k}\varphi_{ik}\big(-\log K + \mathbb E\log\mathcal N(x_i\mid\mu_k,\sigma^2I) - \log\varphi_{ik}\big).
+            + \sum_{i,k}\varphi_{ik}\big(-\log K + \mathbb E\log\mathcal N(x_i\mid\mu_k,\sigma^2I)
+            - \log\varphi_{ik}\big).
         """
         lam = self.check_natural(lam)
         x = self.check_data(x)

@@ -10,7 +10,8 @@ exponential family whose natural parameter is the sum of the messages of its Mar
 
     \lambda_m &= \mathbb E_q[\tau]\,\Big(\kappa_0\text{loc}_0 + \sum_i y_i,\; -\tfrac12(\kappa_0 + N)\Big)
     \quad\text{in } T(m) = (m, m^2),\\
-    \lambda_\tau &= \Big(\alpha_0 - 1 + \tfrac{N+1}2,\; -\beta_0 - \tfrac12\,\mathbb E_{q(m)}\Big[\sum_i (y_i-m)^2 + \kappa_0(m-\text{loc}_0)^2\Big]\Big)
+    \lambda_\tau &= \Big(\alpha_0 - 1 + \tfrac{N+1}2,\;
+        -\beta_0 - \tfrac12\,\mathbb E_{q(m)}\Big[\sum_i (y_i-m)^2 + \kappa_0(m-\text{loc}_0)^2\Big]\Big)
     \quad\text{in } T(\tau) = (\log\tau, \tau).
 
 Setting a factor to its message is a natural-gradient step with :math:`\rho = 1` on that
@@ -132,7 +133,8 @@ def mean_field_kl(q_mean: Gaussian, q_precision: Gamma, target: NormalGamma) -> 
     r""":math:`\mathrm{KL}(q(m)q(\tau)\,\|\,p(m,\tau))` for a Normal-Gamma :math:`p`, in closed form.
 
     :math:`\mathbb E_q[\log p] = \eta_p^\top\mathbb E_q[T] - A(\eta_p) - \tfrac12\log 2\pi` with
-    :math:`\mathbb E_q[T] = (\mathbb E\tau\,\mathbb E m,\; \mathbb E\tau\,\mathbb E m^2,\; \mathbb E\tau,\; \mathbb E\log\tau)`
+    :math:`\mathbb E_q[T] = (\mathbb E\tau\,\mathbb E m,\; \mathbb E\tau\,\mathbb E m^2,\; \mathbb E\tau,\;
+    \mathbb E\log\tau)`
     under the factorization, and :math:`\mathbb E_q[\log q] = -\mathrm H[q(m)] - \mathrm H[q(\tau)]`.
     """
     if not isinstance(target, NormalGamma):
