@@ -50,9 +50,9 @@ whenever the likelihood has a canonical link :cite:`schraudolph2002fast,martens2
 as its diagonal (``"diagonal"``, :math:`P`), as the diagonal blocks of each parameter tensor
 (``"blocks"``, a dict name :math:`\to` matrix) or of each module, weight and bias together
 (``"layers"``), or applied to vectors without ever being formed
-(:class:`~igbook.fisher.products.CurvatureOperator`, :func:`~igbook.fisher.products.fisher_vector_product`): a forward-mode Jacobian-vector
-product, a multiplication by :math:`M_n`, and a reverse-mode vector-Jacobian product, about
-twice the cost of one gradient.
+(:class:`~igbook.fisher.products.CurvatureOperator`, :func:`~igbook.fisher.products.fisher_vector_product`):
+a forward-mode Jacobian-vector product, a multiplication by :math:`M_n`, and a reverse-mode
+vector-Jacobian product, about twice the cost of one gradient.
 
 **Parameters and ordering.** ``params`` is a dict name :math:`\to` tensor (a subset of
 ``model.named_parameters()``; the other parameters and buffers are held fixed) or ``None`` for
@@ -74,7 +74,7 @@ from torch.func import grad, hessian, jacrev, vmap
 from igbook.fisher.layout import (
     Params,
     flatten_params,
-    model_params,
+    model_params,  # noqa: F401 (re-exported, see below)
     param_slices,
     unflatten_params,
 )
@@ -87,11 +87,11 @@ from igbook.fisher.problem import (
     output_factors,
     output_matrices,
 )
-from igbook.fisher.products import (
-    CurvatureOperator,
-    fisher_vector_product,
-    ggn_vector_product,
-    hessian_vector_product,
+from igbook.fisher.products import (  # re-exported, see below
+    CurvatureOperator,  # noqa: F401
+    fisher_vector_product,  # noqa: F401
+    ggn_vector_product,  # noqa: F401
+    hessian_vector_product,  # noqa: F401
 )
 from igbook.fisher.types import FisherType, as_fisher_type
 

@@ -360,9 +360,9 @@ class KFACPreconditioner:
 
         Call it after ``outputs = model(x)`` and *before* ``loss.backward()`` (it backpropagates
         through the same graph, keeping it). It backpropagates the vectors of
-        :meth:`~igbook.fisher.likelihoods.Likelihood.output_gradient_samples` (sampled labels by default) to every supported layer's
-        output, without computing any weight gradient. Returns ``False`` (and does nothing) when
-        the factors are not due at this step.
+        :meth:`~igbook.fisher.likelihoods.Likelihood.output_gradient_samples` (sampled labels by
+        default) to every supported layer's output, without computing any weight gradient.
+        Returns ``False`` (and does nothing) when the factors are not due at this step.
 
         Parameters
         ----------
