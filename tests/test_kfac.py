@@ -1078,3 +1078,14 @@ def test_preconditioner_blocks_equal_the_shared_reference_on_one_point(lik_name:
         want = reorder(ref[name], m, matrix=True)
         assert reference.rel_err(pre.dense_block(name), want) < 1e-10
     pre.remove_hooks()
+
+
+def test_names_moved_out_of_kfac_core_warn_for_one_release() -> None:
+    """igbook.kfac.core.KFAC & co. still resolve (to the moved objects) with a DeprecationWarning."""
+    import igbook.kfac.core as core
+
+    for name, new in (("KFAC", KFAC), ("negative_log_likelihood", negative_log_likelihood)):
+        with pytest.warns(DeprecationWarning, match=f"igbook.kfac.core.{name} moved"):
+            assert getattr(core, name) is new
+    with pytest.raises(AttributeError):
+        core.no_such_name  # noqa: B018

@@ -71,12 +71,9 @@ from igbook._validation import (
     check_choice,
     check_integer,
     check_positive_real,
-    check_scalar,
-    resolve_generator,
 )
 from igbook.fisher.kronecker import (
     BIAS_MODES,
-    KRONECKER_FISHER_TYPES,
     REDUCTIONS,
     KroneckerFactors,
     backpropagate_output_vectors,
@@ -85,89 +82,18 @@ from igbook.fisher.kronecker import (
     layer_output_rows,
 )
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
-from igbook.fisher.types import FisherType, as_fisher_type
+from igbook.fisher.types import FisherType
+from igbook.kfac.blocks import (
+    DAMPING_MODES,
+    FISHER_TYPES,
+    LayerBlock,
+    check_factor_decay,
+    check_fisher_type,
+    make_kfac_generator,
+)
 from igbook.kfac.inverses import damped_inverse, psd_eigh
 
 __all__ = ["FISHER_TYPES", "DAMPING_MODES", "KFACPreconditioner"]
-
-#: The Fisher types :class:`KFACPreconditioner` understands (``GGN`` of a canonical likelihood is ``EXACT``).
-FISHER_TYPES = (FisherType.MC, FisherType.EXACT, FisherType.EMPIRICAL)
-#: ``"factored"`` (π-heuristic) or ``"exact"`` damping of the Kronecker product
-DAMPING_MODES = ("factored", "exact")
-
-
-def check_fisher_type(value: object, likelihood: Likelihood) -> FisherType:
-    """The K-FAC Fisher type of ``value`` (``GGN`` of a canonical likelihood becomes ``EXACT``), or raise."""
-    ftype = as_fisher_type(value, allowed=KRONECKER_FISHER_TYPES)
-    if ftype is FisherType.GGN:
-        if not likelihood.canonical:
-            raise ValueError(
-                f"fisher_type='ggn' of the non-canonical {likelihood!r} has no Kronecker factors: use 'exact'"
-            )
-        ftype = FisherType.EXACT
-    return ftype
-
-
-def check_factor_decay(value: object) -> float:
-    """``factor_decay`` in (0, 1], or raise naming it."""
-    return check_scalar(value, "factor_decay", low=0.0, high=1.0, closed_low=False)
-
-
-def make_kfac_generator(seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    """The generator of K-FAC's sampled labels: ``generator``, else one seeded with ``seed`` (``None`` means 0)."""
-    if generator is not None:
-        return resolve_generator(None, generator)  # type: ignore[return-value]
-    return resolve_generator(0 if seed is None else seed, None)  # type: ignore[return-value]
-
-
-class _Block:
-    """One Kronecker-factored block: a layer's weight (and bias), or a layer's bias alone."""
-
-    def __init__(self, name: str, module: nn.Module, kind: str) -> None:
-        self.name = name
-        self.module = module
-        self.kind = kind  # "joint" (weight and bias, or weight without bias), "weight", "bias"
-        w = module.weight
-        self.has_bias = module.bias is not None and module.bias.requires_grad and kind == "joint"
-        self.params: list[Tensor] = (
-            [module.bias] if kind == "bias" else ([w, module.bias] if self.has_bias else [w])
-        )
-        self.out = w.shape[0]
-        self.din = 1 if kind == "bias" else (w[0].numel() + (1 if self.has_bias else 0))
-        self.A: Tensor | None = None  # moving averages, in the parameters' dtype
-        self.G: Tensor | None = None
-        # inverse data
-        self.inv_A: Tensor | None = None
-        self.inv_G: Tensor | None = None
-        self.eig_A: tuple[Tensor, Tensor] | None = None
-        self.eig_G: tuple[Tensor, Tensor] | None = None
-        self.pi = 1.0
-        self.denom: Tensor | None = None
-        self.denom_damping: float | None = None
-
-    def grad_matrix(self) -> Tensor | None:
-        if self.kind == "bias":
-            g = self.params[0].grad
-            return None if g is None else g.reshape(-1, 1)
-        w = self.params[0]
-        if w.grad is None:
-            return None
-        mat = w.grad.reshape(self.out, -1)
-        if self.has_bias:
-            b = self.params[1].grad
-            bcol = torch.zeros(self.out, 1, dtype=mat.dtype) if b is None else b.reshape(-1, 1)
-            mat = torch.cat([mat, bcol], dim=1)
-        return mat
-
-    def write_grad(self, u: Tensor) -> None:
-        if self.kind == "bias":
-            self.params[0].grad.copy_(u.reshape(-1))
-            return
-        w = self.params[0]
-        k = w[0].numel()
-        w.grad.copy_(u[:, :k].reshape(w.shape))
-        if self.has_bias and self.params[1].grad is not None:
-            self.params[1].grad.copy_(u[:, k])
 
 
 class KFACPreconditioner:
@@ -282,16 +208,16 @@ class KFACPreconditioner:
         self.lr = None if lr is None else check_positive_real(lr, "lr")
         self.generator = make_kfac_generator(seed, generator)
 
-        self.blocks: list[_Block] = []
+        self.blocks: list[LayerBlock] = []
         self._layers: dict[nn.Module, str] = {}
         layers, unsupported = kronecker_layers(model)
         for lname, m in layers.items():
             self._layers[m] = lname
             if self.bias == "joint" or m.bias is None or not m.bias.requires_grad:
-                self.blocks.append(_Block(lname, m, "joint"))
+                self.blocks.append(LayerBlock(lname, m, "joint"))
             else:
-                self.blocks.append(_Block(lname, m, "weight"))
-                self.blocks.append(_Block(lname, m, "bias"))
+                self.blocks.append(LayerBlock(lname, m, "weight"))
+                self.blocks.append(LayerBlock(lname, m, "bias"))
         if not self.blocks:
             raise ValueError(
                 "model has no supported layer (nn.Linear or nn.Conv2d with trainable weights): "
@@ -435,7 +361,7 @@ class KFACPreconditioner:
             )
         self.factor_updates += 1
         eps = min(1.0 - 1.0 / self.factor_updates, self.factor_decay)
-        by_module: dict[nn.Module, list[_Block]] = {}
+        by_module: dict[nn.Module, list[LayerBlock]] = {}
         for blk in self.blocks:
             by_module.setdefault(blk.module, []).append(blk)
         for m in layers:
@@ -467,7 +393,7 @@ class KFACPreconditioner:
         self._updated_this_step = True
         return True
 
-    def _block_of(self, layer: nn.Module | str) -> list[_Block]:
+    def _block_of(self, layer: nn.Module | str) -> list[LayerBlock]:
         if isinstance(layer, str):
             by_name = self.named_layers()
             if layer not in by_name:
@@ -558,7 +484,7 @@ class KFACPreconditioner:
         self._inverse_damping = lam
         self._factors_dirty = False
 
-    def _precondition(self, blk: _Block, v: Tensor) -> Tensor:
+    def _precondition(self, blk: LayerBlock, v: Tensor) -> Tensor:
         if self.damping_mode == "exact":
             da, qa = blk.eig_A  # type: ignore[misc]
             dg, qg = blk.eig_G  # type: ignore[misc]
@@ -597,7 +523,7 @@ class KFACPreconditioner:
             stale = True
         if stale:
             self.update_inverses()
-        results: list[tuple[_Block, Tensor, Tensor]] = []
+        results: list[tuple[LayerBlock, Tensor, Tensor]] = []
         for blk, v in grads:
             if v is None:
                 continue
@@ -704,3 +630,27 @@ class KFACPreconditioner:
             blk.eig_A, blk.eig_G = cl(s["eig_A"]), cl(s["eig_G"])
             blk.pi = float(s["pi"])
             blk.denom = None
+
+
+_MOVED = {
+    "KFAC": ("igbook.kfac.optimizer", "KFAC"),
+    "negative_log_likelihood": ("igbook.kfac.losses", "negative_log_likelihood"),
+    "output_gradient_samples": ("igbook.kfac.losses", "output_gradient_samples"),
+    "layer_vector": ("igbook.fisher.layout", "layer_vector"),
+    "KroneckerFactors": ("igbook.fisher.kronecker", "KroneckerFactors"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Names that lived here before the curvature core: importable for one release, with a warning."""
+    if name in _MOVED:
+        import importlib
+
+        module, attr = _MOVED[name]
+        warnings.warn(
+            f"igbook.kfac.core.{name} moved: import it from igbook.kfac (or {module})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,7 @@ from igbook.fisher.layout import ParameterLayout, parameter_layout, reorder
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
 from igbook.fisher.models import curvature_matrix
 from igbook.fisher.types import FisherType
-from igbook.kfac.core import check_factor_decay, check_fisher_type
+from igbook.kfac.blocks import check_factor_decay, check_fisher_type
 from igbook.natgrad.core import natural_gradient
 
 __all__ = [

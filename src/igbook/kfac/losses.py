@@ -14,7 +14,7 @@ from igbook._validation import check_choice
 from igbook.fisher.kronecker import REDUCTIONS
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
 from igbook.fisher.types import FisherType
-from igbook.kfac.core import check_fisher_type
+from igbook.kfac.blocks import check_fisher_type
 
 __all__ = ["negative_log_likelihood", "output_gradient_samples"]
 
