@@ -36,7 +36,7 @@ book: $(STAMP)
 	$(JB) build . --keep-going
 	@echo "The site is in $(CURDIR)/_build/html/index.html"
 
-test: test-package test-notebooks test-book test-site test-lab
+test: lint test-package test-notebooks test-book test-site test-lab
 
 # Lint and format check over the package, tests, tools, benchmarks and the chapters' code cells
 # (configuration in pyproject.toml, [tool.ruff]). Fix with: ruff check --fix . && ruff format .

@@ -9,7 +9,8 @@ r"""Continual learning as geometry: task streams, EWC, online EWC, SI, BGD, MESU
     EWC penalty.
 :mod:`igbook.continual.methods`
     One interface (:class:`~igbook.continual.learner.ContinualLearner`) over fine-tuning, EWC,
-    online EWC, SI, BGD, MESU and FOPNG, and the factory :func:`~igbook.continual.methods.make_learner`; the methods live
+    online EWC, SI, BGD, MESU and FOPNG, and the factory
+    :func:`~igbook.continual.methods.make_learner`; the methods live
     in :mod:`igbook.continual.learner` (interface, fine-tuning),
     :mod:`igbook.continual.regularization` (EWC, online EWC, SI),
     :mod:`igbook.continual.bayesian` (BGD, MESU) and :mod:`igbook.continual.projection` (FOPNG).

@@ -5,8 +5,9 @@ One vocabulary for every curvature in the package (``natgrad``, ``kfac``, ``cont
 a mean over samples or data points, never a sum.
 
 :mod:`igbook.fisher.types`
-    :class:`~igbook.fisher.types.FisherType` (exact, Monte Carlo, empirical, GGN, Hessian) and :func:`~igbook.fisher.types.as_fisher_type`,
-    which also resolves the deprecated spellings ``"type2"`` and ``"sample"``.
+    :class:`~igbook.fisher.types.FisherType` (exact, Monte Carlo, empirical, GGN, Hessian) and
+    :func:`~igbook.fisher.types.as_fisher_type`, which also resolves the deprecated spellings
+    ``"type2"`` and ``"sample"``.
 :mod:`igbook.fisher.likelihoods`
     The one likelihood family: Gaussian (any variance), categorical, Bernoulli (logit, probit;
     one or many outputs), each with its loss, sampling, output gradient, output Fisher and its
@@ -22,9 +23,10 @@ a mean over samples or data points, never a sum.
     K-FAC's Kronecker factors, functionally (:func:`~igbook.fisher.kronecker.kfac_factors`), and the layer statistics
     that :class:`igbook.kfac.KFACPreconditioner` averages.
 :mod:`igbook.fisher.operators`, :mod:`igbook.fisher.curvature`
-    One protocol, :class:`~igbook.fisher.operators.Curvature` (``matvec`` on ``(P,)`` or ``(P, K)``, ``to_dense``,
-    ``diagonal``, damped ``solve``/``inverse``, named layer blocks), with dense, diagonal,
-    block-diagonal and Kronecker structures; :func:`~igbook.fisher.curvature.curvature` builds any of them for a network.
+    One protocol, :class:`~igbook.fisher.operators.Curvature` (``matvec`` on ``(P,)`` or
+    ``(P, K)``, ``to_dense``, ``diagonal``, damped ``solve``/``inverse``, named layer blocks),
+    with dense, diagonal, block-diagonal and Kronecker structures;
+    :func:`~igbook.fisher.curvature.curvature` builds any of them for a network.
 :mod:`igbook.fisher.layout`
     The two flat parameter orders (row-major ``"flat"``, K-FAC's column-major ``"kronecker"``)
     and :func:`~igbook.fisher.layout.reorder` between them.
