@@ -18,6 +18,7 @@ from igbook.optim.sampling import (
     reliability_curve,
     sampled_params,
 )
+from igbook.optim.shampoo import Shampoo
 
 __all__ = [
     "BGD",
@@ -28,6 +29,7 @@ __all__ = [
     "GaussianMeanFieldOptimizer",
     "NonFiniteStepError",
     "PerExampleClosure",
+    "Shampoo",
     "Vadam",
     "VariationalOptimizer",
     "bgd_update",
