@@ -11,6 +11,7 @@ from igbook._safety import NonFiniteStepError
 from igbook.optim.bgd import BGD, GaussianMeanFieldOptimizer, bgd_update
 from igbook.optim.blr import IVON, VOGN, VON, PerExampleClosure, Vadam, VariationalOptimizer
 from igbook.optim.mesu import MESU, mesu_delta, mesu_stationary_variance
+from igbook.optim.muon import Muon, muon_param_groups, newton_schulz, polar_factor
 from igbook.optim.sampling import (
     classification_metrics,
     expected_calibration_error,
@@ -19,25 +20,45 @@ from igbook.optim.sampling import (
     sampled_params,
 )
 from igbook.optim.shampoo import Shampoo
+from igbook.optim.steepest import (
+    SteepestDirection,
+    euclidean_direction,
+    kronecker_direction,
+    linf_direction,
+    quadratic_direction,
+    spectral_direction,
+    steepest_direction,
+)
 
 __all__ = [
     "BGD",
     "IVON",
     "MESU",
+    "Muon",
     "VOGN",
     "VON",
     "GaussianMeanFieldOptimizer",
     "NonFiniteStepError",
     "PerExampleClosure",
+    "SteepestDirection",
     "Shampoo",
     "Vadam",
     "VariationalOptimizer",
     "bgd_update",
     "classification_metrics",
+    "euclidean_direction",
     "expected_calibration_error",
+    "kronecker_direction",
+    "linf_direction",
     "mesu_delta",
     "mesu_stationary_variance",
+    "muon_param_groups",
+    "newton_schulz",
+    "polar_factor",
     "predictive",
+    "quadratic_direction",
     "reliability_curve",
     "sampled_params",
+    "spectral_direction",
+    "steepest_direction",
 ]
