@@ -20,6 +20,7 @@ from igbook.optim.sampling import (
     sampled_params,
 )
 from igbook.optim.shampoo import Shampoo
+from igbook.optim.soap import SOAP
 from igbook.optim.steepest import (
     SteepestDirection,
     euclidean_direction,
@@ -35,6 +36,7 @@ __all__ = [
     "IVON",
     "MESU",
     "Muon",
+    "SOAP",
     "VOGN",
     "VON",
     "GaussianMeanFieldOptimizer",
