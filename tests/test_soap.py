@@ -230,7 +230,6 @@ def test_matches_pytorch_optimizer_before_refresh(precondition_1d: bool) -> None
     a, b = mlp(), mlp()
     sa = train(a, SOAP(a.parameters(), **kw), xs, ys)
     sb = train(b, pytorch_optimizer.SOAP(b.parameters(), **kw), xs, ys)
-    moved = 0.0
     for pa, pb in zip(sa, sb, strict=True):
         for p, q in zip(pa, pb, strict=True):
             torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
@@ -257,6 +256,31 @@ def test_matches_pytorch_optimizer_with_refresh() -> None:
     assert (
         max((p - q).abs().max().item() for p, q in zip(sa[4], sb[4], strict=True)) > 0
     )  # the QR differs
+
+
+def test_matches_pytorch_optimizer_on_a_3d_tensor() -> None:
+    """A 3-way parameter (3 x 4 x 5) gets one factor per dimension and the rotation
+    W x_1 Q_1^T x_2 Q_2^T x_3 Q_3^T, like pytorch_optimizer.SOAP with merge_dims=False (eps=0,
+    no decay, no refresh in these 8 steps, float64): agreement to rounding (1e-12)."""
+    pytorch_optimizer = pytest.importorskip("pytorch_optimizer")
+    g = torch.Generator().manual_seed(21)
+    w0 = torch.randn(3, 4, 5, generator=g, dtype=DT)
+    xs = torch.randn(8, 32, 4, 5, generator=g, dtype=DT)
+    ys = torch.randn(8, 32, 3, generator=g, dtype=DT)
+    kw = dict(lr=0.02, betas=(0.9, 0.95), eps=0.0, weight_decay=0.0, precondition_frequency=100)
+    ws = [w0.clone().requires_grad_(), w0.clone().requires_grad_()]
+    opts = [SOAP([ws[0]], **kw), pytorch_optimizer.SOAP([ws[1]], **kw)]
+    for x, y in zip(xs, ys, strict=True):
+        for w, o in zip(ws, opts, strict=True):
+            o.zero_grad()
+            ((torch.einsum("ijk,bjk->bi", w, x) - y) ** 2).mean().backward()
+            o.step()
+        torch.testing.assert_close(ws[0], ws[1], rtol=0, atol=1e-12)
+    assert all(
+        q is not None and q.shape == (n, n)
+        for q, n in zip(opts[0].state[ws[0]]["bases"], (3, 4, 5), strict=True)
+    )
+    assert (ws[0] - w0).abs().max() > 0.05
 
 
 # --------------------------------------------------------------------------- the standards
