@@ -7,6 +7,7 @@ iteration on singular values; ``torch.optim.Muon`` and ``torch.optim.AdamW`` ste
 from __future__ import annotations
 
 import copy
+import io
 import math
 
 import pytest
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from igbook._safety import NonFiniteStepError
+from igbook.optim import spectral_direction
 from igbook.optim.muon import (
     QUINTIC_COEFFICIENTS,
     Muon,
@@ -68,6 +70,15 @@ def test_classic_cubic_newton_schulz_converges_to_the_polar_factor(shape) -> Non
     # cubic needs ~10 steps to reach 1 and then doubles its digits each step
     X = newton_schulz(G, steps=40, coefficients=CUBIC)
     assert float((X - polar_factor(G)).abs().max()) < 1e-10
+
+
+def test_cubic_newton_schulz_is_the_spectral_steepest_direction() -> None:
+    """Muon's target is steepest descent under the spectral norm (igbook.optim.steepest)."""
+    G = torch.randn(7, 4, generator=gen(30), dtype=F64)
+    D, nuclear = spectral_direction(G)
+    X = newton_schulz(G, steps=40, coefficients=CUBIC)
+    assert float((X - D).abs().max()) < 1e-10
+    assert abs(float((G * X).sum()) - float(nuclear)) < 1e-10
 
 
 def test_iteration_acts_on_singular_values_as_the_scalar_polynomial() -> None:
@@ -328,7 +339,11 @@ def test_state_dict_round_trip_resumes_bitwise(dtype) -> None:
     model, opt = make_run(dtype)
     for t in range(3):
         opt.step(closure_for(model, opt, t))
-    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    saved_model = copy.deepcopy(model.state_dict())
+    buffer = io.BytesIO()  # through torch.save / torch.load (weights_only): dtypes and tuples
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    saved_opt = torch.load(buffer)
     for t in range(3, 6):
         opt.step(closure_for(model, opt, t))
     model2, opt2 = make_run(dtype)
