@@ -1,7 +1,7 @@
 """Every optimizer of igbook.optim, igbook.kfac and igbook.natgrad survives a failing step.
 
 The matrix of issue 19, for IVON, Vadam, VON, VOGN, BGD, MESU, KFAC, DenseNaturalGradient and
-NaturalGradientDescent, in float32 and float64:
+NaturalGradientDescent (and Muon), in float32 and float64:
 
 - a NaN or infinite gradient raises an error that says so (``nonfinite="raise"``) or skips the
   step (``"skip"``), and writes nothing;
@@ -28,12 +28,23 @@ from torch import Tensor, nn
 from igbook._safety import NonFiniteStepError
 from igbook.kfac import KFAC, DenseNaturalGradient
 from igbook.natgrad import NaturalGradientDescent
-from igbook.optim import BGD, IVON, MESU, VOGN, VON, PerExampleClosure, Vadam, sampled_params
+from igbook.optim import (
+    BGD,
+    IVON,
+    MESU,
+    VOGN,
+    VON,
+    Muon,
+    PerExampleClosure,
+    Vadam,
+    muon_param_groups,
+    sampled_params,
+)
 
 # the unused parameter sits on the Net module itself, which K-FAC leaves unpreconditioned
 pytestmark = pytest.mark.filterwarnings("ignore:K-FAC leaves these layers unpreconditioned")
 
-NAMES = ["IVON", "Vadam", "VON", "VOGN", "BGD", "MESU", "KFAC", "DenseNG", "NGD"]
+NAMES = ["IVON", "Vadam", "VON", "VOGN", "BGD", "MESU", "KFAC", "DenseNG", "NGD", "Muon"]
 SAMPLING = {"IVON", "Vadam", "VON", "VOGN", "BGD", "MESU"}  # two Monte Carlo samples per step
 DTYPES = [torch.float32, torch.float64]
 
@@ -116,6 +127,8 @@ def make(name: str, dtype: torch.dtype, nonfinite: str = "raise", **kw: Any) -> 
             seed=1,
             **common,
         )
+    elif name == "Muon":  # hidden matrices by Muon, biases and the unused vector by AdamW
+        opt = Muon(muon_param_groups(model, head=False), lr=0.02, **common)
     else:
         opt = NaturalGradientDescent(
             model.parameters(),
