@@ -246,13 +246,14 @@ class Muon(torch.optim.Optimizer):
         B_t &= \mu B_{t-1} + (1-\mu) g_t, \qquad
         \tilde B_t = \begin{cases} (1-\mu) g_t + \mu B_t & \text{nesterov}\\ B_t & \text{else}\end{cases}\\
         O_t &= \mathrm{NS}^{(a,b,c)}_k(\tilde B_t) \approx UV^\top
-            \quad(\text{:func:`newton_schulz`, } k = \texttt{ns\_steps})\\
+            \quad(k = \texttt{ns\_steps})\\
         W_t &= (1 - \eta\lambda)W_{t-1} - \eta\, s(\text{shape})\, O_t
 
-    with :math:`\eta` the learning rate, :math:`\lambda` the decoupled weight decay and :math:`s`
-    :func:`muon_lr_scale`. The momentum is an exponential moving average, :math:`(1-\mu)` times
-    the sum :math:`\mu B + g` of Jordan et al.'s blog post; the Newton-Schulz iteration divides by
-    the norm, so the two give the same update. These are the conventions of
+    with :math:`\mathrm{NS}` the iteration of :func:`newton_schulz`, :math:`\eta` the learning
+    rate, :math:`\lambda` the decoupled weight decay and :math:`s` :func:`muon_lr_scale`. The
+    momentum is an exponential moving average, :math:`(1-\mu)` times the sum :math:`\mu B + g` of
+    Jordan et al.'s blog post; the Newton-Schulz iteration divides by the norm, so the two give the
+    same update in exact arithmetic (the floor ``eps`` aside). These are the conventions of
     ``torch.optim.Muon`` (torch >= 2.9), including the iteration in ``torch.bfloat16``
     (``ns_dtype``; ``None`` runs it in the parameter's dtype): on 2-D parameters this optimizer
     takes bitwise the same steps (``tests/test_muon.py``).
