@@ -176,6 +176,11 @@ def test_kronecker_direction_matches_the_dense_quadratic_norm() -> None:
         assert abs(float(value - ref.dual_norm)) < 1e-12
         v = D.reshape(-1)
         assert abs(float(v @ M @ v) - 1) < 1e-12
+    # brute force on the sphere of the trace form sqrt(tr(D^T G D A)) (no kron, no vec)
+    D, value = kronecker_direction(grad, A, G)
+    assert abs(float(torch.trace(D.T @ G @ D @ A)) - 1) < 1e-12
+    best = random_search(grad, lambda x: torch.trace(x.T @ G @ x @ A).sqrt(), n=5000)
+    assert best <= float(value) + 1e-12
     # without damping: G^{-1} grad A^{-1} normalized (explicit solves)
     x = torch.linalg.solve(G, grad) @ torch.linalg.inv(A)
     D, value = kronecker_direction(grad, A, G)
