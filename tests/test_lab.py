@@ -254,7 +254,10 @@ OPEN_JS = r"""
     // not run: wait (bounded) until jupyterlab-myst has rendered every Markdown cell
     const rendered = () => w.content.widgets.filter((c) => c.model.type === "markdown")
       .every((c) => c.node.querySelector(".myst") || c.node.querySelector(".jp-RenderedMarkdown"));
-    while (!rendered() && Date.now() - t0 < %(ms)d) await sleep(200);
+    // its own budget: on a loaded 2-core machine the app and kernel may already have used most of
+    // the opening budget, and a long chapter renders cell by cell
+    const tr = Date.now();
+    while (!rendered() && Date.now() - tr < %(ms)d) await sleep(200);
     await sleep(500);
     window.__igbook = {done: true, ok: true, skipped: true};
     return "";
@@ -569,7 +572,7 @@ def open_and_run(browser: Browser, lab: LabServer, name: str) -> LabNotebook:
     msg = browser.js(
         OPEN_JS
         % {"ms": 60_000, "path": json.dumps(f"{name}.ipynb"), "run": json.dumps(name in RUN_ALL)},
-        timeout=90,
+        timeout=150,  # opening (60 s at most) plus rendering (60 s at most) plus slack
     )
     if msg:
         nb.screenshot("failed-to-open")
