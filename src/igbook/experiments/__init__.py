@@ -15,6 +15,10 @@ never imports them.
 :mod:`igbook.experiments.kfac_autoencoder`
     The digits autoencoder trained with SGD, Adam, K-FAC and exact natural gradient (the K-FAC
     chapter, ``benchmarks/bench_kfac.py``).
+:mod:`igbook.experiments.optimizer_race`
+    The small network with an exact Fisher and the race of SGD, Adam, K-FAC, Shampoo, SOAP,
+    Muon and IVON on the digits autoencoder and classifier (the optimizer-geometry chapter,
+    ``benchmarks/bench_optimizer_race.py``).
 :mod:`igbook.experiments.continual`
     The continual-learning protocol and tuned hyperparameters (the continual-learning chapter,
     ``benchmarks/bench_continual.py``).

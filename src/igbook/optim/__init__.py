@@ -24,11 +24,13 @@ from igbook.optim.soap import SOAP
 from igbook.optim.steepest import (
     SteepestDirection,
     euclidean_direction,
+    kl_spent,
     kronecker_direction,
     linf_direction,
     quadratic_direction,
     spectral_direction,
     steepest_direction,
+    step_angle,
 )
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "classification_metrics",
     "euclidean_direction",
     "expected_calibration_error",
+    "kl_spent",
     "kronecker_direction",
     "linf_direction",
     "mesu_delta",
@@ -63,4 +66,5 @@ __all__ = [
     "sampled_params",
     "spectral_direction",
     "steepest_direction",
+    "step_angle",
 ]

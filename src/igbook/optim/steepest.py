@@ -46,11 +46,13 @@ __all__ = [
     "NORMS",
     "SteepestDirection",
     "euclidean_direction",
+    "kl_spent",
     "kronecker_direction",
     "linf_direction",
     "quadratic_direction",
     "spectral_direction",
     "steepest_direction",
+    "step_angle",
 ]
 
 #: the norms :func:`steepest_direction` dispatches on
@@ -305,3 +307,84 @@ def steepest_direction(
     if A is None or G is None:
         raise ValueError("A and G are required for norm='kronecker'")
     return kronecker_direction(g, A, G, damping)
+
+
+def _metric_product(metric: Tensor | Curvature, v: Tensor, name: str = "step") -> Tensor:
+    """:math:`Mv` for a ``(P, P)`` tensor or a :class:`~igbook.fisher.Curvature`."""
+    if isinstance(metric, Curvature):
+        if metric.size != v.shape[0]:
+            raise ValueError(f"metric has size {metric.size} but {name} has {v.shape[0]} entries")
+        return metric.matvec(v.to(metric.dtype)).to(v.dtype)
+    m = as_tensor(metric, "metric")
+    if m.ndim != 2 or m.shape != (v.shape[0], v.shape[0]):
+        raise ValueError(
+            f"metric must have shape ({v.shape[0]}, {v.shape[0]}) to match {name} of size "
+            f"{v.shape[0]}, got {tuple(m.shape)}"
+        )
+    m = check_finite(m, "metric")
+    check_symmetric(m.to(v.dtype), "metric")
+    return m.to(v.dtype) @ v
+
+
+def step_angle(step: Tensor, reference: Tensor, metric: Tensor | Curvature | None = None) -> Tensor:
+    r"""The angle, in degrees, between a step and a reference direction, in the inner product of ``metric``.
+
+    .. math::
+
+        \angle_M(d, r) = \arccos\frac{d^\top M r}{\sqrt{d^\top M d}\,\sqrt{r^\top M r}}
+        \in [0^\circ, 180^\circ],
+
+    with :math:`M = I` (the Euclidean angle) when ``metric`` is ``None``. With :math:`M` the Fisher
+    and :math:`r = F^{-1}g` the natural gradient, :math:`\cos\angle_F(d, r)` is the fraction of the
+    best achievable first-order decrease per unit of KL that the step :math:`d` reaches
+    (:func:`kl_spent`) :cite:`amari1998natural,martens2020new`.
+
+    Parameters
+    ----------
+    step, reference
+        Non-zero vectors of the same shape ``(P,)`` (other shapes are flattened).
+    metric
+        ``None``, a symmetric positive semi-definite ``(P, P)`` tensor, or a
+        :class:`igbook.fisher.Curvature`.
+    """
+    d = _gradient(step, "step").reshape(-1)
+    r = _gradient(reference, "reference").reshape(-1)
+    if d.shape != r.shape:
+        raise ValueError(
+            f"step and reference must have the same size, got {d.numel()} and {r.numel()}"
+        )
+    dt = torch.promote_types(d.dtype, r.dtype)
+    d, r = d.to(dt), r.to(dt)
+    if metric is None:
+        md, mr = d, r
+    else:
+        md, mr = _metric_product(metric, d), _metric_product(metric, r)
+    dd, rr, dr = torch.dot(d, md), torch.dot(r, mr), torch.dot(d, mr)
+    for name, v in (("step", dd), ("reference", rr)):
+        if float(v) <= 0.0:
+            raise ValueError(
+                f"{name} must have a positive norm in the metric, got squared norm {float(v):.3g}"
+            )
+    cos = (dr / (dd.sqrt() * rr.sqrt())).clamp(-1.0, 1.0)
+    return torch.rad2deg(torch.arccos(cos))
+
+
+def kl_spent(step: Tensor, metric: Tensor | Curvature) -> Tensor:
+    r"""The KL divergence a step spends, to second order: :math:`\tfrac12\,d^\top F d`.
+
+    For a model :math:`p_\theta` with Fisher :math:`F(\theta)`,
+    :math:`\operatorname{KL}(p_\theta\,\|\,p_{\theta+d}) = \tfrac12 d^\top F d + O(\|d\|^3)`
+    :cite:`amari1998natural`. Among the steps with the same first-order decrease
+    :math:`-g^\top d = c > 0` the natural gradient spends the least,
+    :math:`c^2/(2\,g^\top F^{-1}g)` (Cauchy-Schwarz in the :math:`F` inner product); any other
+    spends :math:`1/\cos^2\angle_F(d, F^{-1}g)` times as much (:func:`step_angle`).
+
+    Parameters
+    ----------
+    step
+        The step :math:`d`, shape ``(P,)`` (other shapes are flattened).
+    metric
+        :math:`F`: a symmetric ``(P, P)`` tensor or a :class:`igbook.fisher.Curvature`.
+    """
+    d = _gradient(step, "step").reshape(-1)
+    return 0.5 * torch.dot(d, _metric_product(metric, d))
