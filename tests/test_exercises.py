@@ -639,6 +639,49 @@ CASES |= {
 }
 
 
+# -------------------------------------------------------------------------- optimizer_geometry
+_QS = sorted(
+    (4.775 + sgn * math.sqrt(4.775**2 - 4 * 2.0315 * 2.4445)) / (2 * 2.0315) for sgn in (-1, 1)
+)
+_QP = [math.sqrt(v) for v in _QS]  # fixed points of 3.4445 s - 4.775 s^3 + 2.0315 s^5 = s
+_QSL = [3.4445 - 3 * 4.775 * p**2 + 5 * 2.0315 * p**4 for p in _QP]
+
+CASES |= {
+    "optimizer_geometry.check_sign_descent": Case(
+        {"direction": torch.sign},
+        ("direction",),
+        (),
+        [
+            ({"direction": lambda g: g / g.norm()}, "Euclidean"),
+            ({"direction": lambda g: g / g.abs().max()}, "every coordinate"),
+            ({"direction": lambda g: -torch.sign(g)}, "maximizer"),
+        ],
+    ),
+    "optimizer_geometry.check_newton_schulz_fixed_points": Case(
+        {"points": _QP, "slopes": _QSL},
+        ("points", "slopes"),
+        (*_QP, *_QSL),
+        [
+            ({"points": _QS}, "square roots"),
+            ({"points": [1.0, 1.0]}, "cubic"),
+            ({"points": _QP[::-1]}, "increasing order"),
+            ({"slopes": [-4.775 + 2 * 2.0315 * p**2 for p in _QP]}, "derivative in s"),
+        ],
+    ),
+    "optimizer_geometry.check_kronecker_bound": Case(
+        {"c_full_rank": 2.0, "c_rank_one": 1.0},
+        ("c_full_rank", "c_rank_one"),
+        (2.0, 1.0),
+        [
+            ({"c_full_rank": 1.0}, "1/r"),
+            ({"c_full_rank": 4.0}, "square roots"),
+            ({"c_rank_one": 2.0}, "rank one"),
+            ({"c_rank_one": 25.0}, "square roots"),
+        ],
+    ),
+}
+
+
 # ----------------------------------------------------------------------------- gaussian_mixture
 def _mix_score(x: float, m1: float, m2: float, s: float, swap: bool = False) -> list[float]:
     r1 = 1 / (1 + math.exp(0.5 * ((x - m1) / s) ** 2 - 0.5 * ((x - m2) / s) ** 2))
