@@ -59,6 +59,9 @@ __all__ = [
     "make_optimizer",
     "training_step",
     "first_step",
+    "input_chart",
+    "pull_back",
+    "output_change",
     "race",
 ]
 
@@ -68,8 +71,9 @@ OPTIMIZERS = ("sgd", "adam", "kfac", "shampoo", "soap", "muon", "ivon")
 PROBLEMS = ("autoencoder", "classifier")
 #: The small classifier of the "how far from the Fisher" table (610 parameters).
 GEOMETRY_WIDTHS = (64, 8, 10)
-#: Targets of the time-to-target table: the excess loss above the floor of each race problem.
-TARGETS: dict[str, float] = {"autoencoder": 5.0, "classifier": 0.05}
+#: Targets of the time-to-target table: an excess loss above the floor of each race problem that
+#: Adam, the reference of the table, reaches within the steps of the benchmark.
+TARGETS: dict[str, float] = {"autoencoder": 8.0, "classifier": 0.05}
 #: Number of digits (training images, first ones) of that table.
 GEOMETRY_SIZE = 300
 #: The race's classifier.
@@ -295,6 +299,35 @@ def first_step(
         if bool((move != 0).any()):
             return move
     raise RuntimeError(f"{name} did not move the parameters in two steps")
+
+
+def input_chart(model: nn.Sequential, x: Tensor, M: Tensor) -> tuple[nn.Sequential, Tensor]:
+    r"""The same network in another chart: inputs :math:`x' = Mx`, first weight :math:`V = WM^{-1}`.
+
+    :math:`Vx' = Wx`, so the copy computes the same function of the data; only the coordinates
+    of the first layer's weight change (:math:`W = VM`). Returns ``(model', x')``, ``x'`` with rows
+    :math:`Mx_n`.
+    """
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m[0].weight.copy_(torch.linalg.solve(M.T, model[0].weight.T).T)
+    return m, x @ M.T
+
+
+def pull_back(step: Tensor, model: nn.Sequential, M: Tensor) -> Tensor:
+    r"""A flat step of the chart of :func:`input_chart` in the original coordinates: :math:`\Delta W = \Delta V M`."""
+    n = model[0].weight.numel()
+    dv = step[:n].reshape(model[0].weight.shape)
+    return torch.cat([(dv @ M).reshape(-1), step[n:]])
+
+
+def output_change(model: nn.Module, x: Tensor, step: Tensor) -> Tensor:
+    r""":math:`f_{\theta+d}(x) - f_\theta(x)`: what a flat step ``d`` does to the network's outputs."""
+    moved = copy.deepcopy(model)
+    theta = nn.utils.parameters_to_vector(moved.parameters()).detach()
+    nn.utils.vector_to_parameters(theta + step, moved.parameters())
+    with torch.no_grad():
+        return moved(x) - model(x)
 
 
 def race(
