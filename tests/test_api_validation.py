@@ -344,6 +344,40 @@ UNCHECKED_BY_DESIGN: dict[str, str] = {
 #: callables whose in-domain call cannot be guessed from the signature (need a model, a
 #: closure, an optimizer or a family instance); they are covered by their own test modules
 NO_AUTOMATIC_CALL: set[str] = {
+    # igbook.rl: need a policy network, a batch or a gymnasium environment; bad input in test_rl.py
+    "igbook.rl.tabular.TabularMDP",
+    "igbook.rl.policies.policy_fisher",
+    "igbook.rl.policies.policy_parameters",
+    "igbook.rl.rollouts.collect_rollout",
+    "igbook.rl.training.evaluate_policy",
+    "igbook.rl.training.train_policy",
+    "igbook.rl.updates.npg_step_network",
+    "igbook.rl.updates.pg_step",
+    "igbook.rl.updates.surrogate_gradient",
+    "igbook.rl.updates.trpo_step",
+    # igbook.rl functions of a TabularMDP / ScalarLQR or of bool episode flags: every argument
+    # is checked against NaN, wrong types and shapes in test_rl.py::test_bad_input_is_named
+    "igbook.rl.lqr.lqr_fisher",
+    "igbook.rl.lqr.lqr_gain_value",
+    "igbook.rl.lqr.lqr_gradient",
+    "igbook.rl.lqr.lqr_natural_gradient",
+    "igbook.rl.lqr.lqr_optimal_gain",
+    "igbook.rl.lqr.lqr_return",
+    "igbook.rl.lqr.lqr_second_moment",
+    "igbook.rl.lqr.riccati_iteration",
+    "igbook.rl.rollouts.gae",
+    "igbook.rl.rollouts.returns_to_go",
+    "igbook.rl.tabular.advantages",
+    "igbook.rl.tabular.discounted_occupancy",
+    "igbook.rl.tabular.expected_return",
+    "igbook.rl.tabular.natural_policy_gradient",
+    "igbook.rl.tabular.npg_step",
+    "igbook.rl.tabular.policy_evaluation",
+    "igbook.rl.tabular.policy_iterates",
+    "igbook.rl.tabular.q_values",
+    "igbook.rl.tabular.softmax_policy_fisher",
+    "igbook.rl.tabular.softmax_policy_gradient",
+    "igbook.rl.tabular.value_iteration",
     # the Laplace approximation: need a trained model, a batch, a fitted posterior; bad input in test_laplace.py
     "igbook.laplace.evidence.effective_parameters",
     "igbook.laplace.evidence.evidence_terms",
