@@ -639,6 +639,50 @@ CASES |= {
 }
 
 
+# ------------------------------------------------------------------------------ policy_gradient
+def _softmax_fisher(p: torch.Tensor) -> torch.Tensor:
+    return torch.diag(p) - torch.outer(p, p)
+
+
+# the bandit: pi = (0.4, 0.6), rewards (1, 0), lr 0.5: pi+ = (0.4 e^0.5, 0.6) / (0.4 e^0.5 + 0.6)
+_B_NEW = [0.4 * math.exp(0.5) / (0.4 * math.exp(0.5) + 0.6), 0.6 / (0.4 * math.exp(0.5) + 0.6)]
+# TRPO on F = diag(2, 0.5), g = (1, 1), delta = 0.01: F^{-1} g = (0.5, 2), g^T F^{-1} g = 2.5
+_T_G, _T_F = torch.tensor([1.0, 1.0], dtype=D), torch.diag(torch.tensor([2.0, 0.5], dtype=D))
+_T_BETA = math.sqrt(2 * 0.01 / 2.5)
+
+CASES |= {
+    "policy_gradient.check_softmax_fisher": Case(
+        {"fisher": _softmax_fisher},
+        ("fisher",),
+        (),
+        [
+            ({"fisher": torch.diag}, "- p p^T"),
+            ({"fisher": lambda p: torch.diag(1 / p)}, "probabilities themselves"),
+            ({"fisher": lambda p: torch.outer(p, p)}, "outer product"),
+        ],
+    ),
+    "policy_gradient.check_bandit_npg_step": Case(
+        {"new_probs": _B_NEW, "probs": (0.4, 0.6), "rewards": (1.0, 0.0), "lr": 0.5},
+        ("new_probs",),
+        tuple(_B_NEW),
+        [
+            ({"new_probs": [0.4 + 0.5 * 0.6, 0.6 - 0.5 * 0.4]}, "added lr * A"),
+            ({"new_probs": [0.4 * math.exp(0.5), 0.6]}, "Renormalize"),
+        ],
+    ),
+    "policy_gradient.check_trpo_step": Case(
+        {"step": [_T_BETA * 0.5, _T_BETA * 2.0], "grad": _T_G, "fisher": _T_F, "max_kl": 0.01},
+        ("step",),
+        (_T_BETA * 0.5, _T_BETA * 2.0),
+        [
+            ({"step": [math.sqrt(0.01 / 2.5) * 0.5, math.sqrt(0.01 / 2.5) * 2.0]}, "one half"),
+            ({"step": [0.02 / 2.5 * 0.5, 0.02 / 2.5 * 2.0]}, "square root"),
+            ({"step": [math.sqrt(0.02 / 2.5), math.sqrt(0.02 / 2.5)]}, "natural direction"),
+        ],
+    ),
+}
+
+
 # -------------------------------------------------------------------------- optimizer_geometry
 _QS = sorted(
     (4.775 + sgn * math.sqrt(4.775**2 - 4 * 2.0315 * 2.4445)) / (2 * 2.0315) for sgn in (-1, 1)

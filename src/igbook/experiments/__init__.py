@@ -19,6 +19,9 @@ never imports them.
     The small network with an exact Fisher and the race of SGD, Adam, K-FAC, Shampoo, SOAP,
     Muon and IVON on the digits autoencoder and classifier (the optimizer-geometry chapter,
     ``benchmarks/bench_optimizer_race.py``).
+:mod:`igbook.experiments.policy_gradient`
+    Tabular MDPs, the LQR and the CartPole protocol of the policy-gradient chapter
+    (``benchmarks/bench_policy_gradient.py``).
 :mod:`igbook.experiments.continual`
     The continual-learning protocol and tuned hyperparameters (the continual-learning chapter,
     ``benchmarks/bench_continual.py``).
