@@ -965,6 +965,58 @@ CASES |= {
 NOT_CHECKS = {"gaussian_mixture.condition_separation"}
 
 
+# ----------------------------------------------------------------------------------------- laplace
+CASES |= {
+    "laplace.check_beta_bernoulli_laplace": Case(
+        {"mean": 8 / 12, "variance": (8 / 12) * (4 / 12) / 12, "a": 2, "b": 2, "k": 7, "n": 10},
+        ("mean", "variance"),
+        (8 / 12, (8 / 12) * (4 / 12) / 12),
+        [
+            ({"mean": 9 / 14}, "posterior mean"),
+            ({"mean": 0.7}, "maximum-likelihood"),
+            ({"variance": 9 * 5 / (14**2 * 15)}, "exact Beta"),
+            ({"variance": 12 / ((8 / 12) * (4 / 12))}, "precision"),
+        ],
+    ),
+    "laplace.check_blr_evidence": Case(
+        {
+            "log_evidence": -4.604770674141675,
+            "x": [1.0, 2.0, -1.0],
+            "y": [1.5, 2.5, -0.5],
+            "delta": 1.0,
+            "sigma": 1.0,
+        },
+        ("log_evidence",),
+        (-4.604770674141675,),
+        [
+            ({"log_evidence": -3.131815599614018}, "Occam factor"),
+            ({"log_evidence": -4.104770674141675}, "prior's penalty"),
+        ],
+    ),
+    "laplace.check_probit": Case(
+        {"prob": 0.7949723458761111, "mean": 2.0, "variance": 3.0},
+        ("prob",),
+        (0.7949723458761111,),
+        [
+            ({"prob": 1 / (1 + math.exp(-2.0))}, "ignores the variance"),
+            (
+                {"prob": 1 / (1 + math.exp(-2 / math.sqrt(1 + math.pi * math.sqrt(3) / 8)))},
+                "standard deviation",
+            ),
+        ],
+    ),
+    "laplace.check_effective_parameters": Case(
+        {"gamma": 10 / 11 + 2 / 3 + 0.1 / 1.1, "eigenvalues": [10.0, 2.0, 0.1], "delta": 1.0},
+        ("gamma",),
+        (10 / 11 + 2 / 3 + 0.1 / 1.1,),
+        [
+            ({"gamma": 1 / 11 + 1 / 3 + 1 / 1.1}, "prior-dominated"),
+            ({"gamma": 3.0}, "Not every direction"),
+        ],
+    ),
+}
+
+
 # -------------------------------------------------------------------------------- enumeration
 def _modules() -> list[str]:
     return sorted(
