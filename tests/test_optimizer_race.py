@@ -65,3 +65,31 @@ def test_race_is_seeded_and_every_optimizer_descends_on_both_problems() -> None:
             if name in ("sgd", "soap", "ivon"):
                 b = race(name, problem, lr=lr, steps=20, eval_every=10)
                 assert a.losses == b.losses
+
+
+def test_input_chart_is_the_same_function_and_pull_back_maps_steps_back() -> None:
+    from igbook.experiments.optimizer_race import input_chart, output_change, pull_back
+
+    model, x, y = geometry_problem()
+    g = torch.Generator().manual_seed(0)
+    rot = torch.linalg.qr(torch.randn(64, 64, dtype=torch.float64, generator=g))[0]
+    scale = torch.diag(torch.exp(torch.randn(64, dtype=torch.float64, generator=g)))
+    for M in (rot, scale):
+        m1, x1 = input_chart(model, x, M)
+        torch.testing.assert_close(m1(x1), model(x), rtol=1e-10, atol=1e-10)
+        # W = V M: the pulled-back weights of the chart are the original ones
+        w1 = torch.nn.utils.parameters_to_vector(m1.parameters()).detach()
+        w0 = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+        torch.testing.assert_close(pull_back(w1, model, M), w0, rtol=1e-10, atol=1e-12)
+    # SGD is invariant under rotations of the inputs (g_V = g_W M^T, Delta W = Delta V M = -lr g_W),
+    # not under rescalings; the output change of a step is the same quantity seen from both charts
+    d0 = first_step("sgd", model, x, y, lr=0.1)
+    for M, invariant in ((rot, True), (scale, False)):
+        m1, x1 = input_chart(model, x, M)
+        d1 = first_step("sgd", m1, x1, y, lr=0.1)
+        close = torch.allclose(pull_back(d1, model, M), d0, rtol=1e-9, atol=1e-12)
+        assert close == invariant
+        same_out = torch.allclose(
+            output_change(m1, x1, d1), output_change(model, x, d0), rtol=1e-8, atol=1e-10
+        )
+        assert same_out == invariant
