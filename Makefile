@@ -14,7 +14,7 @@ unexport MPLBACKEND
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export OMP_NUM_THREADS ?= 2
 
-.PHONY: book lint test test-package test-notebooks test-book test-site test-lab venv lab serve clean strip bench chapter-times help student student-site macros
+.PHONY: book lint test test-package test-execute test-notebooks test-book test-site test-lab venv lab serve clean strip bench chapter-times help student student-site macros
 
 help:
 	@echo "make book   build the website into _build/html (executes every chapter)"
@@ -37,7 +37,14 @@ book: $(STAMP)
 	$(JB) build . --keep-going
 	@echo "The site is in $(CURDIR)/_build/html/index.html"
 
-test: lint test-package test-notebooks test-book test-site test-lab
+test: lint test-package test-execute test-site test-lab
+
+# nbval and the warnings-as-errors build both execute every chapter. The build runs one kernel
+# at a time and each chapter runs on one thread, so on a 2-core machine nbval (one worker) runs
+# beside the build instead of after it: one core each.
+NBVAL_WORKERS ?= $(NPROC)
+test-execute: $(STAMP)
+	$(MAKE) --no-print-directory -j2 test-notebooks test-book NBVAL_WORKERS=$(shell [ $(NPROC) -gt 2 ] && echo $$(($(NPROC) - 1)) || echo 1)
 
 # Lint and format check over the package, tests, tools, benchmarks and the chapters' code cells
 # (configuration in pyproject.toml, [tool.ruff]). Fix with: ruff check --fix . && ruff format .
@@ -49,7 +56,7 @@ test-package: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q -n $(NPROC) --dist loadfile -m "not browser and not lab" tests
 
 test-notebooks: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:randomly -n $(NPROC) --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 book
+	$(BIN)/python -m pytest -q -p no:randomly -n $(NBVAL_WORKERS) --dist loadfile --nbval-lax --nbval-current-env --nbval-cell-timeout=600 book
 
 test-book: $(STAMP)
 	rm -rf _build/html _build/.doctrees
