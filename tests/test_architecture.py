@@ -42,7 +42,7 @@ MAX_LINES = 700
 MATPLOTLIB_ALLOWED = frozenset({"plotting", "widgets", "live", "book"})
 PLOTTING_LIBRARIES = frozenset({"matplotlib", "mpl_toolkits", "cycler"})
 #: private modules that any igbook module may import
-SHARED_PRIVATE_MODULES = frozenset({"igbook._validation", "igbook._safety"})
+SHARED_PRIVATE_MODULES = frozenset({"igbook._validation", "igbook._safety", "igbook._distributed"})
 #: imported only by chapters, tests and benchmarks
 TOP_ONLY = frozenset({"experiments", "book"})
 

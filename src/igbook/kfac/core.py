@@ -55,6 +55,11 @@ or by the eigendecomposition directly (exact damping). The one exception: a floa
 is provably at most ``FLOAT32_INVERSE_MAX_CONDITION`` (:math:`10^3`, bounded by :math:`(\operatorname{tr} M + c)/c`) is
 inverted in float32, which loses at most about :math:`10^{-4}` relative accuracy and halves the cost of the inverses.
 Damping must be strictly positive, so every damped matrix is positive definite and no step is ever ``inf`` or ``nan``.
+
+Distributed (``torch.distributed`` with ``DistributedDataParallel``): the per-rank batch statistics of :math:`A` and
+:math:`G` are averaged over the process group before they enter the moving averages (``igbook._distributed``), so with
+equal per-rank batches every rank holds the factors of the global batch; each rank computes the same inverses itself
+(deterministic, no broadcast). Sampled labels use ``seed + rank``.
 """
 
 from __future__ import annotations
@@ -66,6 +71,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from igbook._distributed import (
+    active_group,
+    any_rank,
+    check_process_group,
+    rank_seed,
+)
 from igbook._safety import first_nonfinite, nonfinite_error
 from igbook._validation import (
     check_choice,
@@ -91,6 +102,7 @@ from igbook.kfac.blocks import (
     check_fisher_type,
     make_kfac_generator,
 )
+from igbook.kfac.distributed import update_factors_distributed
 from igbook.kfac.inverses import damped_inverse, psd_eigh
 
 __all__ = ["FISHER_TYPES", "DAMPING_MODES", "KFACPreconditioner"]
@@ -170,6 +182,14 @@ class KFACPreconditioner:
         The learning rate used by KL clipping.
     seed, generator
         Source of the sampled labels (``generator`` wins; its state is in :meth:`state_dict`).
+        Under ``torch.distributed`` the generator made from ``seed`` is seeded with
+        ``seed + rank`` (distinct labels per rank; rank 0 draws what one process draws).
+    process_group
+        Under ``torch.distributed`` (DDP averages the gradients): the group over which the
+        batch statistics of :math:`A` and :math:`G` are averaged before the moving averages
+        (``None``: the world group when initialized, else no communication). Every rank then
+        holds the same factors and computes the same inverses itself (no broadcast). Use
+        ``reduction="mean"``, as DDP averages the gradients.
     """
 
     def __init__(
@@ -190,6 +210,7 @@ class KFACPreconditioner:
         lr: float | None = None,
         seed: int | None = 0,
         generator: torch.Generator | None = None,
+        process_group: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -207,6 +228,10 @@ class KFACPreconditioner:
         self.kl_clip = None if kl_clip is None else check_positive_real(kl_clip, "kl_clip")
         self.lr = None if lr is None else check_positive_real(lr, "lr")
         self.generator = make_kfac_generator(seed, generator)
+        self.process_group = check_process_group(process_group)
+        if generator is None and active_group(self.process_group) is not False:
+            # distinct, reproducible sampled labels per rank (module docstring, "Distributed")
+            self.generator.manual_seed(rank_seed(0 if seed is None else seed, self.process_group))
 
         self.blocks: list[LayerBlock] = []
         self._layers: dict[nn.Module, str] = {}
@@ -321,7 +346,9 @@ class KFACPreconditioner:
                 "layers " + ", ".join(twice) + " were called more than once in one forward pass; "
                 "K-FAC does not support parameter reuse"
             )
-        if first_nonfinite([f.detach()]) is not None:
+        group = active_group(self.process_group)
+        bad_outputs = first_nonfinite([f.detach()]) is not None
+        if any_rank(bad_outputs, self.process_group) if group is not False else bad_outputs:
             raise nonfinite_error(
                 type(self).__name__, "curvature statistic (model outputs)", "<outputs>"
             )
@@ -349,6 +376,9 @@ class KFACPreconditioner:
                     "of outputs: pass the outputs of the same forward pass"
                 )
             stats[m] = (a, layer_output_rows(m, rows[m].detach()))
+        if group is not False:
+            update_factors_distributed(self, stats, scale_g, rng, group)
+            return True
         # nothing is written before every statistic is known to be finite (igbook._safety)
         flat = [t for ag in stats.values() for t in ag]
         bad = first_nonfinite(flat)

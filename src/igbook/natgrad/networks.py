@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from igbook._distributed import active_group, all_reduce_mean_, check_process_group
 from igbook._safety import check_nonfinite_mode, first_nonfinite, nonfinite_error
 from igbook._validation import check_seed
 from igbook.fisher.likelihoods import Likelihood, get_likelihood
@@ -235,6 +236,14 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         raises :class:`~igbook.optim.NonFiniteStepError` (a :class:`ValueError`) naming
         the parameter, before anything is written; ``"skip"``: the step is skipped
         (``skipped_steps`` counts them). Parameters with ``.grad is None`` are not moved.
+    process_group
+        Under ``torch.distributed`` with ``DistributedDataParallel`` (which averages ``p.grad``):
+        every Fisher-vector product of conjugate gradient is averaged over the group
+        (``None``: the world group when initialized, else no communication), so each rank
+        solves with the Fisher of the global batch and takes the same step; with equal
+        per-rank batches this is the one-process step on the union of the batches. ``"mc"``
+        labels at step :math:`t` on rank :math:`r` of :math:`R` use seed
+        ``(seed + t) * R + r`` (distinct per rank; ``seed + t`` in one process).
 
     Notes
     -----
@@ -259,6 +268,7 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         kl_clip: float | None = None,
         warm_start: bool = False,
         nonfinite: str = "raise",
+        process_group: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -317,6 +327,7 @@ class NaturalGradientDescent(torch.optim.Optimizer):
                 self._names[id(p)] = names[id(p)]
         self.last_result: dict[str, float] = {}
         self.nonfinite = check_nonfinite_mode(nonfinite)
+        self.process_group = check_process_group(process_group)
         #: number of steps skipped under ``nonfinite="skip"``
         self.skipped_steps = 0
 
@@ -369,6 +380,12 @@ class NaturalGradientDescent(torch.optim.Optimizer):
         state = self.state[first]
         t = int(state.get("step", 0))
         ftype = FisherType(g0["fisher_type"])
+        group = active_group(self.process_group)
+        mc_seed = g0["seed"] + t
+        if group is not False:
+            mc_seed = mc_seed * torch.distributed.get_world_size(
+                group
+            ) + torch.distributed.get_rank(group)
         with torch.enable_grad():
             op = CurvatureOperator(
                 self.model,
@@ -378,11 +395,15 @@ class NaturalGradientDescent(torch.optim.Optimizer):
                 self.likelihood,
                 ftype,
                 mc_samples=g0["mc_samples"],
-                seed=g0["seed"] + t,
+                seed=mc_seed,
             )
 
+            def fisher_product(v: Tensor) -> Tensor:
+                fv = op.flat_matvec(v)
+                return fv if group is False else all_reduce_mean_([fv], group)[0]
+
             def matvec(v: Tensor) -> Tensor:
-                return op.flat_matvec(v) + lam * v
+                return fisher_product(v) + lam * v
 
             x0 = None
             if g0["warm_start"] and all("direction" in self.state[p] for p, _ in active):
@@ -391,7 +412,7 @@ class NaturalGradientDescent(torch.optim.Optimizer):
                 matvec, grad, x0=x0, rtol=g0["cg_rtol"], max_iter=g0["cg_max_iter"]
             )
             d = res.x
-            fd = op.flat_matvec(d)
+            fd = fisher_product(d)
         if first_nonfinite([d, fd]) is not None:  # a non-finite curvature: write nothing
             if self.nonfinite == "skip":
                 self.skipped_steps += 1

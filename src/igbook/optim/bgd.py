@@ -63,8 +63,14 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from igbook._distributed import (
+    active_group,
+    all_reduce_mean_,
+    check_process_group,
+    rank_seed,
+)
 from igbook._safety import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
-from igbook._validation import check_count, check_nonnegative_real, check_seed
+from igbook._validation import check_choice, check_count, check_nonnegative_real, check_seed
 from igbook.optim.mean_field import (
     SigmaInit,
     check_mean_field,
@@ -172,9 +178,34 @@ class GaussianMeanFieldOptimizer(Optimizer):
         elif not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         self.generator = generator
+        self._dist_noise = "shared"
+        self._process_group: Any = None
         for group in self.param_groups:
             for p in group["params"]:
                 self._state(p, group)
+
+    def distribute(
+        self, *, noise: str = "shared", seed: int | None = None, process_group: Any = None
+    ) -> GaussianMeanFieldOptimizer:
+        r"""Choose how the weight samples are drawn and reduced under ``torch.distributed``.
+
+        ``"shared"`` (default, also without calling this): the same ``seed`` on every rank
+        gives the same samples, DDP averages each sample's gradient, and :math:`\bar g`,
+        :math:`\hat g = \overline{\varepsilon\odot g}` are those of the global batch (a run on
+        :math:`R` ranks with batch :math:`b` is the one-process run with batch :math:`Rb`).
+        ``"per_rank"``: rank :math:`r` reseeds the generator with ``seed + r`` and
+        :math:`\bar g`, :math:`\hat g` are averaged over the group at :meth:`step` (the ranks
+        act as :math:`R\cdot` ``num_samples`` Monte Carlo samples); the gradients must then be
+        the rank's own (``with ddp.no_sync():`` or no DDP), see
+        :meth:`igbook.optim.VariationalOptimizer.distribute`. Returns ``self``.
+        """
+        self._dist_noise = check_choice(noise, "noise", ("shared", "per_rank"))
+        self._process_group = check_process_group(process_group)
+        if noise == "per_rank":
+            if seed is None:
+                raise ValueError("seed is required for noise='per_rank' (rank r uses seed + r)")
+            self.generator.manual_seed(rank_seed(check_seed(seed), self._process_group))
+        return self
 
     # -- state ---------------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -325,6 +356,10 @@ class GaussianMeanFieldOptimizer(Optimizer):
                     p.copy_(m)
         gm = [None if g is None else g / s_count for g in g_mu]
         gs = [None if g is None else g / s_count for g in g_sigma]
+        if self._dist_noise == "per_rank":
+            group = active_group(self._process_group)
+            if group is not False:  # before the finite check: a NaN on one rank fails all ranks
+                all_reduce_mean_([g for g in gm + gs if g is not None], group)
         for p, g in zip(params, gm):
             p.grad = g
         mean_loss = torch.tensor(total / s_count)

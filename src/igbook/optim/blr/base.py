@@ -17,8 +17,20 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from igbook._distributed import (
+    active_group,
+    all_reduce_mean_,
+    check_process_group,
+    rank_seed,
+)
 from igbook._safety import Snapshot, check_nonfinite_mode, first_nonfinite, nonfinite_error
-from igbook._validation import check_count, check_scalar, resolve_generator
+from igbook._validation import (
+    check_choice,
+    check_count,
+    check_scalar,
+    check_seed,
+    resolve_generator,
+)
 
 __all__ = ["VariationalOptimizer"]
 
@@ -104,7 +116,60 @@ class VariationalOptimizer(Optimizer):
         self._count = 0
         self._std_cache: dict[Tensor, tuple[tuple, Tensor]] = {}
         self._bufs: dict[tuple[str, Tensor], Tensor] = {}  # persistent work buffers
+        self._noise = "shared"
+        self._process_group: Any = None
         super().__init__(params, defaults)
+
+    #: whether the per-sample statistics are computed by the optimizer itself (VON, VOGN: never
+    #: averaged by DDP, so always averaged over the process group)
+    _local_statistics = False
+
+    def distribute(
+        self, *, noise: str = "shared", seed: int | None = None, process_group: Any = None
+    ) -> VariationalOptimizer:
+        r"""Choose how this optimizer samples and reduces under ``torch.distributed``.
+
+        ``noise="shared"`` (the default, also without calling this method): every rank draws
+        the *same* weight sample (build the optimizer with the same ``seed`` on every rank), so
+        DDP's averaged gradient is the gradient of the global batch at that sample and a run on
+        :math:`R` ranks with per-rank batch :math:`b` is the one-process run with batch
+        :math:`Rb`. VON and VOGN compute their gradient and curvature themselves (not through
+        ``backward()``), so those statistics are averaged over the group.
+
+        ``noise="per_rank"``: rank :math:`r` reseeds its private generator with
+        ``seed + r`` (distinct, reproducible samples) and *every* per-sample statistic
+        (:math:`\hat g`, and :math:`z\odot\hat g` or :math:`\hat h`) is averaged over the group
+        at :meth:`step`, as ``ivon-opt`` does with ``sync=True`` :cite:`shen2024variational`:
+        :math:`R` ranks act as :math:`R` Monte Carlo samples. The gradients must then be the
+        rank's own: do not let DDP average them (``with ddp.no_sync():`` or no DDP, after
+        broadcasting the initial weights); with averaged gradients the estimate
+        :math:`z_r\odot\bar g` of the curvature would be :math:`R` times too small.
+
+        Parameters
+        ----------
+        noise
+            ``"shared"`` or ``"per_rank"``.
+        seed
+            Required for ``"per_rank"``: the base seed (rank ``r`` uses ``seed + r``).
+        process_group
+            The group (``None``: the world group when initialized, else nothing happens).
+
+        Returns
+        -------
+        VariationalOptimizer
+            ``self``.
+        """
+        self._noise = check_choice(noise, "noise", ("shared", "per_rank"))
+        self._process_group = check_process_group(process_group)
+        if noise == "per_rank":
+            if seed is None:
+                raise ValueError("seed is required for noise='per_rank' (rank r uses seed + r)")
+            if self._generator is None:
+                raise ValueError(
+                    "noise='per_rank' needs a private generator: build the optimizer with seed="
+                )
+            self._generator.manual_seed(rank_seed(check_seed(seed), self._process_group))
+        return self
 
     # ----- groups and state -------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -376,6 +441,10 @@ class VariationalOptimizer(Optimizer):
                 "`with optimizer.sampled_params(train=True):` before step()"
             )
         acc, self._acc, self._count = self._acc, None, 0
+        if self._local_statistics or self._noise == "per_rank":
+            group = active_group(self._process_group)
+            if group is not False:  # before the finite check: a NaN on one rank fails all ranks
+                all_reduce_mean_([t for k in sorted(acc) for t in acc[k]], group)
         self._moving = self._moves(len(self._params()))
         self._has_grad = None
         return acc

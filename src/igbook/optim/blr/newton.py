@@ -49,6 +49,8 @@ class _NewtonBase(VariationalOptimizer):
         group["prior_precision"] = check_positive_real(group["prior_precision"], "prior_precision")
         group["hess_init"] = check_nonnegative_real(group["hess_init"], "hess_init")
 
+    _local_statistics = True  # gradient and curvature come from the closure, not DDP
+
     def _init_state(self, group: dict[str, Any], p: Tensor) -> None:
         st = self.state[p]
         st["step"] = 0
