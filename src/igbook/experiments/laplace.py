@@ -25,7 +25,13 @@ __all__ = [
     "train_map",
     "gap_map",
     "classifier_map",
+    "POLY_DEGREE",
+    "polynomial_features",
+    "linear_map",
 ]
+
+#: degree of the polynomial features of the evidence-vs-cross-validation comparison
+POLY_DEGREE = 7
 
 #: the gap regression: data size, noise, hidden widths, prior precision, Adam steps
 GAP: dict[str, object] = {
@@ -121,3 +127,26 @@ def classifier_map(name: str, seed: int = 0) -> tuple[nn.Module, object]:
 def outputs(model: nn.Module, params: dict[str, Tensor], x: Tensor) -> Tensor:
     """``model`` evaluated with ``params`` (a functional call)."""
     return functional_call(model, params, (x,))
+
+
+def polynomial_features(x: Tensor, degree: int = POLY_DEGREE) -> Tensor:
+    """Features :math:`(x^1, \\dots, x^d)` of a ``(n, 1)`` input, shape ``(n, d)`` (the bias is the layer's)."""
+    return torch.cat([x**k for k in range(1, degree + 1)], dim=1)
+
+
+def linear_map(phi: Tensor, y: Tensor, prior_precision: float, noise_std: float) -> nn.Linear:
+    r"""``nn.Linear`` at the exact MAP of Bayesian linear regression on features ``phi``.
+
+    :math:`\theta_* = (\Phi^\top\Phi/\sigma^2 + \delta I)^{-1}\Phi^\top y/\sigma^2` with
+    :math:`\Phi` the features plus a ones column (the bias).
+    """
+    design = torch.cat([phi, torch.ones(phi.shape[0], 1, dtype=phi.dtype)], dim=1)
+    prec = design.T @ design / noise_std**2 + prior_precision * torch.eye(
+        design.shape[1], dtype=phi.dtype
+    )
+    theta = torch.linalg.solve(prec, design.T @ y / noise_std**2).squeeze(1)
+    model = nn.Linear(phi.shape[1], 1).to(phi.dtype)
+    with torch.no_grad():
+        model.weight.copy_(theta[:-1].reshape(1, -1))
+        model.bias.copy_(theta[-1:])
+    return model
