@@ -8,8 +8,11 @@ The model, data and loss are those of igbook.experiments.kfac_autoencoder (the 6
 "step" is what a training loop pays per iteration: zero_grad, forward, backward, optimizer.step.
 Optimizers: SGD with momentum 0.9, Adam, igbook.optim.Shampoo and igbook.optim.SOAP (skipped if
 it cannot be imported) with the preconditioner (inverse roots, eigenbases) recomputed every k
-steps, k in (1, 10). Steps are timed in interleaved rounds after a warm-up (so every optimizer
-has recomputed its preconditioner at least once), one thread; medians.
+steps, k in (1, 10); SOAP at k = 10 with one-sided preconditioning of the dimensions above 128
+(max_precondition_dim=128: the 256-wide dimensions keep the identity basis); and igbook.optim.Muon
+(Newton-Schulz in bfloat16, AdamW for the output layer and the biases). Steps are timed in
+interleaved rounds after a warm-up (so every optimizer has recomputed its preconditioner at least
+once), one thread; medians.
 
 Writes benchmarks/results/shampoo_soap.json and prints a table.
 """
@@ -31,7 +34,7 @@ import torch
 from igbook.experiments.kfac_autoencoder import AUTOENCODER_WIDTHS, BATCH_SIZE, digits_images
 from igbook.experiments.models import mlp
 from igbook.kfac import negative_log_likelihood
-from igbook.optim import Shampoo
+from igbook.optim import Muon, Shampoo, muon_param_groups
 
 try:
     from igbook.optim import SOAP
@@ -43,7 +46,12 @@ OUT = ROOT / "benchmarks" / "results" / "shampoo_soap.json"
 FREQUENCIES = (1, 10)
 
 
-def make_optimizer(name: str, params: Any, k: int) -> torch.optim.Optimizer:
+def make_optimizer(name: str, params: Any, k: int, model: Any = None) -> torch.optim.Optimizer:
+    if name == "muon":
+        return Muon(muon_param_groups(model), lr=0.02, weight_decay=0.0)
+    if name == "soap one-sided":  # dimensions above 128 keep the identity basis
+        assert SOAP is not None
+        return SOAP(params, lr=3e-3, precondition_frequency=k, max_precondition_dim=128)
     if name == "sgd":
         return torch.optim.SGD(params, lr=0.01, momentum=0.9)
     if name == "adam":
@@ -56,7 +64,7 @@ def make_optimizer(name: str, params: Any, k: int) -> torch.optim.Optimizer:
 
 def stepper(name: str, k: int, images: torch.Tensor) -> Callable[[], None]:
     model = mlp(AUTOENCODER_WIDTHS, activation="tanh", seed=0, dtype=images.dtype)
-    opt = make_optimizer(name, model.parameters(), k)
+    opt = make_optimizer(name, model.parameters(), k, model)
     gen = torch.Generator().manual_seed(0)
     n = images.shape[0]
 
@@ -98,13 +106,16 @@ def main() -> None:
     for name in names:
         for k in FREQUENCIES:
             steppers[f"{name} k={k}"] = stepper(name, k, images)
+    if SOAP is not None:
+        steppers["soap one-sided k=10"] = stepper("soap one-sided", 10, images)
+    steppers["muon"] = stepper("muon", 1, images)
     med, raw = interleaved(steppers, rounds, per_round, warmup=2 * max(FREQUENCIES) + 1)
     sgd, adam = med["sgd"], med["adam"]
-    print(f"{'optimizer':14s} {'ms/step':>9s} {'x SGD':>7s} {'x Adam':>7s}")
+    print(f"{'optimizer':20s} {'ms/step':>9s} {'x SGD':>7s} {'x Adam':>7s}")
     rows = {}
     for key, t in med.items():
         rows[key] = {"seconds": t, "in_sgd_steps": t / sgd, "in_adam_steps": t / adam}
-        print(f"{key:14s} {1e3 * t:9.3f} {t / sgd:7.2f} {t / adam:7.2f}")
+        print(f"{key:20s} {1e3 * t:9.3f} {t / sgd:7.2f} {t / adam:7.2f}")
     if SOAP is None:
         print("SOAP: igbook.optim.SOAP not importable, skipped")
     result = {
