@@ -69,15 +69,19 @@ def collect_rollout(
         state["obs"], state["ret"] = obs, 0.0
     rows: dict[str, list] = {k: [] for k in ("o", "a", "lp", "r", "no", "term", "end")}
     finished: list[float] = []
+    dtype = policy.dtype
     for _ in range(steps):
-        o = torch.as_tensor(state["obs"], dtype=policy.dtype)[None]
-        a, lp = policy.act(o, generator)
+        o = torch.as_tensor(state["obs"], dtype=dtype)[None]
+        with torch.no_grad():  # policy.act without its per-call checks (o is built here)
+            logp = torch.log_softmax(policy.net(o), -1)
+            a = torch.multinomial(logp.exp(), 1, generator=generator)[:, 0]
+            lp = logp.gather(1, a[:, None])[:, 0]
         nxt, r, term, trunc, _ = env.step(int(a[0]))
         rows["o"].append(o[0])
         rows["a"].append(a[0])
         rows["lp"].append(lp[0])
         rows["r"].append(float(r))
-        rows["no"].append(torch.as_tensor(nxt, dtype=policy.dtype))
+        rows["no"].append(torch.as_tensor(nxt, dtype=dtype))
         rows["term"].append(bool(term))
         rows["end"].append(bool(term or trunc))
         state["ret"] += float(r)
@@ -90,7 +94,7 @@ def collect_rollout(
         torch.stack(rows["o"]),
         torch.stack(rows["a"]),
         torch.stack(rows["lp"]),
-        torch.tensor(rows["r"], dtype=policy.dtype),
+        torch.tensor(rows["r"], dtype=dtype),
         torch.stack(rows["no"]),
         torch.tensor(rows["term"]),
         torch.tensor(rows["end"]),
