@@ -53,7 +53,6 @@ def test_first_steps_leave_the_model_and_match_sgd_and_adam_by_hand() -> None:
 
 
 def test_race_is_seeded_and_every_optimizer_descends_on_both_problems() -> None:
-    torch.set_num_threads(1)
     for pname in ("classifier", "autoencoder"):
         problem = race_problem(pname)
         for name in OPTIMIZERS:
