@@ -28,6 +28,10 @@ __all__ = [
     "POLY_DEGREE",
     "polynomial_features",
     "linear_map",
+    "LOGISTIC",
+    "logistic_data",
+    "logistic_map",
+    "logistic_exact_posterior",
 ]
 
 #: degree of the polynomial features of the evidence-vs-cross-validation comparison
@@ -150,3 +154,54 @@ def linear_map(phi: Tensor, y: Tensor, prior_precision: float, noise_std: float)
         model.weight.copy_(theta[:-1].reshape(1, -1))
         model.bias.copy_(theta[-1:])
     return model
+
+
+#: the 2-D Bayesian logistic regression: data size, prior precision, seed
+LOGISTIC: dict[str, float] = {"n": 20, "prior_precision": 1.0, "seed": 3}
+
+
+def logistic_data(n: int = 20, seed: int = 3) -> tuple[Tensor, Tensor]:
+    """Two overlapping classes in 2-D (no bias), labels 0/1, float64."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=g, dtype=torch.float64) < 0.5).to(torch.float64)
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64) + torch.stack([y, y], 1) - 0.5
+    return x, y
+
+
+def logistic_map(x: Tensor, y: Tensor, prior_precision: float) -> nn.Linear:
+    r"""``nn.Linear(2, 1, bias=False)`` at the MAP of Bayesian logistic regression (L-BFGS)."""
+    model = nn.Linear(x.shape[1], 1, bias=False).to(torch.float64)
+    with torch.no_grad():
+        model.weight.zero_()
+    opt = torch.optim.LBFGS(
+        model.parameters(), max_iter=200, tolerance_grad=1e-14, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        f = model(x)[:, 0]
+        loss = nn.functional.binary_cross_entropy_with_logits(f, y, reduction="sum")
+        loss = loss + 0.5 * prior_precision * (model.weight**2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return model
+
+
+def logistic_exact_posterior(
+    x: Tensor, y: Tensor, prior_precision: float, *, half_width: float = 6.0, points: int = 401
+) -> tuple[Tensor, Tensor]:
+    """Mean and covariance of the exact 2-D posterior by quadrature on a square grid."""
+    t = torch.linspace(-half_width, half_width, points, dtype=torch.float64)
+    w1, w2 = torch.meshgrid(t, t, indexing="ij")
+    w = torch.stack([w1.reshape(-1), w2.reshape(-1)], 1)
+    f = w @ x.T
+    loglik = -nn.functional.binary_cross_entropy_with_logits(
+        f, y.expand_as(f), reduction="none"
+    ).sum(1)
+    logp = loglik - 0.5 * prior_precision * (w**2).sum(1)
+    p = torch.softmax(logp, 0)
+    mean = p @ w
+    d = w - mean
+    return mean, (d * p.unsqueeze(1)).T @ d
