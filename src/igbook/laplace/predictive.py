@@ -81,10 +81,8 @@ def functional_variance(posterior: LaplacePosterior, x: Tensor) -> tuple[Tensor,
     f, jac = jacobians(post, x)
     n, c, p = jac.shape
     jt = jac.reshape(n * c, p).T
-    sj = post.precision().solve(jt, 0.0)  # (P, n c)
-    v = (jac.reshape(n * c, p) @ sj).reshape(n, c, n, c)
-    idx = torch.arange(n)
-    return f, v[idx, :, idx, :]
+    sj = post.precision().solve(jt, 0.0).T.reshape(n, c, p)  # rows of J Sigma
+    return f, torch.einsum("ncp,ndp->ncd", jac, sj)
 
 
 def _link_mean(post: LaplacePosterior, f: Tensor) -> Tensor:
