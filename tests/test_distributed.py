@@ -29,7 +29,20 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from igbook._distributed import all_reduce_mean_, rank_seed
 from igbook.kfac import KFAC
 from igbook.natgrad.networks import NaturalGradientDescent
-from igbook.optim import BGD, IVON, VOGN, NonFiniteStepError, PerExampleClosure
+from igbook.optim import (
+    BGD,
+    IVON,
+    MESU,
+    SOAP,
+    VOGN,
+    VON,
+    Muon,
+    NonFiniteStepError,
+    PerExampleClosure,
+    Shampoo,
+    Vadam,
+    muon_param_groups,
+)
 
 EXAMPLES = str(Path(__file__).resolve().parents[1] / "examples")
 WORLD = 2
@@ -109,6 +122,76 @@ def run_bgd(model, net, x, y):
     return opt
 
 
+def run_mesu(model, net, x, y):
+    opt = MESU(model.parameters(), sigma_init=0.3, N=100.0, num_samples=2, seed=5)
+
+    def closure():
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(STEPS):
+        opt.step(closure)
+    return opt
+
+
+def run_vadam(model, net, x, y):
+    opt = Vadam(model.parameters(), lr=0.05, data_size=50, seed=3)
+    for _ in range(STEPS):
+        with opt.sampled_params(train=True):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+        opt.step()
+    return opt
+
+
+def run_von(model, net, x, y):
+    # VON differentiates the closure's loss twice itself (not through DDP): it averages its
+    # gradient and Hessian diagonal over the ranks
+    opt = VON(model.parameters(), lr=0.1, data_size=16, seed=7)
+    for _ in range(STEPS):
+        opt.step(lambda: F.cross_entropy(model(x), y))
+    return opt
+
+
+def _grad_only(make):
+    def run(model, net, x, y):
+        opt = make(model)
+        for _ in range(STEPS):
+            opt.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            opt.step()
+        return opt
+
+    return run
+
+
+GRAD_ONLY = {
+    "shampoo": _grad_only(lambda m: Shampoo(m.parameters(), lr=0.01, momentum=0.9)),
+    "soap": _grad_only(lambda m: SOAP(m.parameters(), lr=0.01, precondition_frequency=2)),
+    "muon": _grad_only(lambda m: Muon(muon_param_groups(m), lr=0.02, ns_dtype=torch.float64)),
+}
+#: optimizers whose iterates are not continuous in the gradient's rounding: SOAP's eigenbasis of
+#: the (low-rank after a few steps) factor statistics is fixed only up to rotations inside the
+#: degenerate eigenspaces, so the reduction order's rounding (1e-16) changes the basis by O(1);
+#: for them the test checks that the ranks agree bitwise (one state on every rank). Measured: in
+#: one process, reversing the order of the 16 examples changes SOAP's iterates after 4 steps by
+#: 1.7e-2.
+ROUNDING_SENSITIVE = {
+    "soap": "SOAP: degenerate eigenbasis, one-process equality is not a float-tolerance property"
+}
+RUNS = {
+    "kfac": run_kfac,
+    "ngd": run_ngd,
+    "ivon": run_ivon,
+    "bgd": run_bgd,
+    "mesu": run_mesu,
+    "vadam": run_vadam,
+    "von": run_von,
+    **GRAD_ONLY,
+}
+
+
 def run_vogn(model, x, y):
     opt = VOGN(model.parameters(), lr=0.1, data_size=16, fisher_type="exact", seed=7)
     for _ in range(STEPS):
@@ -124,12 +207,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     try:
         x, y = _shard(*_data(), rank, world)
         res: dict = {}
-        for name, run in (
-            ("kfac", run_kfac),
-            ("ngd", run_ngd),
-            ("ivon", run_ivon),
-            ("bgd", run_bgd),
-        ):
+        for name, run in RUNS.items():
             model = _model()
             opt = run(model, DDP(model), x, y)
             res[name] = _params(model)
@@ -227,9 +305,7 @@ def _single(name):
     if name == "vogn":
         run_vogn(model, x, y)
     else:
-        {"kfac": run_kfac, "ngd": run_ngd, "ivon": run_ivon, "bgd": run_bgd}[name](
-            model, model, x, y
-        )
+        RUNS[name](model, model, x, y)
     return _params(model)
 
 
@@ -239,11 +315,13 @@ def test_helper_reduces_to_the_mean(ranks):
     assert [r["seed"] for r in ranks] == [100, 101]
 
 
-@pytest.mark.parametrize("name", ["kfac", "ngd", "ivon", "bgd", "vogn"])
+@pytest.mark.parametrize("name", [*RUNS, "vogn"])
 def test_two_ranks_equal_one_process_with_the_union_batch(ranks, name):
     # per-rank batch 8 on 2 ranks == batch 16 in one process, STEPS steps, to 1e-10
     single = _single(name)
     assert _close(ranks[0][name], ranks[1][name], 0.0)  # the ranks agree bitwise
+    if name in ROUNDING_SENSITIVE:
+        pytest.skip(ROUNDING_SENSITIVE[name])
     assert _close(ranks[0][name], single)
     # and the run moved the parameters (the comparison is not vacuous)
     assert not _close(single, _params(_model()), 1e-4)
