@@ -22,6 +22,10 @@ never imports them.
 :mod:`igbook.experiments.policy_gradient`
     Tabular MDPs, the LQR and the CartPole protocol of the policy-gradient chapter
     (``benchmarks/bench_policy_gradient.py``).
+:mod:`igbook.experiments.laplace`
+    The MAP networks of the Laplace chapter (the gap regression, breast-cancer and digits
+    classifiers), the polynomial linear model and the 2-D logistic regression with its exact
+    posterior by quadrature (``benchmarks/bench_laplace.py``).
 :mod:`igbook.experiments.continual`
     The continual-learning protocol and tuned hyperparameters (the continual-learning chapter,
     ``benchmarks/bench_continual.py``).
