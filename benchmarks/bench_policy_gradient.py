@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -126,6 +127,26 @@ def main() -> None:
             "returns per seed": " / ".join(f"{r:.0f}" for r in rets),
             "environment steps per second (median)": statistics.median(sps),
         }
+    comparison = {}
+    n = len(seeds)
+    for ours, ref in (("igbook TRPO", "sb3-contrib TRPO"), ("igbook PPO", "stable-baselines3 PPO")):
+        a, b = rows[ours], rows[ref]
+        diff = a["final greedy return (mean)"] - b["final greedy return (mean)"]
+        se = math.sqrt(
+            (
+                a["final greedy return (std over seeds)"] ** 2
+                + b["final greedy return (std over seeds)"] ** 2
+            )
+            / n
+        )
+        comparison[f"{ours} - {ref}"] = {
+            "return difference": diff,
+            "standard error": se,
+            "within 2 standard errors or both at least 475": abs(diff) <= 2 * se
+            or min(a["final greedy return (mean)"], b["final greedy return (mean)"]) >= 475,
+            "throughput ratio (igbook / reference)": a["environment steps per second (median)"]
+            / b["environment steps per second (median)"],
+        }
     data = {
         "description": (
             f"CartPole-v1, {steps} environment steps per run, seeds {list(seeds)}: greedy return of "
@@ -154,6 +175,7 @@ def main() -> None:
             "threads": 1,
         },
         "methods": rows,
+        "igbook against the references": comparison,
     }
     if not args.quick:
         OUT.write_text(json.dumps(data, indent=1) + "\n")
@@ -164,6 +186,12 @@ def main() -> None:
             f"{m:24s} {r['final greedy return (mean)']:12.1f} "
             f"{r['final greedy return (std over seeds)']:6.1f} "
             f"{r['environment steps per second (median)']:8.0f}"
+        )
+    for k, c in comparison.items():
+        print(
+            f"{k}: {c['return difference']:+.1f} +- {c['standard error']:.1f}, "
+            f"comparable: {c['within 2 standard errors or both at least 475']}, "
+            f"throughput ratio {c['throughput ratio (igbook / reference)']:.2f}"
         )
 
 
