@@ -49,6 +49,8 @@ SKIP_MODULES = (
     "igbook.data",  # loads bundled datasets (covered by test_continual)
     "igbook._validation",  # the checks themselves (tested through every caller)
     "igbook._safety",
+    "igbook._distributed",  # torch.distributed helpers (tested in test_distributed.py)
+    "igbook.kfac.distributed",  # K-FAC's factor update on several ranks (test_distributed.py)
 )
 
 

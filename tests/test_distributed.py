@@ -393,3 +393,33 @@ def test_example_script_matches_one_process(ranks, name):
         assert abs((r0[k] + r1[k]) / 2 - one[k]) < 1e-9
     # the ranks' halves differ (a vacuous comparison would not)
     assert abs(r0[0] - r1[0]) > 1e-3
+
+
+# --- one process: the helper is a no-op, bad arguments are named --------------------------
+
+
+def test_one_process_is_untouched_and_bad_arguments_raise():
+    from igbook._distributed import active_group, check_process_group, communication_seconds
+
+    assert not dist.is_initialized() and active_group() is False
+    t = torch.tensor([1.0, 2.0])
+    before = communication_seconds()
+    assert all_reduce_mean_([t])[0] is t and t.tolist() == [1.0, 2.0]
+    assert communication_seconds() == before and rank_seed(7) == 7
+    with pytest.raises(TypeError, match="process_group"):
+        check_process_group("world")
+    model = _model()
+    with pytest.raises(TypeError, match="process_group"):
+        KFAC(model, likelihood="categorical", process_group=1)
+    with pytest.raises(TypeError, match="process_group"):
+        NaturalGradientDescent(model.parameters(), model, "categorical", process_group=1)
+    for opt in (IVON(model.parameters(), lr=0.1, ess=10.0, seed=0), BGD(model.parameters())):
+        with pytest.raises(ValueError, match="noise"):
+            opt.distribute(noise="independent")
+        with pytest.raises(ValueError, match="seed"):
+            opt.distribute(noise="per_rank")
+        with pytest.raises(TypeError, match="process_group"):
+            opt.distribute(process_group="world")
+        assert opt.distribute(noise="per_rank", seed=4) is opt  # one process: rank 0, seed 4
+    with pytest.raises(ValueError, match="private generator"):
+        IVON(model.parameters(), lr=0.1, ess=10.0).distribute(noise="per_rank", seed=4)
