@@ -99,8 +99,8 @@ def run_ngd(model, net, x, y):
     return opt
 
 
-def run_ivon(model, net, x, y, steps=STEPS):
-    opt = IVON(model.parameters(), lr=0.05, ess=50.0, hess_init=0.5, seed=3)
+def run_ivon(model, net, x, y, steps=STEPS, opt=None):
+    opt = opt or IVON(model.parameters(), lr=0.05, ess=50.0, hess_init=0.5, seed=3)
     for _ in range(steps):
         with opt.sampled_params(train=True):
             opt.zero_grad()
@@ -218,6 +218,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                     copy.deepcopy(opt.preconditioner.state_dict()),
                     _params(model),
                 )
+            if name == "ivon":
+                res["ivon_state"] = (copy.deepcopy(opt.state_dict()), _params(model))
         model = _model()
         run_vogn(model, x, y)
         res["vogn"] = _params(model)
@@ -423,3 +425,20 @@ def test_one_process_is_untouched_and_bad_arguments_raise():
         assert opt.distribute(noise="per_rank", seed=4) is opt  # one process: rank 0, seed 4
     with pytest.raises(ValueError, match="private generator"):
         IVON(model.parameters(), lr=0.1, ess=10.0).distribute(noise="per_rank", seed=4)
+
+
+def test_distributed_ivon_state_dict_resumes_in_one_process(ranks):
+    # IVON with a shared sample: the generator state travels in the state_dict, so 4
+    # distributed steps + 3 in one process == 7 steps in one process (to 1e-10)
+    x, y = _data()
+    opt_sd, params = ranks[0]["ivon_state"]
+    model = _model()
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), params):
+            p.copy_(q)
+    opt = IVON(model.parameters(), lr=0.05, ess=50.0, hess_init=0.5, seed=99)
+    opt.load_state_dict(opt_sd)
+    run_ivon(model, model, x, y, steps=3, opt=opt)
+    ref = _model()
+    run_ivon(ref, ref, x, y, steps=STEPS + 3)
+    assert _close(_params(model), _params(ref))
