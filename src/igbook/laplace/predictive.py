@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, jacrev
 
 from igbook._validation import check_choice, check_finite, check_integer
 from igbook.fisher import BernoulliLikelihood, CategoricalLikelihood
-from igbook.laplace.posterior import LaplacePosterior
+from igbook.laplace.posterior import LaplacePosterior, last_linear_layer
 
 __all__ = ["jacobians", "functional_variance", "predictive", "METHODS", "LINKS"]
 
@@ -59,9 +59,50 @@ def _outputs(post: LaplacePosterior, theta: Tensor, x: Tensor) -> Tensor:
     )
 
 
+def _last_layer_jacobians(post: LaplacePosterior, x: Tensor) -> tuple[Tensor, Tensor] | None:
+    r"""Closed form for a last ``nn.Linear`` layer that produces the output: :math:`J = [I\otimes\phi(x)^\top \mid I]`.
+
+    ``None`` when the layer's output is not the model's output (then autograd is used).
+    """
+    name = last_linear_layer(post.model)
+    layer = dict(post.model.named_modules())[name]
+    prefix = f"{name}." if name else ""
+    want = (prefix + "weight", prefix + "bias") if layer.bias is not None else (prefix + "weight",)
+    if post.names != want:
+        return None
+    rec: dict[str, Tensor] = {}
+
+    def hook(_m: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
+        rec["inp"], rec["out"] = inp[0].detach(), out.detach()
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            out = functional_call(post.model, post.params_dict(), (x,))
+    finally:
+        handle.remove()
+    if "out" not in rec or rec["inp"].ndim != 2 or not torch.equal(rec["out"], out):
+        return None
+    phi = rec["inp"]
+    n, c = out.shape
+    eye = torch.eye(c, dtype=phi.dtype)
+    parts = [torch.einsum("ab,nd->nabd", eye, phi).reshape(n, c, -1)]
+    if layer.bias is not None:
+        parts.append(eye.expand(n, c, c))
+    return post.likelihood.flatten_output(out), torch.cat(parts, dim=2)
+
+
 def jacobians(posterior: LaplacePosterior, x: Tensor) -> tuple[Tensor, Tensor]:
-    r"""The outputs :math:`f_{\theta_*}(x)` ``(n, C)`` and Jacobians :math:`J(x)` ``(n, C, P)`` (covered parameters)."""
+    r"""The outputs :math:`f_{\theta_*}(x)` ``(n, C)`` and Jacobians :math:`J(x)` ``(n, C, P)`` (covered parameters).
+
+    For ``subset="last_layer"`` with a final ``nn.Linear`` layer the Jacobian is its closed form
+    in the layer's inputs; otherwise :func:`torch.func.jacrev`.
+    """
     post, x = _check(posterior, x)
+    if post.subset == "last_layer":
+        fast = _last_layer_jacobians(post, x)
+        if fast is not None:
+            return fast
 
     def f(theta: Tensor) -> Tensor:
         return _outputs(post, theta, x)
