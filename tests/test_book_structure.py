@@ -268,3 +268,16 @@ def test_student_edition(tmp_path: Path) -> None:
             if c["cell_type"] == "code":
                 ast.parse(_source(c))  # every cell still runs (the scaffold's calls are comments)
     assert (tmp_path / "_config.yml").exists() and (tmp_path / "_toc.yml").exists()
+
+
+def test_api_page_documents_every_package() -> None:
+    """Every public top-level module or subpackage of igbook has its section in book/api.md."""
+    import pkgutil
+
+    import igbook
+
+    api = (BOOK / "api.md").read_text()
+    names = [m.name for m in pkgutil.iter_modules(igbook.__path__) if not m.name.startswith("_")]
+    assert "fisher" in names and "optim" in names
+    missing = [n for n in names if f"## `igbook.{n}`" not in api]
+    assert not missing, f"book/api.md has no section for igbook.{missing}"

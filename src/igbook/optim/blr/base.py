@@ -139,7 +139,7 @@ class VariationalOptimizer(Optimizer):
         ``noise="per_rank"``: rank :math:`r` reseeds its private generator with
         ``seed + r`` (distinct, reproducible samples) and *every* per-sample statistic
         (:math:`\hat g`, and :math:`z\odot\hat g` or :math:`\hat h`) is averaged over the group
-        at :meth:`step`, as ``ivon-opt`` does with ``sync=True`` :cite:`shen2024variational`:
+        at ``step``, as ``ivon-opt`` does with ``sync=True`` :cite:`shen2024variational`:
         :math:`R` ranks act as :math:`R` Monte Carlo samples. The gradients must then be the
         rank's own: do not let DDP average them (``with ddp.no_sync():`` or no DDP, after
         broadcasting the initial weights); with averaged gradients the estimate
