@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.optimize import minimize_scalar
@@ -451,3 +452,34 @@ def test_last_layer_jacobians_closed_form_equals_autograd():
     ref = jacobians(dataclasses.replace(post, subset="all_as_listed"), x[:7])
     torch.testing.assert_close(f, ref[0], rtol=0, atol=1e-14)
     torch.testing.assert_close(jac, ref[1], rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("link", ["logit", "probit"])
+def test_binary_predictive_against_quadrature(link):
+    """Probit approximation (logit link), exact probit integral (probit link), MC link: against
+    Gauss-Hermite quadrature of the link under N(f, v)."""
+    from igbook.fisher import BernoulliLikelihood
+    from igbook.laplace import functional_variance
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(30, 2, generator=g)
+    y = (torch.rand(30, generator=g) < torch.sigmoid(x[:, 0] - x[:, 1])).to(DT).unsqueeze(1)
+    model = nn.Linear(2, 1).to(DT)
+    lik = BernoulliLikelihood(link)
+    post = fit_laplace(model, x, y, lik, prior_precision=0.5)
+    xs = 3 * torch.randn(8, 2, generator=g)
+    f, v = functional_variance(post, xs)
+    m, s = f[:, 0], v[:, 0, 0].sqrt()
+    z, w = (torch.from_numpy(a) for a in np.polynomial.hermite_e.hermegauss(80))
+    w = w / w.sum()
+    fz = m.unsqueeze(1) + s.unsqueeze(1) * z
+    pz = torch.sigmoid(fz) if link == "logit" else torch.special.ndtr(fz)
+    exact = (pz * w).sum(1)
+    closed = predictive(post, xs)[:, 0]
+    if link == "probit":
+        torch.testing.assert_close(closed, exact, rtol=0, atol=1e-10)  # exact for the probit link
+    else:
+        assert float((closed - exact).abs().max()) < 0.02  # the probit approximation's error
+    k = 20000
+    mc = predictive(post, xs, link="mc", n_samples=k, seed=5)[:, 0]
+    assert float((mc - exact).abs().max()) < 5 * 0.5 / math.sqrt(k)
