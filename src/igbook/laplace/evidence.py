@@ -4,7 +4,7 @@ Expanding the log joint to second order at :math:`\theta_*` and integrating the 
 :cite:`mackay1992practical,daxberger2021laplace`
 
 .. math::
-    :label: eq-laplace-evidence
+    :label: eq-api-laplace-evidence
 
     \log p(\mathcal D) \approx \underbrace{\log p(\mathcal D\mid\theta_*)}_{\text{data fit}}
     \;\underbrace{-\tfrac12\log\frac{\det P}{\det P_0}
@@ -73,7 +73,7 @@ def log_marginal_likelihood(
     prior_precision: float | Tensor | None = None,
     sigma_noise: float | Tensor | None = None,
 ) -> Tensor:
-    r"""The Laplace log evidence :eq:`eq-laplace-evidence` at the given (or the posterior's) hyperparameters.
+    r"""The Laplace log evidence :eq:`eq-api-laplace-evidence` at the given (or the posterior's) hyperparameters.
 
     Differentiable in tensor-valued ``prior_precision`` and ``sigma_noise`` (for gradient-based
     tuning). Same terms as laplace-torch's ``log_marginal_likelihood`` :cite:`daxberger2021laplace`.
@@ -89,7 +89,7 @@ def log_marginal_likelihood(
 
 
 def evidence_terms(posterior: LaplacePosterior) -> dict[str, float]:
-    r"""The terms of :eq:`eq-laplace-evidence` as floats.
+    r"""The terms of :eq:`eq-api-laplace-evidence` as floats.
 
     ``log_likelihood``, ``log_det_ratio`` (:math:`\log\det P - \log\det P_0`), ``scatter``
     (:math:`(\theta_*-\mu_0)^\top P_0(\theta_*-\mu_0)`), ``log_occam``

@@ -65,7 +65,7 @@ basis, better than the products of the factors' eigenvalues that K-FAC uses.
   float64, say) may differ at the first moving step when a factor is rank deficient.
 * No dimension merging, gradient normalization or maximization.
 
-**Failures** follow :mod:`igbook._safety`: a non-finite gradient raises
+**Failures** follow ``igbook._safety``: a non-finite gradient raises
 :class:`~igbook._safety.NonFiniteStepError` (``nonfinite="skip"``: the step is skipped and
 counted in ``skipped_steps``) before anything is written, and a step that raises leaves
 parameters and state as before.
