@@ -126,14 +126,55 @@ def test_vector_full_is_full_matrix_adagrad() -> None:
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-11)
 
 
-def test_vector_diagonal_is_diagonal_adagrad() -> None:
+@pytest.mark.parametrize("bias_correction", [True, False])
+def test_vector_diagonal_is_diagonal_adagrad(bias_correction: bool) -> None:
     gen = torch.Generator().manual_seed(5)
     grads = [torch.randn(5, generator=gen, dtype=torch.float64) for _ in range(4)]
-    _, _, moves = run_on_gradients(grads, eps=1e-3, beta2=0.9)
+    _, _, moves = run_on_gradients(grads, eps=1e-3, beta2=0.9, bias_correction=bias_correction)
     h = torch.zeros(5, dtype=torch.float64)
-    for g, got in zip(grads, moves, strict=True):
+    for t, (g, got) in enumerate(zip(grads, moves, strict=True), start=1):
         h = 0.9 * h + 0.1 * g * g
-        torch.testing.assert_close(got, g / torch.sqrt(h + 1e-3), rtol=1e-12, atol=1e-14)
+        c = 1.0 - 0.9**t if bias_correction else 1.0
+        torch.testing.assert_close(got, g / torch.sqrt(h / c + 1e-3), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("grafting", ["none", "adagrad"])
+def test_bias_correction_makes_the_first_step_independent_of_beta2(grafting: str) -> None:
+    """With beta2 < 1 the zero-started statistics hold the weight 1 - beta2^t; corrected, the first
+    step equals the summed (beta2 = 1) first step for the Kronecker roots, the diagonal fallback and
+    AdaGrad grafting; uncorrected, it is (1 - beta2)^(-1/2) (about 32x) longer where eps is small."""
+    gen = torch.Generator().manual_seed(6)
+    model_grads = [
+        torch.randn(4, 3, generator=gen, dtype=torch.float64),
+        torch.randn(4, generator=gen, dtype=torch.float64),
+    ]
+    eps = 1e-12
+
+    def first_moves(**kw: Any) -> list[Tensor]:
+        ps = [nn.Parameter(torch.zeros_like(g)) for g in model_grads]
+        opt = Shampoo(ps, lr=1.0, eps=eps, grafting=grafting, **kw)
+        for p, g in zip(ps, model_grads, strict=True):
+            p.grad = g.clone()
+        opt.step()
+        return [-p.detach() for p in ps]
+
+    summed = first_moves(beta2=1.0)
+    for got, want in zip(first_moves(beta2=0.999), summed, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-12)
+    for got, want in zip(first_moves(beta2=0.999, bias_correction=False), summed, strict=True):
+        ratio = got.norm() / want.norm()
+        assert abs(ratio - 0.001**-0.5) < 1e-3 * 0.001**-0.5, float(ratio)
+    # the second step: the corrected statistic is the weighted mean of both outer products
+    g1, g2 = model_grads[0], 2.0 * model_grads[0].flip(0)
+    _, _, moves = run_on_gradients([g1, g2], eps=eps, beta2=0.9)
+    left = (0.9 * 0.1 * g1 @ g1.T + 0.1 * g2 @ g2.T) / (1 - 0.9**2)
+    right = (0.9 * 0.1 * g1.T @ g1 + 0.1 * g2.T @ g2) / (1 - 0.9**2)
+
+    def inv4(m: Tensor) -> Tensor:
+        e, v = torch.linalg.eigh(m)
+        return (v * (e.clamp_min(0) + eps).pow(-0.25)) @ v.T
+
+    torch.testing.assert_close(moves[1], inv4(left) @ g2 @ inv4(right), rtol=1e-6, atol=1e-9)
 
 
 def test_statistics_are_kfac_empirical_factors_times_scalars() -> None:
@@ -337,6 +378,7 @@ def test_float32_follows_float64() -> None:
         ({"lr": "a"}, TypeError, "lr"),
         ({"beta2": 0.0}, ValueError, "beta2"),
         ({"beta2": 1.5}, ValueError, "beta2"),
+        ({"bias_correction": 1}, TypeError, "bias_correction"),
         ({"eps": 0.0}, ValueError, "eps"),
         ({"eps": float("nan")}, ValueError, "eps"),
         ({"momentum": 1.0}, ValueError, "momentum"),

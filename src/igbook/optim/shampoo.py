@@ -29,6 +29,14 @@ not decay away. The roots are the per-factor ones (not the product-epsilon root 
 eigenvalues clipped at 0 before :math:`\epsilon` is added, and cast back to the parameter's
 dtype.
 
+**Bias correction.** With :math:`\beta_2 < 1` the statistics start at zero, so after
+:math:`t` steps they hold only the weight :math:`1-\beta_2^t` of a full average; without a
+correction the first step is :math:`(1-\beta_2)^{-1/2}` times too long (about 32x at
+:math:`\beta_2 = 0.999`) for the Kronecker roots, the diagonal fallback and AdaGrad grafting
+alike. ``bias_correction=True`` (default) divides every statistic by :math:`1-\beta_2^t` before
+its root, as Adam does for its second moment :cite:`kingma2015adam`; with :math:`\beta_2 = 1`
+(sums) there is nothing to correct.
+
 **Preconditioner frequency.** The statistics are updated every step; the inverse roots are
 recomputed on steps :math:`1, k+1, 2k+1, \dots` (``precondition_frequency`` :math:`= k`) and
 the stale roots are applied to the current gradient in between.
@@ -116,6 +124,10 @@ def _check_group(group: dict[str, Any]) -> None:
     check_integer(group["precondition_frequency"], "precondition_frequency", minimum=1)
     check_choice(group["grafting"], "grafting", GRAFTING_TYPES)
     check_choice(group["vector_preconditioner"], "vector_preconditioner", VECTOR_PRECONDITIONERS)
+    if not isinstance(group.get("bias_correction", True), bool):
+        raise TypeError(
+            f"bias_correction must be a bool, got {type(group['bias_correction']).__name__}"
+        )
 
 
 class Shampoo(Optimizer):
@@ -149,6 +161,9 @@ class Shampoo(Optimizer):
         ``"none"`` (default), ``"sgd"`` or ``"adagrad"``: the norm each update is rescaled to.
     vector_preconditioner
         ``"diagonal"`` (default, diagonal AdaGrad) or ``"full"`` (full-matrix AdaGrad).
+    bias_correction
+        Divide the statistics by :math:`1-\beta_2^t` before their roots when :math:`\beta_2 < 1`
+        (default ``True``; module docstring).
     nonfinite
         ``"raise"`` (default) or ``"skip"``: what a step does with a non-finite gradient.
     """
@@ -166,6 +181,7 @@ class Shampoo(Optimizer):
         precondition_frequency: int = 1,
         grafting: str = "none",
         vector_preconditioner: str = "diagonal",
+        bias_correction: bool = True,
         nonfinite: str = "raise",
     ) -> None:
         self.nonfinite = check_nonfinite_mode(nonfinite)
@@ -181,6 +197,7 @@ class Shampoo(Optimizer):
             "precondition_frequency": precondition_frequency,
             "grafting": grafting,
             "vector_preconditioner": vector_preconditioner,
+            "bias_correction": bias_correction,
         }
         _check_group(defaults)
         super().__init__(params, defaults)
@@ -252,6 +269,10 @@ class Shampoo(Optimizer):
             state["step"] = 0
         state["step"] += 1
         recompute = (state["step"] - 1) % group["precondition_frequency"] == 0
+        # 1 - beta2^t: the weight the zero-started statistics hold (module docstring)
+        c = 1.0
+        if beta2 < 1.0 and group.get("bias_correction", True):
+            c = 1.0 - beta2 ** state["step"]
         if p.ndim >= 2:
             g = grad.reshape(p.shape[0], -1)
             for key, stat in (("L", g @ g.T), ("R", g.T @ g)):
@@ -260,7 +281,7 @@ class Shampoo(Optimizer):
                     state[key + "_root"] = torch.zeros_like(stat)
                 state[key].mul_(beta2).add_(stat, alpha=w)
                 if recompute:
-                    state[key + "_root"].copy_(_inverse_root(state[key], eps, 4))
+                    state[key + "_root"].copy_(_inverse_root(state[key] / c, eps, 4))
             direction = (state["L_root"] @ g @ state["R_root"]).reshape(p.shape)
         elif group["vector_preconditioner"] == "full":
             g = grad.reshape(-1, 1)
@@ -269,14 +290,14 @@ class Shampoo(Optimizer):
                 state["L_root"] = torch.zeros_like(state["L"])
             state["L"].mul_(beta2).add_(g @ g.T, alpha=w)
             if recompute:
-                state["L_root"].copy_(_inverse_root(state["L"], eps, 2))
+                state["L_root"].copy_(_inverse_root(state["L"] / c, eps, 2))
             direction = (state["L_root"] @ g).reshape(p.shape)
         else:
-            direction = self._diagonal(state, "h", grad, beta2, w, eps)
+            direction = self._diagonal(state, "h", grad, beta2, w, eps, c)
         graft = group["grafting"]
         if graft != "none":
             graft_dir = (
-                grad if graft == "sgd" else self._diagonal(state, "graft_h", grad, beta2, w, eps)
+                grad if graft == "sgd" else self._diagonal(state, "graft_h", grad, beta2, w, eps, c)
             )
             target = graft_dir.norm()
             norm = direction.norm()
@@ -292,10 +313,17 @@ class Shampoo(Optimizer):
 
     @staticmethod
     def _diagonal(
-        state: dict[str, Any], key: str, grad: Tensor, beta2: float, w: float, eps: float
+        state: dict[str, Any],
+        key: str,
+        grad: Tensor,
+        beta2: float,
+        w: float,
+        eps: float,
+        c: float = 1.0,
     ) -> Tensor:
-        r"""Diagonal AdaGrad :math:`(h+\epsilon)^{-1/2}\odot g` after :math:`h\leftarrow\beta_2h+wg^2`."""
+        r"""Diagonal AdaGrad :math:`(h/c+\epsilon)^{-1/2}\odot g` after :math:`h\leftarrow\beta_2h+wg^2`
+        (:math:`c = 1-\beta_2^t` with bias correction, else 1)."""
         if key not in state:
             state[key] = torch.zeros_like(grad)
         state[key].mul_(beta2).addcmul_(grad, grad, value=w)
-        return grad / (state[key] + eps).sqrt()
+        return grad / (state[key] / c + eps).sqrt()
