@@ -8,7 +8,7 @@ relative imports resolved) is read with :mod:`ast`; nothing is imported. Checks:
     (transitively: a module may import what it lists and what those list), and the table has
     one row per module of the package;
 (c) no private name (leading underscore) is imported from another module (the private modules
-    ``igbook._validation`` and ``igbook._safety`` may be; a private submodule such as
+    ``igbook._validation``, ``igbook._safety`` and ``igbook._distributed`` may be; a private submodule such as
     ``igbook.live._core`` only from inside its own subpackage);
 (d) matplotlib is imported only by the presentation layer;
 (e) no module is longer than 700 lines;
