@@ -29,4 +29,8 @@ never imports them.
 :mod:`igbook.experiments.continual`
     The continual-learning protocol and tuned hyperparameters (the continual-learning chapter,
     ``benchmarks/bench_continual.py``).
+:mod:`igbook.experiments.fashion_mnist`
+    The Fashion-MNIST benchmarks: the deep autoencoder of Martens and Grosse with K-FAC, SGD
+    and Adam, IVON against AdamW on a small CNN, and permuted Fashion-MNIST for every
+    continual-learning method (``benchmarks/bench_fashion_mnist.py``).
 """
