@@ -5,8 +5,10 @@
    K-FAC, each on all weights and on the last layer) and to compute the GLM probit predictive on
    the test set, for ``igbook.laplace`` and for laplace-torch (default CurvlinopsGGN backend) on
    the same model and data, measured alternately in one run (median over repeats, one thread);
-   the ratio is igbook's time over laplace-torch's (below 1: igbook is faster). The largest
-   difference of the two posterior precisions and predictives is reported as well.
+   the ratio is igbook's time over laplace-torch's (below 1: igbook is faster). laplace-torch is
+   timed with each of its three GGN backends (CurvlinopsGGN, its default; BackPackGGN; AsdlGGN),
+   and the table gives the ratio to the default and to the fastest backend for each structure.
+   The largest difference of the two posterior precisions and predictives is reported as well.
 2. **Calibration.** On breast cancer and digits: test accuracy, NLL, ECE (10 bins) of the MAP,
    the diagonal, K-FAC and full GLM-probit Laplace predictives (prior precision maximizing the
    Laplace evidence), and IVON (the BLR chapter's digits settings, 64 ReLU units, 32 samples);
@@ -14,7 +16,8 @@
    test images (:func:`igbook.continual.ood_digits`).
 
 Prints the tables and writes ``benchmarks/results/laplace.json``.
-Run: ``.venv/bin/python benchmarks/bench_laplace.py [--repeats 3]`` (a few minutes).
+Run: ``.venv/bin/python benchmarks/bench_laplace.py [--repeats 3] [--speed-only]`` (a few
+minutes; ``--speed-only`` keeps the calibration tables of the existing results file).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def _dense(la: Any, structure: str) -> torch.Tensor:
 
 def speed(repeats: int) -> list[dict[str, Any]]:
     import laplace
+    from laplace.curvature import AsdlGGN, BackPackGGN, CurvlinopsGGN
+
+    backends = {"curvlinops": CurvlinopsGGN, "backpack": BackPackGGN, "asdl": AsdlGGN}
 
     model, data = classifier_map("digits")
     x, y, xt = data.x_train, data.y_train, data.x_test
@@ -60,43 +66,62 @@ def speed(repeats: int) -> list[dict[str, Any]]:
     rows = []
     for structure in ("full", "diagonal", "kron"):
         for subset in ("all", "last_layer"):
-            t = {"igbook_fit": [], "lt_fit": [], "igbook_pred": [], "lt_pred": []}
+            t: dict[str, list[float]] = {"igbook_fit": [], "igbook_pred": []}
+            for name in backends:
+                t[f"{name}_fit"], t[f"{name}_pred"] = [], []
+            diffs = {"precision": 0.0, "predictive": 0.0}
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 post = fit_laplace(model, x, y, "categorical", structure=structure, subset=subset)
                 t["igbook_fit"].append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                la = laplace.Laplace(
-                    copy.deepcopy(model),
-                    "classification",
-                    subset_of_weights=subset,
-                    hessian_structure=HS[structure],
-                )
-                la.fit(loader)
-                _ = la.posterior_precision
-                t["lt_fit"].append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
                 ours = predictive(post, xt)
                 t["igbook_pred"].append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                theirs = la(xt, pred_type="glm", link_approx="probit").detach()
-                t["lt_pred"].append(time.perf_counter() - t0)
+                for name, backend in backends.items():
+                    t0 = time.perf_counter()
+                    la = laplace.Laplace(
+                        copy.deepcopy(model),  # BackPACK extends the model it is given
+                        "classification",
+                        subset_of_weights=subset,
+                        hessian_structure=HS[structure],
+                        backend=backend,
+                    )
+                    la.fit(loader)
+                    _ = la.posterior_precision
+                    t[f"{name}_fit"].append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    theirs = la(xt, pred_type="glm", link_approx="probit").detach()
+                    t[f"{name}_pred"].append(time.perf_counter() - t0)
+                    diffs["precision"] = max(
+                        diffs["precision"],
+                        float((post.precision().to_dense() - _dense(la, structure)).abs().max()),
+                    )
+                    diffs["predictive"] = max(
+                        diffs["predictive"], float((ours - theirs).abs().max())
+                    )
             med = {k: statistics.median(v) for k, v in t.items()}
+            fastest = min(backends, key=lambda b: med[f"{b}_fit"])
+            fastest_pred = min(backends, key=lambda b: med[f"{b}_pred"])
             rows.append(
                 {
                     "structure": structure,
                     "subset": subset,
                     "parameters": post.size,
                     "igbook_fit_s": round(med["igbook_fit"], 4),
-                    "laplace_torch_fit_s": round(med["lt_fit"], 4),
-                    "fit_ratio": float(f"{med['igbook_fit'] / med['lt_fit']:.3g}"),
-                    "igbook_predict_s": round(med["igbook_pred"], 4),
-                    "laplace_torch_predict_s": round(med["lt_pred"], 4),
-                    "predict_ratio": float(f"{med['igbook_pred'] / med['lt_pred']:.3g}"),
-                    "max_precision_diff": float(
-                        (post.precision().to_dense() - _dense(la, structure)).abs().max()
+                    **{f"{b}_fit_s": round(med[f"{b}_fit"], 4) for b in backends},
+                    "fit_ratio": float(f"{med['igbook_fit'] / med['curvlinops_fit']:.3g}"),
+                    "fastest_backend_fit": fastest,
+                    "fit_ratio_to_fastest": float(
+                        f"{med['igbook_fit'] / med[f'{fastest}_fit']:.3g}"
                     ),
-                    "max_predictive_diff": float((ours - theirs).abs().max()),
+                    "igbook_predict_s": round(med["igbook_pred"], 4),
+                    **{f"{b}_predict_s": round(med[f"{b}_pred"], 4) for b in backends},
+                    "predict_ratio": float(f"{med['igbook_pred'] / med['curvlinops_pred']:.3g}"),
+                    "predict_ratio_to_fastest": float(
+                        f"{med['igbook_pred'] / med[f'{fastest_pred}_pred']:.3g}"
+                    ),
+                    "max_precision_diff": diffs["precision"],
+                    "max_predictive_diff": diffs["predictive"],
                 }
             )
             print(rows[-1])
@@ -159,6 +184,11 @@ def calibration() -> dict[str, dict[str, dict[str, float]]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="measure the speed table only; keep the calibration of the existing results file",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
@@ -167,7 +197,8 @@ def main() -> None:
         "benchmark": "igbook.laplace against laplace-torch (speed) and calibration of Laplace predictives",
         "settings": {
             "speed_model": "experiments.laplace.classifier_map('digits'): 64-32-10 tanh, float64",
-            "laplace_torch_backend": "CurvlinopsGGN (default)",
+            "laplace_torch_backends": "CurvlinopsGGN (default; the fit_ratio and predict_ratio "
+            "columns), BackPackGGN, AsdlGGN (the *_to_fastest columns: the fastest of the three)",
             "repeats": args.repeats,
             "threads": 1,
             "predictive": "GLM, probit link",
@@ -178,7 +209,9 @@ def main() -> None:
             "processor": platform.machine(),
         },
         "speed": speed(args.repeats),
-        "calibration": calibration(),
+        "calibration": (
+            json.loads(RESULTS.read_text())["calibration"] if args.speed_only else calibration()
+        ),
     }
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {RESULTS}")

@@ -27,7 +27,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev
+from torch.func import functional_call, jacrev, vmap
 
 from igbook._validation import check_choice, check_finite, check_integer
 from igbook.fisher import BernoulliLikelihood, CategoricalLikelihood
@@ -96,7 +96,10 @@ def jacobians(posterior: LaplacePosterior, x: Tensor) -> tuple[Tensor, Tensor]:
     r"""The outputs :math:`f_{\theta_*}(x)` ``(n, C)`` and Jacobians :math:`J(x)` ``(n, C, P)`` (covered parameters).
 
     For ``subset="last_layer"`` with a final ``nn.Linear`` layer the Jacobian is its closed form
-    in the layer's inputs; otherwise :func:`torch.func.jacrev`.
+    in the layer's inputs; otherwise per data point, :func:`torch.func.jacrev` of one point's
+    outputs vectorized over the points by :func:`torch.func.vmap` (:math:`nC` backward passes
+    through one point each, not through the whole batch). The model must treat data points
+    independently (no batch statistics), as everywhere in :mod:`igbook.fisher`.
     """
     post, x = _check(posterior, x)
     if post.subset == "last_layer":
@@ -104,13 +107,13 @@ def jacobians(posterior: LaplacePosterior, x: Tensor) -> tuple[Tensor, Tensor]:
         if fast is not None:
             return fast
 
-    def f(theta: Tensor) -> Tensor:
-        return _outputs(post, theta, x)
+    def f_single(theta: Tensor, xn: Tensor) -> Tensor:
+        return _outputs(post, theta, xn.unsqueeze(0))[0]
 
     with torch.no_grad():
-        out = f(post.mean)
-    jac = jacrev(f)(post.mean)
-    return out, jac.detach()
+        out = _outputs(post, post.mean, x)
+    jac = vmap(jacrev(f_single), in_dims=(None, 0))(post.mean, x)
+    return out, jac.detach().reshape(out.shape[0], -1, post.mean.shape[0])
 
 
 def functional_variance(posterior: LaplacePosterior, x: Tensor) -> tuple[Tensor, Tensor]:
