@@ -124,7 +124,8 @@ def test_benchmark_smoke(bench, tmp_path, name) -> None:
     if name == "autoencoder":
         assert set(data["summary"]) == {"sgd", "adam", "kfac"}
         for method, row in data["summary"].items():
-            assert row["lr"] in data["settings"]["lr_grids"][method]
+            knob = row["kl_clip"] if method == "kfac" else row["lr"]
+            assert knob in data["settings"]["grids"][method]
         assert len(data["tuning"]) == sum(len(g) for g in fm.AUTOENCODER_GRIDS.values())
     elif name == "ivon_cnn":
         assert set(data["summary"]) == {"AdamW", "IVON@mean", "IVON"}
